@@ -1,0 +1,174 @@
+"""SQLite catalog: one row per image file; its id is the row of every feature array."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT UNIQUE NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error', 'removed')),
+    error TEXT,
+    indexed_at REAL
+);
+CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One catalog row."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    width: int | None
+    height: int | None
+    format: str | None
+    status: str
+    error: str | None
+    indexed_at: float | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the indexer learnt about one file, ready to be committed."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    error: str | None = None
+
+
+_COLUMNS = "id, path, size, mtime_ns, width, height, format, status, error, indexed_at"
+
+
+class Catalog:
+    """The ``catalog.sqlite`` of an index: images table plus a key/value ``meta`` table."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only:
+            uri = f"file:{self.path}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value, sort_keys=True)),
+            )
+
+    # -- reads --------------------------------------------------------------------------------
+    def count(self, status: str | None = None) -> int:
+        if status is None:
+            return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM images WHERE status = ?", (status,)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status"))
+        return {status: found.get(status, 0) for status in ("ok", "error", "removed")}
+
+    def next_id(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0]
+
+    def stat_map(self) -> dict[str, tuple[int, int, int, str]]:
+        """``path -> (id, size, mtime_ns, status)`` for every row, for change detection."""
+        return {
+            path: (id_, size, mtime_ns, status)
+            for id_, path, size, mtime_ns, status in self._db.execute(
+                "SELECT id, path, size, mtime_ns, status FROM images"
+            )
+        }
+
+    def ids(self, status: str = "ok") -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT id FROM images WHERE status = ? ORDER BY id", (status,))]
+
+    def records(self, ids: Sequence[int] | None = None, *, status: str | None = None) -> list[Record]:
+        """Rows for ``ids`` in the order given (all rows, optionally of one status, when None)."""
+        if ids is None:
+            query = f"SELECT {_COLUMNS} FROM images"
+            args: tuple[Any, ...] = ()
+            if status is not None:
+                query += " WHERE status = ?"
+                args = (status,)
+            return [Record(*row) for row in self._db.execute(query + " ORDER BY id", args)]
+        wanted = [int(i) for i in ids]
+        found: dict[int, Record] = {}
+        for start in range(0, len(wanted), 900):
+            block = wanted[start : start + 900]
+            marks = ",".join("?" * len(block))
+            for row in self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", block):
+                found[row[0]] = Record(*row)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no image with id {missing[0]} in the catalog")
+        return [found[i] for i in wanted]
+
+    def id_for_path(self, path: str) -> int | None:
+        row = self._db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
+    # -- writes -------------------------------------------------------------------------------
+    def commit_entries(self, entries: Iterable[Entry]) -> None:
+        """Insert or replace rows, all in one transaction (ok unless the entry has an error)."""
+        now = time.time()
+        rows = [
+            (
+                e.id, e.path, e.size, e.mtime_ns, e.width, e.height, e.format,
+                "error" if e.error else "ok", e.error, now,
+            )
+            for e in entries
+        ]
+        with self._db:
+            self._db.executemany(
+                f"INSERT INTO images({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET path=excluded.path, size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
+                "format=excluded.format, status=excluded.status, error=excluded.error, "
+                "indexed_at=excluded.indexed_at",
+                rows,
+            )
+
+    def mark_removed(self, ids: Iterable[int]) -> None:
+        with self._db:
+            self._db.executemany(
+                "UPDATE images SET status = 'removed', error = NULL WHERE id = ?",
+                [(int(i),) for i in ids],
+            )

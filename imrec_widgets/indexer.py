@@ -1,0 +1,270 @@
+"""Scan -> decode -> extract -> write: the incremental, resumable indexing pipeline.
+
+Decoding and the cheap features run in worker processes, a bounded number of batches ahead of
+the model, which runs in the writing process. Each batch's features are written to Zarr before
+its catalog rows commit in one transaction, so a killed run redoes at most one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import stat
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import Catalog, Entry
+from .imageio import DecodedImage, ImageDecodeError, decode, has_image_suffix, sniff_image
+from .store import FeatureStore
+
+DECODE_MIN_SIDE = 256
+"""JPEGs are draft-decoded no smaller than this (shorter side), enough for every feature."""
+
+
+@dataclass
+class ScannedFile:
+    """A file found by the scan: catalog path (relative to the root when inside it)."""
+
+    path: str
+    abspath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanResult:
+    files: dict[str, ScannedFile]
+    skipped_dirs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UpdateReport:
+    """What one ``ImageIndex.update()`` did."""
+
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    errors: int = 0
+    unchanged: int = 0
+    rebuilt: int = 0
+    processed: int = 0
+    seconds: float = 0.0
+    skipped_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"indexed {self.processed} images in {self.seconds:.1f} s "
+            f"({self.images_per_second:.1f} images/s): {self.new} new, {self.changed} changed, "
+            f"{self.removed} removed, {self.errors} errors, {self.unchanged} unchanged"
+            + (f", {self.rebuilt} rebuilt" if self.rebuilt else "")
+        )
+
+
+# -- scan -------------------------------------------------------------------------------------
+def catalog_path(abspath: str, root: str) -> str:
+    """The catalog's name for a file: POSIX path relative to ``root``, absolute outside it."""
+    relative = os.path.relpath(abspath, root)
+    if relative.startswith(os.pardir + os.sep) or relative == os.pardir:
+        return Path(abspath).as_posix()
+    return Path(relative).as_posix()
+
+
+def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()) -> ScanResult:
+    """Walk ``roots`` for image files (by suffix, or by content for files without a suffix).
+
+    Hidden files and folders, and the folders in ``exclude`` (the index itself), are skipped;
+    symlinked folders are followed once (loops are cut); unreadable folders are reported, not fatal.
+    """
+    primary = os.path.realpath(roots[0])
+    excluded = {os.path.realpath(p) for p in exclude}
+    seen_dirs: set[tuple[int, int]] = set()
+    result = ScanResult(files={})
+    stack = [os.path.abspath(os.path.expanduser(r)) for r in reversed(roots)]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+        except OSError:
+            result.skipped_dirs.append(folder)
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in seen_dirs or os.path.realpath(folder) in excluded:
+            continue
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+        except OSError:
+            result.skipped_dirs.append(folder)
+            continue
+        subfolders = []
+        for entry in listing:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    subfolders.append(entry.path)
+                    continue
+                if not entry.is_file():
+                    continue
+                if not has_image_suffix(entry.name) and (
+                    Path(entry.name).suffix or not sniff_image(entry.path)
+                ):
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            name = catalog_path(os.path.join(os.path.realpath(folder), entry.name), primary)
+            result.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns)
+        stack.extend(reversed(subfolders))
+    return result
+
+
+# -- per-image work (runs in worker processes) -------------------------------------------------
+_EXTRACTORS: dict[str, Any] = {}
+
+
+def _worker_setup(settings: dict[str, Any]) -> dict[str, Any]:
+    key = repr(sorted(settings.items()))
+    if key not in _EXTRACTORS:
+        from .features import build_features
+
+        _EXTRACTORS.clear()
+        _EXTRACTORS[key] = build_features(settings)
+    return _EXTRACTORS[key]
+
+
+@dataclass
+class Decoded:
+    """One file after decoding: catalog entry plus its cheap features and model input."""
+
+    entry: Entry
+    features: dict[str, np.ndarray] | None = None
+    model_input: np.ndarray | None = None
+
+
+def decode_one(
+    features: dict[str, Any], source: Any
+) -> tuple[DecodedImage, dict[str, np.ndarray], np.ndarray | None]:
+    """Decode ``source`` once and compute every cheap feature plus the model's input array."""
+    decoded = decode(source, min_side=DECODE_MIN_SIDE)
+    values = {
+        name: feature.extract_one(decoded.image)
+        for name, feature in features.items()
+        if name != "embedding"
+    }
+    model_input = features["embedding"].prepare(decoded.image) if "embedding" in features else None
+    return decoded, values, model_input
+
+
+def process_batch(settings: dict[str, Any], tasks: list[tuple[int, ScannedFile]]) -> list[Decoded]:
+    """Decode each file of a batch and compute its cheap features; errors become entries."""
+    features = _worker_setup(settings)
+    out = []
+    for id_, scanned in tasks:
+        base = {"id": id_, "path": scanned.path, "size": scanned.size, "mtime_ns": scanned.mtime_ns}
+        try:
+            decoded, values, model_input = decode_one(features, scanned.abspath)
+        except (ImageDecodeError, OSError) as exc:
+            out.append(Decoded(Entry(**base, error=str(exc) or type(exc).__name__)))
+            continue
+        entry = Entry(**base, width=decoded.width, height=decoded.height, format=decoded.format)
+        out.append(Decoded(entry, values, model_input))
+    return out
+
+
+# -- the writer ---------------------------------------------------------------------------------
+def _batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def run_batches(
+    batches: list[list[tuple[int, ScannedFile]]],
+    settings: dict[str, Any],
+    workers: int,
+    on_batch: Callable[[list[Decoded]], None],
+) -> None:
+    """Process ``batches`` in order, ``workers`` processes decoding ahead (0 = in this process)."""
+    if workers <= 0 or len(batches) <= 1:
+        for batch in batches:
+            on_batch(process_batch(settings, batch))
+        return
+    import multiprocessing
+
+    # fork: workers start in milliseconds and never re-run the user's script (spawn would).
+    # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ahead = 2 * workers
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
+        pending: deque[Future[list[Decoded]]] = deque()
+        queue = iter(batches)
+        try:
+            for batch in queue:
+                pending.append(pool.submit(process_batch, settings, batch))
+                if len(pending) >= ahead:
+                    on_batch(pending.popleft().result())
+            while pending:
+                on_batch(pending.popleft().result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+INHERITED_FDS: set[int] = set()
+"""File descriptors (the index's write lock) that forked workers must close at start."""
+
+
+def _worker_init(parent_pid: int) -> None:
+    for fd in INHERITED_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if sys.platform == "linux":
+        # Die with the writer: a SIGKILLed writer must not leave decoding processes behind.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def default_workers() -> int:
+    """Decoding processes beside the model: one core is left to the model."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def write_batch(
+    store: FeatureStore,
+    catalog: Catalog,
+    features: dict[str, Any],
+    decoded: list[Decoded],
+) -> int:
+    """Store one batch: features to Zarr first, then the catalog rows in one transaction."""
+    ok = [d for d in decoded if d.features is not None]
+    if ok:
+        ids = np.array([d.entry.id for d in ok], dtype=np.int64)
+        for name in features:
+            if name == "embedding":
+                values = features["embedding"].embed(np.stack([d.model_input for d in ok]))
+            else:
+                values = np.stack([d.features[name] for d in ok])
+            store.write_rows(name, ids, values)
+    catalog.commit_entries(d.entry for d in decoded)
+    return len(decoded) - len(ok)

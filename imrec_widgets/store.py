@@ -1,0 +1,142 @@
+"""Zarr v3 feature store: one row-chunked 2-D (or N-D) array per feature; row = catalog id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_CHUNK_BYTES = 8 * 1024 * 1024
+GROWTH_ROWS = 4096
+
+
+def chunk_rows(row_shape: Sequence[int], dtype: np.dtype) -> int:
+    """Rows per chunk so that one chunk holds about ``TARGET_CHUNK_BYTES`` (256 to 16384 rows)."""
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = TARGET_CHUNK_BYTES // max(1, row_bytes)
+    return int(min(16384, max(256, 1 << int(np.log2(max(1, rows))))))
+
+
+class FeatureStore:
+    """The ``features.zarr`` group of an index.
+
+    Arrays grow in steps of whole chunks ahead of the rows written, so the metadata changes
+    rarely; rows past the catalog's last committed id are scratch space.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        import zarr
+
+        self.path = path
+        self.read_only = read_only
+        if read_only and not _exists(path):
+            self._group = None
+        else:
+            self._group = zarr.open_group(store=str(path), mode="r" if read_only else "a")
+
+    def __contains__(self, name: str) -> bool:
+        return self._group is not None and name in self._group
+
+    def names(self) -> list[str]:
+        if self._group is None:
+            return []
+        found: list[str] = []
+
+        def walk(group: Any, prefix: str) -> None:
+            for key, member in group.members():
+                if hasattr(member, "shape"):
+                    found.append(prefix + key)
+                else:
+                    walk(member, prefix + key + "/")
+
+        walk(self._group, "")
+        return sorted(found)
+
+    def array(self, name: str) -> Any:
+        if self._group is None or name not in self._group:
+            raise KeyError(f"feature {name!r} is not in the store")
+        return self._group[name]
+
+    def ensure(self, name: str, row_shape: Sequence[int], dtype: np.dtype | str) -> Any:
+        """The array ``name``, created (empty) with these row shape and dtype if missing."""
+        dtype = np.dtype(dtype)
+        if name in self:
+            array = self._group[name]
+            if tuple(array.shape[1:]) != tuple(row_shape) or np.dtype(array.dtype) != dtype:
+                raise ValueError(
+                    f"stored feature {name!r} has rows {tuple(array.shape[1:])} {array.dtype}, "
+                    f"not {tuple(row_shape)} {dtype}"
+                )
+            return array
+        rows = chunk_rows(row_shape, dtype)
+        return self._group.create_array(
+            name,
+            shape=(0, *row_shape),
+            chunks=(rows, *row_shape),
+            dtype=dtype,
+            fill_value=0,
+        )
+
+    def delete(self, name: str) -> None:
+        if name in self:
+            del self._group[name]
+
+    def write_rows(self, name: str, ids: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values[i]`` to row ``ids[i]``, growing the array when needed."""
+        array = self.array(name)
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        needed = int(ids.max()) + 1
+        if needed > array.shape[0]:
+            step = max(GROWTH_ROWS, array.chunks[0])
+            array.resize((-(-needed // step) * step, *array.shape[1:]))
+        values = np.asarray(values, dtype=array.dtype)
+        if np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
+            array[int(ids[0]) : int(ids[-1]) + 1] = values
+        else:
+            order = np.argsort(ids)
+            array.oindex[ids[order]] = values[order]
+
+    def read_rows(self, name: str, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows ``ids`` of feature ``name``, in the order given."""
+        array = self.array(name)
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.empty((0, *array.shape[1:]), dtype=array.dtype)
+        if ids.min() < 0 or ids.max() >= array.shape[0]:
+            raise KeyError(f"row ids outside feature {name!r} (0..{array.shape[0] - 1})")
+        lo, hi = int(ids.min()), int(ids.max()) + 1
+        if hi - lo <= 4 * ids.size:
+            return np.asarray(array[lo:hi])[ids - lo]
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return np.asarray(array.oindex[unique])[inverse]
+
+    def read_range(self, name: str, stop: int) -> np.ndarray:
+        """Rows ``0 .. stop-1`` of feature ``name`` as one in-memory array."""
+        array = self.array(name)
+        return np.asarray(array[: min(stop, array.shape[0])])
+
+    def iter_chunks(self, name: str, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, block)`` for each stored chunk of rows below ``stop``."""
+        array = self.array(name)
+        rows = array.chunks[0]
+        stop = min(stop, array.shape[0])
+        for start in range(0, stop, rows):
+            yield start, np.asarray(array[start : min(start + rows, stop)])
+
+    def nbytes_stored(self) -> int:
+        """Bytes the store takes on disk (local stores only; 0 otherwise)."""
+        root = Path(str(self.path))
+        if not root.is_dir():
+            return 0
+        return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def _exists(path: str | Path) -> bool:
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return True
+    return Path(text.removeprefix("file://")).exists()

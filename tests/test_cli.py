@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imrec_widgets import __version__
+from imrec_widgets.cli import main
+
+
+def imrec(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "imrec_widgets.cli", *args], capture_output=True, text=True)
+
+
+def test_index_then_info(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["index", str(photos), "--features", "rgb,dhash,thumb", "-q", "--workers", "0"]) == 0
+    line = capsys.readouterr().out.strip()
+    count = len(list(photos.rglob("*.jpg")))
+    assert re.fullmatch(
+        rf"indexed {count} images in [\d.]+ s \([\d.]+ images/s\): {count} new, 0 changed, "
+        r"0 removed, 0 errors, 0 unchanged",
+        line,
+    ), line
+
+    assert main(["index", str(photos), "-q"]) == 0
+    assert "0 new, 0 changed, 0 removed, 0 errors" in capsys.readouterr().out
+
+    assert main(["info", str(photos)]) == 0
+    out = capsys.readouterr().out
+    assert f"{count} ok, 0 error, 0 removed" in out
+    assert "features    : dhash, rgb, thumb" in out
+
+    assert main(["info", str(photos), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["counts"]["ok"] == count and info["features_bytes"] > 0
+
+
+def test_index_dir_option(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "kept-elsewhere"
+    assert main(["index", str(photos), "--index-dir", str(target), "--features", "ahash", "-q"]) == 0
+    assert (target / "catalog.sqlite").exists()
+    assert not (photos / ".imrec").exists()
+
+
+def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
+    result = imrec("index", str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"imrec index: error: image folder not found: {tmp_path / 'missing'}"
+    assert "Traceback" not in result.stderr
+
+    result = imrec("index", str(tmp_path), "--features", "colour")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "unknown feature 'colour'" in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert imrec("--version").stdout.strip() == f"imrec {__version__}"
+    help_text = imrec("--help").stdout
+    assert "index" in help_text and "info" in help_text

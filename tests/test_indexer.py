@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CHEAP_FEATURES
+from PIL import Image
+from skimage import data
+
+from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError
+from imrec_widgets import indexer as indexer_module
+from imrec_widgets.index import _WriteLock
+from imrec_widgets.indexer import scan
+
+
+def cheap_index(root: Path, **kwargs: object) -> ImageIndex:
+    return ImageIndex.open(root, features=CHEAP_FEATURES, **kwargs)
+
+
+def snapshot(index: ImageIndex) -> tuple[list[tuple], dict[str, np.ndarray]]:
+    rows = [(r.id, r.path, r.size, r.mtime_ns, r.width, r.height, r.format, r.status, r.error) for r in index.records()]
+    ids = [r[0] for r in rows if r[7] == "ok"]
+    return rows, {name: index.store.read_rows(name, ids) for name in index.settings["features"]}
+
+
+def test_full_index_of_real_photos(photos: Path) -> None:
+    index = ImageIndex.open(photos)
+    report = index.update(progress=False)
+    count = len(list(photos.rglob("*.jpg")))
+    assert (report.new, report.changed, report.removed, report.errors) == (count, 0, 0, 0)
+    assert len(index) == count
+    assert "0 changed, 0 removed, 0 errors" in str(report) and report.images_per_second > 0
+    assert (photos / ".imrec" / "catalog.sqlite").is_file()
+    assert (photos / ".imrec" / "features.zarr" / "zarr.json").is_file()
+
+    embeddings = index.features("embedding")
+    assert embeddings.shape == (count, 1280) and embeddings.dtype == np.float32
+    assert np.isfinite(embeddings).all() and (np.linalg.norm(embeddings, axis=1) > 0).all()
+    assert index.features("rgb").shape == (count, 512)
+    np.testing.assert_allclose(np.linalg.norm(index.features("rgb"), axis=1), 1.0, rtol=1e-5)
+    assert index.features("ahash").shape == (count, 8) and index.features("dhash").dtype == np.uint8
+    assert index.features("thumb").shape == (count, 64, 64, 3)
+
+    coffee = next(i for i, p in zip(index.ids(), index.paths(index.ids()), strict=True) if p.name == "coffee.jpg")
+    record = index.records([coffee])[0]
+    assert (record.width, record.height, record.format, record.status) == (600, 400, "JPEG", "ok")
+    thumb = np.asarray(index.thumbnail(coffee))
+    assert thumb.shape == (64, 64, 3)
+    assert (thumb[:8] == 255).all(), "landscape thumbnail is padded top and bottom"
+    assert thumb[32].std() > 5
+    assert index.thumbnail_bytes([coffee])[0][:3] == b"\xff\xd8\xff"
+
+    with sqlite3.connect(photos / ".imrec" / "catalog.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        ids = [r[0] for r in db.execute("SELECT id FROM images ORDER BY id")]
+    assert ids == list(range(count))
+
+
+def test_rerun_with_nothing_changed_decodes_nothing(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = cheap_index(photos)
+    index.update(progress=False, workers=0)
+    before = snapshot(index)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an unchanged file was decoded")
+
+    monkeypatch.setattr(indexer_module, "decode", fail)
+    report = cheap_index(photos).update(progress=False, workers=0)
+    assert (report.new, report.changed, report.removed, report.errors, report.processed) == (0, 0, 0, 0, 0)
+    assert "0 new, 0 changed, 0 removed" in str(report)
+    rows, _values = snapshot(index)
+    assert rows == before[0]
+
+
+def test_add_modify_delete_is_incremental(photos: Path) -> None:
+    index = cheap_index(photos)
+    index.update(progress=False, workers=0)
+    coffee = photos / "objects" / "coffee.jpg"
+    coffee_id = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
+    chelsea_id = next(r.id for r in index.records() if r.path == "animals/chelsea.jpg")
+    old_hash = index.features("dhash", [coffee_id])[0].copy()
+    total = len(index)
+
+    Image.fromarray(data.rocket()).save(coffee)  # same name, different picture
+    os.utime(coffee, ns=(time.time_ns(), time.time_ns() + 10**9))
+    (photos / "animals" / "chelsea.jpg").unlink()
+    Image.fromarray(data.astronaut()).save(photos / "new_photo.PNG")
+
+    report = index.update(progress=False, workers=0)
+    assert (report.new, report.changed, report.removed, report.errors) == (1, 1, 1, 0)
+    assert len(index) == total
+    record = index.records([coffee_id])[0]
+    assert record.path == "objects/coffee.jpg" and record.width == 640, "re-extracted in place"
+    assert not np.array_equal(index.features("dhash", [coffee_id])[0], old_hash)
+    assert index.records([chelsea_id])[0].status == "removed"
+    assert chelsea_id not in index.ids()
+    assert index.records([total + 0])[0].path == "new_photo.PNG"
+
+    # A removed file that comes back gets its old id again.
+    Image.fromarray(data.chelsea()).save(photos / "animals" / "chelsea.jpg")
+    report = index.update(progress=False, workers=0)
+    assert (report.new, report.changed) == (0, 1)
+    assert chelsea_id in index.ids()
+
+
+def test_broken_files_are_recorded_not_fatal(tmp_path: Path) -> None:
+    root = tmp_path / "broken"
+    root.mkdir()
+    astronaut = Image.fromarray(data.astronaut())
+    (root / "zero.jpg").write_bytes(b"")
+    buffer = io.BytesIO()
+    astronaut.save(buffer, format="JPEG")
+    (root / "truncated.jpg").write_bytes(buffer.getvalue()[:3000])
+    (root / "text.png").write_text("not a png\n")
+    Image.fromarray(np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257).save(root / "gray16.png")
+    astronaut.convert("CMYK").save(root / "cmyk.jpg")
+    rgba = astronaut.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.convert("P", palette=Image.Palette.ADAPTIVE).save(root / "palette.png", transparency=0)
+    frames = [astronaut.resize((64, 64)), Image.fromarray(data.coffee()).resize((64, 64))]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], loop=0)
+    header = bytearray(buffer.getvalue()[:2000])
+    sof = header.find(b"\xff\xc0")
+    header[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    (root / "huge.jpg").write_bytes(bytes(header) + buffer.getvalue()[2000:])
+    astronaut.save(root / "good.JPEG")
+
+    index = ImageIndex.open(root)
+    report = index.update(progress=False, workers=1, batch_size=3)
+    assert report.errors == 4
+    errors = {path.name: message for path, message in index.errors()}
+    assert set(errors) == {"zero.jpg", "truncated.jpg", "text.png", "huge.jpg"}
+    assert "empty" in errors["zero.jpg"]
+    assert "not a recognised image" in errors["text.png"]
+    assert "decompression bomb" in errors["huge.jpg"]
+    ok = {p.name for p in index.paths(index.ids())}
+    assert ok == {"gray16.png", "cmyk.jpg", "palette.png", "anim.gif", "good.JPEG"}
+    assert np.isfinite(index.features("embedding")).all()
+    # Errored files are not retried while unchanged.
+    assert index.update(progress=False).errors == 0
+
+
+def test_scan_skips_index_hidden_loops_and_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    Image.fromarray(data.coffee()).save(root / "a" / "b" / "x.jpg")
+    Image.fromarray(data.coffee()).save(root / ".hidden" / "y.jpg")
+    Image.fromarray(data.coffee()).save(root / "a" / "no_suffix", format="PNG")
+    (root / "a" / "notes.txt").write_text("hello")
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)
+    index_dir = root / "idx"
+    index_dir.mkdir()
+    Image.fromarray(data.coffee()).save(index_dir / "inside_index.jpg")
+    (root / "locked").mkdir()
+    Image.fromarray(data.coffee()).save(root / "locked" / "z.jpg")
+
+    real_scandir = os.scandir
+
+    def guarded(path: str) -> object:
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    found = scan([root], exclude=[index_dir])
+    assert sorted(found.files) == ["a/b/x.jpg", "a/no_suffix"]
+    assert [Path(p).name for p in found.skipped_dirs] == ["locked"]
+
+
+def test_index_kept_elsewhere(photos: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    index = cheap_index(photos, index_dir=elsewhere)
+    index.update(progress=False, workers=0)
+    assert (elsewhere / "catalog.sqlite").exists() and not (photos / ".imrec").exists()
+    assert len(ImageIndex.open(photos, index_dir=elsewhere)) == len(index)
+
+
+def test_conflicting_configuration_is_a_clear_error(photos: Path) -> None:
+    cheap_index(photos).update(progress=False, workers=0)
+    with pytest.raises(IndexConfigError, match=r"bins=8, not 4.*rebuild"):
+        cheap_index(photos, bins=4)
+    rebuilt = cheap_index(photos, bins=4, rebuild=["rgb"])
+    report = rebuilt.update(progress=False, workers=0)
+    assert report.processed == len(rebuilt)
+    assert rebuilt.features("rgb").shape[1] == 64
+    assert ImageIndex.open(photos).settings["bins"] == 4
+
+
+def test_second_writer_is_told_who_holds_the_lock(photos: Path) -> None:
+    index = cheap_index(photos)
+    index.update(progress=False, workers=0)
+    with _WriteLock(photos / ".imrec" / "write.lock"):
+        with pytest.raises(IndexLockedError, match=f"locked by pid {os.getpid()}"):
+            cheap_index(photos).update(progress=False)
+        assert len(cheap_index(photos)) == len(index), "readers work while a writer holds the lock"
+    cheap_index(photos).update(progress=False)
+
+
+def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_path: Path) -> None:
+    clean_root, killed_root = tmp_path / "clean", tmp_path / "killed"
+    shutil.copytree(sample_folder, clean_root)
+    shutil.copytree(sample_folder, killed_root)
+    for src, dst in zip(sorted(clean_root.rglob("*.jpg")), sorted(killed_root.rglob("*.jpg")), strict=True):
+        os.utime(dst, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))
+    batch = 2
+    args = ["--features", "embedding,rgb,dhash,thumb", "--batch-size", str(batch), "-q", "--workers", "1"]
+    command = [sys.executable, "-m", "imrec_widgets.cli", "index"]
+    subprocess.run([*command, str(clean_root), *args], check=True, capture_output=True)
+
+    catalog = killed_root / ".imrec" / "catalog.sqlite"
+    kills = 0
+    for target in (2, 5):  # kill twice, each time once a few batches have committed
+        process = subprocess.Popen([*command, str(killed_root), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True) as db:
+                    done = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            except sqlite3.Error:
+                done = 0
+            if done >= target * batch:
+                time.sleep(0.05)  # land somewhere inside the next batch
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        process.wait(timeout=60)
+    assert kills == 2, "the run finished before it could be killed"
+    result = subprocess.run([*command, str(killed_root), *args], capture_output=True, text=True, check=True)
+    assert "errors" in result.stdout
+
+    clean = snapshot(ImageIndex.open(clean_root))
+    resumed = snapshot(ImageIndex.open(killed_root))
+    strip = [row[:2] + row[4:] for row in clean[0]]  # size/mtime equal by construction; compare rest
+    assert [row[:2] + row[4:] for row in resumed[0]] == strip
+    assert len(resumed[0]) == len(list(killed_root.rglob("*.jpg"))), "no duplicate rows"
+    for name in ("rgb", "dhash", "thumb"):
+        np.testing.assert_array_equal(resumed[1][name], clean[1][name], err_msg=name)
+    np.testing.assert_allclose(resumed[1]["embedding"], clean[1]["embedding"], rtol=1e-5, atol=1e-5)
