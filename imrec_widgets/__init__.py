@@ -9,16 +9,34 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Hit", "ImageIndex", "IndexConfigError", "IndexLockedError", "__version__"]
+__all__ = [
+    "EmptyIndexError",
+    "Hit",
+    "ImageIndex",
+    "IndexConfigError",
+    "IndexLockedError",
+    "SearchResults",
+    "__version__",
+]
 
 if TYPE_CHECKING:
-    from .index import Hit, ImageIndex, IndexConfigError, IndexLockedError
+    from .index import EmptyIndexError, ImageIndex, IndexConfigError, IndexLockedError
+    from .results import Hit, SearchResults
+
+_LAZY = {
+    "EmptyIndexError": "index",
+    "ImageIndex": "index",
+    "IndexConfigError": "index",
+    "IndexLockedError": "index",
+    "Hit": "results",
+    "SearchResults": "results",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import imrec_widgets` (and the CLI) starts without torch or widget libraries.
-    if name in ("Hit", "ImageIndex", "IndexConfigError", "IndexLockedError"):
-        from . import index
+    if name in _LAZY:
+        import importlib
 
-        return getattr(index, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'imrec_widgets' has no attribute {name!r}")

@@ -95,6 +95,12 @@ class Catalog:
                 (key, json.dumps(value, sort_keys=True)),
             )
 
+    def _bump_generation(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES('generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
     # -- reads --------------------------------------------------------------------------------
     def count(self, status: str | None = None) -> int:
         if status is None:
@@ -104,6 +110,25 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         found = dict(self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status"))
         return {status: found.get(status, 0) for status in ("ok", "error", "removed")}
+
+    def generation(self) -> int:
+        """A counter bumped by every write, so readers know when cached arrays are stale."""
+        return int(self.get_meta("generation", 0))
+
+    def statuses(self) -> dict[str, list[int]]:
+        """Ids by status (``ok``, ``error``, ``removed``), ascending."""
+        out: dict[str, list[int]] = {"ok": [], "error": [], "removed": []}
+        for id_, status in self._db.execute("SELECT id, status FROM images ORDER BY id"):
+            out[status].append(id_)
+        return out
+
+    def ids_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
+        """Ids of ok rows matching an SQL condition on the images columns, ascending."""
+        query = f"SELECT id FROM images WHERE status = 'ok' AND ({where}) ORDER BY id"
+        try:
+            return [r[0] for r in self._db.execute(query, tuple(params))]
+        except sqlite3.Error as exc:
+            raise ValueError(f"bad where= condition {where!r}: {exc}") from None
 
     def next_id(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0]
@@ -165,6 +190,7 @@ class Catalog:
                 "indexed_at=excluded.indexed_at",
                 rows,
             )
+            self._bump_generation()
 
     def mark_removed(self, ids: Iterable[int]) -> None:
         with self._db:
@@ -172,3 +198,4 @@ class Catalog:
                 "UPDATE images SET status = 'removed', error = NULL WHERE id = ?",
                 [(int(i),) for i in ids],
             )
+            self._bump_generation()

@@ -57,6 +57,47 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("search")
+def _search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    index = _open_index(args)
+    queries: list[Any] = []
+    for query in args.query:
+        if query.isdigit() and not Path(query).exists():
+            queries.append(int(query))
+        else:
+            queries.append(Path(query))
+    results = index.search(queries if len(queries) > 1 else queries[0], mode=args.mode, metric=args.metric, k=args.k)
+    if args.json:
+        print(json.dumps({"mode": results.mode, "metric": results.metric,
+                          "seconds": results.seconds, "hits": results.to_dicts()}, indent=2))
+        return 0
+    print(f"{len(results)} nearest by {results.mode}/{results.metric} in {results.seconds * 1000:.1f} ms")
+    for hit in results:
+        print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {hit.path}")
+    return 0
+
+
+@command("umap")
+def _umap(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    projection = index.umap(
+        args.feature,
+        refit=args.refit,
+        n_neighbors=args.n_neighbors,
+        sample_size=args.sample_size,
+        clusters=args.clusters,
+        min_cluster_size=args.min_cluster_size,
+    )
+    n_clusters = len(set(projection.clusters.tolist()) - {-1})
+    print(
+        f"mapped {len(projection)} images by {args.feature} in {projection.seconds:.1f} s "
+        f"(fitted on {projection.fitted}, transformed {projection.transformed}): {n_clusters} clusters"
+    )
+    return 0
+
+
 @command("info")
 def _info(args: argparse.Namespace) -> int:
     info = _open_index(args).info()
@@ -76,6 +117,23 @@ def _info(args: argparse.Namespace) -> int:
     for name, config in sorted(info["feature_config"].items()):
         print(f"  {name:<9} {json.dumps(config, sort_keys=True)}")
     print(f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}")
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .export.tensorboard import export_tensorboard, tensorboard_command
+
+    run_dir = export_tensorboard(
+        _open_index(args),
+        args.out,
+        args.feature,
+        run=args.run,
+        sprite=False if args.no_sprite else None,
+        max_points=args.max_points,
+    )
+    print(f"wrote TensorBoard projector run {run_dir}")
+    print(f"view it with: {tensorboard_command(run_dir.parent)}  (then open the PROJECTOR tab)")
     return 0
 
 
@@ -147,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("search", help="find the indexed images nearest to one or more query images")
+    p.add_argument("query", nargs="+", help="image file(s) or indexed id(s); several are one combined query")
+    p.add_argument("--root", required=True, help="the indexed folder")
+    p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
+    p.add_argument("--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("umap", help="precompute the 2-D UMAP map and clusters of a feature")
+    add_root(p)
+    p.add_argument("--feature", default="embedding", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--refit", action="store_true", help="fit again instead of extending the cached map")
+    p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (default 15)")
+    p.add_argument("--sample-size", type=int, default=20_000, help="images to fit on; the rest are transformed (default 20000)")
+    p.add_argument("--clusters", type=int, default=None, help="KMeans with this many clusters (default: HDBSCAN)")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN min_cluster_size (default ~1%% of images)")
+
     p = sub.add_parser("demo", help="index real sample photos and open the quick-start notebook")
     p.add_argument("folder", nargs="?", default="imrec-demo", help="where to put photos and notebook (default ./imrec-demo)")
     p.add_argument("--no-lab", action="store_true", help="only write and index the photos")
@@ -156,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="counts, settings and sizes of an index")
     add_root(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser("export", help="write an index's feature for another tool (TensorBoard projector)")
+    p.add_argument("format", choices=("tensorboard",), help="what to write")
+    add_root(p)
+    p.add_argument("--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)")
+    p.add_argument("--out", default="logs", help="TensorBoard log folder to write the run into (default ./logs)")
+    p.add_argument("--run", default=None, help="run (sub-folder) name (default: FOLDER-FEATURE)")
+    p.add_argument("--max-points", type=int, default=None, help="export a fixed random sample of at most N images")
+    p.add_argument("--no-sprite", action="store_true", help="leave out the thumbnail sprite")
     return parser
 
 

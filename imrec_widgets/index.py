@@ -23,6 +23,8 @@ from .indexer import (
     scan,
     write_batch,
 )
+from .results import SearchResults
+from .searcher import Searcher
 from .store import FeatureStore
 
 INDEX_DIRNAME = ".imrec"
@@ -131,6 +133,7 @@ class ImageIndex:
         self._catalog: Catalog | None = None
         self._store: FeatureStore | None = None
         self._features: dict[str, Any] | None = None
+        self._searcher: Searcher | None = None
         self.settings = self._resolve_settings(self._stored_settings())
 
     @classmethod
@@ -405,8 +408,81 @@ class ImageIndex:
             "features_bytes": self.store.nbytes_stored(),
         }
 
+    def export_tensorboard(
+        self, logdir: str | os.PathLike[str], feature: str = "embedding", **options: Any
+    ) -> Path:
+        """Write ``feature`` as a TensorBoard projector run under ``logdir``; return its folder.
+
+        Options (``run``, ``ids``, ``sprite``, ``max_points``): see
+        ``imrec_widgets.export.tensorboard.export_tensorboard``. View with
+        ``tensorboard --logdir <logdir>``; TensorFlow is not needed.
+        """
+        from .export.tensorboard import export_tensorboard
+
+        return export_tensorboard(self, logdir, feature, **options)
+
     def iter_records(self) -> Iterator[Record]:
         yield from self.catalog.records()
+
+    # -- searching ---------------------------------------------------------------------------------
+    @property
+    def searcher(self) -> Searcher:
+        """The query engine; its ``memory_budget`` (bytes) decides in-RAM vs streamed search."""
+        if self._searcher is None:
+            self._searcher = Searcher(self)
+        return self._searcher
+
+    def search(
+        self,
+        query: Any,
+        mode: str = "embedding",
+        metric: str | None = None,
+        k: int = 10,
+        *,
+        ids: Sequence[int] | np.ndarray | None = None,
+        where: str | None = None,
+        exclude_self: bool = True,
+    ) -> SearchResults:
+        """The ``k`` indexed images nearest to ``query``, best first.
+
+        ``query``: a path, bytes, PIL image, image array, an indexed id ("more like this"; the
+        image itself is left out unless ``exclude_self=False``), a 1-D feature vector, or a list
+        of these (one query: mean feature, bitwise majority for hashes). ``metric`` defaults to
+        the mode's (see ``MODE_METRICS``). ``ids`` restricts the search to those images,
+        ``where`` to rows matching an SQL condition on the catalog (``"path LIKE 'cats/%'"``).
+        """
+        return self.searcher.search_many([query], mode, metric, k, ids, where, exclude_self)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[Any],
+        mode: str = "embedding",
+        metric: str | None = None,
+        k: int = 10,
+        *,
+        ids: Sequence[int] | np.ndarray | None = None,
+        where: str | None = None,
+        exclude_self: bool = True,
+    ) -> list[SearchResults]:
+        """``search`` for each of ``queries``, as one vectorised top-k call."""
+        return self.searcher.search_many(list(queries), mode, metric, k, ids, where, exclude_self)
+
+    # -- maps --------------------------------------------------------------------------------------
+    def umap(self, feature: str = "embedding", *, refit: bool = False, **params: Any) -> Any:
+        """Compute or extend the cached 2-D UMAP map of ``feature`` with cluster labels.
+
+        See ``imrec_widgets.projection.compute`` for ``params`` (n_neighbors, min_dist,
+        pca_dims, sample_size, clusters, min_cluster_size, random_state).
+        """
+        from . import projection
+
+        return projection.compute(self, feature, refit=refit, **params)
+
+    def projection(self, feature: str = "embedding") -> Any:
+        """The cached map of ``feature`` (``ProjectionError`` if it was never computed)."""
+        from . import projection
+
+        return projection.load(self, feature)
 
 
 def _checked_features(names: Sequence[str]) -> list[str]:

@@ -31,6 +31,7 @@ class FeatureStore:
 
         self.path = path
         self.read_only = read_only
+        self._arrays: dict[str, Any] = {}
         if read_only and not _exists(path):
             self._group = None
         else:
@@ -55,12 +56,24 @@ class FeatureStore:
         return sorted(found)
 
     def array(self, name: str) -> Any:
-        if self._group is None or name not in self._group:
-            raise KeyError(f"feature {name!r} is not in the store")
-        return self._group[name]
+        """The Zarr array of feature ``name`` (opened once; see ``refresh``)."""
+        if name not in self._arrays:
+            if self._group is None or name not in self._group:
+                raise KeyError(f"feature {name!r} is not in the store")
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
-    def ensure(self, name: str, row_shape: Sequence[int], dtype: np.dtype | str) -> Any:
-        """The array ``name``, created (empty) with these row shape and dtype if missing."""
+    def refresh(self) -> None:
+        """Forget opened arrays, so shapes grown by another process's writer are seen."""
+        self._arrays.clear()
+
+    def ensure(
+        self, name: str, row_shape: Sequence[int], dtype: np.dtype | str, fill_value: Any = 0
+    ) -> Any:
+        """The array ``name``, created (empty) with these row shape and dtype if missing.
+
+        Rows never written read as ``fill_value``.
+        """
         dtype = np.dtype(dtype)
         if name in self:
             array = self._group[name]
@@ -76,10 +89,11 @@ class FeatureStore:
             shape=(0, *row_shape),
             chunks=(rows, *row_shape),
             dtype=dtype,
-            fill_value=0,
+            fill_value=fill_value,
         )
 
     def delete(self, name: str) -> None:
+        self._arrays.pop(name, None)
         if name in self:
             del self._group[name]
 
@@ -106,6 +120,9 @@ class FeatureStore:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             return np.empty((0, *array.shape[1:]), dtype=array.dtype)
+        if ids.max() >= array.shape[0]:
+            self.refresh()
+            array = self.array(name)
         if ids.min() < 0 or ids.max() >= array.shape[0]:
             raise KeyError(f"row ids outside feature {name!r} (0..{array.shape[0] - 1})")
         lo, hi = int(ids.min()), int(ids.max()) + 1
@@ -117,11 +134,17 @@ class FeatureStore:
     def read_range(self, name: str, stop: int) -> np.ndarray:
         """Rows ``0 .. stop-1`` of feature ``name`` as one in-memory array."""
         array = self.array(name)
+        if stop > array.shape[0]:
+            self.refresh()
+            array = self.array(name)
         return np.asarray(array[: min(stop, array.shape[0])])
 
     def iter_chunks(self, name: str, stop: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(first_row, block)`` for each stored chunk of rows below ``stop``."""
         array = self.array(name)
+        if stop > array.shape[0]:
+            self.refresh()
+            array = self.array(name)
         rows = array.chunks[0]
         stop = min(stop, array.shape[0])
         for start in range(0, stop, rows):

@@ -12,6 +12,28 @@ FEATURE_NAMES = ("embedding", "rgb", "ahash", "dhash", "thumb")
 SEARCH_MODES = ("embedding", "rgb", "ahash", "dhash")
 """Features that can be searched (thumbnails are for display only)."""
 
+MODE_METRICS: dict[str, tuple[str, ...]] = {
+    "embedding": ("cosine", "euclidean", "manhattan"),
+    "rgb": ("euclidean", "manhattan", "cosine"),
+    "ahash": ("hamming",),
+    "dhash": ("hamming",),
+}
+"""Allowed metrics of each search mode, its default first."""
+
+
+def check_mode_metric(mode: str, metric: str | None) -> str:
+    """The metric to use for ``mode`` (its default when ``metric`` is None); ValueError if not allowed."""
+    if mode not in MODE_METRICS:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODE_METRICS)}")
+    allowed = MODE_METRICS[mode]
+    if metric is None:
+        return allowed[0]
+    if metric not in allowed:
+        raise ValueError(
+            f"metric {metric!r} is not allowed for mode {mode!r}; choose from {', '.join(allowed)}"
+        )
+    return metric
+
 
 def build_feature(name: str, settings: dict[str, Any]) -> Feature:
     """One feature extractor configured from index settings (see ``ImageIndex.open``)."""
@@ -46,4 +68,12 @@ def build_features(settings: dict[str, Any]) -> dict[str, Feature]:
     return {name: build_feature(name, settings) for name in FEATURE_NAMES if name in wanted}
 
 
-__all__ = ["FEATURE_NAMES", "SEARCH_MODES", "Feature", "build_feature", "build_features"]
+__all__ = [
+    "FEATURE_NAMES",
+    "MODE_METRICS",
+    "SEARCH_MODES",
+    "Feature",
+    "build_feature",
+    "build_features",
+    "check_mode_metric",
+]

@@ -182,6 +182,8 @@ class EmbeddingFeature:
 
     def _run(self, batch: np.ndarray, *, logits: bool) -> np.ndarray:
         batch = np.ascontiguousarray(batch)
+        if not batch.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from PIL)
+            batch = batch.copy()
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(
                 f"expected a uint8 array of shape (B, H, W, 3), got {batch.dtype} {batch.shape}"

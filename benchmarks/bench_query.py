@@ -1,0 +1,93 @@
+"""End-to-end ``ImageIndex.search`` latency on a large synthetic index, split into its parts.
+
+    python benchmarks/bench_query.py --rows 100000
+
+Builds an index of N synthetic rows (random 1280-d embeddings, 64-bit hashes; catalog rows with
+made-up paths) directly through the catalog and store, then times, median over repeats:
+  search(path, embedding)  the whole call for a real photo file: decode + model + top-k + paths
+  model forward            the same photo through the backbone alone
+  search(id, mode)         "more like this" by id: no model at all
+and prints the share of the embedding search spent in the model forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from imrec_widgets import ImageIndex
+from imrec_widgets.catalog import Catalog, Entry
+from imrec_widgets.imageio import load_rgb
+from imrec_widgets.index import DEFAULT_SETTINGS
+from imrec_widgets.indexer import DECODE_MIN_SIDE
+from imrec_widgets.store import FeatureStore
+
+
+def build(index_dir: Path, rows: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    catalog = Catalog(index_dir / "catalog.sqlite")
+    store = FeatureStore(index_dir / "features.zarr")
+    settings = dict(DEFAULT_SETTINGS, features=["embedding", "dhash"])
+    catalog.set_meta("settings", settings)
+    store.ensure("embedding", (1280,), "float32")
+    store.ensure("dhash", (8,), "uint8")
+    step = 50_000
+    for start in range(0, rows, step):
+        ids = np.arange(start, min(rows, start + step))
+        store.write_rows("embedding", ids, rng.random((ids.size, 1280), dtype=np.float32))
+        store.write_rows("dhash", ids, rng.integers(0, 256, (ids.size, 8), dtype=np.uint8))
+        catalog.commit_entries(Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids)
+    catalog.close()
+
+
+def median_ms(func, repeats: int) -> float:
+    func()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_query_"))
+    try:
+        started = time.perf_counter()
+        build(work / "index", args.rows)
+        print(f"built a {args.rows:,}-row synthetic index in {time.perf_counter() - started:.0f} s")
+        photo = work / "coffee.jpg"
+        Image.fromarray(data.coffee()).save(photo)
+        index = ImageIndex.open(work, index_dir=work / "index")
+        model = index.feature_extractors()["embedding"]
+        tensor = model.prepare(load_rgb(photo, min_side=DECODE_MIN_SIDE))[None]
+
+        whole = median_ms(lambda: index.search(photo, mode="embedding", k=10), args.repeats)
+        forward = median_ms(lambda: model.embed(tensor), args.repeats)
+        by_id = median_ms(lambda: index.search(123, mode="embedding", k=10), args.repeats)
+        by_hash = median_ms(lambda: index.search(123, mode="dhash", k=10), args.repeats)
+        print(f"{'what':<32}{'ms (p50)':>10}")
+        print(f"{'search(path) embedding/cosine':<32}{whole:>10.1f}")
+        print(f"{'  model forward alone':<32}{forward:>10.1f}")
+        print(f"{'  everything else':<32}{whole - forward:>10.1f}")
+        print(f"{'search(id) embedding/cosine':<32}{by_id:>10.1f}")
+        print(f"{'search(id) dhash/hamming':<32}{by_hash:>10.1f}")
+        print(f"model share of search(path): {forward / whole:.0%}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Search results: ``Hit`` rows and a list of them that shows itself as a thumbnail grid."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+
+class Hit(NamedTuple):
+    """One result: catalog ``id``, absolute ``path``, ``distance`` (smaller = closer), ``rank`` (0 = best)."""
+
+    id: int
+    path: Path
+    distance: float
+    rank: int
+
+
+class SearchResults(list):
+    """The hits of one query, best first, with how they were found and how long it took."""
+
+    def __init__(
+        self,
+        hits: Iterable[Hit],
+        *,
+        mode: str,
+        metric: str,
+        seconds: float,
+        thumbnails: Callable[[list[int]], list[bytes]] | None = None,
+    ) -> None:
+        super().__init__(hits)
+        self.mode = mode
+        self.metric = metric
+        self.seconds = seconds
+        self._thumbnails = thumbnails
+
+    @property
+    def ids(self) -> list[int]:
+        return [hit.id for hit in self]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [hit.path for hit in self]
+
+    @property
+    def distances(self) -> list[float]:
+        return [hit.distance for hit in self]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """JSON-able rows: id, path (string), distance, rank."""
+        return [{"id": h.id, "path": str(h.path), "distance": h.distance, "rank": h.rank} for h in self]
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{h.path.name} {h.distance:.4g}" for h in self[:5])
+        more = f", … {len(self) - 5} more" if len(self) > 5 else ""
+        return f"<SearchResults {self.mode}/{self.metric}, {len(self)} hits in {self.seconds * 1000:.1f} ms: {head}{more}>"
+
+    def _repr_html_(self) -> str:
+        images = self._thumbnails(self.ids) if self._thumbnails and len(self) else [b""] * len(self)
+        cells = []
+        for hit, jpeg in zip(self, images, strict=True):
+            name = html.escape(hit.path.name)
+            source = base64.b64encode(jpeg).decode() if jpeg else ""
+            cells.append(
+                f'<figure style="margin:0;width:96px;text-align:center" title="{html.escape(str(hit.path))}">'
+                f'<img src="data:image/jpeg;base64,{source}" width="96" height="96" '
+                f'style="object-fit:contain;border-radius:4px" alt="{name}">'
+                f'<figcaption style="font-size:11px;overflow:hidden;text-overflow:ellipsis;'
+                f'white-space:nowrap">{hit.rank + 1}. {name}<br>{hit.distance:.4g}</figcaption></figure>'
+            )
+        caption = (
+            f"{len(self)} hits · mode {html.escape(self.mode)} · metric {html.escape(self.metric)} · "
+            f"{self.seconds * 1000:.1f} ms"
+        )
+        return (
+            f'<div class="imrec-results"><div style="font-size:12px;margin-bottom:4px">{caption}</div>'
+            f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(cells)}</div></div>'
+        )

@@ -1,0 +1,219 @@
+"""The query side of an index: queries -> feature vectors -> exact top-k over the store.
+
+Arrays that fit the memory budget are loaded once (with their norms) and reloaded only when the
+catalog's generation changes; larger ones are streamed chunk by chunk from Zarr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import search
+from .features import check_mode_metric
+from .indexer import decode_one
+from .results import Hit, SearchResults
+
+if TYPE_CHECKING:
+    from .index import ImageIndex
+
+
+def default_memory_budget() -> int:
+    """A quarter of physical memory: feature arrays up to this size are kept in RAM."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
+_CONTROLLER: Any = None
+
+
+def _blas_single_thread() -> Any:
+    """Limit BLAS to one thread: right after a model forward pass, OpenBLAS's spinning worker
+    threads and torch's OpenMP threads fight over the cores and both run 2-3x slower."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _contains(sorted_ids: np.ndarray, id_: int) -> bool:
+    position = int(np.searchsorted(sorted_ids, id_))
+    return position < sorted_ids.size and int(sorted_ids[position]) == id_
+
+
+def _is_batch(query: Any) -> bool:
+    return isinstance(query, (list, tuple))
+
+
+class Searcher:
+    """Answers ``ImageIndex.search`` calls; one per index, holding its hot arrays."""
+
+    def __init__(self, index: ImageIndex, memory_budget: int | None = None) -> None:
+        self.index = index
+        self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
+        self._hot: dict[tuple[str, str], tuple[int, search.PreparedData]] = {}
+        self._status: tuple[int, np.ndarray] | None = None
+
+    # -- what is searchable ---------------------------------------------------------------------
+    def _generation(self) -> int:
+        return self.index.catalog.generation()
+
+    def ok_ids(self) -> np.ndarray:
+        generation = self._generation()
+        if self._status is None or self._status[0] != generation:
+            self._status = (generation, np.asarray(self.index.catalog.ids("ok"), dtype=np.int64))
+        return self._status[1]
+
+    def _feature_bytes(self, mode: str, rows: int) -> int:
+        array = self.index.store.array(mode)
+        return rows * int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
+
+    def prepared(self, mode: str, metric: str) -> search.PreparedData:
+        """The in-memory array of ``mode`` for ``metric`` over every ok image (cached)."""
+        generation = self._generation()
+        cached = self._hot.get((mode, metric))
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        ids = self.ok_ids()
+        stop = int(ids[-1]) + 1 if ids.size else 0
+        data = self.index.store.read_range(mode, stop)[ids]
+        prepared = search.prepare(data, metric, ids=ids)
+        self._hot = {key: value for key, value in self._hot.items() if key[0] != mode}
+        self._hot[(mode, metric)] = (generation, prepared)
+        return prepared
+
+    def _chunks(self, mode: str, allowed: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        stop = int(allowed[-1]) + 1
+        for start, block in self.index.store.iter_chunks(mode, stop):
+            lo, hi = np.searchsorted(allowed, [start, start + len(block)])
+            if hi > lo:
+                rows = allowed[lo:hi]
+                yield rows, block[rows - start]
+
+    # -- queries -> vectors ---------------------------------------------------------------------
+    def vectors(self, query: Any, mode: str) -> tuple[np.ndarray, list[int]]:
+        """Feature rows for one query (several rows for a list) and the indexed ids it names."""
+        items = list(query) if _is_batch(query) else [query]
+        if not items:
+            raise ValueError("empty query: pass at least one image, path or id")
+        rows, self_ids = [], []
+        for item in items:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                self_ids.append(int(item))
+                rows.append(self._stored_row(mode, int(item)))
+            elif isinstance(item, np.ndarray) and item.ndim == 1:
+                rows.append(item)
+            else:
+                rows.append(self._extract(mode, item))
+        return np.stack(rows), self_ids
+
+    def _stored_row(self, mode: str, id_: int) -> np.ndarray:
+        ok = self.ok_ids()
+        if not _contains(ok, id_):
+            raise ValueError(f"no searchable image with id {id_} in this index")
+        generation = self._generation()
+        for (hot_mode, _metric), (hot_generation, prepared) in self._hot.items():
+            if hot_mode == mode and hot_generation == generation:
+                return prepared.data[int(np.searchsorted(ok, id_))]
+        return self.index.store.read_rows(mode, [id_])[0]
+
+    def _extract(self, mode: str, item: Any) -> np.ndarray:
+        if isinstance(item, str):
+            item = Path(item)
+        feature = self.index.feature_extractors()[mode]
+        _decoded, values, model_input = decode_one({mode: feature}, item)
+        if mode == "embedding":
+            return feature.embed(model_input[None])[0]
+        return values[mode]
+
+    # -- top-k ----------------------------------------------------------------------------------
+    def search_many(
+        self,
+        queries: Sequence[Any],
+        mode: str,
+        metric: str | None,
+        k: int,
+        ids: Sequence[int] | np.ndarray | None,
+        where: str | None,
+        exclude_self: bool,
+    ) -> list[SearchResults]:
+        started = time.perf_counter()
+        if mode not in self.index.settings["features"] or mode == "thumb":
+            check_mode_metric(mode, metric)
+            raise ValueError(f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}")
+        metric = check_mode_metric(mode, metric)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        if not self.index.exists() or self.ok_ids().size == 0:
+            from .index import EmptyIndexError
+
+            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+        allowed = self._allowed(ids, where)
+        if allowed is not None and allowed.size == 0:
+            return [self._results([], [], mode, metric, started) for _ in queries]
+
+        combined, excluded = [], []
+        for query in queries:
+            rows, self_ids = self.vectors(query, mode)
+            combined.append(search.combine_queries(rows, metric) if len(rows) > 1 else rows[0])
+            excluded.append(set(self_ids) if exclude_self else set())
+        matrix = np.stack(combined)
+        extra = max(len(e) for e in excluded)
+        used_model = mode == "embedding" and any(
+            not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
+        )
+        with _blas_single_thread() if used_model else contextlib.nullcontext():
+            found_ids, found_dist = self._topk(matrix, mode, metric, int(k) + extra, allowed)
+        out = []
+        for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
+            keep = [i for i, id_ in enumerate(row_ids) if int(id_) not in skip][: int(k)]
+            out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started))
+        return out
+
+    def _allowed(self, ids: Sequence[int] | np.ndarray | None, where: str | None) -> np.ndarray | None:
+        if ids is None and where is None:
+            return None
+        allowed = self.ok_ids()
+        if ids is not None:
+            allowed = np.intersect1d(allowed, np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
+        if where is not None:
+            allowed = np.intersect1d(allowed, np.asarray(self.index.catalog.ids_where(where), dtype=np.int64))
+        return allowed
+
+    def _topk(
+        self, matrix: np.ndarray, mode: str, metric: str, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ok = self.ok_ids()
+        if self._feature_bytes(mode, len(ok)) > self.memory_budget:
+            return search.topk_chunks(matrix, self._chunks(mode, ok if allowed is None else allowed), metric, k)
+        prepared = self.prepared(mode, metric)
+        if allowed is None:
+            return search.topk(matrix, prepared, metric, k)
+        rows = np.searchsorted(prepared.ids, allowed)
+        norms = prepared.norms[rows] if prepared.norms is not None else None
+        return search.topk(matrix, prepared.data[rows], metric, k, ids=allowed, data_norms=norms)
+
+    def _results(self, ids: Any, distances: Any, mode: str, metric: str, started: float) -> SearchResults:
+        ids = [int(i) for i in ids]
+        paths = self.index.paths(ids) if ids else []
+        hits = [
+            Hit(id_, path, float(distance), rank)
+            for rank, (id_, path, distance) in enumerate(zip(ids, paths, distances, strict=True))
+        ]
+        return SearchResults(
+            hits,
+            mode=mode,
+            metric=metric,
+            seconds=time.perf_counter() - started,
+            thumbnails=self.index.thumbnail_bytes if "thumb" in self.index.settings["features"] else None,
+        )

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from scipy.spatial.distance import cdist
+from skimage import data
+
+from imrec_widgets import EmptyIndexError, ImageIndex
+from imrec_widgets.cli import main
+from imrec_widgets.features import MODE_METRICS
+from imrec_widgets.imageio import ImageDecodeError
+
+SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock"}
+
+
+@pytest.fixture(scope="module")
+def index(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
+    root = tmp_path_factory.mktemp("search") / "photos"
+    shutil.copytree(variant_folder, root)
+    Image.new("RGB", (64, 48), (0, 0, 0)).save(root / "black.png")
+    Image.new("RGB", (64, 48), (255, 255, 255)).save(root / "white.png")
+    idx = ImageIndex.open(root)
+    idx.update(progress=False)
+    return idx
+
+
+@pytest.fixture(scope="module")
+def query_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A photo that is not in the index: the astronaut, flipped upside down and darkened."""
+    path = tmp_path_factory.mktemp("query") / "query.jpg"
+    ImageOps.flip(Image.fromarray(data.astronaut())).point(lambda v: int(v * 0.8)).save(path)
+    return path
+
+
+def reference(index: ImageIndex, mode: str, metric: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = index.ids()
+    stored = index.features(mode, ids)
+    if metric == "hamming":
+        bits = np.unpackbits(stored, axis=1).astype(bool)
+        query = np.unpackbits(vector[None], axis=1).astype(bool)
+        distances = cdist(query, bits, "hamming")[0] * bits.shape[1]
+    else:
+        distances = cdist(vector[None].astype(np.float64), stored.astype(np.float64), SCIPY_METRIC[metric])[0]
+    order = np.lexsort((ids, distances))
+    return ids[order], distances[order]
+
+
+@pytest.mark.parametrize(("mode", "metric"), [(m, x) for m, metrics in MODE_METRICS.items() for x in metrics])
+def test_matches_brute_force_for_every_mode_and_metric(index: ImageIndex, query_file: Path, mode: str, metric: str) -> None:
+    vector, _ = index.searcher.vectors(query_file, mode)
+    ref_ids, ref_dist = reference(index, mode, metric, vector[0])
+    for k in (1, 7, len(index) + 5):
+        hits = index.search(query_file, mode=mode, metric=metric, k=k)
+        assert len(hits) == min(k, len(index))
+        got = np.array(hits.distances)
+        np.testing.assert_allclose(got, ref_dist[: len(hits)], rtol=1e-4, atol=1e-4)
+        assert got.tolist() == sorted(got.tolist())
+        # Ids agree wherever the reference distance is not tied with a neighbour's.
+        for rank, hit in enumerate(hits):
+            tied = np.isclose(ref_dist, ref_dist[rank], rtol=1e-4, atol=1e-5).sum() > 1
+            if not tied:
+                assert hit.id == ref_ids[rank], (mode, metric, rank)
+        assert [h.rank for h in hits] == list(range(len(hits)))
+        assert all(h.path.is_file() for h in hits)
+
+
+def test_default_metrics_and_wrong_pairs(index: ImageIndex, query_file: Path) -> None:
+    assert index.search(query_file, mode="embedding", k=1).metric == "cosine"
+    assert index.search(query_file, mode="rgb", k=1).metric == "euclidean"
+    assert index.search(query_file, mode="dhash", k=1).metric == "hamming"
+    with pytest.raises(ValueError, match="choose from euclidean, manhattan, cosine"):
+        index.search(query_file, mode="rgb", metric="hamming")
+    with pytest.raises(ValueError, match="choose from hamming"):
+        index.search(query_file, mode="ahash", metric="cosine")
+    with pytest.raises(ValueError, match="unknown mode 'colour'; choose from embedding, rgb, ahash, dhash"):
+        index.search(query_file, mode="colour")
+    for bad_k in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            index.search(query_file, mode="rgb", k=bad_k)
+
+
+def test_every_query_form_gives_the_same_answer(index: ImageIndex, query_file: Path) -> None:
+    expected = index.search(query_file, mode="rgb", k=5)
+    image = Image.open(query_file)
+    forms = [str(query_file), query_file.read_bytes(), image, np.asarray(image)]
+    for form in forms:
+        hits = index.search(form, mode="rgb", k=5)
+        assert hits.ids == expected.ids, type(form)
+    with pytest.raises(ImageDecodeError):
+        index.search(b"%PDF-1.4 not an image", mode="rgb")
+    with pytest.raises(FileNotFoundError):
+        index.search(query_file.parent / "missing.jpg", mode="rgb")
+
+
+def test_query_by_id_excludes_itself(index: ImageIndex) -> None:
+    coffee = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
+    hits = index.search(coffee, mode="embedding", k=4)
+    assert coffee not in hits.ids
+    assert {h.path.name for h in hits[:3]} == {"coffee_warm.jpg", "coffee_mirror.jpg", "coffee_small.jpg"}
+    kept = index.search(coffee, mode="embedding", k=4, exclude_self=False)
+    assert kept[0].id == coffee and kept[0].distance == pytest.approx(0, abs=1e-5)
+    with pytest.raises(ValueError, match="no searchable image with id 99999"):
+        index.search(99999, mode="rgb")
+
+
+def test_several_images_are_one_query(index: ImageIndex) -> None:
+    rocket = next(r.id for r in index.records() if r.path == "objects/rocket.jpg")
+    crop = next(r.id for r in index.records() if r.path == "objects/rocket_crop.jpg")
+    both = index.search([rocket, crop], mode="embedding", k=3)
+    assert rocket not in both.ids and crop not in both.ids
+    assert all("rocket" in h.path.name for h in both)
+    vectors = index.features("embedding", [rocket, crop])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    direct = index.search(unit.mean(axis=0), mode="embedding", k=5)
+    assert [i for i in direct.ids if i not in (rocket, crop)][:3] == both.ids
+    hashes = index.search([rocket, crop], mode="dhash", k=3)
+    assert len(hashes) == 3
+
+
+def test_search_many_is_search_for_each(index: ImageIndex, query_file: Path) -> None:
+    ids = index.ids()[:3].tolist()
+    batch = index.search_many([query_file, *ids], mode="embedding", k=4)
+    assert len(batch) == 4
+    for query, hits in zip([query_file, *ids], batch, strict=True):
+        assert hits.ids == index.search(query, mode="embedding", k=4).ids
+
+
+def test_restrictions_ids_and_where(index: ImageIndex, query_file: Path) -> None:
+    animals = [r.id for r in index.records() if r.path.startswith("animals/")]
+    hits = index.search(query_file, mode="rgb", k=100, ids=animals)
+    assert sorted(hits.ids) == sorted(animals)
+    where = index.search(query_file, mode="rgb", k=100, where="path LIKE 'animals/%'")
+    assert where.ids == hits.ids
+    assert index.search(query_file, mode="rgb", ids=[]) == []
+    with pytest.raises(ValueError, match="bad where= condition"):
+        index.search(query_file, mode="rgb", where="no_such_column = 1")
+
+
+def test_streamed_search_equals_in_memory(index: ImageIndex, query_file: Path) -> None:
+    in_memory = {mode: index.search(query_file, mode=mode, k=12) for mode in MODE_METRICS}
+    restricted = index.search(query_file, mode="rgb", k=5, ids=index.ids()[::2])
+    budget = index.searcher.memory_budget
+    index.searcher.memory_budget = 0
+    try:
+        for mode, expected in in_memory.items():
+            streamed = index.search(query_file, mode=mode, k=12)
+            assert streamed.ids == expected.ids, mode
+            np.testing.assert_allclose(streamed.distances, expected.distances, rtol=1e-5, atol=1e-6)
+        assert index.search(query_file, mode="rgb", k=5, ids=index.ids()[::2]).ids == restricted.ids
+    finally:
+        index.searcher.memory_budget = budget
+
+
+def test_black_and_white_images_give_finite_distances(index: ImageIndex) -> None:
+    black = next(r.id for r in index.records() if r.path == "black.png")
+    for mode, metrics in MODE_METRICS.items():
+        for metric in metrics:
+            for query in (black, Image.new("RGB", (30, 30), (255, 255, 255))):
+                hits = index.search(query, mode=mode, metric=metric, k=len(index))
+                assert np.isfinite(hits.distances).all(), (mode, metric)
+
+
+def test_removed_and_errored_images_never_appear(variant_folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    shutil.copytree(variant_folder, root)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    idx = ImageIndex.open(root, features=["rgb", "dhash", "thumb"])
+    idx.update(progress=False, workers=0)
+    before = idx.search(root / "objects" / "coffee.jpg", mode="rgb", k=1000)
+    removed = before[0].path
+    removed.unlink()
+    idx.update(progress=False, workers=0)
+    after = idx.search(root / "objects" / "coffee_warm.jpg", mode="rgb", k=1000)
+    assert removed not in after.paths and len(after) == len(before) - 1
+    assert all(p.name != "broken.jpg" for p in after.paths)
+
+
+def test_empty_index_is_a_clear_error(tmp_path: Path) -> None:
+    empty = ImageIndex.open(tmp_path)
+    with pytest.raises(EmptyIndexError, match="no searchable images"):
+        empty.search(Image.new("RGB", (8, 8)), mode="rgb")
+    empty.update(progress=False)
+    with pytest.raises(EmptyIndexError):
+        empty.search(Image.new("RGB", (8, 8)), mode="rgb")
+
+
+def test_results_html_grid(index: ImageIndex, query_file: Path) -> None:
+    hits = index.search(query_file, mode="rgb", k=3)
+    page = hits._repr_html_()
+    assert page.count("<img") == 3 and "data:image/jpeg;base64,/9j/" in page
+    assert hits[0].path.name in page and "rgb" in page
+    assert "3 hits" in repr(hits)
+
+
+def test_cli_search(index: ImageIndex, query_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", str(query_file), "--root", str(index.root), "--mode", "rgb", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in out["hits"]] == index.search(query_file, mode="rgb", k=3).ids
+    assert main(["search", str(query_file), "--root", str(index.root), "--mode", "rgb", "--metric", "hamming"]) == 1
+    assert "not allowed for mode 'rgb'" in capsys.readouterr().err
+    coffee = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
+    assert main(["search", str(coffee), "--root", str(index.root), "-k", "2"]) == 0
+    assert "coffee_" in capsys.readouterr().out
+
+
+def test_bytes_query_from_upload(index: ImageIndex) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(data.coffee()).save(buffer, format="PNG")
+    hits = index.search(buffer.getvalue(), mode="embedding", k=1)
+    assert hits[0].path.name.startswith("coffee")
