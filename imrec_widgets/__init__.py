@@ -16,12 +16,14 @@ __all__ = [
     "IndexConfigError",
     "IndexLockedError",
     "SearchResults",
+    "SearchWidget",
     "__version__",
 ]
 
 if TYPE_CHECKING:
     from .index import EmptyIndexError, ImageIndex, IndexConfigError, IndexLockedError
     from .results import Hit, SearchResults
+    from .widgets.search_widget import SearchWidget
 
 _LAZY = {
     "EmptyIndexError": "index",
@@ -30,6 +32,7 @@ _LAZY = {
     "IndexLockedError": "index",
     "Hit": "results",
     "SearchResults": "results",
+    "SearchWidget": "widgets.search_widget",
 }
 
 

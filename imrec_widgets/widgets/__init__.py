@@ -1,0 +1,1 @@
+from .search_widget import SearchWidget as SearchWidget

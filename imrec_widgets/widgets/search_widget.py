@@ -1,0 +1,513 @@
+"""``SearchWidget``: upload, drop or paste images (or click a result) and see the nearest ones."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import traitlets
+
+from imrec_widgets.features import MODE_METRICS, SEARCH_MODES, check_mode_metric
+from imrec_widgets.imageio import ImageDecodeError, decode
+
+from ._base import BaseWidget, esm_module, static_file
+
+if TYPE_CHECKING:
+    from imrec_widgets.index import ImageIndex
+    from imrec_widgets.results import SearchResults
+
+DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
+"""Largest file accepted as an upload (20 MB); see ``SearchWidget.max_upload_bytes``."""
+
+K_MIN, K_MAX = 1, 100
+"""Bounds of ``SearchWidget.k`` (the front end's number input uses the same)."""
+
+MAX_QUERY_IMAGES = 16
+"""Most files one upload may hold (they form one query)."""
+
+QUERY_THUMB_SIZE = 96
+"""Longer side, in pixels, of the query thumbnails sent to the browser."""
+
+_log = logging.getLogger(__name__)
+
+
+def available_modes(index: ImageIndex) -> list[str]:
+    """The search modes whose feature ``index`` holds, in ``SEARCH_MODES`` order."""
+    features = set(index.settings.get("features", ()))
+    return [mode for mode in SEARCH_MODES if mode in features]
+
+
+def default_mode(modes: Sequence[str]) -> str:
+    """``"embedding"`` when available, else the first of ``modes`` ("" when there are none)."""
+    if "embedding" in modes:
+        return "embedding"
+    return modes[0] if modes else ""
+
+
+def format_bytes(size: int) -> str:
+    """``20_000_000`` -> ``"20 MB"`` (decimal units, like the front end's ``formatBytes``)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    if unit == "B":
+        return f"{int(value)} B"
+    number = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{number.removesuffix('.0')} {unit}"
+
+
+def check_k(k: Any) -> int:
+    """``k`` as an int within [K_MIN, K_MAX]; ValueError otherwise."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be a whole number from {K_MIN} to {K_MAX}, not {k!r}")
+    if not K_MIN <= int(k) <= K_MAX:
+        raise ValueError(f"k must be from {K_MIN} to {K_MAX}, not {int(k)}")
+    return int(k)
+
+
+def check_upload_size(name: str, size: int, max_bytes: int) -> None:
+    """ValueError naming the file when ``size`` is over ``max_bytes`` (or empty)."""
+    if size == 0:
+        raise ValueError(f"{name} is empty (0 bytes)")
+    if size > max_bytes:
+        raise ValueError(
+            f"{name} is {format_bytes(size)}, over the upload limit of {format_bytes(max_bytes)} "
+            "(SearchWidget.max_upload_bytes)"
+        )
+
+
+def encode_jpeg(image: Any, size: int = QUERY_THUMB_SIZE) -> bytes:
+    """A small JPEG of a PIL image whose longer side is at most ``size`` pixels."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def query_label(item: Any, index: ImageIndex | None = None) -> str:
+    """How a query item is named under its thumbnail."""
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        if index is not None:
+            try:
+                return index.path(int(item)).name
+            except (LookupError, ValueError):
+                pass
+        return f"image #{int(item)}"
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).name
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "uploaded image"
+    return type(item).__name__
+
+
+def query_thumbnail(item: Any, index: ImageIndex) -> bytes | None:
+    """A small JPEG showing one query item (None for a raw feature vector).
+
+    Decoded with the index's safe decoder, so a file that is not an image raises
+    ``ImageDecodeError`` here, before any search runs.
+    """
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        if not np.any(index.ids() == int(item)):
+            raise ValueError(
+                f"no image with id {int(item)} in the index (removed or never indexed)"
+            )
+        return result_thumbnails(index, [int(item)])[0]
+    if isinstance(item, np.ndarray) and item.ndim == 1:
+        return None
+    return encode_jpeg(decode(item, min_side=QUERY_THUMB_SIZE).image)
+
+
+def result_thumbnails(index: ImageIndex, ids: Sequence[int]) -> list[bytes]:
+    """JPEG thumbnails of indexed images: the stored ones, else made from the files."""
+    if not ids:
+        return []
+    if "thumb" in index.settings.get("features", ()):
+        return index.thumbnail_bytes(list(ids), format="JPEG")
+    return [encode_jpeg(decode(path, min_side=QUERY_THUMB_SIZE).image) for path in index.paths(ids)]
+
+
+def _items(query: Any) -> list[Any]:
+    return list(query) if isinstance(query, (list, tuple)) else [query]
+
+
+class _Query:
+    """A query as it will be re-run when a control changes: what, how it is shown."""
+
+    def __init__(self, query: Any, names: list[str], thumbnails: list[bytes]) -> None:
+        self.query = query
+        self.names = names
+        self.thumbnails = thumbnails
+
+
+class SearchWidget(BaseWidget):
+    """Search an ``ImageIndex`` by example, inside a notebook.
+
+    Drop, paste or choose image files (several form one query), or click a result for more
+    like it; pick the mode, metric and number of results. ``search(query)`` does the same from
+    Python. Every error a user can cause shows in the widget, which stays usable.
+
+    >>> w = SearchWidget(ImageIndex.open("~/Pictures"))
+    >>> w.search("beach.jpg")
+    >>> w.results  # [{"id", "path", "distance", "rank"}, ...]
+    """
+
+    _esm = esm_module("search_widget.js")
+    _css = static_file("search_widget.css")
+    _keyword_traits = ("mode", "metric", "k", "max_upload_bytes")
+
+    # -- controls (set from Python or the browser; a refused value shows in ``error``) ---------
+    mode = traitlets.Unicode("").tag(sync=True)
+    """str: the feature compared, one of ``modes``. Default: "embedding" if indexed, else the first."""
+
+    metric = traitlets.Unicode("").tag(sync=True)
+    """str: distance measure, one of ``metrics``. Reset to the mode's default when ``mode`` changes."""
+
+    k = traitlets.Int(10).tag(sync=True)
+    """int: number of results, 1 to 100. Default 10."""
+
+    max_upload_bytes = traitlets.Int(DEFAULT_MAX_UPLOAD_BYTES).tag(sync=True)
+    """int: largest accepted upload, checked in the browser and again in Python. Default 20 MB."""
+
+    # -- state shown by the front end (read-only) -----------------------------------------------
+    modes = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    """list[str]: the modes this index can search."""
+
+    metrics = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    """list[str]: metrics allowed for ``mode``, its default first."""
+
+    results = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
+    """list[dict]: the hits of the last query, best first: ``id``, ``path``, ``distance``, ``rank``."""
+
+    thumbnails = traitlets.List(traitlets.Bytes(), read_only=True).tag(sync=True)
+    """list[bytes]: a small JPEG per result (sent as binary buffers)."""
+
+    result_mode = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: the mode ``results`` were found with."""
+
+    result_metric = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: the metric ``results`` were found with."""
+
+    query_thumbnails = traitlets.List(traitlets.Bytes(), read_only=True).tag(sync=True)
+    """list[bytes]: a small JPEG per query image."""
+
+    query_names = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    """list[str]: file name (or description) of each query image."""
+
+    elapsed_ms = traitlets.Float(0.0, read_only=True).tag(sync=True)
+    """float: how long the last search took, in milliseconds."""
+
+    busy = traitlets.Bool(False, read_only=True).tag(sync=True)
+    """bool: True while a search runs."""
+
+    error = traitlets.Unicode("").tag(sync=True)
+    """str: the last error a user caused ("" when none); cleared by the next successful search."""
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        *,
+        mode: str | None = None,
+        metric: str | None = None,
+        k: int = 10,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        if not all(hasattr(index, name) for name in ("search", "settings", "thumbnail_bytes")):
+            raise TypeError(
+                f"SearchWidget needs an ImageIndex, not {type(index).__name__}: "
+                "SearchWidget(ImageIndex.open(folder))"
+            )
+        self._index = index
+        self._ready = False
+        self._rerun_paused = 0
+        self._last: _Query | None = None
+        self._upload_id: str | None = None
+        self._upload_parts: dict[int, bytearray] = {}
+        self._upload_oversize: set[int] = set()
+
+        modes = available_modes(index)
+        mode = default_mode(modes) if mode is None else mode
+        if mode not in modes:
+            raise ValueError(self._mode_message(mode, modes))
+        metric = check_mode_metric(mode, metric) if mode else ""
+        if max_upload_bytes < 1:
+            raise ValueError(f"max_upload_bytes must be positive, not {max_upload_bytes}")
+        self.set_trait("modes", modes)
+        self.set_trait("metrics", list(MODE_METRICS.get(mode, ())))
+        self.mode = mode
+        self.metric = metric
+        self.k = check_k(k)
+        self.max_upload_bytes = max_upload_bytes
+        if not modes:
+            self.error = (
+                "this index has no searchable feature; open it with features including one of "
+                + ", ".join(SEARCH_MODES)
+            )
+        super().__init__(**kwargs)
+        self.on_msg(self._on_message)
+        self._ready = True
+
+    # -- public API ---------------------------------------------------------------------------------
+    @property
+    def index(self) -> ImageIndex:
+        """The ``ImageIndex`` this widget searches."""
+        return self._index
+
+    def search(
+        self,
+        query: Any,
+        *,
+        mode: str | None = None,
+        metric: str | None = None,
+        k: int | None = None,
+    ) -> SearchResults:
+        """Search ``query`` and show it with its results, as if its files had been dropped.
+
+        ``query``: a path, bytes, PIL image, image array, an indexed id ("more like this"), or a
+        list of them (one query). ``mode``/``metric``/``k`` also set the widget's controls.
+        Errors are shown in the widget and raised.
+        """
+        try:
+            new_mode = self.mode if mode is None else mode
+            if new_mode not in self.modes:
+                raise ValueError(self._mode_message(new_mode, self.modes))
+            if metric is not None or new_mode != self.mode:
+                new_metric = check_mode_metric(new_mode, metric)  # None: the mode's default
+            else:
+                new_metric = self.metric
+            new_k = self.k if k is None else check_k(k)
+            with self._paused_reruns():
+                self.mode = new_mode
+                self.metric = new_metric
+                self.k = new_k
+            items = _items(query)
+            names = [query_label(item, self._index) for item in items]
+            thumbnails = [query_thumbnail(item, self._index) for item in items]
+            prepared = _Query(query, names, [t for t in thumbnails if t is not None])
+        except Exception as exc:
+            self._show_error(exc)
+            raise
+        return self._run(prepared, raise_errors=True)
+
+    def clear(self) -> None:
+        """Forget the query and its results (the controls keep their values)."""
+        self._last = None
+        with self.hold_sync():
+            self.error = ""
+            self.set_trait("query_thumbnails", [])
+            self.set_trait("query_names", [])
+            self._set_results(None, None)
+
+    # -- validation: refused values keep the old one and say why in the widget -------------------
+    @staticmethod
+    def _mode_message(mode: str, modes: Sequence[str]) -> str:
+        if mode in SEARCH_MODES:
+            return (
+                f"mode {mode!r} is not in this index; it can search "
+                f"{', '.join(modes) or 'nothing'} (open the index with features=[..., {mode!r}])"
+            )
+        return f"unknown mode {mode!r}; choose from {', '.join(modes) or ', '.join(SEARCH_MODES)}"
+
+    def _refuse(self, name: str, message: str) -> Any:
+        if not self._ready:
+            raise ValueError(message)
+        self.error = message
+        # The browser may already show the refused value: send it the one kept.
+        self.send_state(name)
+        return getattr(self, name)
+
+    @traitlets.validate("mode")
+    def _validate_mode(self, proposal: Any) -> str:
+        mode = proposal["value"]
+        if mode not in self.modes and (self.modes or mode):
+            return self._refuse("mode", self._mode_message(mode, self.modes))
+        return mode
+
+    @traitlets.validate("metric")
+    def _validate_metric(self, proposal: Any) -> str:
+        if not self.mode:
+            return proposal["value"]
+        try:
+            return check_mode_metric(self.mode, proposal["value"])
+        except ValueError as exc:
+            return self._refuse("metric", str(exc))
+
+    @traitlets.validate("k")
+    def _validate_k(self, proposal: Any) -> int:
+        try:
+            return check_k(proposal["value"])
+        except ValueError as exc:
+            return self._refuse("k", str(exc))
+
+    @traitlets.validate("max_upload_bytes")
+    def _validate_max_upload_bytes(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise traitlets.TraitError(
+                f"max_upload_bytes must be positive, not {proposal['value']}"
+            )
+        return proposal["value"]
+
+    # -- reacting to controls ---------------------------------------------------------------------
+    @traitlets.observe("mode")
+    def _mode_changed(self, change: Any) -> None:
+        allowed = list(MODE_METRICS.get(change["new"], ()))
+        with self._paused_reruns(), self.hold_sync():
+            self.set_trait("metrics", allowed)
+            if allowed:
+                self.metric = allowed[0]
+        self._rerun()
+
+    @traitlets.observe("metric", "k")
+    def _control_changed(self, _change: Any) -> None:
+        self._rerun()
+
+    @contextmanager
+    def _paused_reruns(self) -> Iterator[None]:
+        self._rerun_paused += 1
+        try:
+            yield
+        finally:
+            self._rerun_paused -= 1
+
+    def _rerun(self) -> None:
+        if not self._ready or self._rerun_paused:
+            return
+        if self._last is not None:
+            self._run(self._last, raise_errors=False)
+        else:
+            self.error = ""  # an accepted control value ends the complaint about a refused one
+
+    # -- running a query -------------------------------------------------------------------------
+    def _run(self, query: _Query, *, raise_errors: bool) -> SearchResults | None:
+        self.set_trait("busy", True)
+        try:
+            results = self._index.search(query.query, mode=self.mode, metric=self.metric, k=self.k)
+            thumbnails = result_thumbnails(self._index, results.ids)
+        except Exception as exc:
+            self.set_trait("busy", False)
+            self._show_error(exc)
+            if raise_errors:
+                raise
+            return None
+        self._last = query
+        # One message to the browser; `results` changes last, so its observers see the rest.
+        with self.hold_sync():
+            try:
+                self.error = ""
+                self.set_trait("query_thumbnails", query.thumbnails)
+                self.set_trait("query_names", query.names)
+                self._set_results(results, thumbnails)
+            finally:
+                self.set_trait("busy", False)
+        return results
+
+    def _set_results(self, results: SearchResults | None, thumbnails: list[bytes] | None) -> None:
+        self.set_trait("thumbnails", list(thumbnails or []))
+        self.set_trait("result_mode", results.mode if results is not None else "")
+        self.set_trait("result_metric", results.metric if results is not None else "")
+        self.set_trait("elapsed_ms", results.seconds * 1000.0 if results is not None else 0.0)
+        self.set_trait("results", results.to_dicts() if results is not None else [])
+
+    def _show_error(self, exc: BaseException) -> None:
+        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+            self.error = exc.args[0]  # str(KeyError) would quote the message
+        elif isinstance(exc, (ValueError, FileNotFoundError, TypeError, LookupError)):
+            self.error = str(exc) or type(exc).__name__
+        else:
+            _log.exception("SearchWidget: search failed")
+            self.error = f"search failed: {type(exc).__name__}: {exc}"
+
+    # -- messages from the browser ------------------------------------------------------------------
+    def _on_message(self, _widget: Any, content: dict[str, Any], buffers: Sequence[Any]) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "chunk":
+            try:
+                self._receive_chunk(content, buffers)
+            except Exception as exc:
+                self._show_error(exc)
+            return
+        if kind not in ("query", "more_like"):
+            return
+        # busy goes True then False for every query, failed ones included: the browser
+        # waits for that to stop showing its spinner.
+        self.set_trait("busy", True)
+        try:
+            if kind == "query":
+                self._query_upload(content)
+            else:
+                self._more_like(content.get("id"))
+        except Exception as exc:
+            self._show_error(exc)
+        finally:
+            self.set_trait("busy", False)
+
+    def _receive_chunk(self, content: dict[str, Any], buffers: Sequence[Any]) -> None:
+        upload = str(content.get("upload"))
+        if upload != self._upload_id:  # a new upload replaces any unfinished one
+            self._upload_id = upload
+            self._upload_parts = {}
+            self._upload_oversize = set()
+        file_index = int(content["file"])
+        if file_index >= MAX_QUERY_IMAGES or file_index in self._upload_oversize:
+            return
+        part = self._upload_parts.setdefault(file_index, bytearray())
+        if int(content.get("offset", -1)) != len(part):
+            raise ValueError("the upload arrived incomplete; please try again")
+        data = b"".join(bytes(buffer) for buffer in buffers)
+        if len(part) + len(data) > self.max_upload_bytes:
+            self._upload_oversize.add(file_index)
+            del self._upload_parts[file_index]
+            return
+        part += data
+
+    def _query_upload(self, content: dict[str, Any]) -> None:
+        files = content.get("files") or []
+        parts, oversize = self._upload_parts, self._upload_oversize
+        same_upload = str(content.get("upload")) == self._upload_id
+        self._upload_id, self._upload_parts, self._upload_oversize = None, {}, set()
+        if not files:
+            raise ValueError("no file was uploaded")
+        if len(files) > MAX_QUERY_IMAGES:
+            raise ValueError(
+                f"{len(files)} files at once is too many; one query takes at most {MAX_QUERY_IMAGES}"
+            )
+        uploads: list[tuple[str, bytes]] = []
+        for position, meta in enumerate(files):
+            name = str(meta.get("name") or "uploaded image")
+            size = int(meta.get("size") or 0)
+            check_upload_size(name, size, self.max_upload_bytes)
+            data = bytes(parts.get(position, b"")) if same_upload else b""
+            if position in oversize:
+                check_upload_size(name, max(size, self.max_upload_bytes + 1), self.max_upload_bytes)
+            if len(data) != size:
+                raise ValueError(
+                    f"{name} arrived incomplete ({len(data)} of {size} bytes); try again"
+                )
+            uploads.append((name, data))
+        self._search_uploads(uploads)
+
+    def _search_uploads(self, uploads: list[tuple[str, bytes]]) -> None:
+        thumbnails = []
+        for name, data in uploads:
+            try:
+                thumbnails.append(query_thumbnail(data, self._index))
+            except ImageDecodeError as exc:
+                raise ImageDecodeError(f"{name}: {exc}") from exc
+        query = uploads[0][1] if len(uploads) == 1 else [data for _name, data in uploads]
+        names = [name for name, _data in uploads]
+        self._run(_Query(query, names, [t for t in thumbnails if t]), raise_errors=False)
+
+    def _more_like(self, id_: Any) -> None:
+        if isinstance(id_, bool) or not isinstance(id_, (int, float)) or int(id_) != id_:
+            raise ValueError(f"cannot search from result {id_!r}")
+        item = int(id_)
+        query = _Query(item, [query_label(item, self._index)], [query_thumbnail(item, self._index)])
+        self._run(query, raise_errors=False)

@@ -1,0 +1,156 @@
+// Pure front-end logic of the search widget: no DOM, no model. Unit-tested by node
+// (js/tests/search_logic.test.mjs); inlined into search_widget.js by the Python side.
+
+export const K_MIN = 1;
+export const K_MAX = 100;
+
+// Most files one query may hold (the Python side's MAX_QUERY_IMAGES).
+export const MAX_FILES = 16;
+
+// Uploads travel in pieces: Jupyter Server drops websocket messages over 10 MiB.
+export const UPLOAD_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export const IMAGE_EXTENSIONS = [
+  ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+];
+
+export function baseName(path) {
+  const parts = String(path ?? "").split(/[\\/]/);
+  return parts[parts.length - 1] || String(path ?? "");
+}
+
+function extension(name) {
+  const base = baseName(name);
+  const dot = base.lastIndexOf(".");
+  return dot > 0 ? base.slice(dot).toLowerCase() : "";
+}
+
+export function formatBytes(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n < 0) return "?";
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = n;
+  let unit = "B";
+  for (const next of units) {
+    if (value < 1000) break;
+    value /= 1000;
+    unit = next;
+  }
+  const digits = value < 10 ? 1 : 0;
+  return `${Number(value.toFixed(digits))} ${unit}`;
+}
+
+// A message saying why `file` ({name, size, type}) cannot be a query, or null when it may be
+// sent. Files with a known non-image type are refused here; the Python side decodes the rest
+// and has the final word.
+export function validateFile(file, maxBytes) {
+  const name = file?.name || "pasted image";
+  const size = Number(file?.size ?? 0);
+  const type = String(file?.type ?? "").toLowerCase();
+  if (size === 0) return `${name} is empty (0 bytes)`;
+  if (Number.isFinite(maxBytes) && maxBytes > 0 && size > maxBytes) {
+    return `${name} is ${formatBytes(size)}, over the upload limit of ${formatBytes(maxBytes)}`;
+  }
+  if (type && !type.startsWith("image/")) {
+    return `${name} is not an image (${type}); use ${IMAGE_EXTENSIONS.join(" ")}`;
+  }
+  if (!type && extension(name) && !IMAGE_EXTENSIONS.includes(extension(name))) {
+    return `${name} is not an image file; use ${IMAGE_EXTENSIONS.join(" ")}`;
+  }
+  return null;
+}
+
+// {files, error}: all of `files` when every one is acceptable, else none and the first reason.
+export function validateFiles(files, maxBytes, maxFiles = MAX_FILES) {
+  const list = Array.from(files ?? []);
+  if (list.length === 0) return { files: [], error: "no file was given" };
+  if (list.length > maxFiles) {
+    return { files: [], error: `${list.length} files at once is too many; one query takes at most ${maxFiles}` };
+  }
+  for (const file of list) {
+    const error = validateFile(file, maxBytes);
+    if (error) return { files: [], error };
+  }
+  return { files: list, error: null };
+}
+
+// The files among clipboard / drag-and-drop items ({kind, type, getAsFile()}).
+export function filesFromItems(items) {
+  const files = [];
+  for (const item of Array.from(items ?? [])) {
+    if (item && item.kind === "file") {
+      const file = item.getAsFile();
+      if (file) files.push(file);
+    }
+  }
+  return files;
+}
+
+// [start, end) byte ranges covering `size` bytes in pieces of at most `chunkBytes`.
+export function chunkRanges(size, chunkBytes = UPLOAD_CHUNK_BYTES) {
+  if (!(chunkBytes > 0)) throw new RangeError("chunkBytes must be positive");
+  const ranges = [];
+  for (let start = 0; start < size; start += chunkBytes) {
+    ranges.push([start, Math.min(size, start + chunkBytes)]);
+  }
+  return ranges;
+}
+
+// k from an input's text: an integer within [K_MIN, K_MAX], or null when not a number.
+export function clampK(value) {
+  const n = Math.round(Number(value));
+  if (String(value ?? "").trim() === "" || !Number.isFinite(n)) return null;
+  return Math.min(K_MAX, Math.max(K_MIN, n));
+}
+
+// Distances: hamming counts bits (an integer); the others show 4 significant digits.
+export function formatDistance(distance, metric) {
+  const d = Number(distance);
+  if (distance === null || distance === undefined || !Number.isFinite(d)) return "–";
+  if (metric === "hamming") return String(Math.round(d));
+  if (d === 0) return "0";
+  if (Math.abs(d) < 1e-3) return d.toExponential(1);
+  return String(Number(d.toPrecision(4)));
+}
+
+export function formatElapsed(ms) {
+  const t = Number(ms);
+  if (!Number.isFinite(t) || t < 0) return "";
+  if (t < 1) return "<1 ms";
+  if (t < 10) return `${t.toFixed(1)} ms`;
+  if (t < 1000) return `${Math.round(t)} ms`;
+  return `${(t / 1000).toFixed(t < 10000 ? 2 : 1)} s`;
+}
+
+// <option> descriptions for the metric menu: the mode's allowed metrics (default first);
+// `selected` falls back to the default when it is not allowed.
+export function metricOptions(metrics, selected) {
+  const list = Array.from(metrics ?? []);
+  const chosen = list.includes(selected) ? selected : list[0];
+  return list.map((value, i) => ({
+    value,
+    label: i === 0 && list.length > 1 ? `${value} (default)` : value,
+    selected: value === chosen,
+  }));
+}
+
+// Side of a result cell in px: a few results get bigger cells, many get smaller ones. The
+// grid itself is CSS `auto-fill`, so the number of columns follows the widget's width.
+export function cellSize(count) {
+  if (count <= 4) return 144;
+  if (count <= 12) return 120;
+  if (count <= 40) return 104;
+  return 88;
+}
+
+export function summaryText(count, mode, metric) {
+  if (!count) return "";
+  return `${count} result${count === 1 ? "" : "s"} · ${mode} · ${metric}`;
+}
+
+// Hover text of a result: full path, rank and distance.
+export function resultTitle(hit, metric) {
+  return `${hit.path}\n#${hit.rank + 1} · ${metric} distance ${formatDistance(hit.distance, metric)}` +
+    "\nclick: more like this";
+}

@@ -1,0 +1,372 @@
+"""SearchWidget end to end: JupyterLab + headless Chromium, files going in through the page.
+
+The index is built before the server starts; the notebook opens it, shows a SearchWidget and
+writes the widget's Python-side state to ``search_state.json`` whenever it changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser import (
+    ARTIFACTS_DIR,
+    DUMP_JSON_HELPER,
+    JupyterLabServer,
+    chromium,
+    console_errors,
+    new_page,
+    open_notebook,
+    require_browser,
+    run_all_cells,
+    screenshot,
+    wait_for_file,
+    write_notebook,
+)
+from conftest import CHEAP_FEATURES
+from PIL import Image
+
+from imrec_widgets import ImageIndex
+from imrec_widgets.samples import write_sample_photos
+
+pytestmark = pytest.mark.browser
+
+K = 5
+STATE = "search_state.json"
+
+WIDGET_CELL = """\
+from imrec_widgets import ImageIndex
+from imrec_widgets.widgets.search_widget import SearchWidget
+
+idx = ImageIndex.open({photos!r}, index_dir={index_dir!r})
+w = SearchWidget(idx, k={k})
+_seq = 0
+
+def _dump(change=None):
+    global _seq
+    _seq += 1
+    dump_json({state!r}, {{
+        "seq": _seq, "results": w.results, "error": w.error, "mode": w.mode,
+        "metric": w.metric, "metrics": w.metrics, "k": w.k, "query_names": w.query_names,
+        "thumbnails": len(w.thumbnails), "busy": w.busy,
+        "result_mode": w.result_mode, "result_metric": w.result_metric,
+    }})
+
+w.observe(_dump, names=["results", "error", "mode", "metric", "k", "query_names", "busy"])
+_dump()
+w
+"""
+
+# A page's JS: dispatch a synthetic drop or paste carrying one file onto the widget.
+_JS_DISPATCH_FILE = """([kind, name, type, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, { type }));
+  const zone = document.querySelector('.imrec-dropzone');
+  const event = kind === 'drop'
+    ? new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true })
+    : new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true });
+  zone.dispatchEvent(event);
+  return event.defaultPrevented;
+}"""
+
+
+class Lab:
+    """The open notebook: its page and the widget's Python-side state."""
+
+    def __init__(self, page, server, photos: Path) -> None:
+        self.page = page
+        self.server = server
+        self.photos = photos
+        self.state_path = server.root_dir / STATE
+
+    def state(self, predicate=None, timeout: float = 30.0):
+        return wait_for_file(self.state_path, predicate, timeout=timeout)
+
+    def seq(self) -> int:
+        return self.state()["seq"]
+
+    def upload(self, files) -> None:
+        self.page.locator(".imrec-search .imrec-file-input").set_input_files(files)
+
+    def wait_for_results(self, count: int) -> list[str]:
+        """Wait until ``count`` result cells show decoded thumbnails; return their names."""
+        self.page.wait_for_function(
+            """(n) => {
+              const cells = document.querySelectorAll('.imrec-search .imrec-result');
+              return cells.length === n && !document.querySelector('.imrec-is-busy') &&
+                Array.from(cells).every((c) => c.querySelector('img').naturalWidth > 0);
+            }""",
+            arg=count,
+            timeout=30_000,
+        )
+        return self.page.locator(".imrec-result .imrec-result-name").all_inner_texts()
+
+    def error_text(self, timeout: float = 30_000) -> str:
+        error = self.page.locator(".imrec-search .imrec-error")
+        error.wait_for(state="visible", timeout=timeout)
+        return error.inner_text()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, Path]:
+    """A few real photos and their prebuilt index (no CNN: the kernel starts faster)."""
+    base = tmp_path_factory.mktemp("search-widget")
+    folder = base / "photos"
+    write_sample_photos(folder)
+    index = ImageIndex.open(folder, index_dir=base / "index", features=CHEAP_FEATURES)
+    index.update(progress=False, workers=0)
+    assert len(index) == 18
+    return folder, base / "index"
+
+
+@pytest.fixture(scope="module")
+def server():
+    require_browser()
+    # expose_app_in_browser: lets the test switch the theme with JupyterLab's own command
+    with JupyterLabServer(extra_args=["--LabApp.expose_app_in_browser=True"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def lab(server, browser, photos):
+    folder, index_dir = photos
+    cell = WIDGET_CELL.format(photos=str(folder), index_dir=str(index_dir), k=K, state=STATE)
+    write_notebook(server.root_dir / "search.ipynb", [DUMP_JSON_HELPER, cell])
+    page = new_page(browser)
+    t0 = time.monotonic()
+    try:
+        open_notebook(page, server, "search.ipynb")
+        run_all_cells(page)
+        page.locator(".imrec-search").wait_for(state="visible", timeout=30_000)
+    except BaseException:
+        _debug(page, server, "search_widget_open_FAILED")
+        raise
+    print(f"\nsearch widget browser: notebook open + run {time.monotonic() - t0:.1f}s")
+    lab = Lab(page, server, folder)
+    lab.state(lambda s: s["mode"] == "rgb" and s["results"] == [])
+    yield lab
+    errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
+    page.context.close()
+    assert not errors, "browser errors:\n" + "\n".join(errors)
+
+
+def _debug(page, server, name: str) -> None:
+    screenshot(page, name)
+    print("browser console errors:\n" + ("\n".join(console_errors(page)) or "-"))
+    print("server log tail:\n" + server.log_tail(3000))
+
+
+@pytest.fixture
+def step(lab, request):
+    """The open notebook; on failure a screenshot and the logs, else the step's duration."""
+    failures = request.session.testsfailed
+    t0 = time.monotonic()
+    yield lab
+    if request.session.testsfailed > failures:
+        _debug(lab.page, lab.server, f"{request.node.name}_FAILED")
+    print(f"\n{request.node.name}: {time.monotonic() - t0:.1f}s")
+
+
+def _photo(lab: Lab, name: str) -> Path:
+    return next(lab.photos.rglob(f"{name}.jpg"))
+
+
+def test_upload_shows_k_results_and_updates_python(step):
+    lab = step
+    lab.upload(str(_photo(lab, "coffee")))
+    names = lab.wait_for_results(K)
+    state = lab.state(lambda s: s["query_names"] == ["coffee.jpg"] and len(s["results"]) == K)
+    assert state["error"] == "" and state["thumbnails"] == K
+    assert names == [Path(hit["path"]).name for hit in state["results"]]
+    assert names[0] == "coffee.jpg"
+    distances = [hit["distance"] for hit in state["results"]]
+    assert distances == sorted(distances)
+    page = lab.page
+    assert page.locator(".imrec-query img").count() == 1
+    assert page.locator(".imrec-query figcaption").inner_text() == "coffee.jpg"
+    assert page.locator(".imrec-elapsed").inner_text().endswith(("ms", "s"))
+    assert page.locator(".imrec-summary").inner_text() == f"{K} results · rgb · euclidean"
+    title = page.locator(".imrec-result").first.get_attribute("title")
+    assert title.startswith(state["results"][0]["path"])  # hover shows the full path
+    page.locator(".imrec-search").scroll_into_view_if_needed()
+    assert screenshot(page, "search_widget").exists()
+    page.locator(".imrec-search").screenshot(path=str(ARTIFACTS_DIR / "search_widget_element.png"))
+
+
+def test_bad_files_show_errors_and_the_widget_stays_usable(step, tmp_path):
+    lab = step
+    page = lab.page
+    lab.upload(str(_photo(lab, "moon")))
+    lab.state(lambda s: s["query_names"] == ["moon.jpg"] and s["error"] == "")
+
+    # refused in the browser by type: Python's error says the same
+    lab.upload({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture\n"})
+    assert "notes.txt is not an image (text/plain)" in lab.error_text()
+    assert "notes.txt is not an image" in lab.state(lambda s: s["error"])["error"]
+
+    # looks like a JPEG, is not one: refused by the Python decoder
+    corrupt = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 64
+    lab.upload({"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": corrupt})
+    page.wait_for_function(
+        "() => document.querySelector('.imrec-error-text').textContent.startsWith('broken.jpg: ')"
+    )
+    assert lab.state(lambda s: s["error"].startswith("broken.jpg: "))["query_names"] == ["moon.jpg"]
+    page.wait_for_function("() => !document.querySelector('.imrec-is-busy')", timeout=10_000)
+    assert page.locator(".imrec-result").count() == K  # the last good results stay
+    page.locator(".imrec-search").scroll_into_view_if_needed()
+    screenshot(page, "search_widget_error")
+
+    # over the 20 MB cap: refused before anything is sent
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:  # sparse: a path costs nothing to hand to the browser
+        f.truncate(21_000_000)
+    lab.upload(str(huge))
+    page.wait_for_function(
+        "() => document.querySelector('.imrec-error-text').textContent"
+        ".includes('huge.jpg is 21 MB, over the upload limit of 20 MB')"
+    )
+    lab.state(lambda s: "huge.jpg is 21 MB" in s["error"])
+
+    # dismiss, then a good file works again
+    page.locator(".imrec-error-dismiss").click()
+    lab.state(lambda s: s["error"] == "")
+    assert page.locator(".imrec-error").is_hidden()
+    lab.upload(str(_photo(lab, "brick")))
+    lab.state(lambda s: s["query_names"] == ["brick.jpg"] and s["error"] == "")
+    assert lab.wait_for_results(K)[0] == "brick.jpg"
+    assert page.locator(".imrec-error").is_hidden()
+
+
+def test_an_upload_over_the_servers_message_limit_arrives_in_chunks(step, tmp_path):
+    """Jupyter Server drops websocket messages over 10 MiB; a 12 MB image must still work."""
+    lab = step
+    noise = np.random.default_rng(7).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path, compress_level=1)
+    assert path.stat().st_size > 11 * 1024 * 1024
+    lab.upload(str(path))
+    state = lab.state(lambda s: s["query_names"] == ["noise.png"] or s["error"], timeout=60)
+    assert state["error"] == "" and len(state["results"]) == K
+    lab.wait_for_results(K)
+    kernels = lab.server.kernels()
+    assert kernels and all(k["execution_state"] == "idle" for k in kernels)
+
+
+def test_drop_and_paste_are_queries_too(step):
+    lab = step
+    data = base64.b64encode(_photo(lab, "rocket").read_bytes()).decode()
+    assert lab.page.evaluate(_JS_DISPATCH_FILE, ["drop", "rocket.jpg", "image/jpeg", data])
+    lab.state(lambda s: s["query_names"] == ["rocket.jpg"] and len(s["results"]) == K)
+    buffer = io.BytesIO()
+    Image.open(_photo(lab, "coins")).save(buffer, format="PNG")
+    png = base64.b64encode(buffer.getvalue()).decode()
+    assert lab.page.evaluate(_JS_DISPATCH_FILE, ["paste", "image.png", "image/png", png])
+    state = lab.state(lambda s: s["query_names"] == ["image.png"] and len(s["results"]) == K)
+    assert Path(state["results"][0]["path"]).name == "coins.jpg"
+
+
+def test_clicking_a_result_searches_more_like_it(step):
+    lab = step
+    lab.upload(str(_photo(lab, "astronaut")))
+    lab.state(lambda s: s["query_names"] == ["astronaut.jpg"] and len(s["results"]) == K)
+    lab.wait_for_results(K)
+    cell = lab.page.locator(".imrec-result").nth(2)
+    clicked_id = int(cell.get_attribute("data-id"))
+    clicked_name = cell.locator(".imrec-result-name").inner_text()
+    before = lab.state()["results"]
+    cell.click()
+    state = lab.state(lambda s: s["query_names"] == [clicked_name])
+    assert state["results"] != before and len(state["results"]) == K
+    assert clicked_id not in [hit["id"] for hit in state["results"]]
+    names = lab.wait_for_results(K)
+    assert names == [Path(hit["path"]).name for hit in state["results"]]
+
+
+def test_controls_rerun_the_query(step):
+    lab = step
+    page = lab.page
+    lab.upload(str(_photo(lab, "grass")))
+    lab.state(lambda s: s["query_names"] == ["grass.jpg"] and s["mode"] == "rgb")
+
+    page.select_option(".imrec-search .imrec-mode", "ahash")
+    state = lab.state(lambda s: s["result_mode"] == "ahash" and s["result_metric"] == "hamming")
+    assert (state["mode"], state["metric"]) == ("ahash", "hamming")
+    assert state["metrics"] == ["hamming"]
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.imrec-metric option'))"
+        ".map((o) => o.value).join() === 'hamming'"
+    )
+    assert all(float(hit["distance"]).is_integer() for hit in state["results"])
+    assert page.locator(".imrec-summary").inner_text() == f"{K} results · ahash · hamming"
+
+    page.select_option(".imrec-search .imrec-mode", "rgb")
+    lab.state(lambda s: s["result_mode"] == "rgb" and s["result_metric"] == "euclidean")
+    page.select_option(".imrec-search .imrec-metric", "manhattan")
+    lab.state(lambda s: s["result_metric"] == "manhattan")
+    page.wait_for_function(
+        "() => document.querySelector('.imrec-summary').textContent.endsWith('manhattan')"
+    )
+
+    k_input = page.locator(".imrec-search .imrec-k")
+    k_input.fill("3")
+    k_input.press("Enter")
+    state = lab.state(lambda s: s["k"] == 3 and len(s["results"]) == 3)
+    assert state["query_names"] == ["grass.jpg"]
+    assert len(lab.wait_for_results(3)) == 3
+    k_input.fill("500")  # clamped to 100 in the browser: every indexed image
+    k_input.press("Enter")
+    lab.state(lambda s: s["k"] == 100 and len(s["results"]) == 18)
+    assert k_input.input_value() == "100"
+    lab.wait_for_results(18)
+
+
+def test_dark_theme(step):
+    lab = step
+    page = lab.page
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Dark'})"
+    )
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    lab.upload(str(_photo(lab, "chelsea")))
+    lab.state(lambda s: s["query_names"] == ["chelsea.jpg"])
+    page.locator(".imrec-search").scroll_into_view_if_needed()
+    # mean RGB of the widget's colours, once the dark theme's variables apply to it
+    handle = page.wait_for_function(
+        """() => {
+          const mean = (sel, prop) => {
+            const c = getComputedStyle(document.querySelector(sel))[prop].match(/[\\d.]+/g);
+            return c.slice(0, 3).map(Number).reduce((a, b) => a + b) / 3;
+          };
+          const colours = {
+            background: mean('.imrec-search', 'backgroundColor'),
+            dropzone: mean('.imrec-dropzone', 'backgroundColor'),
+            text: mean('.imrec-result-name', 'color'),
+          };
+          return colours.background < 80 && colours;
+        }""",
+        timeout=10_000,
+    )
+    colours = handle.json_value()
+    assert colours["dropzone"] < 100 and colours["text"] > 150, colours
+    assert screenshot(page, "search_widget_dark").exists()
+    page.locator(".imrec-search").screenshot(
+        path=str(ARTIFACTS_DIR / "search_widget_dark_element.png")
+    )
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Light'})"
+    )
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
+    print(f"dark theme colours (mean RGB): {colours}")

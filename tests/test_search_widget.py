@@ -1,0 +1,546 @@
+"""SearchWidget without a browser: messages as the front end sends them, state as it receives it."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CHEAP_FEATURES
+from PIL import Image
+
+from imrec_widgets import ImageIndex
+from imrec_widgets.features import MODE_METRICS
+from imrec_widgets.widgets import _base
+from imrec_widgets.widgets._base import BaseWidget, bundle_esm, static_dir, watch_sources
+from imrec_widgets.widgets.search_widget import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    QUERY_THUMB_SIZE,
+    SearchWidget,
+    check_k,
+    format_bytes,
+)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+MINIMAL_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cheap_index(sample_folder, tmp_path_factory):
+    """The sample photos indexed with colour, hashes and thumbnails (no CNN), outside the folder."""
+    index = ImageIndex.open(
+        sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "cheap", features=CHEAP_FEATURES
+    )
+    index.update(progress=False, workers=0)
+    assert len(index) == 18
+    return index
+
+
+@pytest.fixture(scope="module")
+def full_index(sample_folder, tmp_path_factory):
+    """The sample photos with every feature, the CNN embedding included."""
+    index = ImageIndex.open(sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "full")
+    index.update(progress=False, workers=0)
+    return index
+
+
+@pytest.fixture
+def widget(cheap_index):
+    return SearchWidget(cheap_index)
+
+
+@pytest.fixture(scope="module")
+def photo_paths(sample_folder):
+    return sorted(sample_folder.rglob("*.jpg"))
+
+
+def photo(sample_folder, name):
+    return next(sample_folder.rglob(f"{name}.jpg"))
+
+
+def upload(widget, files, chunk_bytes=64 * 1024):
+    """Send ``[(name, data, type), ...]`` the way search_widget.js does: chunks, then the query."""
+    upload_id = uuid.uuid4().hex
+    meta = []
+    for position, (name, data, mime) in enumerate(files):
+        for start in range(0, len(data), chunk_bytes):
+            custom(
+                widget,
+                {"type": "chunk", "upload": upload_id, "file": position, "offset": start},
+                [memoryview(data[start : start + chunk_bytes])],
+            )
+        meta.append({"name": name, "size": len(data), "type": mime})
+    custom(widget, {"type": "query", "upload": upload_id, "files": meta})
+
+
+def custom(widget, content, buffers=()):
+    """A ``model.send(content, undefined, buffers)`` from the browser."""
+    widget._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)}
+    )
+
+
+def front_end_sets(widget, **state):
+    """``model.set(...); model.save_changes()`` from the browser."""
+    widget._handle_msg({"content": {"data": {"method": "update", "state": state}}, "buffers": []})
+
+
+def jpeg_size(data):
+    assert data[:3] == JPEG_MAGIC
+    return Image.open(io.BytesIO(data)).size
+
+
+def distances(widget):
+    return [hit["distance"] for hit in widget.results]
+
+
+# -- construction --------------------------------------------------------------------------------
+
+
+def test_defaults_follow_the_index(widget, cheap_index):
+    assert widget.index is cheap_index
+    assert widget.modes == ["rgb", "ahash", "dhash"]  # no embedding in this index
+    assert (widget.mode, widget.metric) == ("rgb", "euclidean")
+    assert widget.metrics == list(MODE_METRICS["rgb"])
+    assert widget.k == 10
+    assert widget.max_upload_bytes == DEFAULT_MAX_UPLOAD_BYTES == 20_000_000
+    assert widget.results == [] and widget.thumbnails == [] and widget.error == ""
+    assert not widget.busy
+
+
+def test_keyword_arguments_are_checked(cheap_index):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'kk'.*accepts.*k, layout"):
+        SearchWidget(cheap_index, kk=5)
+    with pytest.raises(ValueError, match="mode 'embedding' is not in this index"):
+        SearchWidget(cheap_index, mode="embedding")
+    with pytest.raises(ValueError, match="unknown mode 'colour'"):
+        SearchWidget(cheap_index, mode="colour")
+    with pytest.raises(ValueError, match="not allowed for mode 'ahash'; choose from hamming"):
+        SearchWidget(cheap_index, mode="ahash", metric="cosine")
+    with pytest.raises(ValueError, match="k must be from 1 to 100"):
+        SearchWidget(cheap_index, k=0)
+    with pytest.raises(TypeError, match=r"needs an ImageIndex, not str: SearchWidget\(ImageIndex"):
+        SearchWidget("~/Pictures")
+    with pytest.raises(ValueError, match="max_upload_bytes must be positive"):
+        SearchWidget(cheap_index, max_upload_bytes=0)
+    w = SearchWidget(cheap_index, mode="ahash", k=3, max_upload_bytes=1000, layout={"width": "50%"})
+    assert (w.mode, w.metric, w.metrics, w.k, w.max_upload_bytes) == (
+        "ahash",
+        "hamming",
+        ["hamming"],
+        3,
+        1000,
+    )
+    assert w.layout.width == "50%"
+
+
+def test_front_end_files_are_found_and_bundled():
+    esm = SearchWidget._esm if isinstance(SearchWidget._esm, str) else str(SearchWidget._esm)
+    assert "export default" in esm and "function render" in esm
+    assert 'from "./search_logic.js"' not in esm  # inlined: blob-URL modules cannot import files
+    assert "function validateFiles" in esm
+    css = str(SearchWidget._css)
+    assert ".imrec-search" in css and "--jp-layout-color1" in css
+    assert static_dir().name in ("static", "js")
+
+
+# -- uploads --------------------------------------------------------------------------------------
+
+
+def test_uploaded_file_gives_k_results_best_first(widget, sample_folder):
+    data = photo(sample_folder, "coffee").read_bytes()
+    assert len(data) > 3 * 16 * 1024  # arrives in several chunks
+    widget.k = 5
+    upload(widget, [("coffee.jpg", data, "image/jpeg")], chunk_bytes=16 * 1024)
+    assert widget.error == ""
+    assert len(widget.results) == 5
+    assert distances(widget) == sorted(distances(widget))
+    assert [hit["rank"] for hit in widget.results] == list(range(5))
+    best = widget.results[0]
+    assert Path(best["path"]).name == "coffee.jpg" and best["distance"] == pytest.approx(
+        0, abs=1e-4
+    )
+    assert set(widget.results[0]) == {"id", "path", "distance", "rank"}
+    assert json.loads(json.dumps(widget.results)) == widget.results
+    assert [jpeg_size(t) for t in widget.thumbnails] == [(64, 64)] * 5
+    assert widget.query_names == ["coffee.jpg"]
+    (query_thumb,) = widget.query_thumbnails
+    assert max(jpeg_size(query_thumb)) == QUERY_THUMB_SIZE  # small, not the original
+    assert len(query_thumb) < len(data) / 5
+    assert (widget.result_mode, widget.result_metric) == ("rgb", "euclidean")
+    assert widget.elapsed_ms > 0 and not widget.busy
+
+
+def test_several_files_form_one_query(widget, sample_folder):
+    files = [
+        (f"{name}.jpg", photo(sample_folder, name).read_bytes(), "image/jpeg")
+        for name in ("brick", "gravel")
+    ]
+    upload(widget, files)
+    assert widget.error == ""
+    assert widget.query_names == ["brick.jpg", "gravel.jpg"]
+    assert len(widget.query_thumbnails) == 2
+    assert len(widget.results) == 10
+    assert distances(widget) == sorted(distances(widget))
+
+
+def test_thumbnails_reach_the_browser_as_binary_buffers(widget, sample_folder, monkeypatch):
+    sent = []
+    monkeypatch.setattr(
+        widget, "_send", lambda msg, buffers=None: sent.append((msg, buffers or []))
+    )
+    widget.search(photo(sample_folder, "rocket"), k=3)
+    updates = [(msg, buffers) for msg, buffers in sent if "thumbnails" in msg.get("state", {})]
+    assert updates, "the results were never sent"
+    msg, buffers = updates[-1]
+    assert ["thumbnails", 0] in msg["buffer_paths"]
+    assert msg["state"]["thumbnails"] == [None, None, None]  # no base64 in the JSON part
+    assert all(bytes(b)[:3] == JPEG_MAGIC for b in buffers)
+    assert {"results", "query_thumbnails", "elapsed_ms"} <= set(msg["state"])  # one update
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+def test_mode_switch_sets_metrics_resets_metric_and_reruns(widget, sample_folder):
+    widget.search(photo(sample_folder, "astronaut"))
+    front_end_sets(widget, metric="cosine")
+    assert (widget.metric, widget.result_metric) == ("cosine", "cosine")
+    front_end_sets(widget, mode="ahash")
+    assert widget.metrics == ["hamming"] and widget.metric == "hamming"
+    assert (widget.result_mode, widget.result_metric) == ("ahash", "hamming")
+    assert all(float(d).is_integer() for d in distances(widget))  # bit counts
+    assert widget.results[0]["distance"] == 0
+    front_end_sets(widget, mode="rgb")
+    assert widget.metrics == ["euclidean", "manhattan", "cosine"]
+    assert widget.metric == "euclidean"  # back to the default, not the earlier cosine
+    assert widget.result_metric == "euclidean"
+    front_end_sets(widget, k=4)
+    assert len(widget.results) == 4
+    assert widget.query_names == ["astronaut.jpg"]  # the same query, re-run each time
+
+
+def test_metric_not_allowed_from_python_shows_error_and_widget_still_works(widget, sample_folder):
+    widget.search(photo(sample_folder, "moon"), k=3)
+    before = widget.results
+    widget.metric = "hamming"  # no exception escapes
+    assert "metric 'hamming' is not allowed for mode 'rgb'" in widget.error
+    assert "euclidean, manhattan, cosine" in widget.error
+    assert widget.metric == "euclidean" and widget.results == before
+    widget.mode = "embedding"
+    assert "mode 'embedding' is not in this index" in widget.error and widget.mode == "rgb"
+    widget.metric = "manhattan"
+    assert widget.error == "" and widget.result_metric == "manhattan"
+    upload(widget, [("moon.jpg", photo(sample_folder, "moon").read_bytes(), "image/jpeg")])
+    assert widget.error == "" and len(widget.results) == 3
+
+
+def test_refused_metric_without_a_query_clears_on_next_good_value(widget):
+    widget.metric = "hamming"
+    assert "not allowed" in widget.error
+    widget.metric = "cosine"
+    assert widget.error == "" and widget.metric == "cosine"
+
+
+def test_k_bounds(widget, sample_folder):
+    assert check_k(1) == 1 and check_k(100) == 100
+    for bad in (0, 101, -5, 2.5, True, "7"):
+        with pytest.raises(ValueError, match="k must be"):
+            check_k(bad)
+    widget.search(photo(sample_folder, "grass"), k=2)
+    widget.k = 0
+    assert "k must be from 1 to 100, not 0" in widget.error and widget.k == 2
+    widget.k = 101
+    assert "not 101" in widget.error and widget.k == 2
+    assert len(widget.results) == 2
+    widget.k = 100
+    assert widget.error == "" and len(widget.results) == 18  # every indexed image
+    with pytest.raises(ValueError, match="k must be"):
+        widget.search(photo(sample_folder, "grass"), k=500)
+    assert "k must be" in widget.error
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "mime"),
+    [
+        ("notes.txt", b"a shopping list, not a picture\n", "text/plain"),
+        ("paper.pdf", MINIMAL_PDF, "application/pdf"),
+        ("holiday.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40, "image/jpeg"),  # corrupt
+    ],
+)
+def test_non_images_show_an_error_and_keep_the_widget_usable(
+    widget, sample_folder, name, data, mime
+):
+    widget.search(photo(sample_folder, "coins"), k=4)
+    before = widget.results
+    busy = []
+    widget.observe(lambda change: busy.append(change["new"]), "busy")
+    upload(widget, [(name, data, mime)])
+    assert widget.error.startswith(f"{name}: ")
+    assert "image" in widget.error
+    assert widget.results == before and widget.query_names == ["coins.jpg"]
+    assert busy == [True, False]  # the browser stops its spinner on the False
+    front_end_sets(widget, k=6)  # the last good query is still there
+    assert len(widget.results) == 6 and widget.error == ""
+
+
+def test_truncated_jpeg_is_refused_with_a_message(widget, sample_folder):
+    data = photo(sample_folder, "chelsea").read_bytes()
+    upload(widget, [("chelsea.jpg", data[: len(data) // 3], "image/jpeg")])
+    assert widget.error.startswith("chelsea.jpg: ") and widget.results == []
+
+
+def test_oversize_upload_is_refused_and_not_kept(widget, sample_folder):
+    data = photo(sample_folder, "retina").read_bytes()
+    widget.max_upload_bytes = 50_000
+    assert len(data) > 50_000
+    upload(widget, [("retina.jpg", data, "image/jpeg")])
+    assert widget.error == (
+        f"retina.jpg is {format_bytes(len(data))}, over the upload limit of 50 kB "
+        "(SearchWidget.max_upload_bytes)"
+    )
+    assert widget.results == [] and widget._upload_parts == {}
+    widget.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
+    upload(widget, [("retina.jpg", data, "image/jpeg")])
+    assert widget.error == "" and widget.results[0]["distance"] == pytest.approx(0, abs=1e-4)
+
+
+def test_incomplete_or_empty_uploads_are_errors(widget, sample_folder):
+    data = photo(sample_folder, "page").read_bytes()
+    custom(widget, {"type": "chunk", "upload": "u1", "file": 0, "offset": 0}, [data[:1000]])
+    custom(
+        widget,
+        {"type": "query", "upload": "u1", "files": [{"name": "page.jpg", "size": len(data)}]},
+    )
+    assert "page.jpg arrived incomplete" in widget.error
+    custom(widget, {"type": "query", "upload": "u2", "files": [{"name": "e.png", "size": 0}]})
+    assert widget.error == "e.png is empty (0 bytes)"
+    custom(widget, {"type": "query", "upload": "u3", "files": []})
+    assert widget.error == "no file was uploaded"
+    custom(widget, {"type": "more_like", "id": "seven"})
+    assert "cannot search from result 'seven'" in widget.error
+    upload(widget, [("page.jpg", data, "image/jpeg")])
+    assert widget.error == "" and len(widget.results) == 10
+
+
+def test_empty_index_shows_an_error_then_works_once_filled(tmp_path, sample_folder):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=CHEAP_FEATURES)
+    w = SearchWidget(index)  # never updated: no catalog on disk yet
+    data = photo(sample_folder, "camera").read_bytes()
+    upload(w, [("camera.jpg", data, "image/jpeg")])
+    assert "no index" in w.error or "no searchable images" in w.error
+    index.update(progress=False, workers=0)  # an empty folder: an empty index
+    upload(w, [("camera.jpg", data, "image/jpeg")])
+    assert "no searchable images" in w.error and w.results == []
+    (folder / "camera.jpg").write_bytes(data)
+    index.update(progress=False, workers=0)
+    upload(w, [("camera.jpg", data, "image/jpeg")])
+    assert w.error == "" and [Path(h["path"]).name for h in w.results] == ["camera.jpg"]
+
+
+def test_unexpected_failure_is_shown_not_raised_from_the_browser(
+    widget, sample_folder, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(widget.index, "search", broken)
+    upload(widget, [("gravel.jpg", photo(sample_folder, "gravel").read_bytes(), "image/jpeg")])
+    assert widget.error == "search failed: RuntimeError: disk on fire" and not widget.busy
+    monkeypatch.undo()
+    upload(widget, [("gravel.jpg", photo(sample_folder, "gravel").read_bytes(), "image/jpeg")])
+    assert widget.error == "" and widget.results
+
+
+# -- more like this, programmatic search -------------------------------------------------------------
+
+
+def test_clicking_a_result_searches_more_like_it_without_itself(widget, sample_folder):
+    widget.search(photo(sample_folder, "hubble_deep_field"), k=5)
+    clicked = widget.results[2]
+    custom(widget, {"type": "more_like", "id": clicked["id"]})
+    assert widget.error == ""
+    assert clicked["id"] not in [hit["id"] for hit in widget.results]
+    assert len(widget.results) == 5
+    assert widget.query_names == [Path(clicked["path"]).name]
+    assert jpeg_size(widget.query_thumbnails[0]) == (64, 64)  # the stored thumbnail
+    custom(widget, {"type": "more_like", "id": 10_000})
+    assert widget.error == "no image with id 10000 in the index (removed or never indexed)"
+    assert widget.query_names == [Path(clicked["path"]).name]
+
+
+def test_search_from_python_with_paths_and_ids(widget, sample_folder, photo_paths):
+    path = photo(sample_folder, "flower")
+    results = widget.search(path, mode="dhash", k=3)
+    assert (widget.mode, widget.metric, widget.k) == ("dhash", "hamming", 3)
+    assert [hit["id"] for hit in widget.results] == results.ids
+    assert widget.results == results.to_dicts()
+    assert widget.query_names == ["flower.jpg"] and len(widget.query_thumbnails) == 1
+    assert Path(widget.results[0]["path"]) == path
+
+    results = widget.search(results.ids[0], mode="rgb", metric="manhattan", k=4)
+    assert results.ids[0] not in widget.results and len(widget.results) == 4
+    assert widget.result_metric == "manhattan"
+
+    widget.search([photo_paths[0], photo_paths[1]], k=2)
+    assert widget.query_names == [photo_paths[0].name, photo_paths[1].name]
+
+    before = widget.results
+    with pytest.raises(FileNotFoundError):
+        widget.search(sample_folder / "missing.jpg")
+    assert "no such image file" in widget.error and widget.results == before
+    controls = (widget.mode, widget.metric, widget.k)
+    with pytest.raises(ValueError, match="not allowed"):
+        widget.search(path, mode="ahash", metric="cosine", k=7)
+    assert (widget.mode, widget.metric, widget.k) == controls  # nothing half-applied
+    widget.search(np.asarray(Image.open(path)), k=1)
+    assert widget.error == "" and Path(widget.results[0]["path"]) == path
+
+
+def test_an_index_without_thumbnails_shows_ones_made_from_the_files(sample_folder, tmp_path):
+    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    w = SearchWidget(index, k=3)
+    custom(w, {"type": "more_like", "id": 0})
+    assert w.error == "" and len(w.results) == 3
+    sizes = [jpeg_size(t) for t in [*w.thumbnails, *w.query_thumbnails]]
+    assert all(max(size) == QUERY_THUMB_SIZE for size in sizes), sizes
+
+
+def test_clear_forgets_the_query(widget, sample_folder):
+    widget.search(photo(sample_folder, "brick"))
+    widget.clear()
+    assert widget.results == [] and widget.query_thumbnails == [] and widget.query_names == []
+    front_end_sets(widget, k=3)  # nothing to re-run
+    assert widget.results == [] and widget.error == ""
+
+
+def test_embedding_mode_finds_the_photo_itself(full_index, sample_folder):
+    w = SearchWidget(full_index, k=3)
+    assert (w.mode, w.metric) == ("embedding", "cosine")
+    assert w.modes == ["embedding", "rgb", "ahash", "dhash"]
+    upload(w, [("rocket.jpg", photo(sample_folder, "rocket").read_bytes(), "image/jpeg")])
+    assert w.error == ""
+    assert Path(w.results[0]["path"]).name == "rocket.jpg"
+    assert w.results[0]["distance"] == pytest.approx(0, abs=1e-3)
+    assert distances(w) == sorted(distances(w))
+    front_end_sets(w, metric="euclidean")
+    assert w.result_metric == "euclidean" and Path(w.results[0]["path"]).name == "rocket.jpg"
+
+
+def test_nothing_is_written_into_the_image_folder(cheap_index, sample_folder):
+    before = sorted(p.relative_to(sample_folder) for p in sample_folder.rglob("*"))
+    w = SearchWidget(cheap_index)
+    upload(w, [("brick.jpg", photo(sample_folder, "brick").read_bytes(), "image/jpeg")])
+    upload(w, [("notes.txt", b"text", "text/plain")])
+    custom(w, {"type": "more_like", "id": w.results[1]["id"]})
+    assert sorted(p.relative_to(sample_folder) for p in sample_folder.rglob("*")) == before
+
+
+# -- the shared base ------------------------------------------------------------------------------
+
+
+def test_bundle_esm_inlines_helpers_privately(tmp_path):
+    (tmp_path / "helpers.js").write_text(
+        "const secret = 2;\nexport const TWO = secret;\nexport function double(x) { return x * TWO; }\n"
+        "export async function later() { return 1; }\nexport class Box {}\n"
+    )
+    (tmp_path / "main.js").write_text(
+        'import { double, TWO as two } from "./helpers.js";\n'
+        "import * as helpers from './helpers.js';\n"
+        "export default { render() { return double(two) + helpers.TWO; } };\n"
+    )
+    text = bundle_esm("main.js", tmp_path)
+    assert "import" not in text and "export const" not in text
+    assert "return { TWO, double, later, Box };" in text
+    assert "const { double, TWO: two } = __imrec_helpers_js;" in text
+    assert "const helpers = __imrec_helpers_js;" in text
+    assert text.count("const __imrec_helpers_js =") == 1
+
+
+@pytest.mark.parametrize(
+    ("helper", "main", "message"),
+    [
+        ("export default 1;\n", 'import { a } from "./h.js";\n', "only `export function"),
+        (
+            "export const a = 1;\n",
+            'import { b } from "./h.js";\n',
+            "'b', which ./h.js does not export",
+        ),
+        (
+            'import { x } from "./y.js";\nexport const a = 1;\n',
+            'import { a } from "./h.js";\n',
+            "may not import",
+        ),
+        ("export const a = 1;\n", 'import a from "./h.js";\n', "cannot inline this form"),
+    ],
+)
+def test_bundle_esm_refuses_what_it_cannot_inline(tmp_path, helper, main, message):
+    (tmp_path / "h.js").write_text(helper)
+    (tmp_path / "main.js").write_text(main + "export default {};\n")
+    with pytest.raises(ValueError, match=message):
+        bundle_esm("main.js", tmp_path)
+
+
+def test_edited_helpers_are_rebundled_into_live_widgets(tmp_path):
+    """The hot-reload wiring (ANYWIDGET_HMR=1): an edited helper re-bundles, widgets follow."""
+    from anywidget._file_contents import VirtualFileContents
+
+    (tmp_path / "h.js").write_text("export const WORD = 'old';\n")
+    (tmp_path / "main.js").write_text(
+        'import { WORD } from "./h.js";\nexport default { render({ el }) { el.textContent = WORD; } };\n'
+    )
+    contents = VirtualFileContents(bundle_esm("main.js", tmp_path))
+
+    class Demo(BaseWidget):
+        _esm = contents
+
+    widget = Demo()
+    watchers = watch_sources("main.js", tmp_path, contents)
+    assert sorted(w._path.name for w in watchers) == ["h.js", "main.js"]
+    (tmp_path / "h.js").write_text("export const WORD = 'new';\n")
+    watchers[0].changed.emit("")  # what watchfiles' thread does on a save
+    assert "'new'" in widget._esm and "'old'" not in widget._esm
+    (tmp_path / "h.js").write_text("export default 'half-typed'\n")
+    with pytest.warns(RuntimeWarning, match="not reloading main.js"):
+        watchers[0].changed.emit("")
+    assert "'new'" in widget._esm  # the last good module stays
+
+
+def test_static_dir_prefers_the_wheel_layout(tmp_path, monkeypatch):
+    package = tmp_path / "imrec_widgets"
+    (tmp_path / "js").mkdir(parents=True)
+    package.mkdir()
+    monkeypatch.setattr(_base, "_PACKAGE_DIR", package)
+    assert static_dir() == tmp_path / "js"  # a source checkout
+    (package / "static").mkdir()
+    assert static_dir() == package / "static"  # an installed wheel
+    (package / "static").rmdir()
+    (tmp_path / "js").rmdir()
+    with pytest.raises(FileNotFoundError, match="front-end files are missing"):
+        static_dir()
+
+
+def test_backend_imports_without_widget_libraries():
+    code = (
+        "import sys, imrec_widgets, imrec_widgets.index, imrec_widgets.features;"
+        "bad = [m for m in ('anywidget', 'ipywidgets', 'imrec_widgets.widgets') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
