@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "EmptyIndexError",
     "Hit",
     "ImageIndex",
@@ -17,6 +18,7 @@ __all__ = [
     "IndexLockedError",
     "SearchResults",
     "SearchWidget",
+    "UmapExplorer",
     "__version__",
 ]
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .index import EmptyIndexError, ImageIndex, IndexConfigError, IndexLockedError
     from .results import Hit, SearchResults
     from .widgets.search_widget import SearchWidget
+    from .widgets.umap_explorer import App, UmapExplorer
 
 _LAZY = {
     "EmptyIndexError": "index",
@@ -33,6 +36,8 @@ _LAZY = {
     "Hit": "results",
     "SearchResults": "results",
     "SearchWidget": "widgets.search_widget",
+    "UmapExplorer": "widgets.umap_explorer",
+    "App": "widgets.umap_explorer",
 }
 
 

@@ -263,3 +263,24 @@ def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = T
         meta["params"],
         fitted=meta.get("fitted", 0),
     )
+
+
+_REDUCERS: dict[tuple[str, str, float], Any] = {}
+
+
+def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
+    """Map position(s) (M x 2) of a query: stored for indexed ids, else transformed into the map."""
+    items = list(query) if isinstance(query, (list, tuple)) else [query]
+    ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]
+    if len(ids) == len(items):
+        return index.store.read_rows(f"umap/{feature}", ids)
+    vectors, _ = index.searcher.vectors(query, feature)
+    path = _reducer_path(index, feature)
+    if not path.exists():
+        raise ProjectionError(f"no UMAP map of {feature!r} yet")
+    key = (str(path), feature, path.stat().st_mtime)
+    if key not in _REDUCERS:
+        with open(path, "rb") as f:
+            _REDUCERS[key] = pickle.load(f)
+    values, _ = _prepare_input(feature, vectors)
+    return _transform(_REDUCERS[key], values)

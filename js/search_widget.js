@@ -184,7 +184,10 @@ function render({ model, el }) {
         return cell;
       }),
     );
-    summary.textContent = summaryText(hits.length, model.get("result_mode"), metricName);
+    const scope = model.get("scope_size");
+    summary.textContent =
+      summaryText(hits.length, model.get("result_mode"), metricName) +
+      (scope >= 0 ? ` · within ${scope} selected` : "");
     elapsed.textContent = hits.length ? formatElapsed(model.get("elapsed_ms")) : "";
   }
 
@@ -253,7 +256,7 @@ function render({ model, el }) {
     ...["modes", "mode", "metrics", "metric", "k"].map((name) => [name, renderControls]),
     ["error", renderError],
     ["busy", renderBusy],
-    ...["results", "thumbnails", "query_thumbnails", "query_names", "elapsed_ms"].map(
+    ...["results", "thumbnails", "query_thumbnails", "query_names", "elapsed_ms", "scope_size"].map(
       (name) => [name, renderImages],
     ),
   ];

@@ -208,6 +208,12 @@ class SearchWidget(BaseWidget):
     """bool: True while a search runs."""
 
     error = traitlets.Unicode("").tag(sync=True)
+
+    scope = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
+    """Ids the search is restricted to (e.g. a UMAP selection); None searches everything."""
+
+    scope_size = traitlets.Int(-1, read_only=True).tag(sync=True)
+    """Number of images in ``scope`` (shown beside the results), -1 when unrestricted."""
     """str: the last error a user caused ("" when none); cleared by the next successful search."""
 
     def __init__(
@@ -297,6 +303,11 @@ class SearchWidget(BaseWidget):
             raise
         return self._run(prepared, raise_errors=True)
 
+    @property
+    def query(self) -> Any:
+        """The last query that gave results (a path, bytes, id, or a list of them), or None."""
+        return None if self._last is None else self._last.query
+
     def clear(self) -> None:
         """Forget the query and its results (the controls keep their values)."""
         self._last = None
@@ -365,6 +376,11 @@ class SearchWidget(BaseWidget):
                 self.metric = allowed[0]
         self._rerun()
 
+    @traitlets.observe("scope")
+    def _scope_changed(self, change: Any) -> None:
+        self.set_trait("scope_size", -1 if change["new"] is None else len(change["new"]))
+        self._rerun()
+
     @traitlets.observe("metric", "k")
     def _control_changed(self, _change: Any) -> None:
         self._rerun()
@@ -389,7 +405,9 @@ class SearchWidget(BaseWidget):
     def _run(self, query: _Query, *, raise_errors: bool) -> SearchResults | None:
         self.set_trait("busy", True)
         try:
-            results = self._index.search(query.query, mode=self.mode, metric=self.metric, k=self.k)
+            results = self._index.search(
+                query.query, mode=self.mode, metric=self.metric, k=self.k, ids=self.scope
+            )
             thumbnails = result_thumbnails(self._index, results.ids)
         except Exception as exc:
             self.set_trait("busy", False)
