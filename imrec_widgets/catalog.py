@@ -115,13 +115,6 @@ class Catalog:
         """A counter bumped by every write, so readers know when cached arrays are stale."""
         return int(self.get_meta("generation", 0))
 
-    def statuses(self) -> dict[str, list[int]]:
-        """Ids by status (``ok``, ``error``, ``removed``), ascending."""
-        out: dict[str, list[int]] = {"ok": [], "error": [], "removed": []}
-        for id_, status in self._db.execute("SELECT id, status FROM images ORDER BY id"):
-            out[status].append(id_)
-        return out
-
     def ids_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
         """Ids of ok rows matching an SQL condition on the images columns, ascending."""
         query = f"SELECT id FROM images WHERE status = 'ok' AND ({where}) ORDER BY id"

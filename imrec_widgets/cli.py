@@ -50,11 +50,31 @@ def _index(args: argparse.Namespace) -> int:
         thumb_size=args.thumb_size,
         rebuild=rebuild,
     )
-    report = index.update(progress=not args.quiet, workers=args.workers, batch_size=args.batch_size)
+    if args.dask is None:
+        if args.path_map:
+            raise ValueError("--path-map rewrites paths for Dask workers; use it with --dask")
+        report = index.update(progress=not args.quiet, workers=args.workers, batch_size=args.batch_size)
+    else:
+        report = _index_on_dask(args, index)
     print(report)
     for folder in report.skipped_dirs:
         print(f"warning: could not read folder {folder}", file=sys.stderr)
     return 0
+
+
+def _index_on_dask(args: argparse.Namespace, index: Any) -> Any:
+    try:
+        from .distributed import dask_client, parse_path_map, require_distributed
+
+        require_distributed()
+    except ImportError as exc:
+        raise RuntimeError(f"--dask: {exc}") from exc
+    path_map = parse_path_map(args.path_map or [])
+    workers = args.workers if args.dask == "local" else None
+    with dask_client(args.dask, workers) as client:
+        return index.update(
+            progress=not args.quiet, client=client, batch_size=args.batch_size, path_map=path_map
+        )
 
 
 @command("search")
@@ -68,7 +88,8 @@ def _search(args: argparse.Namespace) -> int:
             queries.append(int(query))
         else:
             queries.append(Path(query))
-    results = index.search(queries if len(queries) > 1 else queries[0], mode=args.mode, metric=args.metric, k=args.k)
+    results = index.search(queries if len(queries) > 1 else queries[0], mode=args.mode, metric=args.metric, k=args.k,
+                           weights=_parse_weights(args.weights))
     if args.json:
         print(json.dumps({"mode": results.mode, "metric": results.metric,
                           "seconds": results.seconds, "hits": results.to_dicts()}, indent=2))
@@ -137,6 +158,52 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_weights(text: str | None) -> dict[str, Any] | None:
+    """``embedding=0.7,rgb=0.3`` (a weight may carry a metric: ``rgb=0.3:cosine``) -> weights."""
+    if not text:
+        return None
+    weights: dict[str, Any] = {}
+    for part in text.split(","):
+        mode, sep, value = part.partition("=")
+        weight, _, metric = value.partition(":")
+        try:
+            number = float(weight)
+        except ValueError:
+            number = None
+        if not sep or number is None:
+            raise ValueError(f"--weights takes MODE=WEIGHT[:METRIC],... like embedding=0.7,rgb=0.3; not {part!r}")
+        weights[mode.strip()] = (number, metric.strip()) if metric.strip() else number
+    return weights
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    modes = [m for entry in args.modes for m in entry.split(",") if m] if args.modes else None
+    report = _open_index(args).evaluate(
+        labels=args.labels, k=args.k, modes=modes, weights=_parse_weights(args.weights)
+    )
+    print(report.to_text())
+    if args.out:
+        print(f"wrote {report.save(args.out)}")
+    return 0
+
+
+@command("duplicates")
+def _duplicates(args: argparse.Namespace) -> int:
+    groups = _open_index(args).duplicates(mode=args.mode, max_distance=args.max_distance, metric=args.metric)
+    if args.json:
+        print(json.dumps({"mode": groups.mode, "metric": groups.metric, "max_distance": groups.max_distance,
+                          "groups": groups.to_dicts()}, indent=2))
+        return 0
+    print(groups.summary())
+    for number, group in enumerate(groups, 1):
+        kind = "identical files" if group.identical else "near-duplicates"
+        print(f"group {number}: {len(group.ids)} {kind}")
+        for path, distance in zip(group.paths, group.distances, strict=True):
+            print(f"  {distance:>8.4g}  {path}")
+    return 0
+
+
 @command("demo")
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -201,16 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hash-size", type=int, help="ahash/dhash grid size (default 8 -> 64 bits)")
     p.add_argument("--thumb-size", type=int, help="thumbnail side in pixels (default 64)")
     p.add_argument("--rebuild", help="comma-separated features to recompute for every image")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--dask", metavar="ADDRESS|local", help="extract features on Dask workers: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")
+    p.add_argument("--path-map", metavar="SRC=DST", action="append", help="with --dask: workers read files under SRC at DST instead (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="find the indexed images nearest to one or more query images")
     p.add_argument("query", nargs="+", help="image file(s) or indexed id(s); several are one combined query")
     p.add_argument("--root", required=True, help="the indexed folder")
     p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
-    p.add_argument("--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash", "hybrid"))
     p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
+    p.add_argument("--weights", default=None, help="with --mode hybrid: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -241,6 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="run (sub-folder) name (default: FOLDER-FEATURE)")
     p.add_argument("--max-points", type=int, default=None, help="export a fixed random sample of at most N images")
     p.add_argument("--no-sprite", action="store_true", help="leave out the thumbnail sprite")
+
+    p = sub.add_parser("evaluate", help="measure retrieval quality (P@k, R@k, mAP@k, ms/query) on labelled images")
+    add_root(p)
+    p.add_argument("--labels", default=None, help="CSV with a header id,label or path,label (default: each image's parent folder name)")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--modes", nargs="+", default=None, help="modes to measure: embedding, rgb:cosine, hybrid, ... (default: every mode and metric, and hybrid)")
+    p.add_argument("--weights", default=None, help="hybrid weights MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)")
+    p.add_argument("--out", default=None, help="also write the rows to this .csv or .json file")
+
+    p = sub.add_parser("duplicates", help="find groups of near-identical (and byte-identical) images")
+    add_root(p)
+    p.add_argument("--mode", default="dhash", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--metric", default=None, help="distance (default: the mode's)")
+    p.add_argument("--max-distance", type=float, default=None, help="link images at most this far apart (default 4 bits of a 64-bit hash)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 

@@ -6,14 +6,14 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .catalog import SCHEMA_VERSION, Catalog, Record
-from .features import FEATURE_NAMES, build_features
+from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .indexer import (
     INHERITED_FDS,
     UpdateReport,
@@ -115,6 +115,9 @@ class ImageIndex:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
+        self._store_url: str | None = None
+        if isinstance(index_dir, str) and "://" in index_dir:
+            index_dir, self._store_url = _local_index_dir(index_dir)
         self.index_dir = (
             Path(index_dir).expanduser().resolve() if index_dir else self.root / INDEX_DIRNAME
         )
@@ -164,6 +167,11 @@ class ImageIndex:
     def store_path(self) -> Path:
         return self.index_dir / "features.zarr"
 
+    @property
+    def store_location(self) -> str | Path:
+        """Where Zarr opens the feature store: ``store_path``, or its URL when opened by URL."""
+        return self._store_url or self.store_path
+
     def exists(self) -> bool:
         """True once the index has been created on disk by ``update()``."""
         return self.catalog_path.exists()
@@ -181,7 +189,7 @@ class ImageIndex:
     @property
     def store(self) -> FeatureStore:
         if self._store is None:
-            self._store = FeatureStore(self.store_path, read_only=not self.store_path.exists())
+            self._store = FeatureStore(self.store_location, read_only=not self.store_path.exists())
         return self._store
 
     def _stored_settings(self) -> dict[str, Any] | None:
@@ -241,14 +249,19 @@ class ImageIndex:
         *,
         workers: int | None = None,
         batch_size: int = 64,
+        path_map: Mapping[str, str] | None = None,
     ) -> UpdateReport:
         """Scan the folder and index what is new or changed; mark what vanished as removed.
 
         Features named in ``open(..., rebuild=)`` are recomputed for every image.
         ``workers`` decoding processes run ahead of the model (default: cores - 1; 0 = none).
+        With a Dask ``client`` (``dask.distributed.Client``) its workers read the files, by path,
+        and compute every feature; this process scans and writes. ``path_map``
+        (``{"/data/images": "/mnt/images"}``) rewrites path prefixes for workers that mount
+        the images elsewhere. See ``imrec_widgets.distributed``.
         """
-        if client is not None:
-            raise NotImplementedError("Dask-distributed indexing is not available yet")
+        if path_map and client is None:
+            raise ValueError("path_map= rewrites paths for Dask workers; pass client= as well")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         started = time.perf_counter()
@@ -261,7 +274,7 @@ class ImageIndex:
             self.settings = self._resolve_settings(stored)
             self._features = None
             features = self.feature_extractors()
-            store = FeatureStore(self.store_path)
+            store = FeatureStore(self.store_location)
             self._store = store
             self._cleanup_partial_writes()
             # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
@@ -318,8 +331,14 @@ class ImageIndex:
                 report.processed += len(decoded)
                 bar.update(len(decoded))
 
+            batches = list(_batched(tasks, batch_size))
             try:
-                run_batches(list(_batched(tasks, batch_size)), self.settings, workers, on_batch)
+                if client is None:
+                    run_batches(batches, self.settings, workers, on_batch)
+                else:
+                    from .distributed import run_batches_dask
+
+                    run_batches_dask(client, batches, self.settings, on_batch, path_map=path_map)
             finally:
                 bar.close()
             catalog.set_meta("pending_rebuild", [])
@@ -421,9 +440,6 @@ class ImageIndex:
 
         return export_tensorboard(self, logdir, feature, **options)
 
-    def iter_records(self) -> Iterator[Record]:
-        yield from self.catalog.records()
-
     # -- searching ---------------------------------------------------------------------------------
     @property
     def searcher(self) -> Searcher:
@@ -442,6 +458,8 @@ class ImageIndex:
         ids: Sequence[int] | np.ndarray | None = None,
         where: str | None = None,
         exclude_self: bool = True,
+        weights: Mapping[str, Any] | None = None,
+        client: Any = None,
     ) -> SearchResults:
         """The ``k`` indexed images nearest to ``query``, best first.
 
@@ -450,8 +468,19 @@ class ImageIndex:
         of these (one query: mean feature, bitwise majority for hashes). ``metric`` defaults to
         the mode's (see ``MODE_METRICS``). ``ids`` restricts the search to those images,
         ``where`` to rows matching an SQL condition on the catalog (``"path LIKE 'cats/%'"``).
+
+        ``mode="hybrid"`` ranks by a weighted mean of several modes' distances, each divided by
+        that mode's median distance between random pairs of indexed images (so 1.0 means
+        "typically far"): ``weights={"embedding": 0.7, "rgb": 0.3}`` (the default), a value may
+        be ``(weight, metric)``. See ``Searcher.search_hybrid``.
+
+        With a Dask ``client`` the top-k runs on its workers, one task per row chunk of the
+        store, which each worker reads itself (see ``imrec_widgets.distributed.topk_dask``).
         """
-        return self.searcher.search_many([query], mode, metric, k, ids, where, exclude_self)[0]
+        return self.search_many(
+            [query], mode, metric, k, ids=ids, where=where, exclude_self=exclude_self,
+            weights=weights, client=client,
+        )[0]
 
     def search_many(
         self,
@@ -463,9 +492,56 @@ class ImageIndex:
         ids: Sequence[int] | np.ndarray | None = None,
         where: str | None = None,
         exclude_self: bool = True,
+        weights: Mapping[str, Any] | None = None,
+        client: Any = None,
     ) -> list[SearchResults]:
         """``search`` for each of ``queries``, as one vectorised top-k call."""
-        return self.searcher.search_many(list(queries), mode, metric, k, ids, where, exclude_self)
+        if mode == HYBRID_MODE:
+            if client is not None:
+                raise ValueError("client= runs single-mode searches on Dask workers, not mode='hybrid'")
+            if metric is not None:
+                raise ValueError(
+                    "hybrid search takes each mode's metric from weights, e.g. "
+                    "weights={'embedding': (0.7, 'cosine'), 'rgb': 0.3}; leave metric=None"
+                )
+            return self.searcher.search_hybrid(list(queries), weights, k, ids, where, exclude_self)
+        if weights is not None:
+            raise ValueError(f"weights= is for mode='hybrid', not mode={mode!r}")
+        return self.searcher.search_many(
+            list(queries), mode, metric, k, ids, where, exclude_self, client=client
+        )
+
+    # -- measuring and cleaning -----------------------------------------------------------------
+    def evaluate(
+        self,
+        labels: str | os.PathLike[str] | Mapping[int, str] | None = None,
+        k: int = 10,
+        modes: Sequence[str] | None = None,
+        weights: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Retrieval quality of every mode and metric on labelled images: an ``EvaluationReport``.
+
+        Labels come from each image's parent folder (None), a CSV of ``id,label`` or
+        ``path,label``, or a ``{id: label}`` mapping. Each labelled image queries the others;
+        rows give precision@k, recall@k, mAP@k and ms per query for each mode/metric, hybrid
+        (``weights``) and a seeded random ranking. See ``imrec_widgets.evaluation.evaluate``.
+        """
+        from .evaluation import evaluate
+
+        return evaluate(self, labels=labels, k=k, modes=modes, weights=weights)
+
+    def duplicates(
+        self, mode: str = "dhash", max_distance: float | None = None, *, metric: str | None = None
+    ) -> Any:
+        """Groups of near-identical images (``DuplicateGroups``), largest first.
+
+        Images within ``max_distance`` of each other under ``mode`` (default 4 bits for hashes)
+        are linked, as are byte-identical files; each group is a connected set of links. See
+        ``imrec_widgets.duplicates.find_duplicates``.
+        """
+        from .duplicates import find_duplicates
+
+        return find_duplicates(self, mode=mode, max_distance=max_distance, metric=metric)
 
     # -- maps --------------------------------------------------------------------------------------
     def umap(self, feature: str = "embedding", *, refit: bool = False, **params: Any) -> Any:
@@ -492,6 +568,19 @@ def _checked_features(names: Sequence[str]) -> list[str]:
     if not names:
         raise ValueError(f"choose at least one feature of {', '.join(FEATURE_NAMES)}")
     return [name for name in FEATURE_NAMES if name in set(names)]
+
+
+def _local_index_dir(url: str) -> tuple[Path, str]:
+    """A ``file://`` index URL as (local folder for the catalog, URL Zarr opens the store by)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"index_dir {url!r}: the catalog is SQLite and needs a local folder, a path or a "
+            "file:// URL"
+        )
+    return Path(unquote(parsed.path)), url.rstrip("/") + "/features.zarr"
 
 
 def _size_on_disk(folder: Path, pattern: str) -> int:

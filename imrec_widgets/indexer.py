@@ -151,11 +151,16 @@ def _worker_setup(settings: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Decoded:
-    """One file after decoding: catalog entry plus its cheap features and model input."""
+    """One file after decoding: catalog entry plus its cheap features and model input.
+
+    ``embedding`` is set when the model already ran where the file was decoded (a Dask
+    worker); the writer then stores it as is instead of running ``model_input`` through its model.
+    """
 
     entry: Entry
     features: dict[str, np.ndarray] | None = None
     model_input: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 def decode_one(
@@ -211,7 +216,7 @@ def run_batches(
     # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ahead = 2 * workers
-    with ProcessPoolExecutor(
+    with _model_threads(settings, max(1, (os.cpu_count() or 1) - workers)), ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     ) as pool:
         pending: deque[Future[list[Decoded]]] = deque()
@@ -227,6 +232,22 @@ def run_batches(
             for future in pending:
                 future.cancel()
             raise
+
+
+@contextlib.contextmanager
+def _model_threads(settings: dict[str, Any], count: int) -> Iterator[None]:
+    """Give the model the cores the decoding workers leave free: oversubscribed, both crawl."""
+    if "embedding" not in settings["features"]:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 INHERITED_FDS: set[int] = set()
@@ -262,9 +283,23 @@ def write_batch(
         ids = np.array([d.entry.id for d in ok], dtype=np.int64)
         for name in features:
             if name == "embedding":
-                values = features["embedding"].embed(np.stack([d.model_input for d in ok]))
+                values = _embeddings(features["embedding"], ok)
             else:
                 values = np.stack([d.features[name] for d in ok])
             store.write_rows(name, ids, values)
     catalog.commit_entries(d.entry for d in decoded)
     return len(decoded) - len(ok)
+
+
+def _embeddings(feature: Any, ok: list[Decoded]) -> np.ndarray:
+    """Embeddings of ``ok``: precomputed ones as they are, the rest through the local model."""
+    missing = [i for i, d in enumerate(ok) if d.embedding is None]
+    if len(missing) == len(ok):
+        return feature.embed(np.stack([d.model_input for d in ok]))
+    values = np.empty((len(ok), *feature.shape), dtype=feature.dtype)
+    for i, d in enumerate(ok):
+        if d.embedding is not None:
+            values[i] = d.embedding
+    if missing:
+        values[missing] = feature.embed(np.stack([ok[i].model_input for i in missing]))
+    return values

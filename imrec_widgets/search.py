@@ -27,6 +27,7 @@ __all__ = [
     "PreparedData",
     "TopKAccumulator",
     "combine_queries",
+    "distances",
     "prepare",
     "topk",
     "topk_chunks",
@@ -710,6 +711,52 @@ def topk_chunks(
         n_queries = 1 if q.ndim == 1 else q.shape[0]
         return np.empty((n_queries, 0), np.int64), np.empty((n_queries, 0), np.float32)
     return search.acc.result()
+
+
+# --------------------------------------------------------------------------------------------
+# full distance matrices
+
+
+def distances(queries: Any, data: Any, metric: str) -> np.ndarray:
+    """Every distance from each query to each row of ``data``: a (Q, N) float32 matrix.
+
+    Same inputs and distances as :func:`topk` (``data`` may be a :class:`PreparedData`), for
+    callers that combine several distances before ranking; Q x N must fit in memory. Euclidean
+    distances come from the expanded dot product here, so they carry float32 rounding (about
+    1e-3 of the norms) instead of :func:`topk`'s exact recomputation of the winners.
+    """
+    _check_metric(metric)
+    if isinstance(data, PreparedData):
+        if data.metric != metric:
+            raise ValueError(f"data was prepared for {data.metric!r}, not {metric!r}")
+        prepared = data
+    else:
+        prepared = PreparedData(data, metric)
+    x, aux = prepared.data, prepared._aux
+    q = _check_queries(queries, metric, x.shape[1])
+    qs = _Queries(q, metric, x.shape[1] if metric == "hamming" else 0)
+    out = np.empty((q.shape[0], x.shape[0]), dtype=np.float32)
+    step = _block_rows(q.shape[0])
+    for s in range(0, x.shape[0], step):
+        e = min(x.shape[0], s + step)
+        block = out[:, s:e]
+        if metric == "hamming":
+            block[...] = _hamming_scores(qs, x[s:e])
+        elif metric == "manhattan":
+            block[...] = _manhattan_scores(qs, x[s:e])
+        else:
+            block[...] = _matmul_scores(qs, x[s:e], aux[s:e], metric)
+    if metric == "cosine":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inverse = np.where(qs.norm > 0, np.float32(1.0) / qs.norm, np.float32(0.0))
+        out *= inverse[:, None]
+        out += np.float32(1.0)
+        np.clip(out, 0.0, 2.0, out=out)
+    elif metric == "euclidean":
+        out += _row_norms_sq(q)[:, None]
+        np.maximum(out, 0.0, out=out)
+        np.sqrt(out, out=out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import search
-from .features import check_mode_metric
+from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .indexer import decode_one
 from .results import Hit, SearchResults
 
@@ -55,6 +55,25 @@ def _is_batch(query: Any) -> bool:
     return isinstance(query, (list, tuple))
 
 
+_SCALE_PAIRS = 4096
+_FUSED_BLOCK_BYTES = 16 << 20
+_FUSED_MIN_ROWS = 256
+
+
+def _paired_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """``metric`` distance between ``a[i]`` and ``b[i]`` for every row i."""
+    if metric == "hamming":
+        return np.unpackbits(np.bitwise_xor(a, b), axis=1).sum(axis=1).astype(np.float64)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if metric == "euclidean":
+        return np.sqrt(((a - b) ** 2).sum(axis=1))
+    if metric == "manhattan":
+        return np.abs(a - b).sum(axis=1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    return np.where(norms > 0, 1.0 - dots / np.where(norms > 0, norms, 1.0), 1.0)
+
+
 class Searcher:
     """Answers ``ImageIndex.search`` calls; one per index, holding its hot arrays."""
 
@@ -63,6 +82,11 @@ class Searcher:
         self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         self._hot: dict[tuple[str, str], tuple[int, search.PreparedData]] = {}
         self._status: tuple[int, np.ndarray] | None = None
+        self._scales: dict[tuple[str, str], tuple[int, float]] = {}
+        self.client: Any = None
+        """A Dask client whose workers run every top-k (a ``search(client=)`` overrides it)."""
+        self.path_map: dict[str, str] | None = None
+        """Index path prefix -> the workers' one, when they mount the store elsewhere."""
 
     # -- what is searchable ---------------------------------------------------------------------
     def _generation(self) -> int:
@@ -146,6 +170,7 @@ class Searcher:
         ids: Sequence[int] | np.ndarray | None,
         where: str | None,
         exclude_self: bool,
+        client: Any = None,
     ) -> list[SearchResults]:
         started = time.perf_counter()
         if mode not in self.index.settings["features"] or mode == "thumb":
@@ -173,7 +198,10 @@ class Searcher:
             not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
         )
         with _blas_single_thread() if used_model else contextlib.nullcontext():
-            found_ids, found_dist = self._topk(matrix, mode, metric, int(k) + extra, allowed)
+            found_ids, found_dist = self._topk(
+                matrix, mode, metric, int(k) + extra, allowed,
+                self.client if client is None else client,
+            )
         out = []
         for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
             keep = [i for i, id_ in enumerate(row_ids) if int(id_) not in skip][: int(k)]
@@ -191,9 +219,23 @@ class Searcher:
         return allowed
 
     def _topk(
-        self, matrix: np.ndarray, mode: str, metric: str, k: int, allowed: np.ndarray | None
+        self,
+        matrix: np.ndarray,
+        mode: str,
+        metric: str,
+        k: int,
+        allowed: np.ndarray | None,
+        client: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         ok = self.ok_ids()
+        if client is not None:
+            from .distributed import topk_dask
+
+            store = self.index.store
+            return topk_dask(
+                client, store.path, mode, matrix, metric, k, ok if allowed is None else allowed,
+                store.array(mode).chunks[0], path_map=self.path_map,
+            )
         if self._feature_bytes(mode, len(ok)) > self.memory_budget:
             return search.topk_chunks(matrix, self._chunks(mode, ok if allowed is None else allowed), metric, k)
         prepared = self.prepared(mode, metric)
@@ -202,6 +244,145 @@ class Searcher:
         rows = np.searchsorted(prepared.ids, allowed)
         norms = prepared.norms[rows] if prepared.norms is not None else None
         return search.topk(matrix, prepared.data[rows], metric, k, ids=allowed, data_norms=norms)
+
+    # -- hybrid: several modes, one fused ranking --------------------------------------------------
+    def distance_scale(self, mode: str, metric: str) -> float:
+        """The typical ``metric`` distance between two images of this index under ``mode``.
+
+        The median distance over a fixed random sample (seed 0) of pairs of searchable images,
+        cached per catalog generation; 1.0 when there are fewer than two images or every
+        sampled distance is 0. Hybrid search divides each mode's distances by it.
+        """
+        generation = self._generation()
+        cached = self._scales.get((mode, metric))
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        ok = self.ok_ids()
+        scale = 1.0
+        if ok.size >= 2:
+            rng = np.random.default_rng(0)
+            first = rng.integers(ok.size, size=_SCALE_PAIRS)
+            second = rng.integers(ok.size - 1, size=_SCALE_PAIRS)
+            second += second >= first
+            sampled, inverse = np.unique(np.concatenate([first, second]), return_inverse=True)
+            rows = self._rows(mode, ok[sampled])[inverse]
+            pair_distances = _paired_distances(rows[:_SCALE_PAIRS], rows[_SCALE_PAIRS:], metric)
+            positive = pair_distances[pair_distances > 0]
+            if positive.size:
+                scale = float(np.median(pair_distances)) or float(np.median(positive))
+        self._scales[(mode, metric)] = (generation, scale)
+        return scale
+
+    def _rows(self, mode: str, ids: np.ndarray) -> np.ndarray:
+        generation = self._generation()
+        for (hot_mode, _metric), (hot_generation, prepared) in self._hot.items():
+            if hot_mode == mode and hot_generation == generation:
+                return prepared.data[np.searchsorted(prepared.ids, ids)]
+        return self.index.store.read_rows(mode, ids)
+
+    def _hybrid_vectors(self, query: Any, modes: Sequence[str]) -> tuple[dict[str, list[np.ndarray]], list[int]]:
+        """Each mode's feature rows for one query (decoding each image once) and the ids it names."""
+        items = list(query) if _is_batch(query) else [query]
+        if not items:
+            raise ValueError("empty query: pass at least one image, path or id")
+        rows: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
+        self_ids = []
+        extractors = self.index.feature_extractors()
+        for item in items:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                self_ids.append(int(item))
+                for mode in modes:
+                    rows[mode].append(self._stored_row(mode, int(item)))
+                continue
+            if isinstance(item, np.ndarray) and item.ndim == 1:
+                raise ValueError("a feature vector belongs to one mode; hybrid search needs images or ids")
+            _decoded, values, model_input = decode_one(
+                {mode: extractors[mode] for mode in modes}, Path(item) if isinstance(item, str) else item
+            )
+            for mode in modes:
+                if mode == "embedding":
+                    rows[mode].append(extractors[mode].embed(model_input[None])[0])
+                else:
+                    rows[mode].append(values[mode])
+        return rows, self_ids
+
+    def search_hybrid(
+        self,
+        queries: Sequence[Any],
+        weights: Any,
+        k: int,
+        ids: Sequence[int] | np.ndarray | None,
+        where: str | None,
+        exclude_self: bool,
+    ) -> list[SearchResults]:
+        """Exact top-``k`` by a weighted sum of normalised distances of several modes.
+
+        ``weights`` as for ``check_hybrid_weights``. Each mode's distances are divided by its
+        ``distance_scale`` (the median distance between random pairs of indexed images), so
+        1.0 means "as far apart as two typical images" in every mode; the fused distance is
+        the weighted mean of those (weights sum to 1). Every candidate's fused distance is
+        computed, in row blocks, before the top-k is taken.
+        """
+        started = time.perf_counter()
+        available = [mode for mode in self.index.settings["features"] if mode != "thumb"]
+        parts = check_hybrid_weights(weights, available)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        if not self.index.exists() or self.ok_ids().size == 0:
+            from .index import EmptyIndexError
+
+            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+        metric = " + ".join(f"{weight:.3g} {mode}/{name}" for mode, (weight, name) in parts.items())
+        allowed = self._allowed(ids, where)
+        if allowed is not None and allowed.size == 0:
+            return [self._results([], [], HYBRID_MODE, metric, started) for _ in queries]
+        ok = self.ok_ids()
+        candidates = ok if allowed is None else allowed
+        in_memory = sum(self._feature_bytes(mode, len(ok)) for mode in parts) <= self.memory_budget
+        prepared = {mode: self.prepared(mode, name) for mode, (_w, name) in parts.items()} if in_memory else {}
+        factors = {mode: weight / self.distance_scale(mode, name) for mode, (weight, name) in parts.items()}
+
+        matrices: dict[str, list[np.ndarray]] = {mode: [] for mode in parts}
+        excluded = []
+        for query in queries:
+            rows, self_ids = self._hybrid_vectors(query, list(parts))
+            for mode, (_w, name) in parts.items():
+                vectors = np.stack(rows[mode])
+                matrices[mode].append(search.combine_queries(vectors, name) if len(vectors) > 1 else vectors[0])
+            excluded.append(set(self_ids) if exclude_self else set())
+        stacked = {mode: np.stack(vectors) for mode, vectors in matrices.items()}
+        kk = int(k) + max(len(e) for e in excluded)
+        used_model = "embedding" in parts and any(
+            not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
+        )
+        best = search.TopKAccumulator(len(queries), kk)
+        step = max(_FUSED_MIN_ROWS, _FUSED_BLOCK_BYTES // (4 * len(queries)))
+        with _blas_single_thread() if used_model else contextlib.nullcontext():
+            for start in range(0, candidates.size, step):
+                block_ids = candidates[start : start + step]
+                fused = np.zeros((len(queries), block_ids.size), dtype=np.float32)
+                for mode, (_w, name) in parts.items():
+                    block = self._hybrid_block(mode, name, prepared.get(mode), block_ids, start, allowed is None)
+                    fused += factors[mode] * search.distances(stacked[mode], block, name)
+                best.update(np.broadcast_to(block_ids, fused.shape), fused)
+        found_ids, found_dist = best.result()
+        out = []
+        for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
+            keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][: int(k)]
+            out.append(self._results(row_ids[keep], row_dist[keep], HYBRID_MODE, metric, started))
+        return out
+
+    def _hybrid_block(
+        self, mode: str, metric: str, prepared: search.PreparedData | None, block_ids: np.ndarray, start: int, everything: bool
+    ) -> search.PreparedData:
+        if prepared is None:
+            return search.prepare(self.index.store.read_rows(mode, block_ids), metric)
+        if everything:
+            rows: Any = slice(start, start + block_ids.size)
+        else:
+            rows = np.searchsorted(prepared.ids, block_ids)
+        norms = prepared.norms[rows] if prepared.norms is not None else None
+        return search.prepare(prepared.data[rows], metric, data_norms=norms)
 
     def _results(self, ids: Any, distances: Any, mode: str, metric: str, started: float) -> SearchResults:
         ids = [int(i) for i in ids]

@@ -35,7 +35,11 @@ class FeatureStore:
         if read_only and not _exists(path):
             self._group = None
         else:
-            self._group = zarr.open_group(store=str(path), mode="r" if read_only else "a")
+            # fsspec's local file system makes no parent folders unless asked to.
+            options = {"auto_mkdir": True} if str(path).startswith("file://") else None
+            self._group = zarr.open_group(
+                store=str(path), mode="r" if read_only else "a", storage_options=options
+            )
 
     def __contains__(self, name: str) -> bool:
         return self._group is not None and name in self._group
@@ -152,7 +156,7 @@ class FeatureStore:
 
     def nbytes_stored(self) -> int:
         """Bytes the store takes on disk (local stores only; 0 otherwise)."""
-        root = Path(str(self.path))
+        root = Path(str(self.path).removeprefix("file://"))
         if not root.is_dir():
             return 0
         return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())

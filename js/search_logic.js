@@ -149,8 +149,98 @@ export function summaryText(count, mode, metric) {
   return `${count} result${count === 1 ? "" : "s"} · ${mode} · ${metric}`;
 }
 
-// Hover text of a result: full path, rank and distance.
-export function resultTitle(hit, metric) {
-  return `${hit.path}\n#${hit.rank + 1} · ${metric} distance ${formatDistance(hit.distance, metric)}` +
+// Hover text of a result: full path, rank and distance (a hybrid one is "fused": its metric
+// is the weights, e.g. "0.7 embedding/cosine + 0.3 rgb/euclidean").
+export function resultTitle(hit, metric, mode) {
+  const kind = mode === HYBRID_MODE ? "fused" : metric;
+  return `${hit.path}\n#${hit.rank + 1} · ${kind} distance ${formatDistance(hit.distance, metric)}` +
     "\nclick: more like this";
+}
+
+// -- hybrid mode: one weight slider per search mode ------------------------------------------
+
+// The Python side's HYBRID_MODE: ranks by a weighted mix of the other modes.
+export const HYBRID_MODE = "hybrid";
+
+export const WEIGHT_MIN = 0;
+export const WEIGHT_MAX = 1;
+export const WEIGHT_STEP = 0.05;
+
+// Moving a slider sends its weights (and re-runs the query) once it rests this long.
+export const WEIGHT_DEBOUNCE_MS = 200;
+
+// The modes that get a weight slider: every offered mode but hybrid itself.
+export function sliderModes(modes) {
+  return Array.from(modes ?? []).filter((mode) => mode !== HYBRID_MODE);
+}
+
+// A weight as a slider holds it: a multiple of WEIGHT_STEP within [WEIGHT_MIN, WEIGHT_MAX]
+// (0 for anything that is not a number).
+export function snapWeight(value) {
+  const n = Number(value);
+  if (!Number.isFinite(n)) return WEIGHT_MIN;
+  const snapped = Math.round(n / WEIGHT_STEP) * WEIGHT_STEP;
+  return Number(Math.min(WEIGHT_MAX, Math.max(WEIGHT_MIN, snapped)).toFixed(2));
+}
+
+// Each of `modes`' share of the fused distance: weights scaled to sum to 1, as the Python side
+// does (missing, negative or non-numbers count as 0). All zero: every share is 0.
+export function weightShares(weights, modes) {
+  const raw = sliderModes(modes).map((mode) => {
+    const n = Number(weights?.[mode] ?? 0);
+    return [mode, Number.isFinite(n) && n > 0 ? n : 0];
+  });
+  const total = raw.reduce((sum, [, n]) => sum + n, 0);
+  return Object.fromEntries(raw.map(([mode, n]) => [mode, total > 0 ? n / total : 0]));
+}
+
+export function formatShare(fraction) {
+  const f = Number(fraction);
+  if (!Number.isFinite(f) || f <= 0) return "0%";
+  if (f < 0.01) return "<1%";
+  return `${Math.round(f * 100)}%`;
+}
+
+// What each slider shows: [{mode, value (the slider's position), label, share}].
+export function weightSliders(modes, weights) {
+  const shares = weightShares(weights, modes);
+  return sliderModes(modes).map((mode) => {
+    const value = snapWeight(weights?.[mode] ?? 0);
+    return { mode, value, label: value.toFixed(2), share: formatShare(shares[mode]) };
+  });
+}
+
+// `weights` with `mode` set to `value` (snapped to the slider's steps); a new object.
+export function withWeight(weights, mode, value) {
+  return { ...(weights ?? {}), [mode]: snapWeight(value) };
+}
+
+// `fn` called once calls stop for `ms`; `.flush()` calls it now if one is pending, `.cancel()`
+// drops it. `timers` ({setTimeout, clearTimeout}) is for tests.
+export function debounce(fn, ms, timers = globalThis) {
+  let timer = null;
+  let args = null;
+  const run = () => {
+    timer = null;
+    const pending = args;
+    args = null;
+    fn(...pending);
+  };
+  const debounced = (...callArgs) => {
+    args = callArgs;
+    if (timer !== null) timers.clearTimeout(timer);
+    timer = timers.setTimeout(run, ms);
+  };
+  debounced.flush = () => {
+    if (timer === null) return;
+    timers.clearTimeout(timer);
+    run();
+  };
+  debounced.cancel = () => {
+    if (timer !== null) timers.clearTimeout(timer);
+    timer = null;
+    args = null;
+  };
+  debounced.pending = () => timer !== null;
+  return debounced;
 }

@@ -1,12 +1,18 @@
 // SearchWidget front end: renders the Python-side state and sends user intent back.
 // The Python side inlines ./search_logic.js into this module (see imrec_widgets/widgets/_base.py).
 import {
+  HYBRID_MODE,
   K_MAX,
   K_MIN,
+  WEIGHT_DEBOUNCE_MS,
+  WEIGHT_MAX,
+  WEIGHT_MIN,
+  WEIGHT_STEP,
   baseName,
   cellSize,
   chunkRanges,
   clampK,
+  debounce,
   filesFromItems,
   formatDistance,
   formatElapsed,
@@ -14,6 +20,8 @@ import {
   resultTitle,
   summaryText,
   validateFiles,
+  weightSliders,
+  withWeight,
 } from "./search_logic.js";
 
 function h(tag, className, props = {}) {
@@ -76,16 +84,26 @@ function render({ model, el }) {
   let urls = [];
 
   // -- controls
-  const mode = h("select", "imrec-mode", { title: "what to compare: features of the images" });
-  const metric = h("select", "imrec-metric", { title: "how to measure the distance" });
+  // Keys typed into the controls are theirs, not JupyterLab's notebook shortcuts (arrows,
+  // Enter). Lumino matches a shortcut's selector against the focused element itself before
+  // looking for this attribute on its ancestors, so each control carries it.
+  const own = { "data-lm-suppress-shortcuts": "true" };
+  const mode = h("select", "imrec-mode", { ...own, title: "what to compare: features of the images" });
+  const metric = h("select", "imrec-metric", { ...own, title: "how to measure the distance" });
   const k = h("input", "imrec-k", {
-    type: "number", min: String(K_MIN), max: String(K_MAX), step: "1",
+    ...own, type: "number", min: String(K_MIN), max: String(K_MAX), step: "1",
     title: `number of results (${K_MIN}–${K_MAX})`,
   });
   const busy = h("span", "imrec-busy", { title: "searching…", "aria-hidden": "true" });
-  // Keys typed into the controls are theirs, not JupyterLab's notebook shortcuts (arrows, Enter).
-  const toolbar = h("div", "imrec-toolbar", { "data-lm-suppress-shortcuts": "true" });
-  toolbar.append(labelled("Mode", mode), labelled("Metric", metric), labelled("k", k), busy);
+  const toolbar = h("div", "imrec-toolbar", own);
+  const metricLabel = labelled("Metric", metric);
+  toolbar.append(labelled("Mode", mode), metricLabel, labelled("k", k), busy);
+
+  // -- hybrid weights: one slider per search mode, shown in the hybrid mode only
+  const weights = h("div", "imrec-weights", {
+    ...own, role: "group", "aria-label": "hybrid weights",
+    title: "hybrid: how much each mode counts in the fused distance (shares in brackets)",
+  });
 
   // -- drop zone: query thumbnails, hint, file button
   const fileInput = h("input", "imrec-file-input", {
@@ -111,7 +129,7 @@ function render({ model, el }) {
   status.append(summary, elapsed);
   const grid = h("div", "imrec-results");
 
-  root.append(toolbar, dropzone, error, status, grid);
+  root.append(toolbar, weights, dropzone, error, status, grid);
   el.append(root);
 
   let pending = false;
@@ -134,6 +152,41 @@ function render({ model, el }) {
       ),
     );
     k.value = String(model.get("k"));
+    metricLabel.hidden = (model.get("metrics") || []).length === 0; // none in the hybrid mode
+  }
+
+  // Weights being edited (slider moved, not yet sent), else null: shown instead of the model's.
+  let draft = null;
+  function renderWeights() {
+    weights.hidden = model.get("mode") !== HYBRID_MODE;
+    const sliders = weightSliders(model.get("modes"), draft ?? model.get("weights"));
+    const shown = Array.from(weights.querySelectorAll(".imrec-weight-slider"), (s) => s.dataset.mode);
+    if (shown.join() !== sliders.map((s) => s.mode).join()) {
+      weights.replaceChildren(
+        h("span", "imrec-control-label", { text: "Weights" }),
+        ...sliders.map(({ mode: name }) => {
+          const row = h("label", "imrec-weight");
+          const slider = h("input", "imrec-weight-slider", {
+            ...own, type: "range", min: String(WEIGHT_MIN), max: String(WEIGHT_MAX), step: String(WEIGHT_STEP),
+            "aria-label": `weight of ${name}`,
+          });
+          slider.dataset.mode = name;
+          row.append(
+            h("span", "imrec-weight-name", { text: name }), slider,
+            h("span", "imrec-weight-value"), h("span", "imrec-weight-share"),
+          );
+          return row;
+        }),
+      );
+    }
+    for (const [i, row] of Array.from(weights.querySelectorAll(".imrec-weight")).entries()) {
+      const { value, label, share } = sliders[i];
+      const slider = row.querySelector(".imrec-weight-slider");
+      if (Number(slider.value) !== value) slider.value = String(value);
+      row.querySelector(".imrec-weight-value").textContent = label;
+      row.querySelector(".imrec-weight-share").textContent = `(${share})`;
+      row.classList.toggle("imrec-weight-off", value === 0);
+    }
   }
 
   function renderError() {
@@ -171,7 +224,8 @@ function render({ model, el }) {
     grid.style.setProperty("--imrec-cell", `${cellSize(hits.length)}px`);
     grid.replaceChildren(
       ...hits.map((hit, i) => {
-        const cell = h("button", "imrec-result", { type: "button", title: resultTitle(hit, metricName) });
+        const title = resultTitle(hit, metricName, model.get("result_mode"));
+        const cell = h("button", "imrec-result", { type: "button", title });
         cell.dataset.id = String(hit.id);
         const img = h("img", "imrec-result-image", { alt: baseName(hit.path), draggable: false });
         if (thumbs[i]) img.src = track(jpegUrl(thumbs[i]));
@@ -192,6 +246,7 @@ function render({ model, el }) {
   }
 
   renderControls();
+  renderWeights();
   renderError();
   renderBusy();
   renderImages();
@@ -209,6 +264,19 @@ function render({ model, el }) {
     if (clamped !== null && clamped !== model.get("k")) setControl("k", clamped);
   };
   k.addEventListener("change", commitK);
+  const sendWeights = debounce(() => {
+    const next = draft;
+    draft = null;
+    if (next) setControl("weights", next);
+  }, WEIGHT_DEBOUNCE_MS);
+  weights.addEventListener("input", (event) => {
+    const slider = event.target.closest(".imrec-weight-slider");
+    if (!slider) return;
+    draft = withWeight(draft ?? model.get("weights"), slider.dataset.mode, slider.value);
+    renderWeights();
+    sendWeights();
+  });
+  weights.addEventListener("change", () => sendWeights.flush()); // released: send now
   k.addEventListener("keydown", (event) => {
     if (event.key === "Enter") commitK();
   });
@@ -254,6 +322,7 @@ function render({ model, el }) {
 
   const listeners = [
     ...["modes", "mode", "metrics", "metric", "k"].map((name) => [name, renderControls]),
+    ...["modes", "mode", "weights"].map((name) => [name, renderWeights]),
     ["error", renderError],
     ["busy", renderBusy],
     ...["results", "thumbnails", "query_thumbnails", "query_names", "elapsed_ms", "scope_size"].map(
@@ -276,6 +345,7 @@ function render({ model, el }) {
 
   return () => {
     disposed = true;
+    sendWeights.cancel();
     for (const [event, fn] of handlers) model.off(event, fn);
     for (const url of urls) URL.revokeObjectURL(url);
   };

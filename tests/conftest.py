@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imrec_widgets import ImageIndex
 from imrec_widgets.samples import write_sample_photos
 
 CHEAP_FEATURES = ["rgb", "ahash", "dhash", "thumb"]
@@ -34,3 +35,16 @@ def photos(sample_folder: Path, tmp_path: Path) -> Path:
     target = tmp_path / "photos"
     shutil.copytree(sample_folder, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def labeled_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
+    """Read-only index of 12 real photos x 6 copies (crop, half-size, JPEG q30, colour, dark),
+    one sub-folder per photo (see ``labeled_photos.py``); indexed once per session."""
+    from labeled_photos import write_labeled_photos
+
+    root = tmp_path_factory.mktemp("labeled") / "photos"
+    write_labeled_photos(root)
+    index = ImageIndex.open(root)
+    index.update(progress=False)
+    return index

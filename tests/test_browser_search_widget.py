@@ -53,10 +53,10 @@ def _dump(change=None):
         "seq": _seq, "results": w.results, "error": w.error, "mode": w.mode,
         "metric": w.metric, "metrics": w.metrics, "k": w.k, "query_names": w.query_names,
         "thumbnails": len(w.thumbnails), "busy": w.busy,
-        "result_mode": w.result_mode, "result_metric": w.result_metric,
+        "result_mode": w.result_mode, "result_metric": w.result_metric, "weights": w.weights,
     }})
 
-w.observe(_dump, names=["results", "error", "mode", "metric", "k", "query_names", "busy"])
+w.observe(_dump, names=["results", "error", "mode", "metric", "k", "query_names", "busy", "weights"])
 _dump()
 w
 """
@@ -286,8 +286,9 @@ def test_clicking_a_result_searches_more_like_it(step):
     clicked_name = cell.locator(".imrec-result-name").inner_text()
     before = lab.state()["results"]
     cell.click()
-    state = lab.state(lambda s: s["query_names"] == [clicked_name])
-    assert state["results"] != before and len(state["results"]) == K
+    # The observer also fires on query_names, before results change: wait for both.
+    state = lab.state(lambda s: s["query_names"] == [clicked_name] and s["results"] != before)
+    assert len(state["results"]) == K
     assert clicked_id not in [hit["id"] for hit in state["results"]]
     names = lab.wait_for_results(K)
     assert names == [Path(hit["path"]).name for hit in state["results"]]
@@ -329,6 +330,76 @@ def test_controls_rerun_the_query(step):
     lab.state(lambda s: s["k"] == 100 and len(s["results"]) == 18)
     assert k_input.input_value() == "100"
     lab.wait_for_results(18)
+
+
+def test_hybrid_mode_shows_weight_sliders_that_rerun_the_query(step):
+    from playwright.sync_api import expect  # imported here: collecting needs no playwright
+
+    lab = step
+    page = lab.page
+    k_input = page.locator(".imrec-search .imrec-k")
+    k_input.fill(str(K))
+    k_input.press("Enter")
+    lab.upload(str(_photo(lab, "coffee")))
+    lab.state(lambda s: s["query_names"] == ["coffee.jpg"] and s["k"] == K and not s["busy"])
+    weights = page.locator(".imrec-search .imrec-weights")
+    metric = page.locator(".imrec-search .imrec-metric")
+    summary = page.locator(".imrec-search .imrec-summary")
+    shares = page.locator(".imrec-search .imrec-weight-share")
+    expect(weights).to_be_hidden()  # sliders only in the hybrid mode
+
+    page.select_option(".imrec-search .imrec-mode", "hybrid")
+    state = lab.state(lambda s: s["result_mode"] == "hybrid" and len(s["results"]) == K)
+    assert (state["metric"], state["metrics"], state["weights"]) == ("", [], {"rgb": 0.3})
+    assert state["result_metric"] == "1 rgb/euclidean"
+    expect(weights).to_be_visible()
+    expect(metric).to_be_hidden()  # no metric of its own
+    expect(summary).to_have_text(f"{K} results · hybrid · 1 rgb/euclidean")
+    sliders = page.locator(".imrec-search .imrec-weight-slider")
+    assert [sliders.nth(i).get_attribute("data-mode") for i in range(sliders.count())] == [
+        "rgb",
+        "ahash",
+        "dhash",
+    ]
+    assert [sliders.nth(i).input_value() for i in range(3)] == ["0.3", "0", "0"]
+    expect(shares).to_have_text(["(100%)", "(0%)", "(0%)"])
+    before = state["results"]
+
+    ahash = page.locator('.imrec-weight-slider[data-mode="ahash"]')
+    ahash.fill("0.5")  # sets the value and fires input + change, as a drag ending there does
+    state = lab.state(
+        lambda s: s["weights"] == {"rgb": 0.3, "ahash": 0.5} and "ahash" in s["result_metric"]
+    )
+    assert state["result_mode"] == "hybrid" and state["error"] == ""
+    assert state["result_metric"] == "0.375 rgb/euclidean + 0.625 ahash/hamming"
+    assert state["results"] != before and len(state["results"]) == K
+    assert state["query_names"] == ["coffee.jpg"]  # the same query, re-run
+    expect(summary).to_have_text(f"{K} results · hybrid · {state['result_metric']}")
+    names = lab.wait_for_results(K)
+    assert names == [Path(hit["path"]).name for hit in state["results"]]
+    expect(shares).to_have_text(["(37%)", "(63%)", "(0%)"])
+    expect(page.locator(".imrec-weight-value")).to_have_text(["0.30", "0.50", "0.00"])
+
+    dhash = page.locator('.imrec-weight-slider[data-mode="dhash"]')
+    dhash.focus()
+    for _ in range(4):  # keyboard (not JupyterLab's shortcuts): 4 steps of 0.05
+        page.keyboard.press("ArrowRight")
+    state = lab.state(lambda s: s["weights"].get("dhash") == 0.2 and "dhash" in s["result_metric"])
+    assert state["weights"] == {"rgb": 0.3, "ahash": 0.5, "dhash": 0.2}
+    assert dhash.input_value() == "0.2"
+    expect(summary).to_have_text(f"{K} results · hybrid · {state['result_metric']}")
+    lab.wait_for_results(K)
+    page.locator(".imrec-search").scroll_into_view_if_needed()
+    assert screenshot(page, "search_widget_hybrid").exists()
+    page.locator(".imrec-search").screenshot(
+        path=str(ARTIFACTS_DIR / "search_widget_hybrid_element.png")
+    )
+
+    page.select_option(".imrec-search .imrec-mode", "rgb")
+    lab.state(lambda s: s["result_mode"] == "rgb" and s["metric"] == "euclidean")
+    expect(weights).to_be_hidden()
+    expect(metric).to_be_visible()
+    expect(summary).to_have_text(f"{K} results · rgb · euclidean")
 
 
 def test_dark_theme(step):

@@ -15,7 +15,7 @@ from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex
-from imrec_widgets.features import MODE_METRICS
+from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS
 from imrec_widgets.widgets import _base
 from imrec_widgets.widgets._base import BaseWidget, bundle_esm, static_dir, watch_sources
 from imrec_widgets.widgets.search_widget import (
@@ -110,8 +110,9 @@ def distances(widget):
 
 def test_defaults_follow_the_index(widget, cheap_index):
     assert widget.index is cheap_index
-    assert widget.modes == ["rgb", "ahash", "dhash"]  # no embedding in this index
+    assert widget.modes == ["rgb", "ahash", "dhash", "hybrid"]  # no embedding in this index
     assert (widget.mode, widget.metric) == ("rgb", "euclidean")
+    assert widget.weights == {"rgb": 0.3}  # DEFAULT_HYBRID_WEIGHTS, embedding left out
     assert widget.metrics == list(MODE_METRICS["rgb"])
     assert widget.k == 10
     assert widget.max_upload_bytes == DEFAULT_MAX_UPLOAD_BYTES == 20_000_000
@@ -246,6 +247,17 @@ def test_metric_not_allowed_from_python_shows_error_and_widget_still_works(widge
     assert widget.error == "" and len(widget.results) == 3
 
 
+def test_a_metric_refused_from_the_browser_is_sent_back_and_stays_refused(widget, sample_folder):
+    widget.search(photo(sample_folder, "moon"), k=3)
+    before = widget.results
+    sent = []
+    widget._send = lambda msg, buffers=None: sent.append(msg)
+    front_end_sets(widget, metric="hamming")
+    assert "metric 'hamming' is not allowed for mode 'rgb'" in widget.error
+    assert widget.metric == "euclidean" and widget.results == before
+    assert [m["state"]["metric"] for m in sent if "metric" in m.get("state", {})][-1] == "euclidean"
+
+
 def test_refused_metric_without_a_query_clears_on_next_good_value(widget):
     widget.metric = "hamming"
     assert "not allowed" in widget.error
@@ -368,6 +380,156 @@ def test_unexpected_failure_is_shown_not_raised_from_the_browser(
     assert widget.error == "" and widget.results
 
 
+# -- hybrid mode ----------------------------------------------------------------------------------
+
+
+def hybrid_hits(index, query, weights, k=10, **options):
+    return index.search(query, mode="hybrid", weights=weights, k=k, **options).to_dicts()
+
+
+def test_hybrid_mode_has_no_metric_and_searches_with_the_weights(
+    widget, cheap_index, sample_folder
+):
+    query = photo(sample_folder, "astronaut")
+    widget.search(query, k=6)
+    front_end_sets(widget, mode="hybrid")
+    assert widget.error == ""
+    assert (widget.mode, widget.metrics, widget.metric) == ("hybrid", [], "")
+    assert (widget.result_mode, widget.result_metric) == ("hybrid", "1 rgb/euclidean")
+    assert widget.results == hybrid_hits(cheap_index, query, {"rgb": 0.3}, k=6)
+    assert widget.query_names == ["astronaut.jpg"]  # the same query, re-run
+
+    weights = {"rgb": 0.5, "dhash": 0.25, "ahash": 0.25}
+    front_end_sets(widget, weights=weights)  # a slider moved
+    assert widget.error == "" and widget.weights == weights
+    assert widget.result_metric == "0.5 rgb/euclidean + 0.25 dhash/hamming + 0.25 ahash/hamming"
+    assert widget.results == hybrid_hits(cheap_index, query, weights, k=6)
+    assert widget.results != hybrid_hits(cheap_index, query, {"rgb": 1}, k=6)
+
+    front_end_sets(widget, k=3)
+    assert widget.results == hybrid_hits(cheap_index, query, weights, k=3)
+    front_end_sets(widget, mode="rgb")  # back: the mode's metrics and default metric again
+    assert (widget.metrics, widget.metric) == (list(MODE_METRICS["rgb"]), "euclidean")
+    assert (widget.result_mode, widget.result_metric) == ("rgb", "euclidean")
+    before = widget.results
+    front_end_sets(widget, weights={"dhash": 1})  # kept for later; nothing to re-run now
+    assert widget.weights == {"dhash": 1.0} and widget.results == before
+    front_end_sets(widget, mode="hybrid")
+    assert widget.result_metric == "1 dhash/hamming"
+    assert widget.results == hybrid_hits(cheap_index, query, {"dhash": 1}, k=3)
+
+
+class FailIfCalled:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        raise AssertionError("searched again")
+
+
+def test_refused_weights_show_an_error_and_the_widget_stays_usable(
+    widget, cheap_index, sample_folder, monkeypatch
+):
+    query = photo(sample_folder, "coffee")
+    widget.search(query, mode="hybrid", k=4)
+    before = widget.results
+    sent = []
+    monkeypatch.setattr(widget, "_send", lambda msg, buffers=None: sent.append(msg))
+    monkeypatch.setattr(widget.index, "search", failing_search := FailIfCalled())
+    front_end_sets(widget, weights={"rgb": 0, "ahash": 0})  # every slider at 0
+    assert widget.error == "hybrid weights are all zero; give at least one mode a positive weight"
+    assert widget.weights == {"rgb": 0.3} and widget.results == before
+    assert not failing_search.calls  # nothing re-run
+    # the browser shows the refused sliders: it gets the kept weights back
+    assert [m["state"]["weights"] for m in sent if "weights" in m.get("state", {})][-1] == {
+        "rgb": 0.3
+    }
+    monkeypatch.undo()
+    for bad, message in [
+        ({"embedding": 1}, "mode 'embedding' in weights is not in this index"),
+        ({"rgb": -0.5}, "the weight of 'rgb' must not be negative"),
+        ({"rgb": "heavy"}, "the weight of 'rgb' must be a finite number"),
+        ({"rgb": (0.5, "cosine")}, "the weight of 'rgb' must be a number"),
+        ({"colour": 1}, "unknown mode 'colour' in weights"),
+    ]:
+        widget.weights = bad  # from Python: no exception escapes either
+        assert message in widget.error, widget.error
+        assert widget.weights == {"rgb": 0.3} and widget.results == before
+    front_end_sets(widget, metric="cosine")
+    assert "the hybrid mode has no metric of its own" in widget.error and widget.metric == ""
+    front_end_sets(widget, weights={"rgb": 0, "ahash": 0.4})
+    assert widget.error == "" and widget.result_metric == "1 ahash/hamming"
+    assert widget.results == hybrid_hits(cheap_index, query, {"ahash": 0.4}, k=4)
+    upload(widget, [("coffee.jpg", query.read_bytes(), "image/jpeg")])
+    assert widget.error == "" and widget.result_mode == "hybrid" and len(widget.results) == 4
+
+
+def test_hybrid_from_python_and_within_a_scope(cheap_index, sample_folder):
+    query = photo(sample_folder, "brick")
+    weights = {"rgb": 0.6, "dhash": 0.4}
+    w = SearchWidget(cheap_index, mode="hybrid", weights=weights, k=5)
+    assert (w.mode, w.metric, w.metrics, w.weights) == ("hybrid", "", [], weights)
+    results = w.search(query)
+    assert w.results == results.to_dicts() == hybrid_hits(cheap_index, query, weights, k=5)
+    assert Path(w.results[0]["path"]) == query
+
+    results = w.search(query, weights={"ahash": 1}, k=3)
+    assert w.weights == {"ahash": 1.0} and results.metric == w.result_metric == "1 ahash/hamming"
+    controls = (w.mode, w.metric, w.k, w.weights)
+    with pytest.raises(ValueError, match="no metric of its own"):
+        w.search(query, metric="cosine", k=7, weights={"rgb": 1})
+    with pytest.raises(ValueError, match="all zero"):
+        w.search(query, k=7, weights={"rgb": 0})
+    assert (w.mode, w.metric, w.k, w.weights) == controls  # nothing half-applied
+
+    scope = [int(i) for i in cheap_index.ids()[::3]]
+    w.scope = scope  # a UMAP selection: the hybrid search stays inside it
+    assert w.error == "" and w.scope_size == len(scope)
+    assert {hit["id"] for hit in w.results} <= set(scope)
+    assert w.results == hybrid_hits(cheap_index, query, {"ahash": 1}, k=3, ids=scope)
+
+    w.search(query, mode="rgb", metric="manhattan")
+    assert (w.metric, w.result_mode, w.result_metric) == ("manhattan", "rgb", "manhattan")
+    with pytest.raises(ValueError, match="all zero"):
+        SearchWidget(cheap_index, weights={"rgb": 0})
+    with pytest.raises(ValueError, match="no metric of its own"):
+        SearchWidget(cheap_index, mode="hybrid", metric="euclidean")
+
+
+def test_no_hybrid_mode_without_embedding_or_colour(sample_folder, tmp_path):
+    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash", "thumb"])
+    index.update(progress=False, workers=0)
+    w = SearchWidget(index, k=3)
+    assert (w.modes, w.mode, w.weights) == (["ahash"], "ahash", {})
+    w.search(0)
+    before = w.results
+    w.mode = "hybrid"
+    assert w.mode == "ahash" and w.results == before
+    assert w.error.startswith("mode 'hybrid' is not available: the default hybrid weights need")
+    front_end_sets(w, k=2)
+    assert w.error == "" and len(w.results) == 2
+    with pytest.raises(ValueError, match="mode 'hybrid' is not available"):
+        SearchWidget(index, mode="hybrid")
+    with pytest.raises(ValueError, match="weights= is for the hybrid mode, which this index lacks"):
+        SearchWidget(index, weights={"ahash": 1})
+
+
+def test_hybrid_with_an_embedding_uploads_and_finds_the_photo(full_index, sample_folder):
+    w = SearchWidget(full_index, mode="hybrid", k=3)
+    assert w.weights == {"embedding": 0.7, "rgb": 0.3}
+    data = photo(sample_folder, "rocket").read_bytes()
+    upload(w, [("rocket.jpg", data, "image/jpeg")])
+    assert w.error == "" and w.result_metric == "0.7 embedding/cosine + 0.3 rgb/euclidean"
+    assert Path(w.results[0]["path"]).name == "rocket.jpg"
+    assert w.results == hybrid_hits(full_index, data, DEFAULT_HYBRID_WEIGHTS, k=3)
+    front_end_sets(w, weights={"embedding": 0.2, "rgb": 0.6, "dhash": 0.2})
+    assert w.results == hybrid_hits(
+        full_index, data, {"embedding": 0.2, "rgb": 0.6, "dhash": 0.2}, k=3
+    )
+    assert w.result_metric == "0.2 embedding/cosine + 0.6 rgb/euclidean + 0.2 dhash/hamming"
+
+
 # -- more like this, programmatic search -------------------------------------------------------------
 
 
@@ -434,7 +596,8 @@ def test_clear_forgets_the_query(widget, sample_folder):
 def test_embedding_mode_finds_the_photo_itself(full_index, sample_folder):
     w = SearchWidget(full_index, k=3)
     assert (w.mode, w.metric) == ("embedding", "cosine")
-    assert w.modes == ["embedding", "rgb", "ahash", "dhash"]
+    assert w.modes == ["embedding", "rgb", "ahash", "dhash", "hybrid"]
+    assert w.weights == DEFAULT_HYBRID_WEIGHTS == {"embedding": 0.7, "rgb": 0.3}
     upload(w, [("rocket.jpg", photo(sample_folder, "rocket").read_bytes(), "image/jpeg")])
     assert w.error == ""
     assert Path(w.results[0]["path"]).name == "rocket.jpg"

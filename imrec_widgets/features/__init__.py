@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import Feature
@@ -33,6 +36,55 @@ def check_mode_metric(mode: str, metric: str | None) -> str:
             f"metric {metric!r} is not allowed for mode {mode!r}; choose from {', '.join(allowed)}"
         )
     return metric
+
+
+HYBRID_MODE = "hybrid"
+"""The search mode that fuses several modes' normalised distances (``weights=``)."""
+
+DEFAULT_HYBRID_WEIGHTS: dict[str, float] = {"embedding": 0.7, "rgb": 0.3}
+"""Weights of ``mode="hybrid"`` when none are given (modes the index lacks are left out)."""
+
+
+def check_hybrid_weights(
+    weights: Mapping[str, Any] | None, available: Sequence[str] | None = None
+) -> dict[str, tuple[float, str]]:
+    """``{mode: (weight, metric)}`` for a hybrid search, weights scaled to sum to 1.
+
+    ``weights`` maps a search mode to a weight (the mode's default metric) or to a
+    ``(weight, metric)`` pair; zero weights drop their mode. None means
+    ``DEFAULT_HYBRID_WEIGHTS`` restricted to ``available`` modes. Unknown or unavailable modes,
+    disallowed metrics, negative or non-finite weights and all-zero weights are ValueErrors.
+    """
+    if weights is None:
+        weights = {
+            mode: weight for mode, weight in DEFAULT_HYBRID_WEIGHTS.items()
+            if available is None or mode in available
+        }
+        if not weights:
+            raise ValueError(
+                f"the default hybrid weights need {' or '.join(DEFAULT_HYBRID_WEIGHTS)}, which this "
+                "index lacks; pass weights={mode: weight} for the modes it has"
+            )
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must map modes to weights, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}")
+    chosen: dict[str, tuple[float, str]] = {}
+    for mode, value in weights.items():
+        if mode not in MODE_METRICS:
+            raise ValueError(f"unknown mode {mode!r} in weights; choose from {', '.join(MODE_METRICS)}")
+        if available is not None and mode not in available:
+            raise ValueError(f"mode {mode!r} in weights is not in this index; it has {', '.join(available)}")
+        weight, metric = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, None)
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(f"the weight of {mode!r} must be a finite number, not {weight!r}")
+        if weight < 0:
+            raise ValueError(f"the weight of {mode!r} must not be negative, not {weight}")
+        metric = check_mode_metric(mode, metric)
+        if weight > 0:
+            chosen[mode] = (float(weight), metric)
+    total = sum(weight for weight, _metric in chosen.values())
+    if total <= 0:
+        raise ValueError("hybrid weights are all zero; give at least one mode a positive weight")
+    return {mode: (weight / total, metric) for mode, (weight, metric) in chosen.items()}
 
 
 def build_feature(name: str, settings: dict[str, Any]) -> Feature:
@@ -69,11 +121,14 @@ def build_features(settings: dict[str, Any]) -> dict[str, Feature]:
 
 
 __all__ = [
+    "DEFAULT_HYBRID_WEIGHTS",
     "FEATURE_NAMES",
+    "HYBRID_MODE",
     "MODE_METRICS",
     "SEARCH_MODES",
     "Feature",
     "build_feature",
     "build_features",
+    "check_hybrid_weights",
     "check_mode_metric",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
-from imrec_widgets.features import MODE_METRICS, SEARCH_MODES, check_mode_metric
+from imrec_widgets.features import (
+    DEFAULT_HYBRID_WEIGHTS,
+    HYBRID_MODE,
+    MODE_METRICS,
+    SEARCH_MODES,
+    check_hybrid_weights,
+    check_mode_metric,
+)
 from imrec_widgets.imageio import ImageDecodeError, decode
 
 from ._base import BaseWidget, esm_module, static_file
@@ -41,6 +48,40 @@ def available_modes(index: ImageIndex) -> list[str]:
     """The search modes whose feature ``index`` holds, in ``SEARCH_MODES`` order."""
     features = set(index.settings.get("features", ()))
     return [mode for mode in SEARCH_MODES if mode in features]
+
+
+def hybrid_unavailable(index: ImageIndex) -> str:
+    """Why ``index`` cannot offer the hybrid mode ("" when it can)."""
+    try:
+        check_hybrid_weights(None, available_modes(index))
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def default_weights(modes: Sequence[str]) -> dict[str, float]:
+    """``DEFAULT_HYBRID_WEIGHTS`` restricted to ``modes``."""
+    return {mode: weight for mode, weight in DEFAULT_HYBRID_WEIGHTS.items() if mode in modes}
+
+
+def check_weights(weights: Any, modes: Sequence[str]) -> dict[str, float]:
+    """``weights`` as ``{mode: float}`` for the hybrid mode; ValueError saying what is wrong.
+
+    Every key must be one of ``modes`` (the index's search modes), every value a finite
+    number >= 0, and at least one of them positive (see ``check_hybrid_weights``).
+    """
+    if not isinstance(weights, Mapping):
+        raise ValueError(
+            f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}"
+        )
+    for mode, weight in weights.items():
+        if isinstance(weight, (tuple, list)):
+            raise ValueError(
+                f"the weight of {mode!r} must be a number (the widget uses each mode's default "
+                f"metric), not {weight!r}"
+            )
+    check_hybrid_weights(weights, list(modes))
+    return {str(mode): float(weight) for mode, weight in weights.items()}
 
 
 def default_mode(modes: Sequence[str]) -> str:
@@ -151,7 +192,9 @@ class SearchWidget(BaseWidget):
     """Search an ``ImageIndex`` by example, inside a notebook.
 
     Drop, paste or choose image files (several form one query), or click a result for more
-    like it; pick the mode, metric and number of results. ``search(query)`` does the same from
+    like it; pick the mode, metric and number of results. The "hybrid" mode (offered when the
+    index has an embedding or colour histogram) ranks by a weighted mix of the other modes,
+    set with one slider per mode (``weights``). ``search(query)`` does the same from
     Python. Every error a user can cause shows in the widget, which stays usable.
 
     >>> w = SearchWidget(ImageIndex.open("~/Pictures"))
@@ -161,14 +204,20 @@ class SearchWidget(BaseWidget):
 
     _esm = esm_module("search_widget.js")
     _css = static_file("search_widget.css")
-    _keyword_traits = ("mode", "metric", "k", "max_upload_bytes")
+    _keyword_traits = ("mode", "metric", "k", "max_upload_bytes", "weights")
 
     # -- controls (set from Python or the browser; a refused value shows in ``error``) ---------
     mode = traitlets.Unicode("").tag(sync=True)
     """str: the feature compared, one of ``modes``. Default: "embedding" if indexed, else the first."""
 
     metric = traitlets.Unicode("").tag(sync=True)
-    """str: distance measure, one of ``metrics``. Reset to the mode's default when ``mode`` changes."""
+    """str: distance measure, one of ``metrics``. Reset to the mode's default when ``mode`` changes.
+    "" in the hybrid mode (each mode in ``weights`` uses its default metric)."""
+
+    weights = traitlets.Dict().tag(sync=True)
+    """dict[str, float]: weight of each search mode in the hybrid mode (scaled to sum to 1 when
+    searching; 0 or missing leaves a mode out). Default: ``DEFAULT_HYBRID_WEIGHTS`` restricted to
+    the index's modes."""
 
     k = traitlets.Int(10).tag(sync=True)
     """int: number of results, 1 to 100. Default 10."""
@@ -181,7 +230,7 @@ class SearchWidget(BaseWidget):
     """list[str]: the modes this index can search."""
 
     metrics = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
-    """list[str]: metrics allowed for ``mode``, its default first."""
+    """list[str]: metrics allowed for ``mode``, its default first (none for hybrid)."""
 
     results = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
     """list[dict]: the hits of the last query, best first: ``id``, ``path``, ``distance``, ``rank``."""
@@ -193,7 +242,7 @@ class SearchWidget(BaseWidget):
     """str: the mode ``results`` were found with."""
 
     result_metric = traitlets.Unicode("", read_only=True).tag(sync=True)
-    """str: the metric ``results`` were found with."""
+    """str: the metric ``results`` were found with (hybrid: the weights, "0.7 embedding/cosine + ...")."""
 
     query_thumbnails = traitlets.List(traitlets.Bytes(), read_only=True).tag(sync=True)
     """list[bytes]: a small JPEG per query image."""
@@ -208,13 +257,13 @@ class SearchWidget(BaseWidget):
     """bool: True while a search runs."""
 
     error = traitlets.Unicode("").tag(sync=True)
+    """str: the last error a user caused ("" when none); cleared by the next successful search."""
 
     scope = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
     """Ids the search is restricted to (e.g. a UMAP selection); None searches everything."""
 
     scope_size = traitlets.Int(-1, read_only=True).tag(sync=True)
     """Number of images in ``scope`` (shown beside the results), -1 when unrestricted."""
-    """str: the last error a user caused ("" when none); cleared by the next successful search."""
 
     def __init__(
         self,
@@ -224,6 +273,7 @@ class SearchWidget(BaseWidget):
         metric: str | None = None,
         k: int = 10,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        weights: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         if not all(hasattr(index, name) for name in ("search", "settings", "thumbnail_bytes")):
@@ -238,18 +288,33 @@ class SearchWidget(BaseWidget):
         self._upload_id: str | None = None
         self._upload_parts: dict[int, bytearray] = {}
         self._upload_oversize: set[int] = set()
+        self._seen: dict[str, Any] = {}  # control values last acted on (see _is_new)
 
-        modes = available_modes(index)
+        self._search_modes = available_modes(index)
+        self._hybrid_reason = hybrid_unavailable(index)
+        modes = list(self._search_modes)
+        if not self._hybrid_reason:
+            modes.append(HYBRID_MODE)
         mode = default_mode(modes) if mode is None else mode
         if mode not in modes:
             raise ValueError(self._mode_message(mode, modes))
-        metric = check_mode_metric(mode, metric) if mode else ""
+        metric = self._check_metric(mode, metric) if mode else ""
+        if weights is None:
+            weights = default_weights(self._search_modes)
+        elif not self._hybrid_reason:
+            weights = check_weights(weights, self._search_modes)
+        else:
+            raise ValueError(
+                f"weights= is for the hybrid mode, which this index lacks: {self._hybrid_reason}"
+            )
         if max_upload_bytes < 1:
             raise ValueError(f"max_upload_bytes must be positive, not {max_upload_bytes}")
         self.set_trait("modes", modes)
         self.set_trait("metrics", list(MODE_METRICS.get(mode, ())))
         self.mode = mode
         self.metric = metric
+        if weights:  # an index without the hybrid mode keeps {}
+            self.weights = weights
         self.k = check_k(k)
         self.max_upload_bytes = max_upload_bytes
         if not modes:
@@ -274,26 +339,33 @@ class SearchWidget(BaseWidget):
         mode: str | None = None,
         metric: str | None = None,
         k: int | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> SearchResults:
         """Search ``query`` and show it with its results, as if its files had been dropped.
 
         ``query``: a path, bytes, PIL image, image array, an indexed id ("more like this"), or a
-        list of them (one query). ``mode``/``metric``/``k`` also set the widget's controls.
-        Errors are shown in the widget and raised.
+        list of them (one query). ``mode``/``metric``/``k``/``weights`` also set the widget's
+        controls (``weights`` is for ``mode="hybrid"``). Errors are shown in the widget and raised.
         """
         try:
             new_mode = self.mode if mode is None else mode
             if new_mode not in self.modes:
                 raise ValueError(self._mode_message(new_mode, self.modes))
             if metric is not None or new_mode != self.mode:
-                new_metric = check_mode_metric(new_mode, metric)  # None: the mode's default
+                new_metric = self._check_metric(new_mode, metric)  # None: the mode's default
             else:
                 new_metric = self.metric
             new_k = self.k if k is None else check_k(k)
+            new_weights = (
+                dict(self.weights)
+                if weights is None
+                else check_weights(weights, self._search_modes)
+            )
             with self._paused_reruns():
                 self.mode = new_mode
                 self.metric = new_metric
                 self.k = new_k
+                self.weights = new_weights
             items = _items(query)
             names = [query_label(item, self._index) for item in items]
             thumbnails = [query_thumbnail(item, self._index) for item in items]
@@ -318,8 +390,9 @@ class SearchWidget(BaseWidget):
             self._set_results(None, None)
 
     # -- validation: refused values keep the old one and say why in the widget -------------------
-    @staticmethod
-    def _mode_message(mode: str, modes: Sequence[str]) -> str:
+    def _mode_message(self, mode: str, modes: Sequence[str]) -> str:
+        if mode == HYBRID_MODE and getattr(self, "_hybrid_reason", ""):
+            return f"mode 'hybrid' is not available: {self._hybrid_reason}"
         if mode in SEARCH_MODES:
             return (
                 f"mode {mode!r} is not in this index; it can search "
@@ -327,13 +400,41 @@ class SearchWidget(BaseWidget):
             )
         return f"unknown mode {mode!r}; choose from {', '.join(modes) or ', '.join(SEARCH_MODES)}"
 
+    @staticmethod
+    def _check_metric(mode: str, metric: str | None) -> str:
+        """``check_mode_metric``, except that the hybrid mode has no metric of its own ("")."""
+        if mode != HYBRID_MODE:
+            return check_mode_metric(mode, metric)
+        if metric:
+            raise ValueError(
+                f"the hybrid mode has no metric of its own (each mode in weights uses its "
+                f"default), not {metric!r}"
+            )
+        return ""
+
     def _refuse(self, name: str, message: str) -> Any:
         if not self._ready:
             raise ValueError(message)
         self.error = message
-        # The browser may already show the refused value: send it the one kept.
-        self.send_state(name)
-        return getattr(self, name)
+        # From the browser, the refused value is already set (validation comes after, in
+        # hold_trait_notifications): keep the last accepted one, whose change notification
+        # then sends it back. From Python, the browser may still need the kept value.
+        kept = self._seen.get(name, getattr(self, name))
+        if getattr(self, name) == kept:
+            self.send_state(name)
+        return kept
+
+    def _is_new(self, name: str) -> bool:
+        """Whether control ``name`` differs from its value last acted on (and note it).
+
+        A value refused from the browser notifies twice (to it, back from it), each time with
+        the kept value already in place: both are stale and must not re-run or clear ``error``.
+        """
+        value = getattr(self, name)
+        if name in self._seen and self._seen[name] == value:
+            return False
+        self._seen[name] = value
+        return True
 
     @traitlets.validate("mode")
     def _validate_mode(self, proposal: Any) -> str:
@@ -347,9 +448,16 @@ class SearchWidget(BaseWidget):
         if not self.mode:
             return proposal["value"]
         try:
-            return check_mode_metric(self.mode, proposal["value"])
+            return self._check_metric(self.mode, proposal["value"])
         except ValueError as exc:
             return self._refuse("metric", str(exc))
+
+    @traitlets.validate("weights")
+    def _validate_weights(self, proposal: Any) -> dict[str, float]:
+        try:
+            return check_weights(proposal["value"], self._search_modes)
+        except ValueError as exc:
+            return self._refuse("weights", str(exc))
 
     @traitlets.validate("k")
     def _validate_k(self, proposal: Any) -> int:
@@ -369,12 +477,18 @@ class SearchWidget(BaseWidget):
     # -- reacting to controls ---------------------------------------------------------------------
     @traitlets.observe("mode")
     def _mode_changed(self, change: Any) -> None:
-        allowed = list(MODE_METRICS.get(change["new"], ()))
+        if not self._is_new("mode"):
+            return
+        allowed = list(MODE_METRICS.get(self.mode, ()))
         with self._paused_reruns(), self.hold_sync():
             self.set_trait("metrics", allowed)
-            if allowed:
-                self.metric = allowed[0]
+            self.metric = allowed[0] if allowed else ""
         self._rerun()
+
+    @traitlets.observe("weights")
+    def _weights_changed(self, _change: Any) -> None:
+        if self._is_new("weights") and self.mode == HYBRID_MODE:
+            self._rerun()
 
     @traitlets.observe("scope")
     def _scope_changed(self, change: Any) -> None:
@@ -382,8 +496,9 @@ class SearchWidget(BaseWidget):
         self._rerun()
 
     @traitlets.observe("metric", "k")
-    def _control_changed(self, _change: Any) -> None:
-        self._rerun()
+    def _control_changed(self, change: Any) -> None:
+        if self._is_new(change["name"]):
+            self._rerun()
 
     @contextmanager
     def _paused_reruns(self) -> Iterator[None]:
@@ -405,9 +520,19 @@ class SearchWidget(BaseWidget):
     def _run(self, query: _Query, *, raise_errors: bool) -> SearchResults | None:
         self.set_trait("busy", True)
         try:
-            results = self._index.search(
-                query.query, mode=self.mode, metric=self.metric, k=self.k, ids=self.scope
-            )
+            if self.mode == HYBRID_MODE:
+                results = self._index.search(
+                    query.query,
+                    mode=HYBRID_MODE,
+                    metric=None,
+                    k=self.k,
+                    ids=self.scope,
+                    weights=dict(self.weights),
+                )
+            else:
+                results = self._index.search(
+                    query.query, mode=self.mode, metric=self.metric, k=self.k, ids=self.scope
+                )
             thumbnails = result_thumbnails(self._index, results.ids)
         except Exception as exc:
             self.set_trait("busy", False)

@@ -53,6 +53,15 @@ def ids_in_box(ids: np.ndarray, xy: np.ndarray, x_range: Sequence[float], y_rang
     return ids[inside]
 
 
+def padded_range(values: np.ndarray, margin: float = 0.05) -> dict[str, float]:
+    """``min``/``max`` for a scale showing ``values`` with ``margin`` of their span on each side."""
+    if len(values) == 0:
+        return {}
+    low, high = float(np.min(values)), float(np.max(values))
+    pad = (high - low) * margin or 1.0
+    return {"min": low - pad, "max": high + pad}
+
+
 def gallery_page(ids: Sequence[int], page: int, page_size: int = PAGE_SIZE) -> tuple[list[int], int, int]:
     """The ids on ``page`` (clamped), the clamped page number and the page count."""
     pages = max(1, -(-len(ids) // page_size))
@@ -98,7 +107,8 @@ class UmapExplorer(ipywidgets.VBox):
         self.message.add_class("imrec-umap-message")
         try:
             state = projection_module.status(index, feature) if index.exists() else {"state": "missing"}
-            if compute and state["state"] != "fresh":
+            # Parameters asked for are honoured: compute() reuses the cached fit when they match.
+            if compute and (state["state"] != "fresh" or umap_params):
                 self.projection = index.umap(feature, **umap_params)
             else:
                 self.projection = index.projection(feature)
@@ -116,13 +126,16 @@ class UmapExplorer(ipywidgets.VBox):
         if proj is not None and len(shown) < len(proj):
             self._say(f"Showing a random {len(shown):,} of {len(proj):,} images.", level="info")
 
-        self.x_scale, self.y_scale = LinearScale(), LinearScale()
+        # Padded domains: points at the extremes are drawn whole, and a lasso can go round them.
+        self.x_scale, self.y_scale = (LinearScale(**padded_range(self._xy[:, axis])) for axis in (0, 1))
         scales = {"x": self.x_scale, "y": self.y_scale}
+        # No "click": "select": a click searches from the point (see `_clicked`) and must not
+        # replace the lasso or brush selection with that one point.
         self.scatter = Scatter(
             x=self._xy[:, 0], y=self._xy[:, 1], colors=point_colors(clusters) or ["#4e79a7"],
             scales=scales, default_size=16, stroke=None,
             unselected_style={"opacity": 0.25}, selected_style={"opacity": 1.0},
-            interactions={"click": "select", "hover": "tooltip"},
+            interactions={"hover": "tooltip"},
         )
         self.hits = Scatter(x=[], y=[], scales=scales, default_size=80, colors=["transparent"], fill=False,
                             stroke="#111111", stroke_width=2.0, marker="circle")
@@ -139,8 +152,13 @@ class UmapExplorer(ipywidgets.VBox):
         )
         self.figure.add_class("imrec-umap")
 
-        self.tool = ipywidgets.ToggleButtons(options=["lasso", "brush", "pan/zoom"], value="lasso",
-                                             style={"button_width": "80px"})
+        # Every selector covers the plot with its own event layer, so clicking a point (to search
+        # from it) needs a tool with no selector: "click".
+        self.tool = ipywidgets.ToggleButtons(
+            options=["lasso", "brush", "pan/zoom", "click"], value="lasso", style={"button_width": "auto"},
+            tooltips=["draw around points to select them", "drag a rectangle to select points",
+                      "drag to pan, scroll to zoom", "click a point to search for images like it"],
+        )
         self.tool.add_class("imrec-umap-tool")
         self.count = ipywidgets.HTML()
         self.count.add_class("imrec-umap-count")
@@ -180,7 +198,8 @@ class UmapExplorer(ipywidgets.VBox):
 
     # -- selection ----------------------------------------------------------------------------------
     def _tool_changed(self, change: dict[str, Any]) -> None:
-        self.figure.interaction = {"lasso": self.lasso, "brush": self.brush, "pan/zoom": self.panzoom}[change["new"]]
+        tools = {"lasso": self.lasso, "brush": self.brush, "pan/zoom": self.panzoom, "click": None}
+        self.figure.interaction = tools[change["new"]]
 
     def _mark_selected(self, change: dict[str, Any]) -> None:
         positions = change["new"]
@@ -211,7 +230,11 @@ class UmapExplorer(ipywidgets.VBox):
             self._linked.scope = list(self.selected) if self.search_in_selection and self.selected else None
 
     def clear(self) -> None:
-        """Forget the selection."""
+        """Forget the selection, and remove the lasso outlines and the brush rectangle."""
+        # bqplot's lasso selects the union of every outline still drawn: without a reset, the
+        # next lasso would bring the cleared points back.
+        self.lasso.reset()
+        self.brush.selected = None
         self.scatter.selected = None
         self.selected = []
 

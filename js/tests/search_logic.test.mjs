@@ -3,23 +3,32 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  HYBRID_MODE,
   K_MAX,
   K_MIN,
   MAX_FILES,
   UPLOAD_CHUNK_BYTES,
+  WEIGHT_STEP,
   baseName,
   cellSize,
   chunkRanges,
   clampK,
+  debounce,
   filesFromItems,
   formatBytes,
   formatDistance,
   formatElapsed,
+  formatShare,
   metricOptions,
   resultTitle,
   summaryText,
   validateFile,
   validateFiles,
+  sliderModes,
+  snapWeight,
+  weightShares,
+  weightSliders,
+  withWeight,
 } from "../search_logic.js";
 
 const MB = 1_000_000;
@@ -158,6 +167,8 @@ describe("formatting", () => {
     assert.equal(summaryText(10, "ahash", "hamming"), "10 results · ahash · hamming");
     const title = resultTitle({ path: "/p/cat.jpg", rank: 0, distance: 3 }, "hamming");
     assert.match(title, /^\/p\/cat\.jpg\n#1 · hamming distance 3/);
+    const fused = resultTitle({ path: "/p/cat.jpg", rank: 1, distance: 0.25 }, "1 rgb/euclidean", "hybrid");
+    assert.match(fused, /\n#2 · fused distance 0\.25\n/);
   });
 });
 
@@ -180,4 +191,118 @@ test("cellSize: fewer results get bigger cells, never growing with the count", (
   const sizes = [1, 4, 5, 12, 13, 40, 41, 100].map(cellSize);
   for (let i = 1; i < sizes.length; i++) assert.ok(sizes[i] <= sizes[i - 1]);
   assert.ok(cellSize(1) > cellSize(100));
+});
+
+describe("hybrid weights", () => {
+  const modes = ["embedding", "rgb", "ahash", HYBRID_MODE];
+
+  test("one slider per search mode, hybrid itself excluded, in the modes' order", () => {
+    assert.deepEqual(sliderModes(modes), ["embedding", "rgb", "ahash"]);
+    assert.deepEqual(sliderModes(["rgb"]), ["rgb"]);
+    assert.deepEqual(sliderModes(undefined), []);
+  });
+
+  test("snapWeight keeps a slider's value: steps of 0.05 within [0, 1]", () => {
+    assert.equal(WEIGHT_STEP, 0.05);
+    assert.equal(snapWeight("0.3"), 0.3);
+    assert.equal(snapWeight(0.33), 0.35);
+    assert.equal(snapWeight(0.1 + 0.2), 0.3); // no 0.30000000000000004
+    assert.equal(snapWeight(-2), 0);
+    assert.equal(snapWeight(7), 1);
+    assert.equal(snapWeight("x"), 0);
+    assert.equal(snapWeight(undefined), 0);
+  });
+
+  test("shares are the weights scaled to sum to 1, as the Python side does", () => {
+    const shares = weightShares({ embedding: 0.7, rgb: 0.3 }, modes);
+    assert.deepEqual(Object.keys(shares), ["embedding", "rgb", "ahash"]);
+    assert.ok(Math.abs(shares.embedding - 0.7) < 1e-12 && Math.abs(shares.rgb - 0.3) < 1e-12);
+    assert.equal(shares.ahash, 0); // missing counts as 0
+    assert.deepEqual(weightShares({ rgb: 0.3 }, ["rgb", "dhash", HYBRID_MODE]), { rgb: 1, dhash: 0 });
+    assert.deepEqual(weightShares({ rgb: 5, dhash: 5 }, ["rgb", "dhash"]), { rgb: 0.5, dhash: 0.5 });
+    assert.deepEqual(weightShares({ rgb: 0, dhash: -1 }, ["rgb", "dhash"]), { rgb: 0, dhash: 0 });
+    assert.deepEqual(weightShares(null, ["rgb"]), { rgb: 0 });
+  });
+
+  test("formatShare", () => {
+    assert.equal(formatShare(0.7), "70%");
+    assert.equal(formatShare(1), "100%");
+    assert.equal(formatShare(1 / 3), "33%");
+    assert.equal(formatShare(0.004), "<1%");
+    assert.equal(formatShare(0), "0%");
+    assert.equal(formatShare(NaN), "0%");
+  });
+
+  test("weightSliders: position, label and share of each slider", () => {
+    assert.deepEqual(weightSliders(["rgb", "ahash", "dhash", HYBRID_MODE], { rgb: 0.3 }), [
+      { mode: "rgb", value: 0.3, label: "0.30", share: "100%" },
+      { mode: "ahash", value: 0, label: "0.00", share: "0%" },
+      { mode: "dhash", value: 0, label: "0.00", share: "0%" },
+    ]);
+    // a weight over 1 (set from Python) pins its slider at 1 but keeps its true share
+    const [big, small] = weightSliders(["rgb", "dhash"], { rgb: 3, dhash: 1 });
+    assert.deepEqual([big.value, big.share, small.value, small.share], [1, "75%", 1, "25%"]);
+    assert.deepEqual(weightSliders([HYBRID_MODE], {}), []);
+  });
+
+  test("withWeight returns new weights with one mode changed, others kept", () => {
+    const before = { embedding: 0.7, rgb: 0.3 };
+    const after = withWeight(before, "ahash", "0.52");
+    assert.deepEqual(after, { embedding: 0.7, rgb: 0.3, ahash: 0.5 });
+    assert.deepEqual(before, { embedding: 0.7, rgb: 0.3 }); // not mutated
+    assert.deepEqual(withWeight(undefined, "rgb", 0), { rgb: 0 });
+  });
+});
+
+describe("debounce", () => {
+  function fakeTimers() {
+    const timers = { now: 0, queue: new Map(), next: 1 };
+    timers.setTimeout = (fn, ms) => {
+      const id = timers.next++;
+      timers.queue.set(id, { fn, at: timers.now + ms });
+      return id;
+    };
+    timers.clearTimeout = (id) => timers.queue.delete(id);
+    timers.advance = (ms) => {
+      timers.now += ms;
+      for (const [id, { fn, at }] of [...timers.queue]) {
+        if (at <= timers.now) {
+          timers.queue.delete(id);
+          fn();
+        }
+      }
+    };
+    return timers;
+  }
+
+  test("calls once, with the last arguments, after calls stop", () => {
+    const timers = fakeTimers();
+    const calls = [];
+    const send = debounce((x) => calls.push(x), 200, timers);
+    send(1);
+    timers.advance(150);
+    send(2);
+    timers.advance(150);
+    assert.deepEqual(calls, []);
+    assert.ok(send.pending());
+    timers.advance(60);
+    assert.deepEqual(calls, [2]);
+    assert.ok(!send.pending());
+  });
+
+  test("flush sends now (a released slider), cancel drops the pending call", () => {
+    const timers = fakeTimers();
+    const calls = [];
+    const send = debounce((x) => calls.push(x), 200, timers);
+    send.flush(); // nothing pending: nothing sent
+    send("a");
+    send.flush();
+    assert.deepEqual(calls, ["a"]);
+    timers.advance(500);
+    assert.deepEqual(calls, ["a"]); // not sent twice
+    send("b");
+    send.cancel();
+    timers.advance(500);
+    assert.deepEqual(calls, ["a"]);
+  });
 });

@@ -1,0 +1,297 @@
+"""Dask-distributed feature extraction and chunked top-k search.
+
+Indexing: the scan and the catalog stay with the single writer (``ImageIndex.update``). Dask
+workers get batches of file paths (never image bytes), read the files from shared storage,
+compute every feature including the embedding (each worker process loads the model once) and
+send back arrays; the writer stores each batch, in order, Zarr first and then its catalog rows in
+one transaction, exactly as the local pipeline does. A bounded number of batches is in flight,
+and a batch whose worker dies is run again elsewhere.
+
+Search: each worker reads one row chunk of a feature straight from the store (a local path
+every worker mounts, or any fsspec URL Zarr accepts), computes that chunk's top-k and sends back
+only ``(ids, distances)``, which the caller merges.
+
+``distributed`` is imported on first use: the rest of the package works without Dask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import search
+from .indexer import Decoded, ScannedFile, _worker_setup, process_batch
+
+WAIT_FOR_WORKERS_S = 120.0
+"""How long ``run_batches_dask`` waits for a first worker to join the scheduler."""
+
+PathRules = list[tuple[str, str]]
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or an ImportError saying how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            "Dask-distributed indexing needs dask.distributed: "
+            "pip install 'imrec-widgets[dask]' (or 'dask[distributed]')"
+        ) from exc
+    return distributed
+
+
+# -- paths as the workers see them ----------------------------------------------------------------
+def path_rules(path_map: Mapping[str, str] | None) -> PathRules:
+    """``path_map`` (writer prefix -> worker prefix) as rules, longest prefix first.
+
+    A writer prefix matches both as written and with symlinks resolved, because the scan
+    reports resolved paths.
+    """
+    rules: dict[str, str] = {}
+    for source, target in (path_map or {}).items():
+        source, target = str(source), str(target)
+        if not source or not target:
+            raise ValueError(f"path_map entries need a source and a target, got {source!r}: {target!r}")
+        expanded = os.path.expanduser(source)
+        for form in (os.path.normpath(expanded), os.path.realpath(expanded)):
+            rules[form] = target
+    return sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True)
+
+
+def map_path(path: str, rules: PathRules) -> str:
+    """``path`` with its longest matching prefix (whole folders only) replaced; else unchanged."""
+    for source, target in rules:
+        if path == source:
+            return target
+        prefix = source if source.endswith("/") else source + "/"
+        if path.startswith(prefix):
+            return target.rstrip("/") + "/" + path[len(prefix) :]
+    return path
+
+
+def map_location(location: str, rules: PathRules) -> str:
+    """A store location (local path or ``file://`` URL) as the workers see it."""
+    if location.startswith("file://"):
+        return "file://" + map_path(location[len("file://") :], rules)
+    if "://" in location:
+        return location
+    return map_path(location, rules)
+
+
+def parse_path_map(items: Sequence[str]) -> dict[str, str]:
+    """``["SRC=DST", ...]`` (the CLI's ``--path-map``) as a dict."""
+    out = {}
+    for item in items:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            raise ValueError(f"--path-map takes SRC=DST (writer path=worker path), got {item!r}")
+        out[source] = target
+    return out
+
+
+@contextlib.contextmanager
+def dask_client(address: str, n_workers: int | None = None) -> Iterator[Any]:
+    """A client of the scheduler at ``address``, or of a new ``LocalCluster`` for ``"local"``.
+
+    The local cluster has ``n_workers`` single-threaded worker processes (default: one per
+    core). Whatever this opens is closed on exit; a remote cluster itself is left running.
+    """
+    distributed = require_distributed()
+    if address != "local":
+        with distributed.Client(address) as client:
+            yield client
+        return
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"a local Dask cluster needs at least 1 worker, not {n_workers}")
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers or os.cpu_count() or 1,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=":0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+# -- indexing -------------------------------------------------------------------------------------
+def extract_batch(settings: dict[str, Any], tasks: list[tuple[int, ScannedFile]]) -> list[Decoded]:
+    """Worker side: decode one batch from its paths and compute every feature, embedding included.
+
+    The extractors (and so the model) are built once per worker process and reused.
+    """
+    decoded = process_batch(settings, tasks)
+    features = _worker_setup(settings)
+    ok = [d for d in decoded if d.features is not None]
+    if ok and "embedding" in features:
+        embeddings = features["embedding"].embed(np.stack([d.model_input for d in ok]))
+        for item, row in zip(ok, embeddings, strict=True):
+            item.embedding = row.copy()
+            item.model_input = None  # the writer needs the embedding, not the model's input
+    return decoded
+
+
+def _worker_settings(settings: dict[str, Any], rules: PathRules) -> dict[str, Any]:
+    weights = settings.get("weights")
+    if weights is None or not rules:
+        return settings
+    return {**settings, "weights": map_path(os.path.abspath(os.path.expanduser(str(weights))), rules)}
+
+
+def _total_threads(client: Any) -> int:
+    return max(1, sum(client.nthreads().values()))
+
+
+def _wait_for_workers(client: Any) -> None:
+    try:
+        client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no Dask worker joined the scheduler at {client.scheduler.address} within "
+            f"{WAIT_FOR_WORKERS_S:.0f} s; start workers with `dask worker {client.scheduler.address}`"
+        ) from None
+
+
+def _check_workers_can_read(client: Any, original: str, mapped: str) -> None:
+    if client.submit(os.path.exists, mapped, pure=False).result(timeout=WAIT_FOR_WORKERS_S):
+        return
+    if not os.path.exists(original):
+        return  # gone since the scan: recorded as an error like any unreadable file
+    seen = f"{mapped} (the writer's {original})" if mapped != original else mapped
+    raise FileNotFoundError(
+        f"Dask workers cannot read {seen}; mount the images on the workers, or map the "
+        "writer's folder to theirs with path_map={'WRITER_PATH': 'WORKER_PATH'} "
+        "(CLI: --path-map SRC=DST)"
+    )
+
+
+def run_batches_dask(
+    client: Any,
+    batches: list[list[tuple[int, ScannedFile]]],
+    settings: dict[str, Any],
+    on_batch: Callable[[list[Decoded]], None],
+    *,
+    path_map: Mapping[str, str] | None = None,
+    in_flight: int | None = None,
+) -> None:
+    """Process ``batches`` on the workers of ``client``; ``on_batch`` gets each result in order.
+
+    Results carry their embeddings (``Decoded.embedding``). At most ``in_flight`` batches
+    (default: twice the cluster's threads) are submitted ahead of the writer; a batch lost with
+    its worker is retried. ``path_map`` rewrites file paths (and the weights path) for workers
+    that mount the data elsewhere.
+    """
+    require_distributed()
+    if not batches:
+        return
+    rules = path_rules(path_map)
+    remote = [
+        [(id_, replace(scanned, abspath=map_path(scanned.abspath, rules))) for id_, scanned in batch]
+        for batch in batches
+    ]
+    worker_settings = _worker_settings(settings, rules)
+    _wait_for_workers(client)
+    _check_workers_can_read(client, batches[0][0][1].abspath, remote[0][0][1].abspath)
+    ahead = in_flight if in_flight is not None else 2 * _total_threads(client)
+    pending: deque[Any] = deque()
+
+    def deliver() -> None:
+        future = pending.popleft()
+        result = future.result()
+        future.release()
+        on_batch(result)
+
+    try:
+        for batch in remote:
+            pending.append(
+                client.submit(extract_batch, worker_settings, batch, pure=False, retries=2)
+            )
+            if len(pending) >= max(1, ahead):
+                deliver()
+        while pending:
+            deliver()
+    except BaseException:
+        if pending:
+            client.cancel(list(pending))
+        raise
+
+
+# -- search -----------------------------------------------------------------------------------------
+def chunk_topk(
+    location: str,
+    name: str,
+    start: int,
+    stop: int,
+    packed_mask: np.ndarray,
+    queries: np.ndarray,
+    metric: str,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Worker side: top-``k`` of rows ``start..stop-1`` of feature ``name`` that ``packed_mask`` keeps."""
+    from .store import FeatureStore
+
+    block = np.asarray(FeatureStore(location, read_only=True).array(name)[start:stop])
+    rows = np.flatnonzero(np.unpackbits(packed_mask, count=stop - start))
+    if rows.size == 0:
+        n_queries = queries.shape[0]
+        return np.empty((n_queries, 0), np.int64), np.empty((n_queries, 0), np.float32)
+    return search.topk(queries, block[rows], metric, k, ids=rows.astype(np.int64) + start)
+
+
+def topk_dask(
+    client: Any,
+    location: str | Path,
+    name: str,
+    queries: np.ndarray,
+    metric: str,
+    k: int,
+    allowed: np.ndarray,
+    chunk_rows: int,
+    *,
+    path_map: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` over the rows ``allowed`` (ascending ids) of a stored feature, on the workers.
+
+    One task per row chunk of ``chunk_rows``; each reads its chunk from ``location`` and returns
+    its own top-``k``, merged here with ``TopKAccumulator``. Same result as ``search.topk``.
+    """
+    distributed = require_distributed()
+    queries = np.atleast_2d(np.asarray(queries))
+    allowed = np.asarray(allowed, dtype=np.int64)
+    accumulator = search.TopKAccumulator(queries.shape[0], k)
+    if allowed.size == 0:
+        return accumulator.result()
+    where = map_location(str(location), path_rules(path_map))
+    [shared_queries] = client.scatter([queries], hash=False)
+    futures = []
+    for start in range(0, int(allowed[-1]) + 1, chunk_rows):
+        stop = start + chunk_rows
+        lo, hi = np.searchsorted(allowed, [start, stop])
+        if hi == lo:
+            continue
+        stop = min(stop, int(allowed[-1]) + 1)
+        mask = np.zeros(stop - start, dtype=bool)
+        mask[allowed[lo:hi] - start] = True
+        futures.append(
+            client.submit(
+                chunk_topk, where, name, start, stop, np.packbits(mask), shared_queries,
+                metric, k, pure=False, retries=2,
+            )
+        )
+    try:
+        for future in distributed.as_completed(futures):
+            accumulator.update(*future.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        del futures, shared_queries
+    return accumulator.result()
