@@ -6,22 +6,12 @@ because the directory has no ``__init__.py``).
 Typical use::
 
     import pytest
-    from browser import (JupyterLabServer, chromium, new_page, open_notebook, require_browser,
-                         run_all_cells, screenshot, wait_for_file, write_notebook)
+    from browser import new_page, open_notebook, run_all_cells, screenshot, write_notebook
 
     pytestmark = pytest.mark.browser
 
-    @pytest.fixture(scope="module")
-    def server():
-        require_browser()
-        with JupyterLabServer() as srv:
-            yield srv
-
-    @pytest.fixture(scope="module")
-    def browser():
-        with chromium() as b:
-            yield b
-
+    # `server` (a JupyterLabServer) and `browser` (chromium()) are module-scoped fixtures in
+    # conftest.py; a module that needs another server setup defines its own `server`.
     def test_something(server, browser):
         write_notebook(server.root_dir / "t.ipynb", ["print('hi')"])
         page = new_page(browser)

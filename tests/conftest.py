@@ -48,3 +48,22 @@ def labeled_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
     index = ImageIndex.open(root)
     index.update(progress=False)
     return index
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A JupyterLab server on 127.0.0.1 for one test module (a missing browser fails in CI)."""
+    from browser import JupyterLabServer, require_browser
+
+    require_browser()
+    with JupyterLabServer() as lab_server:
+        yield lab_server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright, for one test module."""
+    from browser import chromium
+
+    with chromium() as chromium_browser:
+        yield chromium_browser

@@ -19,7 +19,6 @@ from browser import (
     NOTEBOOK_PANEL,
     REPO_ROOT,
     JupyterLabServer,
-    chromium,
     console_errors,
     new_page,
     open_notebook,
@@ -121,12 +120,6 @@ def server(kernel_python, tmp_path_factory):
     jupyter_path = _write_kernelspec(tmp_path_factory.mktemp("jupyter-path"), kernel_python)
     with JupyterLabServer(env={"JUPYTER_PATH": str(jupyter_path)}, pythonpath=()) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def test_pip_install_in_a_running_notebook_then_search(server, browser, wheel, kernel_python):

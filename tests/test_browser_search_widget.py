@@ -17,7 +17,6 @@ from browser import (
     ARTIFACTS_DIR,
     DUMP_JSON_HELPER,
     JupyterLabServer,
-    chromium,
     console_errors,
     new_page,
     open_notebook,
@@ -130,12 +129,6 @@ def server():
     # expose_app_in_browser: lets the test switch the theme with JupyterLab's own command
     with JupyterLabServer(extra_args=["--LabApp.expose_app_in_browser=True"]) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,9 @@ import time
 import pytest
 from browser import (
     DUMP_JSON_HELPER,
-    JupyterLabServer,
-    chromium,
     console_errors,
     new_page,
     open_notebook,
-    require_browser,
     run_all_cells,
     screenshot,
     wait_for_file,
@@ -44,19 +41,6 @@ dump_json("counter.json", {"value": counter.value})
 counter.observe(lambda change: dump_json("counter.json", {"value": change["new"]}), "value")
 counter
 '''
-
-
-@pytest.fixture(scope="module")
-def server():
-    require_browser()
-    with JupyterLabServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def test_anywidget_counter_roundtrip(server, browser):

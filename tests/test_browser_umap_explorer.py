@@ -15,12 +15,9 @@ import pytest
 from browser import (
     ARTIFACTS_DIR,
     DUMP_JSON_HELPER,
-    JupyterLabServer,
-    chromium,
     console_errors,
     new_page,
     open_notebook,
-    require_browser,
     run_all_cells,
     screenshot,
     wait_for_file,
@@ -226,19 +223,6 @@ def big_index(tmp_path_factory) -> tuple[Path, Path]:
 
 
 # -- browser -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server():
-    require_browser()
-    with JupyterLabServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def _debug(page, server, name: str) -> None:
