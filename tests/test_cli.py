@@ -61,3 +61,13 @@ def test_version_and_help() -> None:
     assert imrec("--version").stdout.strip() == f"imrec {__version__}"
     help_text = imrec("--help").stdout
     assert "index" in help_text and "info" in help_text
+
+
+def test_demo_writes_indexes_and_copies_the_notebooks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", str(tmp_path / "demo"), "--no-lab", "-q"]) == 0
+    out = capsys.readouterr().out
+    photos = tmp_path / "demo" / "photos"
+    count = len(list(photos.rglob("*.jpg")))
+    assert count >= 80 and f"{count} new, 0 changed, 0 removed, 0 errors" in out
+    assert (tmp_path / "demo" / "01_quickstart.ipynb").is_file()
+    assert f"IMREC_PHOTOS={photos}" in out
