@@ -51,6 +51,13 @@ def _contains(sorted_ids: np.ndarray, id_: int) -> bool:
     return position < sorted_ids.size and int(sorted_ids[position]) == id_
 
 
+def _uses_model(queries: Sequence[Any], modes: Any) -> bool:
+    """Whether any query image goes through the CNN (ids and vectors do not)."""
+    return "embedding" in modes and any(
+        not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
+    )
+
+
 def _is_batch(query: Any) -> bool:
     return isinstance(query, (list, tuple))
 
@@ -145,11 +152,7 @@ class Searcher:
         ok = self.ok_ids()
         if not _contains(ok, id_):
             raise ValueError(f"no searchable image with id {id_} in this index")
-        generation = self._generation()
-        for (hot_mode, _metric), (hot_generation, prepared) in self._hot.items():
-            if hot_mode == mode and hot_generation == generation:
-                return prepared.data[int(np.searchsorted(ok, id_))]
-        return self.index.store.read_rows(mode, [id_])[0]
+        return self._rows(mode, np.array([id_], dtype=np.int64))[0]
 
     def _extract(self, mode: str, item: Any) -> np.ndarray:
         if isinstance(item, str):
@@ -177,12 +180,7 @@ class Searcher:
             check_mode_metric(mode, metric)
             raise ValueError(f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}")
         metric = check_mode_metric(mode, metric)
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, not {k!r}")
-        if not self.index.exists() or self.ok_ids().size == 0:
-            from .index import EmptyIndexError
-
-            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+        self._check_searchable(k)
         allowed = self._allowed(ids, where)
         if allowed is not None and allowed.size == 0:
             return [self._results([], [], mode, metric, started) for _ in queries]
@@ -194,17 +192,29 @@ class Searcher:
             excluded.append(set(self_ids) if exclude_self else set())
         matrix = np.stack(combined)
         extra = max(len(e) for e in excluded)
-        used_model = mode == "embedding" and any(
-            not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
-        )
-        with _blas_single_thread() if used_model else contextlib.nullcontext():
+        with _blas_single_thread() if _uses_model(queries, [mode]) else contextlib.nullcontext():
             found_ids, found_dist = self._topk(
                 matrix, mode, metric, int(k) + extra, allowed,
                 self.client if client is None else client,
             )
+        return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started)
+
+    def _check_searchable(self, k: Any) -> None:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        if not self.index.exists() or self.ok_ids().size == 0:
+            from .index import EmptyIndexError
+
+            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+
+    def _trimmed(
+        self, found_ids: np.ndarray, found_dist: np.ndarray, excluded: list[set[int]], k: int,
+        mode: str, metric: str, started: float,
+    ) -> list[SearchResults]:
+        """Per query: drop empty slots (-1) and the query's own ids, keep the best ``k``."""
         out = []
         for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
-            keep = [i for i, id_ in enumerate(row_ids) if int(id_) not in skip][: int(k)]
+            keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][: int(k)]
             out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started))
         return out
 
@@ -326,12 +336,7 @@ class Searcher:
         started = time.perf_counter()
         available = [mode for mode in self.index.settings["features"] if mode != "thumb"]
         parts = check_hybrid_weights(weights, available)
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, not {k!r}")
-        if not self.index.exists() or self.ok_ids().size == 0:
-            from .index import EmptyIndexError
-
-            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+        self._check_searchable(k)
         metric = " + ".join(f"{weight:.3g} {mode}/{name}" for mode, (weight, name) in parts.items())
         allowed = self._allowed(ids, where)
         if allowed is not None and allowed.size == 0:
@@ -352,12 +357,9 @@ class Searcher:
             excluded.append(set(self_ids) if exclude_self else set())
         stacked = {mode: np.stack(vectors) for mode, vectors in matrices.items()}
         kk = int(k) + max(len(e) for e in excluded)
-        used_model = "embedding" in parts and any(
-            not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
-        )
         best = search.TopKAccumulator(len(queries), kk)
         step = max(_FUSED_MIN_ROWS, _FUSED_BLOCK_BYTES // (4 * len(queries)))
-        with _blas_single_thread() if used_model else contextlib.nullcontext():
+        with _blas_single_thread() if _uses_model(queries, parts) else contextlib.nullcontext():
             for start in range(0, candidates.size, step):
                 block_ids = candidates[start : start + step]
                 fused = np.zeros((len(queries), block_ids.size), dtype=np.float32)
@@ -366,11 +368,7 @@ class Searcher:
                     fused += factors[mode] * search.distances(stacked[mode], block, name)
                 best.update(np.broadcast_to(block_ids, fused.shape), fused)
         found_ids, found_dist = best.result()
-        out = []
-        for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
-            keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][: int(k)]
-            out.append(self._results(row_ids[keep], row_dist[keep], HYBRID_MODE, metric, started))
-        return out
+        return self._trimmed(found_ids, found_dist, excluded, k, HYBRID_MODE, metric, started)
 
     def _hybrid_block(
         self, mode: str, metric: str, prepared: search.PreparedData | None, block_ids: np.ndarray, start: int, everything: bool
