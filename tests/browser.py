@@ -671,3 +671,10 @@ def run_all_cells(page: Any, timeout: float = 120.0, *, raise_on_error: bool = T
         errors = cell_errors(page)
         if errors:
             raise AssertionError("notebook cell raised:\n" + "\n---\n".join(errors))
+
+
+def dump_failure(page: Any, server: JupyterLabServer, name: str) -> None:
+    """Screenshot ``name`` and print the browser's console errors and the server's log tail."""
+    screenshot(page, name)
+    print("browser console errors:\n" + ("\n".join(console_errors(page)) or "-"))
+    print("server log tail:\n" + server.log_tail(3000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,16 @@ def browser():
 
     with chromium() as chromium_browser:
         yield chromium_browser
+
+
+@pytest.fixture
+def step(lab, request):
+    """The module's open notebook (its ``lab`` fixture); on failure a screenshot and the logs."""
+    from browser import dump_failure
+
+    failures = request.session.testsfailed
+    started = time.monotonic()
+    yield lab
+    if request.session.testsfailed > failures:
+        dump_failure(lab.page, lab.server, f"{request.node.name}_FAILED")
+    print(f"\n{request.node.name}: {time.monotonic() - started:.1f}s")

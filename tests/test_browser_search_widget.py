@@ -18,6 +18,7 @@ from browser import (
     DUMP_JSON_HELPER,
     JupyterLabServer,
     console_errors,
+    dump_failure,
     new_page,
     open_notebook,
     require_browser,
@@ -143,7 +144,7 @@ def lab(server, browser, photos):
         run_all_cells(page)
         page.locator(".imrec-search").wait_for(state="visible", timeout=30_000)
     except BaseException:
-        _debug(page, server, "search_widget_open_FAILED")
+        dump_failure(page, server, "search_widget_open_FAILED")
         raise
     print(f"\nsearch widget browser: notebook open + run {time.monotonic() - t0:.1f}s")
     lab = Lab(page, server, folder)
@@ -152,23 +153,6 @@ def lab(server, browser, photos):
     errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
     page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
-
-
-def _debug(page, server, name: str) -> None:
-    screenshot(page, name)
-    print("browser console errors:\n" + ("\n".join(console_errors(page)) or "-"))
-    print("server log tail:\n" + server.log_tail(3000))
-
-
-@pytest.fixture
-def step(lab, request):
-    """The open notebook; on failure a screenshot and the logs, else the step's duration."""
-    failures = request.session.testsfailed
-    t0 = time.monotonic()
-    yield lab
-    if request.session.testsfailed > failures:
-        _debug(lab.page, lab.server, f"{request.node.name}_FAILED")
-    print(f"\n{request.node.name}: {time.monotonic() - t0:.1f}s")
 
 
 def _photo(lab: Lab, name: str) -> Path:

@@ -16,6 +16,7 @@ from browser import (
     ARTIFACTS_DIR,
     DUMP_JSON_HELPER,
     console_errors,
+    dump_failure,
     new_page,
     open_notebook,
     run_all_cells,
@@ -225,12 +226,6 @@ def big_index(tmp_path_factory) -> tuple[Path, Path]:
 # -- browser -----------------------------------------------------------------------------------
 
 
-def _debug(page, server, name: str) -> None:
-    screenshot(page, name)
-    print("browser console errors:\n" + ("\n".join(console_errors(page)) or "-"))
-    print("server log tail:\n" + server.log_tail(3000))
-
-
 class Lab:
     """An open notebook with an explorer: its page and the Python-side state."""
 
@@ -332,7 +327,7 @@ def lab(server, browser, photos):
         page.wait_for_function(f"() => ({_JS_DOT_COUNT})(0) === {PHOTOS}", timeout=30_000)
         page.wait_for_function(_JS_SELECTOR_READY, arg="lasso")
     except BaseException:
-        _debug(page, server, "umap_explorer_open_FAILED")
+        dump_failure(page, server, "umap_explorer_open_FAILED")
         raise
     print(f"\numap explorer browser: notebook open + run {time.monotonic() - t0:.1f}s")
     lab = Lab(page, server, STATE)
@@ -342,17 +337,6 @@ def lab(server, browser, photos):
     errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
     page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
-
-
-@pytest.fixture
-def step(lab, request):
-    """The open notebook; on failure a screenshot and the logs, else the step's duration."""
-    failures = request.session.testsfailed
-    t0 = time.monotonic()
-    yield lab
-    if request.session.testsfailed > failures:
-        _debug(lab.page, lab.server, f"{request.node.name}_FAILED")
-    print(f"\n{request.node.name}: {time.monotonic() - t0:.1f}s")
 
 
 def test_lasso_selects_points_and_fills_the_gallery(step):
@@ -523,7 +507,7 @@ def test_fifty_thousand_points_render_and_select(server, browser, big_index):
         lab.plot_box()
         screenshot(page, "umap_explorer_50k")
     except BaseException:
-        _debug(page, server, "umap_explorer_50k_FAILED")
+        dump_failure(page, server, "umap_explorer_50k_FAILED")
         raise
     finally:
         errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
