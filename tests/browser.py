@@ -60,6 +60,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Software WebGL (SwiftShader) for the map's WebGL layer: --disable-gpu would turn WebGL off.
+WEBGL_CHROMIUM_ARGS = [
+    *(arg for arg in CHROMIUM_ARGS if arg != "--disable-gpu"),
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+# A browser with no WebGL at all (the map must fall back to SVG and say so).
+NO_WEBGL_CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--disable-webgl", "--disable-3d-apis"]
 DEFAULT_VIEWPORT = {"width": 1400, "height": 900}
 
 # JupyterLab user settings written into the server's private user-settings dir.
@@ -397,7 +405,7 @@ def wait_for_file(
                 return content
         if time.monotonic() >= deadline:
             raise AssertionError(
-                f"{path}: condition not met within {timeout:.0f}s; last content: {last!r}"
+                f"{path}: condition not met within {timeout:.0f}s; last content: {repr(last)[:2000]}"
             )
         time.sleep(interval)
 
@@ -408,15 +416,17 @@ def wait_for_file(
 
 
 @contextlib.contextmanager
-def chromium(*, slow_mo: float | None = None) -> Iterator[Any]:
-    """Start Playwright + Debian's headless Chromium; yields a ``playwright`` Browser."""
+def chromium(
+    *, slow_mo: float | None = None, args: Sequence[str] = CHROMIUM_ARGS
+) -> Iterator[Any]:
+    """Start Playwright + Debian's headless Chromium with ``args``; yields a Browser."""
     executable = require_browser()
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
     try:
         browser = pw.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True, slow_mo=slow_mo
+            executable_path=executable, args=list(args), headless=True, slow_mo=slow_mo
         )
         try:
             yield browser

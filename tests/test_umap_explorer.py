@@ -1,4 +1,4 @@
-"""UmapExplorer without a browser: selections as bqplot's selectors set them, state as shown."""
+"""UmapExplorer without a browser: gestures as the front end sends them, state as shown."""
 
 from __future__ import annotations
 
@@ -13,18 +13,10 @@ from skimage import data
 
 from imrec_widgets import ImageIndex
 from imrec_widgets import projection as projection_module
+from imrec_widgets.mapdata import PALETTE, cluster_categories, display_sample, padded_range
+from imrec_widgets.synthetic import write_map_index
 from imrec_widgets.widgets.search_widget import SearchWidget
-from imrec_widgets.widgets.umap_explorer import (
-    _CLUSTER_COLORS,
-    _NOISE_COLOR,
-    App,
-    UmapExplorer,
-    display_sample,
-    gallery_page,
-    ids_in_box,
-    padded_range,
-    point_colors,
-)
+from imrec_widgets.widgets.umap_explorer import App, UmapExplorer, gallery_page
 
 FEATURES = ["rgb", "dhash", "thumb"]
 PAGE_SIZE = 40
@@ -85,34 +77,35 @@ def _id(index: ImageIndex, name: str) -> int:
 
 
 def _positions(explorer: UmapExplorer, ids) -> list[int]:
-    return [int(np.flatnonzero(explorer._ids == i)[0]) for i in ids]
+    return [int(np.flatnonzero(explorer.points.ids == i)[0]) for i in ids]
 
 
 def _marked(mark) -> np.ndarray:
     return np.column_stack([np.asarray(mark.x, dtype=float), np.asarray(mark.y, dtype=float)])
 
 
+def _drawn_xy(explorer: UmapExplorer) -> np.ndarray:
+    layer = explorer.layer
+    return np.column_stack([np.frombuffer(layer.x, np.float32), np.frombuffer(layer.y, np.float32)])
+
+
+def _mask(explorer: UmapExplorer) -> list[int]:
+    return np.frombuffer(explorer.layer.mask, np.uint8).tolist()
+
+
+def _gesture(explorer: UmapExplorer, content: dict) -> None:
+    """Send ``content`` from the "browser": a custom comm message to the map layer."""
+    message = {"content": {"data": {"method": "custom", "content": content}}, "buffers": []}
+    explorer.layer._handle_msg(message)
+
+
+def _replies(explorer: UmapExplorer, monkeypatch) -> list[tuple[dict, list]]:
+    sent: list[tuple[dict, list]] = []
+    monkeypatch.setattr(explorer.layer, "send", lambda content, buffers=None: sent.append((content, buffers)))
+    return sent
+
+
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def test_point_colors_give_one_colour_per_cluster_and_grey_noise() -> None:
-    colors = point_colors(np.array([0, 1, -1, len(_CLUSTER_COLORS), 1], dtype=np.int32))
-    assert colors == [
-        _CLUSTER_COLORS[0],
-        _CLUSTER_COLORS[1],
-        _NOISE_COLOR,
-        _CLUSTER_COLORS[0],
-        _CLUSTER_COLORS[1],
-    ]
-    assert point_colors(np.empty(0, np.int32)) == []
-
-
-def test_ids_in_box_includes_edges_and_takes_either_order() -> None:
-    ids = np.array([10, 11, 12, 13])
-    xy = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [1.0, 5.0]], dtype=np.float32)
-    assert ids_in_box(ids, xy, [0.5, 2.0], [0.0, 2.0]).tolist() == [11, 12]
-    assert ids_in_box(ids, xy, [2.0, 0.5], [2.0, 0.0]).tolist() == [11, 12]
-    assert ids_in_box(ids, xy, [5, 6], [5, 6]).tolist() == []
 
 
 def test_gallery_page_clamps_and_counts_pages() -> None:
@@ -124,21 +117,6 @@ def test_gallery_page_clamps_and_counts_pages() -> None:
     assert gallery_page([], 4, 40) == ([], 0, 1)
 
 
-def test_padded_range_keeps_extreme_points_off_the_edge() -> None:
-    assert padded_range(np.array([0.0, 4.0, 10.0])) == {"min": -0.5, "max": 10.5}
-    assert padded_range(np.array([3.0, 3.0])) == {"min": 2.0, "max": 4.0}
-    assert padded_range(np.empty(0)) == {}
-
-
-def test_display_sample_caps_deterministically() -> None:
-    assert display_sample(7, 10).tolist() == list(range(7))
-    sample = display_sample(1000, 100)
-    assert sample.size == 100 and np.unique(sample).size == 100
-    assert np.all(np.diff(sample) > 0) and sample.min() >= 0 and sample.max() < 1000
-    np.testing.assert_array_equal(sample, display_sample(1000, 100))
-    assert not np.array_equal(sample, display_sample(1000, 100, seed=1))
-
-
 # -- creation and the cache --------------------------------------------------------------------
 
 
@@ -147,25 +125,26 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
     assert projection_module.status(index, "rgb")["state"] == "missing"
     first = UmapExplorer(index, feature="rgb", clusters=4)
     assert first.message.value == ""
-    assert first.projection.fitted == len(index) == len(first._ids) == 90
+    assert first.projection.fitted == len(index) == len(first.points) == 90
     assert projection_module.status(index, "rgb") == {"state": "fresh", "pending": 0}
     assert set(first.projection.clusters.tolist()) == {0, 1, 2, 3}
-    colors = list(first.scatter.colors)
-    assert len(colors) == 90 and set(colors) == set(_CLUSTER_COLORS[:4])
-    np.testing.assert_array_equal(np.asarray(first.scatter.x), first.projection.xy[:, 0])
-    np.testing.assert_array_equal(np.asarray(first.scatter.y), first.projection.xy[:, 1])
+    # every point crosses as float32 x/y plus one uint8 colour code, never a CSS string per point
+    np.testing.assert_array_equal(_drawn_xy(first), first.projection.xy)
+    codes = np.frombuffer(first.layer.codes, np.uint8)
+    cats = cluster_categories(first.projection.clusters)
+    np.testing.assert_array_equal(codes, cats.codes)
+    assert first.layer.palette == list(PALETTE[:4]) and first.layer.mask == b""
+    for name, count in zip(cats.names, cats.counts, strict=True):
+        assert name in first.legend.value and f">{count:,}<" in first.legend.value
     assert repr(first) == "UmapExplorer('rgb', 90 points, 0 selected)"
     xy = first.projection.xy
-    assert (first.x_scale.min, first.x_scale.max) == tuple(padded_range(xy[:, 0]).values())
-    assert (first.y_scale.min, first.y_scale.max) == tuple(padded_range(xy[:, 1]).values())
-    assert first.x_scale.min < xy[:, 0].min() and first.y_scale.max > xy[:, 1].max()
+    assert (first.x_scale.min, first.x_scale.max) == padded_range(xy[:, 0])
+    assert (first.y_scale.min, first.y_scale.max) == padded_range(xy[:, 1])
 
     def no_refit(*_args, **_kwargs):
         raise AssertionError("the cached map was refitted")
 
     monkeypatch.setattr(projection_module, "_fit", no_refit)
-    reducer = index.index_dir / "umap_rgb.pkl"
-    stamp = reducer.stat().st_mtime_ns
     second = UmapExplorer(index, feature="rgb")
     np.testing.assert_array_equal(second.projection.xy, first.projection.xy)
     np.testing.assert_array_equal(second.projection.clusters, first.projection.clusters)
@@ -173,7 +152,6 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
     # the same parameters again: the cached fit is reused, not refitted
     third = UmapExplorer(index, feature="rgb", clusters=4)
     np.testing.assert_array_equal(third.projection.xy, first.projection.xy)
-    assert reducer.stat().st_mtime_ns == stamp
 
 
 def test_new_parameters_are_not_silently_ignored(mapped: ImageIndex, tmp_path: Path) -> None:
@@ -183,96 +161,163 @@ def test_new_parameters_are_not_silently_ignored(mapped: ImageIndex, tmp_path: P
     explorer = UmapExplorer(index, feature="rgb", n_neighbors=5, clusters=2)
     assert explorer.projection.params["n_neighbors"] == 5
     assert set(explorer.projection.clusters.tolist()) == {0, 1}
-    assert set(np.asarray(explorer.scatter.colors).tolist()) == set(_CLUSTER_COLORS[:2])
+    assert explorer.layer.palette == list(PALETTE[:2])
+
+
+# -- colours and legend ------------------------------------------------------------------------
+
+
+def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> None:
+    explorer = UmapExplorer(mapped, feature="rgb", compute=False)
+    assert explorer.color_menu.options == ("cluster", "folder")
+    explorer.color_menu.value = "folder"  # the dropdown drives the trait
+    assert explorer.color_by == "folder"
+    folders = [r.path.rpartition("/")[0] for r in mapped.records(explorer.points.ids)]
+    codes = np.frombuffer(explorer.layer.codes, np.uint8)
+    names = explorer.categories().names
+    assert [names[c] for c in codes.tolist()] == folders
+    assert "animals" in explorer.legend.value and "cluster 0" not in explorer.legend.value
+    with pytest.raises(Exception, match="color_by must be one of cluster, folder"):
+        explorer.color_by = "label"
+
+    csv = tmp_path / "labels.csv"
+    records = mapped.records(explorer.points.ids)
+    csv.write_text("path,label\n" + "".join(
+        f"{r.path},{'warm' if 'warm' in r.path else 'plain'}\n" for r in records))
+    labelled = UmapExplorer(mapped, feature="rgb", compute=False, color_by="label", labels=csv)
+    names = labelled.categories().names
+    got = [names[c] for c in np.frombuffer(labelled.layer.codes, np.uint8).tolist()]
+    assert got == ["warm" if "warm" in r.path else "plain" for r in records]
+    assert set(labelled.categories().counts) == {sum("warm" in r.path for r in records),
+                                                 sum("warm" not in r.path for r in records)}
 
 
 # -- selection, count and gallery --------------------------------------------------------------
 
 
-def test_lasso_selection_gives_ids_count_and_thumbnails(explorer: UmapExplorer) -> None:
+def test_lasso_selects_every_point_inside_and_shows_it(explorer: UmapExplorer) -> None:
     assert explorer.selected == []
     assert "0 of 90 selected" in explorer.count.value
     assert _thumb_titles(explorer) == [] and "Lasso or brush" in explorer.gallery.value
 
-    positions = [5, 0, 42, 17]
-    explorer.scatter.selected = positions  # what bqplot's LassoSelector does
-    expected = sorted(int(explorer._ids[p]) for p in positions)
+    xy = explorer.points.xy
+    centre = np.median(xy, axis=0)
+    radius = 0.3 * np.ptp(xy, axis=0).max()
+    polygon = [(centre[0] + radius * np.cos(a), centre[1] + radius * np.sin(a)) for a in np.linspace(0, 6.28, 40)]
+    expected = sorted(explorer.points.ids[explorer.points.in_polygon(polygon)].tolist())
+    assert 0 < len(expected) < 90
+    _gesture(explorer, {"event": "lasso", "polygon": [list(p) for p in polygon], "add": False})
     assert explorer.selected == expected
-    assert "4 of 90 selected" in explorer.count.value
+    assert f"{len(expected)} of 90 selected" in explorer.count.value
     paths = [r.path for r in explorer.index.records(expected)]
-    assert _thumb_titles(explorer) == paths
-    assert explorer.gallery.value.count('src="data:image/jpeg;base64,/9j/') == 4  # real JPEGs
-    assert repr(explorer) == "UmapExplorer('rgb', 90 points, 4 selected)"
+    assert _thumb_titles(explorer) == paths[:PAGE_SIZE]
+    assert explorer.gallery.value.count('src="data:image/jpeg;base64,/9j/') == min(len(expected), PAGE_SIZE)
+    assert _mask(explorer) == np.isin(explorer.points.ids, expected).astype(int).tolist()
+    assert repr(explorer) == f"UmapExplorer('rgb', 90 points, {len(expected)} selected)"
 
     explorer.clear()
-    assert explorer.selected == [] and explorer.scatter.selected is None
+    assert explorer.selected == [] and explorer.layer.mask == b""  # the plain look again
     assert "0 of 90 selected" in explorer.count.value and _thumb_titles(explorer) == []
 
 
+def test_brush_and_shift_add_and_a_click_that_clears(explorer: UmapExplorer, monkeypatch) -> None:
+    xy = explorer.points.xy
+    left = [float(xy[:, 0].min()) - 1, float(np.median(xy[:, 0]))]
+    rows = [float(xy[:, 1].max()) + 1, float(xy[:, 1].min()) - 1]  # dragged bottom-up
+    first = explorer.points.in_box(left, rows)
+    assert 0 < first.sum() < 90
+    explorer.tool.value = "brush"
+    assert explorer.layer.tool == "brush" and explorer.figure.interaction is None
+    _gesture(explorer, {"event": "brush", "x": left, "y": rows, "add": False})
+    assert explorer.selected == sorted(explorer.points.ids[first].tolist())
+
+    right = [float(np.median(xy[:, 0])), float(xy[:, 0].max()) + 1]
+    top = [float(np.median(xy[:, 1])), float(xy[:, 1].max()) + 1]
+    second = explorer.points.in_box(right, top)
+    _gesture(explorer, {"event": "brush", "x": right, "y": top, "add": True})  # shift held
+    assert explorer.selected == sorted(explorer.points.ids[first | second].tolist())
+    _gesture(explorer, {"event": "brush", "x": right, "y": top, "add": False})  # replaces
+    assert explorer.selected == sorted(explorer.points.ids[second].tolist())
+
+    sent = _replies(explorer, monkeypatch)
+    _gesture(explorer, {"event": "click", "x": 0, "y": 0, "dx": 0.01, "dy": 0.01, "add": False})
+    assert explorer.selected == [] and sent == [({"event": "clear"}, None)]
+
+    explorer.tool.value = "pan/zoom"
+    assert explorer.figure.interaction is explorer.panzoom and explorer.layer.tool == "pan/zoom"
+    explorer.tool.value = "lasso"
+    assert explorer.figure.interaction is None
+
+
+def test_select_from_python(explorer: UmapExplorer) -> None:
+    ids = explorer.points.ids
+    wanted = [int(i) for i in ids[[3, 30, 60]]]
+    explorer.select([*wanted, 10_000])  # an id not on the map is ignored
+    assert explorer.selected == sorted(wanted)
+    assert np.flatnonzero(_mask(explorer)).tolist() == [3, 30, 60]
+    explorer.select(ids[[1]], add=True)
+    assert explorer.selected == sorted([*wanted, int(ids[1])])
+    explorer.selected = [int(ids[5]), int(ids[2]), int(ids[5]), 10_000]  # assigning works too
+    assert explorer.selected == sorted([int(ids[5]), int(ids[2])])
+    assert np.flatnonzero(_mask(explorer)).tolist() == [2, 5]
+    xy = explorer.points.xy
+    explorer.select_box(-1e9, 1e9, -1e9, 1e9)
+    assert len(explorer.selected) == 90
+    explorer.select_polygon([(-1e9, -1e9), (1e9, -1e9), (0, 1e9)])
+    assert len(explorer.selected) == 90
+    explorer.select_polygon([(0, 0), (1, 1)])  # no area: nothing
+    assert explorer.selected == [] and xy.shape == (90, 2)
+
+
 def test_gallery_pages_and_clamps(explorer: UmapExplorer) -> None:
-    explorer.scatter.selected = list(range(90))
+    explorer.select(explorer.points.ids)
     assert len(explorer.selected) == 90
     pages = []
     for _ in range(4):  # the last click goes past the end and stays on page 3
         pages.append((explorer.page_label.value, len(_thumb_titles(explorer))))
         explorer.next_button.click()
     assert [count for _label, count in pages] == [PAGE_SIZE, PAGE_SIZE, 10, 10]
-    assert ["page 1/3" in label for label, _count in pages] == [True, False, False, False]
     assert "page 3/3" in pages[-1][0]
-    third = _thumb_titles(explorer)
-    assert third == [r.path for r in explorer.index.records(explorer.selected[80:])]
+    assert _thumb_titles(explorer) == [r.path for r in explorer.index.records(explorer.selected[80:])]
     for _ in range(5):
         explorer.prev_button.click()
     assert "page 1/3" in explorer.page_label.value
-    assert _thumb_titles(explorer) == [
-        r.path for r in explorer.index.records(explorer.selected[:40])
-    ]
-
     explorer.next_button.click()
-    explorer.scatter.selected = [1, 2]  # a new selection starts on its first page
+    explorer.select(explorer.points.ids[:2])  # a new selection starts on its first page
     assert "page 1/1" in explorer.page_label.value and len(_thumb_titles(explorer)) == 2
 
 
-def test_select_from_python_marks_the_points(explorer: UmapExplorer) -> None:
-    wanted = [int(i) for i in explorer._ids[[3, 30, 60]]]
-    explorer.select([*wanted, 10_000])  # an id not on the map is ignored
-    assert explorer.selected == sorted(wanted)
-    assert sorted(np.asarray(explorer.scatter.selected).tolist()) == [3, 30, 60]
+def test_hover_answers_with_the_thumbnail_and_name(explorer: UmapExplorer, monkeypatch) -> None:
+    sent = _replies(explorer, monkeypatch)
+    x, y = (float(v) for v in explorer.points.xy[7])
+    _gesture(explorer, {"event": "hover", "x": x + 0.001, "y": y, "dx": 0.01, "dy": 0.01, "radius": 8})
+    (reply, buffers), = sent
+    record = explorer.index.records([int(explorer.points.ids[7])])[0]
+    assert reply["id"] == record.id and reply["name"] == record.path
+    assert (reply["x"], reply["y"]) == (x, y)
+    assert buffers[0][:3] == b"\xff\xd8\xff"  # a JPEG thumbnail
+    _gesture(explorer, {"event": "hover", "x": 1e6, "y": 1e6, "dx": 0.01, "dy": 0.01, "radius": 8})
+    assert sent[-1] == ({"event": "hover", "id": None}, None)
 
 
-def test_brush_rectangle_selects_the_points_inside(explorer: UmapExplorer) -> None:
-    xy = explorer._xy
-    x_range = [float(xy[:, 0].min()) - 1, float(np.median(xy[:, 0]))]
-    y_range = [float(xy[:, 1].max()) + 1, float(xy[:, 1].min()) - 1]  # dragged bottom-up
-    expected = sorted(ids_in_box(explorer._ids, xy, x_range, y_range).tolist())
-    assert 0 < len(expected) < len(xy)
-    explorer.tool.value = "brush"
-    assert explorer.figure.interaction is explorer.brush
-    explorer.brush.selected_x = np.array(x_range)
-    explorer.brush.selected_y = np.array(y_range)
-    assert explorer.selected == expected
-    assert f"{len(expected)} of 90 selected" in explorer.count.value
-    assert len(_thumb_titles(explorer)) == min(len(expected), PAGE_SIZE)
-    explorer.tool.value = "pan/zoom"
-    assert explorer.figure.interaction is explorer.panzoom
-    explorer.tool.value = "click"  # no selector over the points: they can be clicked
-    assert explorer.figure.interaction is None
-    explorer.tool.value = "lasso"
-    assert explorer.figure.interaction is explorer.lasso
+# -- no WebGL ----------------------------------------------------------------------------------
 
 
-def test_clear_removes_the_lasso_outlines_and_the_brush(
-    explorer: UmapExplorer, monkeypatch
-) -> None:
-    sent = []
-    monkeypatch.setattr(explorer.lasso, "send", sent.append)
-    explorer.brush.selected_x = np.array([-100.0, 100.0])
-    explorer.brush.selected_y = np.array([-100.0, 100.0])
-    assert len(explorer.selected) == 90
-    explorer.clear()
-    assert explorer.selected == [] and explorer.scatter.selected is None
-    assert explorer.brush.selected_x is None and explorer.brush.selected_y is None
-    assert sent == [{"type": "reset"}]  # the browser's lasso forgets its outlines
+def test_without_webgl_the_map_falls_back_to_svg_and_says_so(mapped: ImageIndex) -> None:
+    explorer = UmapExplorer(mapped, feature="rgb", compute=False)
+    _gesture(explorer, {"event": "webgl", "message": "this browser gives no WebGL context"})
+    assert explorer.renderer == "svg"
+    assert "drawn as SVG" in explorer.message.value and "no WebGL context" in explorer.message.value
+    scatter = explorer.figure.marks[0]
+    assert len(scatter.x) == 90 and scatter.selected is None and scatter.unselected_style == {}
+    np.testing.assert_array_equal(np.asarray(scatter.color), cluster_categories(explorer.projection.clusters).codes)
+    explorer.select(explorer.points.ids[[4, 9]])
+    assert sorted(np.asarray(scatter.selected).tolist()) == [4, 9]
+    assert scatter.unselected_style == {"opacity": 0.2}
+    explorer.clear()  # clearing restores the unselected look
+    assert scatter.selected is None and scatter.unselected_style == {}
+    explorer.color_by = "folder"
+    assert explorer.figure.marks[0] is not scatter and len(explorer.figure.marks) == 4
 
 
 # -- linking with a SearchWidget ---------------------------------------------------------------
@@ -284,17 +329,18 @@ def test_search_results_and_query_are_marked_on_the_map(linked) -> None:
     index = explorer.index
     results = search.search(_photo(index, "coffee"))
     assert len(results.ids) == 5
-    expected = explorer._xy[_positions(explorer, results.ids)]
-    np.testing.assert_array_equal(_marked(explorer.hits), expected)
+    expected = explorer.points.xy[_positions(explorer, results.ids)]
+    np.testing.assert_array_equal(np.sort(_marked(explorer.hits), axis=0), np.sort(expected, axis=0))
+    np.testing.assert_array_equal(_marked(explorer.hit_halo), _marked(explorer.hits))
+    # ring colours follow the theme (readable on light and dark backgrounds)
+    assert explorer.hits.stroke.startswith("var(--jp-ui-font-color0")
+    assert explorer.hit_halo.stroke.startswith("var(--jp-layout-color0")
 
     query = _marked(explorer.query_mark)
     assert query.shape == (1, 2) and np.isfinite(query).all()
-    np.testing.assert_allclose(
-        query, projection_module.place(index, "rgb", _photo(index, "coffee"))
-    )
-    # UMAP's transform puts the photo near its own indexed copy
-    own = explorer._xy[_positions(explorer, [_id(index, "coffee")])[0]]
-    spread = np.ptp(explorer._xy, axis=0).max()
+    np.testing.assert_allclose(query, projection_module.place(index, "rgb", _photo(index, "coffee")))
+    own = explorer.points.xy[_positions(explorer, [_id(index, "coffee")])[0]]
+    spread = np.ptp(explorer.points.xy, axis=0).max()
     assert np.linalg.norm(query[0] - own) < 0.2 * spread
 
     search.clear()
@@ -303,16 +349,17 @@ def test_search_results_and_query_are_marked_on_the_map(linked) -> None:
 
 def test_clicking_a_point_searches_more_like_it(linked) -> None:
     explorer, search = linked
+    explorer.tool.value = "click"
     position = 33
-    clicked = int(explorer._ids[position])
-    explorer._clicked(None, {"event": "element_click", "data": {"index": position}})
+    clicked = int(explorer.points.ids[position])
+    x, y = (float(v) for v in explorer.points.xy[position])
+    _gesture(explorer, {"event": "click", "x": x, "y": y, "dx": 1e-4, "dy": 1e-4, "add": False})
     assert search.query == clicked and search.error == ""
     ids = [hit["id"] for hit in search.results]
     assert len(ids) == 5 and clicked not in ids
-    np.testing.assert_array_equal(_marked(explorer.query_mark), explorer._xy[[position]])
-    np.testing.assert_array_equal(_marked(explorer.hits), explorer._xy[_positions(explorer, ids)])
-    explorer._clicked(None, {"event": "element_click", "data": {}})  # not on a point: nothing
-    assert search.query == clicked
+    np.testing.assert_array_equal(_marked(explorer.query_mark), explorer.points.xy[[position]])
+    _gesture(explorer, {"event": "click", "x": 1e6, "y": 1e6, "dx": 1e-4, "dy": 1e-4, "add": False})
+    assert search.query == clicked  # not on a point: nothing
 
 
 def test_search_only_inside_the_selection(linked) -> None:
@@ -337,7 +384,6 @@ def test_search_only_inside_the_selection(linked) -> None:
     explorer.search_in_selection = False
     assert search.scope is None and search.scope_size == -1
     assert len(search.results) == 5
-    assert not {h["id"] for h in search.results} <= set(inside)
 
     explorer.search_in_selection = True
     explorer.clear()  # an empty selection does not mean "search nothing"
@@ -345,15 +391,14 @@ def test_search_only_inside_the_selection(linked) -> None:
 
 
 def test_clicking_inside_a_scoped_selection_keeps_the_scope(linked) -> None:
-    """bqplot's click interaction must not turn the selection into the clicked point alone."""
     explorer, search = linked
-    assert "click" not in explorer.scatter.interactions
     index = explorer.index
     inside = [_id(index, n) for n in ("cat", "cat_crop", "cat_mirror", "page", "flower")]
     explorer.select(inside)
     explorer.search_in_selection = True
-    position = _positions(explorer, [inside[0]])[0]
-    explorer._clicked(None, {"event": "element_click", "data": {"index": position}})
+    explorer.tool.value = "click"
+    x, y = (float(v) for v in explorer.points.xy[_positions(explorer, [inside[0]])[0]])
+    _gesture(explorer, {"event": "click", "x": x, "y": y, "dx": 1e-4, "dy": 1e-4, "add": False})
     assert explorer.selected == sorted(inside)
     assert search.scope == sorted(inside)
     assert sorted(h["id"] for h in search.results) == sorted(inside[1:])
@@ -371,12 +416,47 @@ def test_app_builds_both_linked(mapped: ImageIndex) -> None:
     assert len(app.search.results) == 2
 
 
+# -- scale -------------------------------------------------------------------------------------
+
+
+def test_a_large_map_draws_a_sample_but_selects_over_all(mapped: ImageIndex) -> None:
+    capped = UmapExplorer(mapped, feature="rgb", compute=False, max_points=30)
+    full = mapped.projection("rgb")
+    np.testing.assert_array_equal(_drawn_xy(capped), full.xy[display_sample(90, 30)])
+    assert len(np.frombuffer(capped.layer.codes, np.uint8)) == 30
+    assert "Drawing a random 30 of 90 images" in capped.message.value
+    assert "0 of 90 selected" in capped.count.value
+    capped.select_box(-1e9, 1e9, -1e9, 1e9)  # every point, drawn or not
+    assert capped.selected == sorted(full.ids.tolist())
+    assert len(_mask(capped)) == 30 and all(_mask(capped))
+    again = UmapExplorer(mapped, feature="rgb", compute=False, max_points=30)
+    np.testing.assert_array_equal(_drawn_xy(again), _drawn_xy(capped))
+
+
+@pytest.mark.slow
+def test_every_point_of_a_large_map_selected(tmp_path: Path) -> None:
+    rows = 300_000
+    write_map_index(tmp_path / "index", rows)
+    (tmp_path / "root").mkdir()
+    index = ImageIndex.open(tmp_path / "root", index_dir=tmp_path / "index")
+    explorer = UmapExplorer(index, feature="rgb", compute=False)
+    assert len(_drawn_xy(explorer)) == rows
+    _gesture(explorer, {"event": "brush", "x": [-1e3, 1e3], "y": [-1e3, 1e3], "add": False})
+    assert len(explorer.selected) == rows and explorer.selected[:3] == [0, 1, 2]
+    assert len(_mask(explorer)) == rows and "300,000 of 300,000 selected" in explorer.count.value
+    assert len(_thumb_titles(explorer)) == PAGE_SIZE
+    explorer.color_by = "folder"
+    assert explorer.categories().counts == [rows // 5] * 5
+
+
 # -- what a user can get wrong -----------------------------------------------------------------
 
 
 def _assert_usable(explorer: UmapExplorer) -> None:
-    assert len(explorer._ids) == 0 and explorer.projection is None
+    assert len(explorer.points) == 0 and explorer.projection is None
     explorer.select([1, 2])
+    explorer.select_box(0, 1, 0, 1)
+    _gesture(explorer, {"event": "lasso", "polygon": [[0, 0], [1, 0], [0, 1]], "add": False})
     explorer.clear()
     explorer.next_button.click()
     assert explorer.selected == [] and "0 of 0 selected" in explorer.count.value
@@ -424,22 +504,13 @@ def test_a_stale_map_says_images_are_missing(mapped: ImageIndex, tmp_path: Path)
     stale = UmapExplorer(index, feature="rgb", compute=False)
     assert "misses 2 new or changed images" in stale.message.value
     assert "idx.umap(&#x27;rgb&#x27;)" in stale.message.value
-    assert len(stale._ids) == 90  # the old map still shows
+    assert len(stale.points) == 90  # the old map still shows
 
     extended = UmapExplorer(index, feature="rgb")  # compute=True adds them
-    assert extended.message.value == "" and len(extended._ids) == 92
+    assert extended.message.value == "" and len(extended.points) == 92
     assert extended.projection.transformed == 2
 
 
-def test_a_large_map_shows_a_fixed_sample(mapped: ImageIndex) -> None:
-    capped = UmapExplorer(mapped, feature="rgb", compute=False, max_points=30)
-    assert len(capped._ids) == len(capped.scatter.x) == len(capped.scatter.colors) == 30
-    assert "Showing a random 30 of 90 images" in capped.message.value
-    assert "0 of 30 selected" in capped.count.value
-    again = UmapExplorer(mapped, feature="rgb", compute=False, max_points=30)
-    np.testing.assert_array_equal(again._ids, capped._ids)
-    full = mapped.projection("rgb")
-    np.testing.assert_array_equal(capped._ids, full.ids[display_sample(90, 30)])
-    np.testing.assert_array_equal(capped._xy, full.xy[display_sample(90, 30)])
-    capped.scatter.selected = [0, 29]
-    assert capped.selected == sorted(int(i) for i in capped._ids[[0, 29]])
+def test_a_bad_colour_choice_is_a_readable_error(mapped: ImageIndex) -> None:
+    with pytest.raises(Exception, match="color_by must be one of cluster, folder; got 'status'"):
+        UmapExplorer(mapped, feature="rgb", compute=False, color_by="status")

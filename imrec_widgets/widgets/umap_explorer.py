@@ -1,65 +1,52 @@
-"""``UmapExplorer``: a bqplot map of the collection, coloured by cluster, with lasso/brush selection.
+"""``UmapExplorer``: a map of the whole collection, coloured by cluster, folder or label.
 
-The map is an SVG ``Scatter`` (x/y cross to the browser as binary arrays). Selecting shows a paged
-gallery of thumbnails; ``selected`` holds the ids. ``link(search_widget)`` connects it both ways
-with a ``SearchWidget``: results are highlighted, clicking a point searches "more like this", and
-"search only inside the selection" restricts the search widget's scope.
+Every image is a point drawn with WebGL (``MapLayer``) inside a bqplot ``Figure`` that keeps the
+scales, pan/zoom and the small SVG marks (result rings, the query marker). Lasso and brush send
+their geometry to Python, where the selection is computed over every point with numpy
+(``mapdata.MapPoints``), drawn or not; ``selected`` holds the ids. ``link(search_widget)``
+connects the map both ways with a ``SearchWidget``: results are ringed, clicking a point searches
+"more like this", and "search only inside the selection" restricts the search to it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets
 import numpy as np
 import traitlets
 
+from imrec_widgets import mapdata
 from imrec_widgets import projection as projection_module
+from imrec_widgets.mapdata import Categories, MapPoints, display_sample, padded_range
 from imrec_widgets.projection import ProjectionError
+
+from .map_layer import MapLayer
 
 if TYPE_CHECKING:
     from imrec_widgets.index import ImageIndex
 
     from .search_widget import SearchWidget
 
-MAX_POINTS = 50_000
-"""Points drawn at most; larger maps show a fixed random sample of this size."""
+MAX_POINTS = 1_000_000
+"""Points drawn at most; larger maps draw a fixed random sample (selections still cover all)."""
+
+SVG_MAX_POINTS = 20_000
+"""Points drawn at most when the browser has no WebGL and the map falls back to SVG."""
 
 PAGE_SIZE = 40
 """Thumbnails per gallery page."""
 
-_CLUSTER_COLORS = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
-    "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b",
-]
-_NOISE_COLOR = "#b0b0b0"
+COLOR_BY = ("cluster", "folder", "label")
+"""What the points can be coloured by ("label" needs ``labels=``)."""
 
-
-def point_colors(clusters: np.ndarray) -> list[str]:
-    """One CSS colour per point: a palette colour per cluster, grey for noise (-1)."""
-    palette = np.array(_CLUSTER_COLORS)
-    colors = palette[np.mod(clusters, len(palette))].astype(object)
-    colors[clusters < 0] = _NOISE_COLOR
-    return colors.tolist()
-
-
-def ids_in_box(ids: np.ndarray, xy: np.ndarray, x_range: Sequence[float], y_range: Sequence[float]) -> np.ndarray:
-    """Ids of the points inside the rectangle ``x_range`` x ``y_range`` (either order)."""
-    (x0, x1), (y0, y1) = sorted(x_range), sorted(y_range)
-    inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-    return ids[inside]
-
-
-def padded_range(values: np.ndarray, margin: float = 0.05) -> dict[str, float]:
-    """``min``/``max`` for a scale showing ``values`` with ``margin`` of their span on each side."""
-    if len(values) == 0:
-        return {}
-    low, high = float(np.min(values)), float(np.max(values))
-    pad = (high - low) * margin or 1.0
-    return {"min": low - pad, "max": high + pad}
+_RING_COLOR = "var(--jp-ui-font-color0, #111111)"
+_RING_HALO = "var(--jp-layout-color0, #ffffff)"
+_QUERY_FILL = "#ffd400"
 
 
 def gallery_page(ids: Sequence[int], page: int, page_size: int = PAGE_SIZE) -> tuple[list[int], int, int]:
@@ -69,21 +56,40 @@ def gallery_page(ids: Sequence[int], page: int, page_size: int = PAGE_SIZE) -> t
     return list(ids[page * page_size : (page + 1) * page_size]), page, pages
 
 
-def display_sample(count: int, max_points: int, seed: int = 0) -> np.ndarray:
-    """Positions of the points to draw: all of them, or a fixed random sample of ``max_points``."""
-    if count <= max_points:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, max_points, replace=False))
+def legend_html(categories: Categories) -> str:
+    """The legend: a swatch, the name and the count of each colour category."""
+    rows = "".join(
+        f'<div class="imrec-umap-legend-row" style="display:flex;align-items:center;gap:6px">'
+        f'<span class="imrec-umap-swatch" style="display:inline-block;width:10px;height:10px;'
+        f'border-radius:50%;background:{color}"></span>'
+        f'<span class="imrec-umap-legend-name" style="flex:1;overflow:hidden;text-overflow:ellipsis;'
+        f'white-space:nowrap" title="{html.escape(name)}">{html.escape(name)}</span>'
+        f'<span class="imrec-umap-legend-count" style="color:var(--jp-ui-font-color2,#666)">{count:,}</span>'
+        "</div>"
+        for color, name, count in categories.legend()
+    )
+    return f'<div class="imrec-umap-legend" style="font-size:12px;max-height:160px;overflow-y:auto">{rows}</div>'
 
 
 class UmapExplorer(ipywidgets.VBox):
-    """A 2-D UMAP map of ``index`` by ``feature``: computed (or loaded from the cache) on creation."""
+    """A 2-D UMAP map of ``index`` by ``feature``: computed (or loaded from the cache) on creation.
 
-    selected = traitlets.List(traitlets.Int())
-    """Ids inside the current lasso or brush selection (observable)."""
+    ``max_points``: draw at most this many (a fixed random sample beyond); selections always
+    cover every image on the map. ``color_by``: "cluster", "folder" or "label"; ``labels``: a
+    CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a mapping id -> label.
+    """
+
+    selected = traitlets.List()
+    """Ids inside the current selection, ascending (observable; assign a list to select)."""
 
     search_in_selection = traitlets.Bool(False)
     """Whether a linked SearchWidget searches only the selected images."""
+
+    color_by = traitlets.Unicode("cluster")
+    """What the points are coloured by: "cluster", "folder" or "label"."""
+
+    renderer = traitlets.Unicode("webgl")
+    """"webgl" (every point), or "svg" (a sample) when the browser has no WebGL."""
 
     def __init__(
         self,
@@ -93,78 +99,85 @@ class UmapExplorer(ipywidgets.VBox):
         compute: bool = True,
         max_points: int = MAX_POINTS,
         page_size: int = PAGE_SIZE,
+        color_by: str = "cluster",
+        labels: str | Path | Mapping[int, str] | None = None,
         **umap_params: Any,
     ) -> None:
         from bqplot import Figure, LinearScale, Scatter
-        from bqplot.interacts import BrushSelector, LassoSelector, PanZoom
+        from bqplot.interacts import PanZoom
 
+        super().__init__()
         self.index = index
         self.feature = feature
         self.page_size = page_size
+        self.max_points = int(max_points)
         self._page = 0
         self._linked: SearchWidget | None = None
+        self._labels = labels
+        self._setting_mask = False
+        self._categories: dict[str, Categories] = {}
+        self.color_by = color_by
+        self._svg_scatter: Any = None
         self.message = ipywidgets.HTML()
         self.message.add_class("imrec-umap-message")
-        try:
-            state = projection_module.status(index, feature) if index.exists() else {"state": "missing"}
-            # Parameters asked for are honoured: compute() reuses the cached fit when they match.
-            if compute and (state["state"] != "fresh" or umap_params):
-                self.projection = index.umap(feature, **umap_params)
-            else:
-                self.projection = index.projection(feature)
-                if state["state"] == "stale":
-                    self._say(f"The map misses {state['pending']} new or changed images; run idx.umap({feature!r}) to add them.")
-        except (ProjectionError, ValueError) as exc:
-            self.projection = None
-            self._say(str(exc))
-        proj = self.projection
-        shown = display_sample(len(proj) if proj else 0, max_points)
-        self._ids = proj.ids[shown] if proj else np.empty(0, np.int64)
-        self._xy = proj.xy[shown] if proj else np.empty((0, 2), np.float32)
-        clusters = proj.clusters[shown] if proj else np.empty(0, np.int32)
-        self._position = {int(i): n for n, i in enumerate(self._ids)}
-        if proj is not None and len(shown) < len(proj):
-            self._say(f"Showing a random {len(shown):,} of {len(proj):,} images.", level="info")
+        self.projection = self._load_projection(compute, umap_params)
 
-        # Padded domains: points at the extremes are drawn whole, and a lasso can go round them.
-        self.x_scale, self.y_scale = (LinearScale(**padded_range(self._xy[:, axis])) for axis in (0, 1))
-        scales = {"x": self.x_scale, "y": self.y_scale}
-        # No "click": "select": a click searches from the point (see `_clicked`) and must not
-        # replace the lasso or brush selection with that one point.
-        self.scatter = Scatter(
-            x=self._xy[:, 0], y=self._xy[:, 1], colors=point_colors(clusters) or ["#4e79a7"],
-            scales=scales, default_size=16, stroke=None,
-            unselected_style={"opacity": 0.25}, selected_style={"opacity": 1.0},
-            interactions={"hover": "tooltip"},
+        proj = self.projection
+        self.points = MapPoints(
+            proj.ids if proj else np.empty(0, np.int64), proj.xy if proj else np.empty((0, 2), np.float32)
         )
-        self.hits = Scatter(x=[], y=[], scales=scales, default_size=80, colors=["transparent"], fill=False,
-                            stroke="#111111", stroke_width=2.0, marker="circle")
-        self.query_mark = Scatter(x=[], y=[], scales=scales, default_size=220, colors=["#ffd400"],
-                                  stroke="#111111", marker="cross")
-        self.lasso = LassoSelector(marks=[self.scatter], x_scale=self.x_scale, y_scale=self.y_scale)
-        self.brush = BrushSelector(marks=[self.scatter], x_scale=self.x_scale, y_scale=self.y_scale, color="#4e79a7")
+        self._clusters = proj.clusters if proj else np.empty(0, np.int32)
+        self._selected_mask = np.zeros(len(self.points), dtype=bool)
+        self._drawn = display_sample(len(self.points), self.max_points)
+        self._drawn_points = MapPoints(self.points.ids[self._drawn], self.points.xy[self._drawn])
+        if len(self._drawn) < len(self.points):
+            self._say(
+                f"Drawing a random {len(self._drawn):,} of {len(self.points):,} images; "
+                "selections cover all of them.",
+                level="info",
+            )
+
+        xy = self.points.xy
+        self.x_scale, self.y_scale = (LinearScale(**dict(zip(("min", "max"), padded_range(xy[:, axis]), strict=True))) for axis in (0, 1))
+        scales = {"x": self.x_scale, "y": self.y_scale}
+        # Result rings: a light halo under a dark ring (theme colours), readable on any background.
+        self.hit_halo = Scatter(x=[], y=[], scales=scales, default_size=90, colors=["transparent"], fill=False,
+                                stroke=_RING_HALO, stroke_width=4.5, marker="circle")
+        self.hits = Scatter(x=[], y=[], scales=scales, default_size=90, colors=["transparent"], fill=False,
+                            stroke=_RING_COLOR, stroke_width=2.0, marker="circle")
+        self.query_mark = Scatter(x=[], y=[], scales=scales, default_size=240, colors=[_QUERY_FILL],
+                                  stroke=_RING_COLOR, stroke_width=1.5, marker="cross")
         self.panzoom = PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]})
         self.figure = Figure(
-            marks=[self.scatter, self.hits, self.query_mark], interaction=self.lasso,
+            marks=[self.hit_halo, self.hits, self.query_mark], interaction=None,
             fig_margin={"top": 10, "bottom": 10, "left": 10, "right": 10},
             layout=ipywidgets.Layout(width="560px", height="520px"),
-            animation_duration=0,
+            animation_duration=0, display_toolbar=False,
         )
         self.figure.add_class("imrec-umap")
+        self.layer = MapLayer(figure=self.figure, x_scale=self.x_scale, y_scale=self.y_scale)
+        self.layer.on_event(self._on_map_event)
 
-        # Every selector covers the plot with its own event layer, so clicking a point (to search
-        # from it) needs a tool with no selector: "click".
         self.tool = ipywidgets.ToggleButtons(
             options=["lasso", "brush", "pan/zoom", "click"], value="lasso", style={"button_width": "auto"},
-            tooltips=["draw around points to select them", "drag a rectangle to select points",
+            tooltips=["draw around points to select them (shift adds)", "drag a rectangle to select points (shift adds)",
                       "drag to pan, scroll to zoom", "click a point to search for images like it"],
         )
         self.tool.add_class("imrec-umap-tool")
+        color_options = [c for c in COLOR_BY if c != "label" or labels is not None]
+        self.color_menu = ipywidgets.Dropdown(options=color_options, value=color_by, description="colour",
+                                              layout=ipywidgets.Layout(width="170px"))
+        self.color_menu.add_class("imrec-umap-color-by")
         self.count = ipywidgets.HTML()
         self.count.add_class("imrec-umap-count")
-        self.hover = ipywidgets.HTML()
+        self.legend = ipywidgets.HTML(layout=ipywidgets.Layout(width="200px"))
         self.scope_box = ipywidgets.Checkbox(description="search only inside the selection", indent=False)
-        self.clear_button = ipywidgets.Button(description="clear", layout=ipywidgets.Layout(width="60px"))
+        self.clear_button = ipywidgets.Button(description="clear", layout=ipywidgets.Layout(width="60px"),
+                                              tooltip="forget the selection")
+        self.clear_button.add_class("imrec-umap-clear")
+        self.reset_button = ipywidgets.Button(description="whole map", layout=ipywidgets.Layout(width="90px"),
+                                              tooltip="zoom out to show every point")
+        self.reset_button.add_class("imrec-umap-reset")
         self.prev_button = ipywidgets.Button(description="◀", layout=ipywidgets.Layout(width="36px"))
         self.next_button = ipywidgets.Button(description="▶", layout=ipywidgets.Layout(width="36px"))
         self.page_label = ipywidgets.HTML()
@@ -172,54 +185,193 @@ class UmapExplorer(ipywidgets.VBox):
         self.gallery.add_class("imrec-umap-gallery")
 
         self.tool.observe(self._tool_changed, "value")
-        self.scatter.observe(self._mark_selected, "selected")
-        self.brush.observe(self._brushed, ["selected_x", "selected_y"])
-        self.scatter.on_hover(self._hovered)
-        self.scatter.on_element_click(self._clicked)
+        traitlets.link((self.color_menu, "value"), (self, "color_by"))
         self.clear_button.on_click(lambda _button: self.clear())
+        self.reset_button.on_click(lambda _button: self.reset_view())
         self.prev_button.on_click(lambda _button: self._show_page(self._page - 1))
         self.next_button.on_click(lambda _button: self._show_page(self._page + 1))
         traitlets.link((self.scope_box, "value"), (self, "search_in_selection"))
 
-        toolbar = ipywidgets.HBox([self.tool, self.count, self.clear_button, self.scope_box, self.hover])
+        toolbar = ipywidgets.HBox(
+            [self.tool, self.reset_button, self.color_menu, self.count, self.clear_button, self.scope_box]
+        )
         pager = ipywidgets.HBox([self.prev_button, self.page_label, self.next_button])
-        super().__init__([self.message, toolbar, ipywidgets.HBox([self.figure, ipywidgets.VBox([pager, self.gallery])])])
+        self.children = [
+            self.message, toolbar,
+            ipywidgets.HBox([self.figure, ipywidgets.VBox([self.legend, pager, self.gallery]), self.layer]),
+        ]
         self.add_class("imrec-umap-explorer")
+        self._recolor()
         self._update_count()
         self._show_page(0)
 
+    def _load_projection(self, compute: bool, umap_params: dict[str, Any]) -> projection_module.Projection | None:
+        index, feature = self.index, self.feature
+        try:
+            state = projection_module.status(index, feature) if index.exists() else {"state": "missing"}
+            # Parameters asked for are honoured: compute() reuses the cached fit when they match.
+            if compute and (state["state"] != "fresh" or umap_params):
+                return index.umap(feature, **umap_params)
+            if state["state"] == "stale":
+                self._say(f"The map misses {state['pending']} new or changed images; run idx.umap({feature!r}) to add them.")
+            return projection_module.load(index, feature)
+        except (ProjectionError, ValueError) as exc:
+            self._say(str(exc))
+            return None
+
     def __repr__(self) -> str:
-        return f"UmapExplorer({self.feature!r}, {len(self._ids)} points, {len(self.selected)} selected)"
+        return f"UmapExplorer({self.feature!r}, {len(self.points)} points, {len(self.selected)} selected)"
 
     # -- messages ---------------------------------------------------------------------------------
     def _say(self, text: str, level: str = "error") -> None:
         color = "var(--jp-error-color1, #d32f2f)" if level == "error" else "var(--jp-ui-font-color2, #555)"
         self.message.value = f'<div style="color:{color};font-size:13px">{html.escape(text)}</div>'
 
+    # -- colours ------------------------------------------------------------------------------------
+    def categories(self, color_by: str | None = None) -> Categories:
+        """Colour categories of every point on the map for ``color_by`` (default: the current)."""
+        kind = color_by or self.color_by
+        if kind not in self._categories:
+            self._categories[kind] = self._compute_categories(kind)
+        return self._categories[kind]
+
+    def _compute_categories(self, kind: str) -> Categories:
+        ids = self.points.ids
+        if kind == "cluster":
+            return mapdata.cluster_categories(self._clusters)
+        if kind == "folder":
+            folders = [record.path.rpartition("/")[0] or "." for record in self.index.records(ids)]
+            return mapdata.categorize(folders)
+        if kind == "label":
+            from imrec_widgets.evaluation import read_labels
+
+            labels = self._labels
+            label_of = {int(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else read_labels(self.index, labels)
+            return mapdata.categorize([label_of.get(int(i), "(no label)") for i in ids.tolist()])
+        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}; got {kind!r}")
+
+    @traitlets.validate("color_by")
+    def _valid_color_by(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        allowed = [c for c in COLOR_BY if c != "label" or self._labels is not None]
+        if value not in allowed:
+            raise traitlets.TraitError(f"color_by must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    @traitlets.observe("color_by")
+    def _color_by_changed(self, _change: dict[str, Any]) -> None:
+        if hasattr(self, "layer"):
+            self._recolor()
+
+    def _recolor(self) -> None:
+        categories = self.categories()
+        self.legend.value = legend_html(categories)
+        drawn_codes = categories.codes[self._drawn]
+        if self.renderer == "svg":
+            self._draw_svg()
+            return
+        self.layer.set_points(self.points.xy[self._drawn], drawn_codes, categories.colors)
+        self.layer.set_selection(self._selected_mask[self._drawn])
+
+    # -- SVG fallback -----------------------------------------------------------------------------
+    def _use_svg(self, reason: str) -> None:
+        if self.renderer == "svg":
+            return
+        count = min(self.max_points, SVG_MAX_POINTS)
+        self._drawn = display_sample(len(self.points), count)
+        self._drawn_points = MapPoints(self.points.ids[self._drawn], self.points.xy[self._drawn])
+        self._say(
+            f"{reason}: the map is drawn as SVG, {len(self._drawn):,} of {len(self.points):,} points; "
+            "selections still cover every image.",
+            level="info",
+        )
+        self._draw_svg()
+        self.renderer = "svg"
+
+    def _draw_svg(self) -> None:
+        from bqplot import ColorScale, Scatter
+
+        categories = self.categories()
+        colors = categories.colors or ["#4e79a7"]
+        color_scale = ColorScale(colors=colors if len(colors) > 1 else colors * 2, min=0, max=max(1, len(colors) - 1))
+        xy = self.points.xy[self._drawn]
+        scatter = Scatter(
+            x=xy[:, 0], y=xy[:, 1], color=categories.codes[self._drawn].astype(np.float32),
+            scales={"x": self.x_scale, "y": self.y_scale, "color": color_scale},
+            default_size=16, stroke=None,
+        )
+        marks = [m for m in self.figure.marks if m is not self._svg_scatter]
+        self._svg_scatter = scatter
+        self.figure.marks = [scatter, *marks]
+        self._show_svg_selection()
+
+    def _show_svg_selection(self) -> None:
+        if self._svg_scatter is None:
+            return
+        drawn_selected = np.flatnonzero(self._selected_mask[self._drawn])
+        # The faded look only while something is selected: clearing restores the normal look.
+        self._svg_scatter.unselected_style = {"opacity": 0.2} if self._selected_mask.any() else {}
+        self._svg_scatter.selected = drawn_selected if drawn_selected.size else None
+
     # -- selection ----------------------------------------------------------------------------------
     def _tool_changed(self, change: dict[str, Any]) -> None:
-        tools = {"lasso": self.lasso, "brush": self.brush, "pan/zoom": self.panzoom, "click": None}
-        self.figure.interaction = tools[change["new"]]
+        self.layer.tool = change["new"]
+        self.figure.interaction = self.panzoom if change["new"] == "pan/zoom" else None
 
-    def _mark_selected(self, change: dict[str, Any]) -> None:
-        positions = change["new"]
-        if positions is None:
-            return
-        ids = self._ids[np.asarray(positions, dtype=np.int64)] if len(positions) else np.empty(0, np.int64)
-        self.selected = sorted(int(i) for i in ids)
+    def _on_map_event(self, message: dict[str, Any], _buffers: list[bytes]) -> None:
+        event = message["event"]
+        if event == "lasso":
+            self.select_polygon(message["polygon"], add=message["add"])
+        elif event == "brush":
+            (x0, x1), (y0, y1) = message["x"], message["y"]
+            self.select_box(x0, x1, y0, y1, add=message["add"])
+        elif event == "click":
+            self._map_clicked(message)
+        elif event == "hover":
+            self._hovered(message)
+        elif event in ("webgl", "unsupported"):
+            self._use_svg(f"No WebGL map in this browser ({message['message']})" if event == "webgl"
+                          else f"This bqplot version is not supported by the map ({message['message']})")
+        elif event == "error":
+            self._say(f"The map could not start: {message['message']}")
 
-    def _brushed(self, _change: dict[str, Any]) -> None:
-        # Computed here from the rectangle, so a brush whose `brushing` never ends still selects.
-        x_range, y_range = self.brush.selected_x, self.brush.selected_y
-        if x_range is None or y_range is None or len(x_range) != 2 or len(y_range) != 2:
-            return
-        self.selected = sorted(int(i) for i in ids_in_box(self._ids, self._xy, x_range, y_range))
+    def _set_selection(self, mask: np.ndarray, add: bool = False) -> None:
+        if add:
+            mask = mask | self._selected_mask
+        self._selected_mask = mask
+        self._setting_mask = True
+        try:
+            self.selected = self.points.ids[mask].tolist()
+        finally:
+            self._setting_mask = False
+        self._show_selection()
+
+    @traitlets.validate("selected")
+    def _valid_selected(self, proposal: dict[str, Any]) -> list[int]:
+        value = proposal["value"]
+        if self._setting_mask:
+            return value
+        return np.unique(np.asarray(value, dtype=np.int64).reshape(-1)).tolist()
 
     @traitlets.observe("selected")
-    def _selected_changed(self, _change: dict[str, Any]) -> None:
+    def _selected_changed(self, change: dict[str, Any]) -> None:
+        if not self._setting_mask:
+            # Assigned from outside: on-map ids only.
+            self._selected_mask = np.isin(self.points.ids, np.asarray(change["new"], dtype=np.int64))
+            on_map = self.points.ids[self._selected_mask].tolist()
+            if on_map != change["new"]:
+                self._set_selection(self._selected_mask)
+                return
+            self._show_selection()
         self._update_count()
         self._show_page(0)
         self._apply_scope()
+
+    def _show_selection(self) -> None:
+        if self.renderer == "svg":
+            self._show_svg_selection()
+        else:
+            self.layer.set_selection(self._selected_mask[self._drawn])
 
     @traitlets.observe("search_in_selection")
     def _scope_toggled(self, _change: dict[str, Any]) -> None:
@@ -229,23 +381,30 @@ class UmapExplorer(ipywidgets.VBox):
         if self._linked is not None:
             self._linked.scope = list(self.selected) if self.search_in_selection and self.selected else None
 
-    def clear(self) -> None:
-        """Forget the selection, and remove the lasso outlines and the brush rectangle."""
-        # bqplot's lasso selects the union of every outline still drawn: without a reset, the
-        # next lasso would bring the cleared points back.
-        self.lasso.reset()
-        self.brush.selected = None
-        self.scatter.selected = None
-        self.selected = []
+    def select(self, ids: Sequence[int] | np.ndarray, *, add: bool = False) -> None:
+        """Select these ids (those on the map; others are ignored)."""
+        self._set_selection(np.isin(self.points.ids, np.asarray(ids, dtype=np.int64)), add)
 
-    def select(self, ids: Sequence[int]) -> None:
-        """Select these ids (those drawn on the map), as if lassoed."""
-        wanted = [self._position[int(i)] for i in ids if int(i) in self._position]
-        self.scatter.selected = wanted or None
-        self.selected = sorted(int(self._ids[p]) for p in wanted)
+    def select_box(self, x0: float, x1: float, y0: float, y1: float, *, add: bool = False) -> None:
+        """Select every point inside the rectangle [x0, x1] x [y0, y1] (map coordinates)."""
+        self._set_selection(self.points.in_box((x0, x1), (y0, y1)), add)
+
+    def select_polygon(self, polygon: Sequence[Sequence[float]] | np.ndarray, *, add: bool = False) -> None:
+        """Select every point inside ``polygon`` ([(x, y), ...] in map coordinates, even-odd rule)."""
+        self._set_selection(self.points.in_polygon(polygon), add)
+
+    def clear(self) -> None:
+        """Forget the selection and remove the lasso and brush outlines; every point looks as before."""
+        self._set_selection(np.zeros(len(self.points), dtype=bool))
+        self.layer.clear_outlines()
+
+    def reset_view(self) -> None:
+        """Zoom and pan back to the whole map."""
+        for scale, axis in ((self.x_scale, 0), (self.y_scale, 1)):
+            scale.min, scale.max = padded_range(self.points.xy[:, axis])
 
     def _update_count(self) -> None:
-        total = len(self._ids)
+        total = len(self.points)
         self.count.value = (
             f'<span class="imrec-umap-selected" style="font-size:13px">'
             f"{len(self.selected):,} of {total:,} selected</span>"
@@ -259,7 +418,7 @@ class UmapExplorer(ipywidgets.VBox):
             self.gallery.value = '<div style="font-size:12px;color:var(--jp-ui-font-color2,#666)">Lasso or brush points to see them here.</div>'
             return
         records = self.index.records(ids)
-        thumbs = self.index.thumbnail_bytes(ids) if "thumb" in self.index.settings["features"] else [b""] * len(ids)
+        thumbs = self._thumbnails(ids)
         cells = []
         for record, jpeg in zip(records, thumbs, strict=True):
             name = html.escape(record.path.rsplit("/", 1)[-1])
@@ -270,18 +429,38 @@ class UmapExplorer(ipywidgets.VBox):
             )
         self.gallery.value = f'<div style="display:flex;flex-wrap:wrap;gap:4px">{"".join(cells)}</div>'
 
-    # -- hover and click --------------------------------------------------------------------------------
-    def _hovered(self, _mark: Any, target: dict[str, Any]) -> None:
-        position = target.get("data", {}).get("index")
-        if position is None:
-            return
-        record = self.index.records([int(self._ids[int(position)])])[0]
-        self.hover.value = f'<span style="font-size:12px" title="{html.escape(record.path)}">{html.escape(record.path)}</span>'
+    def _thumbnails(self, ids: Sequence[int]) -> list[bytes]:
+        if "thumb" not in self.index.settings["features"]:
+            return [b""] * len(ids)
+        return self.index.thumbnail_bytes(ids)
 
-    def _clicked(self, _mark: Any, target: dict[str, Any]) -> None:
-        position = target.get("data", {}).get("index")
-        if position is not None and self._linked is not None:
-            self._linked.search(int(self._ids[int(position)]))
+    # -- hover and click --------------------------------------------------------------------------------
+    def _point_at(self, message: dict[str, Any]) -> int | None:
+        """Position (in the drawn points) of the point under the pointer, if any."""
+        return self._drawn_points.nearest(
+            message["x"], message["y"], dx=message["dx"], dy=message["dy"], radius=message["radius"]
+        )
+
+    def _hovered(self, message: dict[str, Any]) -> None:
+        position = self._point_at(message)
+        if position is None:
+            self.layer.send({"event": "hover", "id": None})
+            return
+        id_ = int(self._drawn_points.ids[position])
+        record = self.index.records([id_])[0]
+        x, y = (float(v) for v in self._drawn_points.xy[position])
+        self.layer.send({"event": "hover", "id": id_, "name": record.path, "x": x, "y": y}, buffers=self._thumbnails([id_]))
+
+    def _map_clicked(self, message: dict[str, Any]) -> None:
+        if message.get("add"):
+            return
+        if self.tool.value == "click":
+            position = self._point_at(message)
+            if position is not None and self._linked is not None:
+                self._linked.search(int(self._drawn_points.ids[position]))
+        elif self.selected:
+            # A click without a drag (a lasso or box of no area) clears, as in other scatter tools.
+            self.clear()
 
     # -- linking ------------------------------------------------------------------------------------------
     def link(self, search_widget: SearchWidget) -> UmapExplorer:
@@ -294,12 +473,15 @@ class UmapExplorer(ipywidgets.VBox):
 
     def highlight(self, ids: Sequence[int], query_xy: np.ndarray | None = None) -> None:
         """Ring the points ``ids`` on the map and mark the query's position."""
-        positions = [self._position[int(i)] for i in ids if int(i) in self._position]
-        self.hits.x, self.hits.y = self._xy[positions, 0], self._xy[positions, 1]
-        if query_xy is None or len(query_xy) == 0:
-            self.query_mark.x, self.query_mark.y = [], []
-        else:
-            self.query_mark.x, self.query_mark.y = query_xy[:, 0], query_xy[:, 1]
+        on_map = np.isin(self.points.ids, np.asarray(list(ids), dtype=np.int64))
+        xy = self.points.xy[on_map]
+        with self.figure.hold_sync():
+            for mark in (self.hit_halo, self.hits):
+                mark.x, mark.y = xy[:, 0], xy[:, 1]
+            if query_xy is None or len(query_xy) == 0:
+                self.query_mark.x, self.query_mark.y = [], []
+            else:
+                self.query_mark.x, self.query_mark.y = query_xy[:, 0], query_xy[:, 1]
 
     def _results_changed(self, change: dict[str, Any]) -> None:
         hits = change["new"] or []

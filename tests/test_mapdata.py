@@ -1,0 +1,149 @@
+"""The map's data work without a widget: colour categories, box/lasso selection, hover lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imrec_widgets.mapdata import (
+    NOISE_COLOR,
+    OTHER_COLOR,
+    PALETTE,
+    MapPoints,
+    categorize,
+    cluster_categories,
+    display_sample,
+    padded_range,
+    thin_polygon,
+)
+
+
+def _inside_reference(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting, one point at a time in plain Python (the slow, obvious version)."""
+    result = []
+    count = len(polygon)
+    for px, py in points.tolist():
+        inside = False
+        for i in range(count):
+            (x1, y1), (x2, y2) = polygon[i], polygon[(i + 1) % count]
+            if (y1 <= py < y2) or (y2 <= py < y1):
+                if px < x1 + (py - y1) * (x2 - x1) / (y2 - y1):
+                    inside = not inside
+        result.append(inside)
+    return np.array(result, dtype=bool)
+
+
+def _star(centre: tuple[float, float], radii: np.ndarray, turns: float = 1.0) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi * turns, len(radii), endpoint=False)
+    return np.column_stack([centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)])
+
+
+# -- categories --------------------------------------------------------------------------------
+
+
+def test_categories_are_ordered_by_size_with_codes_that_match() -> None:
+    values = np.array(["b", "a", "b", "c", "b", "a"])
+    cats = categorize(values)
+    assert cats.names == ["b", "a", "c"] and cats.counts == [3, 2, 1]
+    assert cats.colors == list(PALETTE[:3])
+    assert [cats.names[c] for c in cats.codes.tolist()] == values.tolist()
+    assert cats.codes.dtype == np.uint8
+    assert cats.legend() == [(PALETTE[0], "b", 3), (PALETTE[1], "a", 2), (PALETTE[2], "c", 1)]
+
+
+def test_categories_beyond_the_palette_share_one_other_entry() -> None:
+    # category k has 100 - k members, so the order is known; noise is the largest but comes last
+    values = np.concatenate([np.full(100 - k, k) for k in range(len(PALETTE) + 5)] + [np.full(500, -1)])
+    cats = cluster_categories(values)
+    assert len(cats.names) == len(PALETTE) + 2
+    assert cats.names[: len(PALETTE)] == [f"cluster {k}" for k in range(len(PALETTE))]
+    assert cats.names[-2:] == ["other", "noise"] and cats.colors[-2:] == [OTHER_COLOR, NOISE_COLOR]
+    assert cats.counts[-2] == sum(100 - k for k in range(len(PALETTE), len(PALETTE) + 5))
+    assert cats.counts[-1] == 500 and sum(cats.counts) == len(values)
+    assert np.all(cats.codes[values == -1] == len(cats.names) - 1)
+    assert np.all(cats.codes[values >= len(PALETTE)] == len(cats.names) - 2)
+
+
+def test_no_values_no_categories() -> None:
+    cats = categorize([])
+    assert cats.names == [] and cats.codes.size == 0
+
+
+# -- geometry ----------------------------------------------------------------------------------
+
+
+def test_box_includes_edges_and_takes_either_order() -> None:
+    points = MapPoints(np.array([10, 11, 12, 13]), np.array([[0, 0], [1, 1], [2, 2], [1, 5]], dtype=np.float32))
+    assert points.ids[points.in_box([0.5, 2.0], [0.0, 2.0])].tolist() == [11, 12]
+    assert points.ids[points.in_box([2.0, 0.5], [2.0, 0.0])].tolist() == [11, 12]
+    assert not points.in_box([5, 6], [5, 6]).any()
+
+
+@pytest.mark.parametrize("turns", [1.0, 2.0])  # 2 turns: a self-crossing star (even-odd holes)
+def test_polygon_matches_plain_ray_casting(turns: float) -> None:
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-2, 2, (3000, 2)).astype(np.float32)
+    # vertices on the points' own y values test the half-open band rule
+    xy[:20, 1] = 0.0
+    polygon = _star((0.0, 0.0), rng.uniform(0.4, 1.8, 37), turns)
+    polygon[5, 1] = 0.0
+    points = MapPoints(np.arange(len(xy)) + 100, xy)
+    got = points.in_polygon(polygon)
+    expected = _inside_reference(xy.astype(np.float64), polygon)
+    assert 200 < expected.sum() < 2800
+    np.testing.assert_array_equal(got, expected)
+    # the same again uses the cached sort and gives the same
+    np.testing.assert_array_equal(points.in_polygon(polygon), expected)
+
+
+def test_degenerate_polygons_select_nothing() -> None:
+    points = MapPoints(np.arange(4), np.array([[0, 0], [1, 1], [2, 2], [0.5, 0.5]], dtype=np.float32))
+    assert not points.in_polygon([]).any()
+    assert not points.in_polygon([[0, 0], [2, 2]]).any()
+    assert not points.in_polygon([[0, 0], [1, 1], [2, 2]]).any()  # zero area
+    assert not MapPoints(np.empty(0), np.empty((0, 2))).in_polygon([[0, 0], [1, 0], [0, 1]]).any()
+
+
+def test_a_million_points_every_one_inside() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.normal(0, 1, (1_000_000, 2)).astype(np.float32)
+    points = MapPoints(np.arange(len(xy)), xy)
+    everything = [[-100, -100], [100, -100], [100, 100], [-100, 100]]
+    assert points.in_polygon(everything).all()
+    assert points.in_box([-100, 100], [-100, 100]).all()
+    ring = _star((0.0, 0.0), np.full(400, 1.0))
+    inside = points.in_polygon(ring)
+    sample = rng.choice(len(xy), 2000, replace=False)
+    np.testing.assert_array_equal(inside[sample], _inside_reference(xy[sample].astype(np.float64), ring))
+
+
+def test_thin_polygon_keeps_at_most_the_limit() -> None:
+    polygon = np.arange(50_000 * 2, dtype=float).reshape(-1, 2)
+    thinned = thin_polygon(polygon, 1000)
+    assert len(thinned) <= 1000 and thinned[0].tolist() == polygon[0].tolist()
+    assert thin_polygon(polygon[:10], 1000) is not None and len(thin_polygon(polygon[:10], 1000)) == 10
+
+
+def test_nearest_measures_on_screen_and_honours_the_radius() -> None:
+    xy = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    points = MapPoints(np.array([7, 8, 9]), xy)
+    # 1 map unit = 1 pixel: (0, 0.6) is nearest to (0, 1)
+    assert points.nearest(0.0, 0.6, dx=1.0, dy=1.0, radius=8) == 2
+    # y squeezed on screen (10 units per pixel): now (0, 0) and (0, 1) are 0.1 px apart
+    assert points.nearest(0.0, 0.4, dx=1.0, dy=10.0, radius=8) == 0
+    assert points.nearest(5.0, 0.0, dx=1.0, dy=1.0, radius=4) is None  # 5 px from both
+    assert points.nearest(5.0, 0.0, dx=1.0, dy=1.0, radius=6) in (0, 1)
+    assert points.nearest(0, 0, dx=0.0, dy=1.0, radius=8) is None
+    assert MapPoints(np.empty(0), np.empty((0, 2))).nearest(0, 0, dx=1, dy=1, radius=8) is None
+
+
+def test_padded_range_and_display_sample() -> None:
+    assert padded_range(np.array([0.0, 4.0, 10.0])) == (-0.5, 10.5)
+    assert padded_range(np.array([3.0, 3.0])) == (2.0, 4.0)
+    assert padded_range(np.array([np.nan, 1.0, 3.0])) == (0.9, 3.1)
+    assert padded_range(np.empty(0)) == (-1.0, 1.0)
+    assert display_sample(7, 10).tolist() == list(range(7))
+    sample = display_sample(1000, 100)
+    assert sample.size == 100 and np.all(np.diff(sample) > 0)
+    np.testing.assert_array_equal(sample, display_sample(1000, 100))
+    assert not np.array_equal(sample, display_sample(1000, 100, seed=1))
