@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+HASH_MODES = ("ahash", "dhash")  # the modes whose duplicates have a default --max-distance
 
 
 def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
@@ -121,23 +122,39 @@ def _umap(args: argparse.Namespace) -> int:
 
 @command("info")
 def _info(args: argparse.Namespace) -> int:
-    info = _open_index(args).info()
+    index = _open_index(args)
+    info = index.info()
+    errors = []
+    if args.errors and info["exists"]:
+        errors = [{"path": str(path), "error": message} for path, message in index.errors()]
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({**info, "errors": errors} if args.errors else info, indent=2, default=str))
         return 0
     print(f"images root : {info['root']}")
     print(f"index       : {info['index_dir']}")
     if not info["exists"]:
-        print(f"no index yet; run `imrec index {info['root']}`")
+        below = info["indexes_below"]
+        if below:
+            print("no index here, but these folders below it have one:")
+            for folder in below:
+                print(f"  {folder}")
+            print(f"see one with `imrec info {below[0]}`")
+        else:
+            print(f"no index yet; run `imrec index {info['root']}`")
         return 0
     counts = info["counts"]
-    print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed")
+    hint = " (list them with --errors)" if counts["error"] and not args.errors else ""
+    print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed{hint}")
     settings = info["settings"]
     print(f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)")
     print(f"features    : {', '.join(info['stored'])}")
     for name, config in sorted(info["feature_config"].items()):
         print(f"  {name:<9} {json.dumps(config, sort_keys=True)}")
     print(f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}")
+    if args.errors:
+        print(f"unreadable  : {len(errors)} file{'' if len(errors) == 1 else 's'}")
+        for row in errors:
+            print(f"  {row['path']}: {row['error']}")
     return 0
 
 
@@ -190,6 +207,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("duplicates")
 def _duplicates(args: argparse.Namespace) -> int:
+    if args.max_distance is None and args.mode not in HASH_MODES:
+        raise ValueError(
+            f"--mode {args.mode} has no default distance; pass --max-distance, "
+            "e.g. --max-distance 0.05 for embedding (cosine)"
+        )
     groups = _open_index(args).duplicates(mode=args.mode, max_distance=args.max_distance, metric=args.metric)
     if args.json:
         print(json.dumps({"mode": groups.mode, "metric": groups.metric, "max_distance": groups.max_distance,
@@ -301,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="counts, settings and sizes of an index")
     add_root(p)
+    p.add_argument("--errors", action="store_true", help="also list the unreadable files and why")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = sub.add_parser("export", help="write an index's feature for another tool (TensorBoard projector)")
@@ -329,6 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_empty_index(exc: BaseException) -> bool:
+    index_module = sys.modules.get(f"{__package__}.index")  # loaded if it raised
+    return index_module is not None and isinstance(exc, index_module.EmptyIndexError)
+
+
+def _index_command(args: argparse.Namespace) -> str:
+    """The ``imrec index`` command line that fills the index ``args`` point at."""
+    index_dir = getattr(args, "index_dir", None)
+    return f"imrec index {args.root}" + (f" --index-dir {index_dir}" if index_dir else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imrec`` console script; returns the exit status."""
     parser = build_parser()
@@ -340,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_empty_index(exc):
+            message = f"no searchable images indexed yet; run `{_index_command(args)}`"
         print(f"imrec {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -112,7 +112,7 @@ def test_cli_duplicates(labeled_index: ImageIndex, capsys: pytest.CaptureFixture
     assert out.startswith("") and "by ahash/hamming <= 1" in out.splitlines()[0]
     assert "group 1:" in out
     assert main(["duplicates", str(labeled_index.root), "--mode", "rgb"]) == 1
-    assert "pass max_distance for mode 'rgb'" in capsys.readouterr().err
+    assert "--mode rgb has no default distance; pass --max-distance" in capsys.readouterr().err
 
 
 def test_bad_arguments(labeled_index: ImageIndex, photos: Path) -> None:
