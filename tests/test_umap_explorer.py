@@ -318,7 +318,7 @@ def test_clicking_a_point_searches_more_like_it(linked) -> None:
 def test_search_only_inside_the_selection(linked) -> None:
     explorer, search = linked
     index = explorer.index
-    inside = [_id(index, n) for n in ("cat", "cat_crop", "page", "flower_small", "moon")]
+    inside = [_id(index, n) for n in ("chelsea", "chelsea_crop", "page", "flower_small", "moon")]
     explorer.select(inside)
     assert search.scope is None  # not until asked
     search.search(_photo(index, "coffee"))
@@ -349,7 +349,7 @@ def test_clicking_inside_a_scoped_selection_keeps_the_scope(linked) -> None:
     explorer, search = linked
     assert "click" not in explorer.scatter.interactions
     index = explorer.index
-    inside = [_id(index, n) for n in ("cat", "cat_crop", "cat_mirror", "page", "flower")]
+    inside = [_id(index, n) for n in ("chelsea", "chelsea_crop", "chelsea_mirror", "page", "flower")]
     explorer.select(inside)
     explorer.search_in_selection = True
     position = _positions(explorer, [inside[0]])[0]
