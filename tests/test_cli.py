@@ -231,3 +231,18 @@ def test_cli_errors_say_what_to_type(photos: Path, tmp_path: Path) -> None:
     result = imrec("evaluate", str(photos), "--labels", str(missing))
     assert result.returncode == 1
     assert result.stderr.strip() == f"imrec evaluate: error: labels file not found: {missing}"
+
+
+def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    steps = subprocess.run(
+        ["make", "-n", "-B", "venv", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    installs = [i for i, step in enumerate(steps) if "pip install" in step]
+    announced = [i for i, step in enumerate(steps) if step.startswith("echo") and "a few minutes" in step]
+    assert installs and announced and announced[0] < installs[0], steps
+    assert "torch torchvision --index-url https://download.pytorch.org/whl/cpu" in steps[installs[0]]
+    troubleshooting = (repo / "README.md").read_text().split("## Troubleshooting", 1)[1]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in troubleshooting
+    assert "CUDA" in troubleshooting and "GB" in troubleshooting
