@@ -288,10 +288,13 @@ class Lab:
 
 
 def _split(values: np.ndarray, fraction: float) -> float:
-    """A coordinate between two neighbouring values near ``fraction`` of the way through them."""
+    """A coordinate in the widest gap between neighbouring values near ``fraction`` of the way
+    through them (two points 1.5 px apart put an edge 0.75 px from each)."""
     ordered = np.sort(values)
     n = int(np.clip(round(fraction * len(ordered)), 1, len(ordered) - 1))
-    return float(ordered[n - 1] + ordered[n]) / 2
+    near = range(max(1, n - 2), min(len(ordered) - 1, n + 2) + 1)
+    widest = max(near, key=lambda i: ordered[i] - ordered[i - 1])
+    return float(ordered[widest - 1] + ordered[widest]) / 2
 
 
 def _rectangle(
