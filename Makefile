@@ -10,8 +10,16 @@ DEMO_DIR ?= $(HOME)/imrec-demo
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-venv: $(BIN)/python
+# Installs once, again only when pyproject.toml changes. TORCH_INDEX_URL (e.g.
+# https://download.pytorch.org/whl/cpu) installs torch from there first: a CPU-only torch.
+TORCH_INDEX_URL ?=
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing imrec-widgets with torch and friends into $(VENV): a few minutes, several GB (README: Troubleshooting)"
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install -q torch torchvision --index-url $(TORCH_INDEX_URL))
 	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+venv: $(VENV)/.installed
 
 # Debian's Chromium drives the real-browser tests (never `playwright install`: it downloads).
 browser:

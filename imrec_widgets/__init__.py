@@ -48,3 +48,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'imrec_widgets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so tab completion and dir() show the whole public API.
+    return sorted({*globals(), *__all__})

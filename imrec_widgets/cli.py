@@ -11,6 +11,8 @@ from typing import Any
 from . import __version__
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+DEMO_FOLDER = "~/imrec-demo"  # README and Makefile say the same
+HASH_MODES = ("ahash", "dhash")  # the modes whose duplicates have a default --max-distance
 
 
 def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
@@ -121,23 +123,39 @@ def _umap(args: argparse.Namespace) -> int:
 
 @command("info")
 def _info(args: argparse.Namespace) -> int:
-    info = _open_index(args).info()
+    index = _open_index(args)
+    info = index.info()
+    errors = []
+    if args.errors and info["exists"]:
+        errors = [{"path": str(path), "error": message} for path, message in index.errors()]
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({**info, "errors": errors} if args.errors else info, indent=2, default=str))
         return 0
     print(f"images root : {info['root']}")
     print(f"index       : {info['index_dir']}")
     if not info["exists"]:
-        print(f"no index yet; run `imrec index {info['root']}`")
+        below = info["indexes_below"]
+        if below:
+            print("no index here, but these folders below it have one:")
+            for folder in below:
+                print(f"  {folder}")
+            print(f"see one with `imrec info {below[0]}`")
+        else:
+            print(f"no index yet; run `imrec index {info['root']}`")
         return 0
     counts = info["counts"]
-    print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed")
+    hint = " (list them with --errors)" if counts["error"] and not args.errors else ""
+    print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed{hint}")
     settings = info["settings"]
     print(f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)")
     print(f"features    : {', '.join(info['stored'])}")
     for name, config in sorted(info["feature_config"].items()):
         print(f"  {name:<9} {json.dumps(config, sort_keys=True)}")
     print(f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}")
+    if args.errors:
+        print(f"unreadable  : {len(errors)} file{'' if len(errors) == 1 else 's'}")
+        for row in errors:
+            print(f"  {row['path']}: {row['error']}")
     return 0
 
 
@@ -190,6 +208,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("duplicates")
 def _duplicates(args: argparse.Namespace) -> int:
+    if args.max_distance is None and args.mode not in HASH_MODES:
+        raise ValueError(
+            f"--mode {args.mode} has no default distance; pass --max-distance, "
+            "e.g. --max-distance 0.05 for embedding (cosine)"
+        )
     groups = _open_index(args).duplicates(mode=args.mode, max_distance=args.max_distance, metric=args.metric)
     if args.json:
         print(json.dumps({"mode": groups.mode, "metric": groups.metric, "max_distance": groups.max_distance,
@@ -213,25 +236,95 @@ def _demo(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder).expanduser().resolve()
     photos = folder / "photos"
-    written = write_sample_photos(photos, with_variants=True)
-    print(f"wrote {len(written)} sample photos (scikit-image, scikit-learn) to {photos}")
+    # A rerun changes nothing that exists: no photo rewritten, no edited notebook replaced.
+    written = write_sample_photos(photos, with_variants=True, overwrite=False)
+    if written:
+        print(f"wrote {len(written)} sample photos (scikit-image, scikit-learn) to {photos}")
+    else:
+        print(f"sample photos already in {photos}")
     index = ImageIndex.open(photos)
     print(index.update(progress=not args.quiet))
     import shutil
 
+    copied, kept = [], []
     for notebook in example_notebooks():
-        shutil.copy(notebook, folder / notebook.name)
-    print(f"example notebooks copied to {folder}; they search IMREC_PHOTOS={photos}")
+        target = folder / notebook.name
+        if target.exists():
+            kept.append(notebook.name)
+        else:
+            shutil.copyfile(notebook, target)
+            copied.append(notebook.name)
+    if copied:
+        print(f"example notebooks copied to {folder}: {', '.join(copied)}")
+    if kept:
+        print(f"kept your {', '.join(kept)} (delete one to get the shipped version back)")
+    print(f"the notebooks search IMREC_PHOTOS={photos}")
     if args.no_lab:
         return 0
+    return _run_lab(folder, photos, open_browser=not args.no_browser)
+
+
+DEMO_NOTEBOOK = "01_quickstart.ipynb"
+LAB_URL_TIMEOUT = 120.0  # seconds to wait for JupyterLab to say where it listens
+
+
+def lab_command(folder: Any, *, open_browser: bool, as_root: bool) -> list[str]:
+    """The JupyterLab command line of ``imrec demo``; ``as_root`` adds ``--allow-root``."""
+    command = [sys.executable, "-m", "jupyterlab", DEMO_NOTEBOOK, f"--ServerApp.root_dir={folder}"]
+    if not open_browser:
+        command.append("--no-browser")
+    if as_root:  # JupyterLab refuses root without it (containers, CI runners)
+        command.append("--allow-root")
+    return command
+
+
+def _run_lab(folder: Any, photos: Any, *, open_browser: bool) -> int:
+    """Run JupyterLab on the demo folder until it stops; print its URL (with the token) once up."""
+    import importlib.util
     import os
     import subprocess
 
-    command = [sys.executable, "-m", "jupyter", "lab", "01_quickstart.ipynb", f"--ServerApp.root_dir={folder}"]
-    if args.no_browser:
-        command.append("--no-browser")
-    print("starting JupyterLab:", " ".join(command))
-    return subprocess.call(command, cwd=folder, env={**os.environ, "IMREC_PHOTOS": str(photos)})
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise RuntimeError(
+            "JupyterLab is not installed: `pip install jupyterlab`, or open the notebooks in "
+            f"{folder} with any Jupyter"
+        )
+    command = lab_command(folder, open_browser=open_browser, as_root=os.geteuid() == 0)
+    print("starting JupyterLab:", " ".join(command), flush=True)
+    server = subprocess.Popen(command, cwd=folder, env={**os.environ, "IMREC_PHOTOS": str(photos)})
+    try:
+        url = _wait_for_lab_url(server)
+        if url:
+            print(f"JupyterLab is running at {url}", flush=True)
+            print("stop it with Ctrl-C", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()  # a clean shutdown: JupyterLab stops its kernels
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        raise
+
+
+def _wait_for_lab_url(server: Any, timeout: float = LAB_URL_TIMEOUT) -> str | None:
+    """The demo notebook's URL, read from the file JupyterLab writes once it listens."""
+    import time
+    from pathlib import Path
+
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    info_file = Path(jupyter_runtime_dir()) / f"jpserver-{server.pid}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        token = info.get("token") or ""
+        return f"{info['url'].rstrip('/')}/lab/tree/{DEMO_NOTEBOOK}" + (f"?token={token}" if token else "")
+    return None
 
 
 def example_notebooks() -> list[Any]:
@@ -294,13 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN min_cluster_size (default ~1%% of images)")
 
     p = sub.add_parser("demo", help="index real sample photos and open the quick-start notebook")
-    p.add_argument("folder", nargs="?", default="imrec-demo", help="where to put photos and notebook (default ./imrec-demo)")
+    p.add_argument("folder", nargs="?", default=DEMO_FOLDER, help=f"where to put photos and notebooks (default {DEMO_FOLDER})")
     p.add_argument("--no-lab", action="store_true", help="only write and index the photos")
     p.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("info", help="counts, settings and sizes of an index")
     add_root(p)
+    p.add_argument("--errors", action="store_true", help="also list the unreadable files and why")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = sub.add_parser("export", help="write an index's feature for another tool (TensorBoard projector)")
@@ -329,6 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_empty_index(exc: BaseException) -> bool:
+    index_module = sys.modules.get(f"{__package__}.index")  # loaded if it raised
+    return index_module is not None and isinstance(exc, index_module.EmptyIndexError)
+
+
+def _index_command(args: argparse.Namespace) -> str:
+    """The ``imrec index`` command line that fills the index ``args`` point at."""
+    index_dir = getattr(args, "index_dir", None)
+    return f"imrec index {args.root}" + (f" --index-dir {index_dir}" if index_dir else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imrec`` console script; returns the exit status."""
     parser = build_parser()
@@ -340,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_empty_index(exc):
+            message = f"no searchable images indexed yet; run `{_index_command(args)}`"
         print(f"imrec {args.command}: error: {message}", file=sys.stderr)
         return 1
 

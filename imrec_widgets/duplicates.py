@@ -158,7 +158,9 @@ def find_duplicates(
     if ids.size == 0:
         from .index import EmptyIndexError
 
-        raise EmptyIndexError("the index has no searchable images yet; run update() first")
+        raise EmptyIndexError(
+            f"the index of {index.root} has no searchable images yet; run idx.update() first"
+        )
     prepared = index.searcher.prepared(mode, metric)
 
     first, second = close_pairs(prepared, metric, float(max_distance))

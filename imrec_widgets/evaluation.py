@@ -65,6 +65,8 @@ def read_labels(index: ImageIndex, path: str | os.PathLike[str]) -> dict[int, st
     Rows naming no searchable image are ignored; ValueError if none names one.
     """
     path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields = [name.strip().lower() for name in reader.fieldnames or []]

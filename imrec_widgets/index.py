@@ -59,6 +59,37 @@ class EmptyIndexError(ValueError):
     """The index holds no searchable images yet."""
 
 
+def find_indexes(folder: str | os.PathLike[str], max_depth: int = 3, max_folders: int = 10_000) -> list[Path]:
+    """Image folders below ``folder`` (not itself) that hold an index in the default place.
+
+    Looks ``max_depth`` levels down and at most ``max_folders`` folders, skipping hidden ones,
+    so pointing it at a home folder stays quick.
+    """
+    top = Path(folder).expanduser().resolve()
+    found: list[Path] = []
+    level = [top]
+    visited = 0
+    for _depth in range(max_depth):
+        below = []
+        for parent in level:
+            try:
+                children = sorted(
+                    entry.path for entry in os.scandir(parent)
+                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+                )
+            except OSError:
+                continue
+            for child in map(Path, children):
+                visited += 1
+                if visited > max_folders:
+                    return found
+                if (child / INDEX_DIRNAME / "catalog.sqlite").is_file():
+                    found.append(child)
+                below.append(child)
+        level = below
+    return found
+
+
 class _WriteLock:
     """An exclusive ``flock`` on ``<index>/write.lock``; released by the OS if the holder dies."""
 
@@ -411,9 +442,17 @@ class ImageIndex:
         return [(self.root / r.path, r.error or "") for r in self.catalog.records(status="error")]
 
     def info(self) -> dict[str, Any]:
-        """Counts by status, settings, features present and sizes on disk."""
+        """Counts by status, settings, features present and sizes on disk.
+
+        With no index here, ``indexes_below`` lists the folders below ``root`` that have one.
+        """
         if not self.exists():
-            return {"root": str(self.root), "index_dir": str(self.index_dir), "exists": False}
+            return {
+                "root": str(self.root),
+                "index_dir": str(self.index_dir),
+                "exists": False,
+                "indexes_below": [str(folder) for folder in find_indexes(self.root)],
+            }
         catalog = self.catalog
         return {
             "root": str(self.root),

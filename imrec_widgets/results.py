@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -58,23 +59,41 @@ class SearchResults(list):
         return f"<SearchResults {self.mode}/{self.metric}, {len(self)} hits in {self.seconds * 1000:.1f} ms: {head}{more}>"
 
     def _repr_html_(self) -> str:
+        # Classes of its own (imrec-hits*), never the SearchWidget's: that stylesheet is global.
         images = self._thumbnails(self.ids) if self._thumbnails and len(self) else [b""] * len(self)
         cells = []
         for hit, jpeg in zip(self, images, strict=True):
             name = html.escape(hit.path.name)
             source = base64.b64encode(jpeg).decode() if jpeg else ""
             cells.append(
-                f'<figure style="margin:0;width:96px;text-align:center" title="{html.escape(str(hit.path))}">'
+                f'<figure class="imrec-hit" style="margin:0;width:96px;text-align:center" '
+                f'title="{html.escape(str(hit.path))}">'
                 f'<img src="data:image/jpeg;base64,{source}" width="96" height="96" '
                 f'style="object-fit:contain;border-radius:4px" alt="{name}">'
-                f'<figcaption style="font-size:11px;overflow:hidden;text-overflow:ellipsis;'
-                f'white-space:nowrap">{hit.rank + 1}. {name}<br>{hit.distance:.4g}</figcaption></figure>'
+                f'<figcaption style="font-size:11px;line-height:1.3;overflow-wrap:anywhere">'
+                f"{hit.rank + 1}. {_wrappable(short_name(hit.path.name))}<br>{hit.distance:.4g}"
+                "</figcaption></figure>"
             )
         caption = (
             f"{len(self)} hits · mode {html.escape(self.mode)} · metric {html.escape(self.metric)} · "
             f"{self.seconds * 1000:.1f} ms"
         )
         return (
-            f'<div class="imrec-results"><div style="font-size:12px;margin-bottom:4px">{caption}</div>'
-            f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(cells)}</div></div>'
+            f'<div class="imrec-hits"><div style="font-size:12px;margin-bottom:4px">{caption}</div>'
+            f'<div class="imrec-hits-grid" style="display:flex;flex-wrap:wrap;gap:6px">{"".join(cells)}</div></div>'
         )
+
+
+def short_name(name: str, max_chars: int = 26) -> str:
+    """``name`` in at most ``max_chars`` characters, shortened in the middle: copies of a photo
+    differ at the end (``hubble_deep_field_mirror.jpg``), so the end stays."""
+    if len(name) <= max_chars:
+        return name
+    keep = max(2, max_chars - 1)
+    tail = -(-keep * 3 // 5)  # ceil(keep * 0.6), as the widget's fitName
+    return f"{name[: keep - tail]}…{name[len(name) - tail :]}"
+
+
+def _wrappable(name: str) -> str:
+    """``name`` as HTML that wraps after ``_`` and ``-`` and before the extension, not mid-word."""
+    return "<wbr>".join(html.escape(part) for part in re.split(r"(?<=[_-])|(?=\.[^.]*$)", name) if part)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 # scikit-image's bundled photographs (no download needed), grouped into folders by subject.
+# Its `cat` is the very same photo as `chelsea`, so it is left out.
 SKIMAGE_PHOTOS = {
     "people/astronaut": "astronaut",
     "people/camera": "camera",
     "animals/chelsea": "chelsea",
-    "animals/cat": "cat",
+    "objects/motorcycle": "stereo_motorcycle",
     "objects/coffee": "coffee",
     "objects/rocket": "rocket",
     "objects/coins": "coins",
@@ -31,19 +33,30 @@ SKIMAGE_PHOTOS = {
 SKLEARN_PHOTOS = {"places/china": "china.jpg", "nature/flower": "flower.jpg"}
 
 
-def sample_photos() -> Iterator[tuple[str, Image.Image]]:
-    """``(name, RGB image)`` for every bundled real photograph that is available."""
+def _photo_loaders() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
+    """``(name, load)`` for every bundled real photograph that is available; nothing decoded yet."""
     from skimage import data
 
-    for name, attribute in SKIMAGE_PHOTOS.items():
+    def skimage_photo(attribute: str) -> Image.Image:
         array = getattr(data, attribute)()
-        yield name, Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
+        if isinstance(array, tuple):  # stereo_motorcycle: (left, right, disparity)
+            array = array[0]
+        return Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
+
+    for name, attribute in SKIMAGE_PHOTOS.items():
+        yield name, partial(skimage_photo, attribute)
     try:
         from sklearn.datasets import load_sample_image
     except ImportError:
         return
     for name, filename in SKLEARN_PHOTOS.items():
-        yield name, Image.fromarray(load_sample_image(filename)).convert("RGB")
+        yield name, lambda filename=filename: Image.fromarray(load_sample_image(filename)).convert("RGB")
+
+
+def sample_photos() -> Iterator[tuple[str, Image.Image]]:
+    """``(name, RGB image)`` for every bundled real photograph that is available."""
+    for name, load in _photo_loaders():
+        yield name, load()
 
 
 def variants(image: Image.Image) -> Iterator[tuple[str, Image.Image]]:
@@ -55,22 +68,35 @@ def variants(image: Image.Image) -> Iterator[tuple[str, Image.Image]]:
     yield "warm", ImageEnhance.Color(image).enhance(1.6)
 
 
-def write_sample_photos(folder: str | os.PathLike[str], *, with_variants: bool = False) -> list[Path]:
+VARIANTS = ("crop", "small", "mirror", "warm")
+"""The suffixes of ``variants``' copies, in its order."""
+
+
+def write_sample_photos(
+    folder: str | os.PathLike[str], *, with_variants: bool = False, overwrite: bool = True
+) -> list[Path]:
     """Write the sample photos as JPEG files under ``folder`` (sub-folders by subject).
 
     With ``with_variants``, each photo also gets cropped, rescaled, mirrored and
-    colour-shifted copies beside it. Returns the paths written.
+    colour-shifted copies beside it. With ``overwrite=False`` files that exist are left
+    alone (a photo whose files all exist is not even decoded). Returns the paths written.
     """
     root = Path(folder).expanduser()
     written = []
-    for name, image in sample_photos():
+    for name, load in _photo_loaders():
         target = root / f"{name}.jpg"
+        copies = {suffix: root / f"{name}_{suffix}.jpg" for suffix in (VARIANTS if with_variants else ())}
+        wanted = [path for path in (target, *copies.values()) if overwrite or not path.exists()]
+        if not wanted:
+            continue
+        image = load()
         target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target, quality=92)
-        written.append(target)
-        if with_variants:
+        if target in wanted:
+            image.save(target, quality=92)
+            written.append(target)
+        if copies:
             for suffix, copy in variants(image):
-                path = root / f"{name}_{suffix}.jpg"
-                copy.save(path, quality=88)
-                written.append(path)
+                if copies[suffix] in wanted:
+                    copy.save(copies[suffix], quality=88)
+                    written.append(copies[suffix])
     return written

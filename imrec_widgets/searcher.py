@@ -17,6 +17,7 @@ import numpy as np
 
 from . import search
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
+from .imageio import ImageDecodeError
 from .indexer import decode_one
 from .results import Hit, SearchResults
 
@@ -65,6 +66,16 @@ def _is_batch(query: Any) -> bool:
 _SCALE_PAIRS = 4096
 _FUSED_BLOCK_BYTES = 16 << 20
 _FUSED_MIN_ROWS = 256
+
+
+def _decode_query(features: dict[str, Any], item: Any) -> Any:
+    """``decode_one`` for a query; a file that is not an image is named in the error."""
+    try:
+        return decode_one(features, item)
+    except ImageDecodeError as exc:
+        if isinstance(item, os.PathLike):
+            raise ImageDecodeError(f"{os.fspath(item)}: {exc}") from exc
+        raise
 
 
 def _paired_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
@@ -158,7 +169,7 @@ class Searcher:
         if isinstance(item, str):
             item = Path(item)
         feature = self.index.feature_extractors()[mode]
-        _decoded, values, model_input = decode_one({mode: feature}, item)
+        _decoded, values, model_input = _decode_query({mode: feature}, item)
         if mode == "embedding":
             return feature.embed(model_input[None])[0]
         return values[mode]
@@ -205,7 +216,9 @@ class Searcher:
         if not self.index.exists() or self.ok_ids().size == 0:
             from .index import EmptyIndexError
 
-            raise EmptyIndexError("the index has no searchable images yet; run update() first")
+            raise EmptyIndexError(
+                f"the index of {self.index.root} has no searchable images yet; run idx.update() first"
+            )
 
     def _trimmed(
         self, found_ids: np.ndarray, found_dist: np.ndarray, excluded: list[set[int]], k: int,
@@ -306,7 +319,7 @@ class Searcher:
                 continue
             if isinstance(item, np.ndarray) and item.ndim == 1:
                 raise ValueError("a feature vector belongs to one mode; hybrid search needs images or ids")
-            _decoded, values, model_input = decode_one(
+            _decoded, values, model_input = _decode_query(
                 {mode: extractors[mode] for mode in modes}, Path(item) if isinstance(item, str) else item
             )
             for mode in modes:

@@ -144,6 +144,29 @@ export function cellSize(count) {
   return 88;
 }
 
+// Characters of a file name that fit on two caption lines of a cell `cell` px wide (11px text,
+// about 7px per character, 10px of padding and border), with a little to spare.
+export function nameChars(cell) {
+  return Math.max(8, 2 * Math.floor((Number(cell) - 10) / 7) - 1);
+}
+
+// `name` in at most `maxChars` characters: longer names lose their middle, not their end, since
+// copies of a photo differ at the end ("hubble_deep_field_mirror.jpg").
+export function fitName(name, maxChars) {
+  const text = String(name ?? "");
+  const chars = Array.from(text); // code points: never split a surrogate pair
+  if (chars.length <= maxChars) return text;
+  const keep = Math.max(2, maxChars - 1);
+  const tail = Math.ceil(keep * 0.6);
+  return chars.slice(0, keep - tail).join("") + "…" + chars.slice(chars.length - tail).join("");
+}
+
+// `name` cut into pieces a line may wrap between: after "_" and "-", and before the extension's
+// dot ("hubble_", "deep_", "field", ".jpg"). Joined, the pieces are the name again.
+export function nameParts(name) {
+  return String(name ?? "").split(/(?<=[_-])|(?=\.[^.]*$)/).filter(Boolean);
+}
+
 export function summaryText(count, mode, metric) {
   if (!count) return "";
   return `${count} result${count === 1 ? "" : "s"} · ${mode} · ${metric}`;

@@ -14,9 +14,12 @@ import {
   clampK,
   debounce,
   filesFromItems,
+  fitName,
   formatDistance,
   formatElapsed,
   metricOptions,
+  nameChars,
+  nameParts,
   resultTitle,
   summaryText,
   validateFiles,
@@ -41,6 +44,16 @@ function jpegUrl(part) {
     ? new Uint8Array(part.buffer, part.byteOffset, part.byteLength)
     : part;
   return URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
+}
+
+// A file name that wraps at its "_", "-" and extension rather than mid-word.
+function nameSpan(className, name) {
+  const span = h("span", className);
+  for (const [i, part] of nameParts(name).entries()) {
+    if (i) span.append(document.createElement("wbr"));
+    span.append(part);
+  }
+  return span;
 }
 
 function labelled(text, control) {
@@ -221,7 +234,9 @@ function render({ model, el }) {
     const hits = model.get("results") || [];
     const thumbs = model.get("thumbnails") || [];
     const metricName = model.get("result_metric");
-    grid.style.setProperty("--imrec-cell", `${cellSize(hits.length)}px`);
+    const cell = cellSize(hits.length);
+    const maxChars = nameChars(cell);
+    grid.style.setProperty("--imrec-cell", `${cell}px`);
     grid.replaceChildren(
       ...hits.map((hit, i) => {
         const title = resultTitle(hit, metricName, model.get("result_mode"));
@@ -231,7 +246,7 @@ function render({ model, el }) {
         if (thumbs[i]) img.src = track(jpegUrl(thumbs[i]));
         const caption = h("span", "imrec-result-caption");
         caption.append(
-          h("span", "imrec-result-name", { text: baseName(hit.path) }),
+          nameSpan("imrec-result-name", fitName(baseName(hit.path), maxChars)),
           h("span", "imrec-distance", { text: formatDistance(hit.distance, metricName) }),
         );
         cell.append(img, caption);

@@ -135,11 +135,18 @@ def _write_user_settings(settings_dir: Path, settings: dict[str, dict[str, Any]]
         path.write_text(json.dumps(values, indent=2), encoding="utf-8")
 
 
+# The Jupyter front ends a server can run: JupyterLab and Notebook 7 (both Lumino applications
+# built from JupyterLab's packages, so the same UI helpers drive either).
+APP_CLASSES = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}
+
+
 class JupyterLabServer:
-    """Context manager running an isolated ``jupyter lab`` on 127.0.0.1.
+    """Context manager running an isolated ``jupyter lab`` (or ``jupyter notebook``) on 127.0.0.1.
 
     Attributes: ``url`` (no trailing slash), ``token``, ``port``, ``root_dir`` (Path; notebooks go
-    here), ``base_dir`` (private tmp dir with config/data/runtime/settings), ``log_path``.
+    here), ``base_dir`` (private tmp dir with config/data/runtime/settings), ``log_path``,
+    ``app`` ("lab" or "notebook": Notebook 7). ``expose_app_in_browser`` sets
+    ``window.jupyterapp`` (tests then run the app's commands, e.g. to change the theme).
     """
 
     def __init__(
@@ -151,7 +158,13 @@ class JupyterLabServer:
         user_settings: dict[str, dict[str, Any]] | None = None,
         env: dict[str, str] | None = None,
         pythonpath: Sequence[str | os.PathLike[str]] = (REPO_ROOT,),
+        app: str = "lab",
+        expose_app_in_browser: bool = False,
     ) -> None:
+        if app not in APP_CLASSES:
+            raise ValueError(f"app must be one of {', '.join(APP_CLASSES)}, not {app!r}")
+        self.app = app
+        self.expose_app_in_browser = expose_app_in_browser
         self._given_root = Path(root_dir) if root_dir is not None else None
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
@@ -199,11 +212,17 @@ class JupyterLabServer:
 
     def _command(self) -> list[str]:
         assert self.base_dir is not None
+        app_class = APP_CLASSES[self.app]
+        lab_only = [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
         return [
             sys.executable,
             "-m",
             "jupyter",
-            "lab",
+            self.app,
             "--no-browser",
             "--allow-root",
             "--ip=127.0.0.1",
@@ -215,11 +234,10 @@ class JupyterLabServer:
             "--ServerApp.terminals_enabled=False",
             # safety net if the test process dies without stopping us
             "--ServerApp.shutdown_no_activity_timeout=1800",
-            f"--LabApp.user_settings_dir={self.base_dir / 'user-settings'}",
-            f"--LabApp.workspaces_dir={self.base_dir / 'workspaces'}",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",
+            f"--{app_class}.user_settings_dir={self.base_dir / 'user-settings'}",
+            f"--{app_class}.workspaces_dir={self.base_dir / 'workspaces'}",
+            *([f"--{app_class}.expose_app_in_browser=True"] if self.expose_app_in_browser else []),
+            *(lab_only if self.app == "lab" else []),
             *self.extra_args,
         ]
 
@@ -333,6 +351,12 @@ class JupyterLabServer:
         tree = f"/tree/{quote(relpath.lstrip('/'))}" if relpath else ""
         query = ("reset&" if reset else "") + f"token={self.token}"
         return f"{self.url}/lab{tree}?{query}"
+
+    def notebook_url(self, relpath: str) -> str:
+        """URL opening the notebook ``relpath`` in this server's front end, token included."""
+        if self.app == "lab":
+            return self.lab_url(relpath)
+        return f"{self.url}/notebooks/{quote(relpath.lstrip('/'))}?token={self.token}"
 
     def log_tail(self, chars: int = 6000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -517,8 +541,10 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
 # JupyterLab UI
 # --------------------------------------------------------------------------------------------
 
-# The visible (current) notebook panel in the main area.
-NOTEBOOK_PANEL = "#jp-main-dock-panel .jp-NotebookPanel:not(.lm-mod-hidden)"
+# The visible (current) notebook panel in the main area: JupyterLab's dock panel, or
+# Notebook 7's main panel.
+NOTEBOOK_PANEL = ":is(#jp-main-dock-panel, #main-panel) .jp-NotebookPanel:not(.lm-mod-hidden)"
+MENU_BAR = ":is(#jp-menu-panel, #menu-panel)"  # JupyterLab's, Notebook 7's
 
 _JS_NOTEBOOK_STATE = """(panelSel) => {
   const panel = document.querySelector(panelSel);
@@ -588,26 +614,29 @@ def wait_for_kernel_idle(
 
 
 def open_notebook(page: Any, server: JupyterLabServer, relpath: str, timeout: float = 90.0) -> None:
-    """Open ``relpath`` (relative to ``server.root_dir``) in JupyterLab; wait for an idle kernel.
+    """Open ``relpath`` (relative to ``server.root_dir``) in the server's front end (JupyterLab
+    or Notebook 7); wait for an idle kernel.
 
-    Uses ``?reset`` so the workspace saved by a previous test never restores stale tabs.
+    JupyterLab opens it with ``?reset`` so the workspace saved by a previous test never restores
+    stale tabs; Notebook 7 shows one notebook per page.
     """
     collect_console(page)
     ms = timeout * 1000
-    page.goto(server.lab_url(relpath), timeout=ms, wait_until="domcontentloaded")
+    page.goto(server.notebook_url(relpath), timeout=ms, wait_until="domcontentloaded")
     page.wait_for_selector(f"{NOTEBOOK_PANEL} .jp-Notebook", timeout=ms)
-    name = relpath.rsplit("/", 1)[-1]
-    page.locator(
-        "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel",
-        has_text=re.compile(f"^{re.escape(name)}$"),
-    ).wait_for(timeout=ms)
+    if server.app == "lab":
+        name = relpath.rsplit("/", 1)[-1]
+        page.locator(
+            "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel",
+            has_text=re.compile(f"^{re.escape(name)}$"),
+        ).wait_for(timeout=ms)
     wait_for_kernel_idle(page, server, relpath, timeout=timeout)
 
 
 def run_command_via_menu(page: Any, menu: str, item: str) -> None:
     """Click ``menu`` in the main menu bar, then the entry labelled ``item``."""
     page.locator(
-        "#jp-menu-panel .lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(menu)}$")
+        f"{MENU_BAR} .lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(menu)}$")
     ).click()
     entry = page.locator(
         ".lm-Menu:visible .lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel",

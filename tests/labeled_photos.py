@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance
 
 from imrec_widgets.samples import sample_photos
 
-# Twelve distinct photos ("animals/cat" is the same photo as "animals/chelsea": left out).
+# Twelve distinct photos.
 PHOTOS = (
     "people/astronaut",
     "people/camera",

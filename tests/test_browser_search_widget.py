@@ -1,7 +1,9 @@
-"""SearchWidget end to end: JupyterLab + headless Chromium, files going in through the page.
+"""SearchWidget end to end: JupyterLab (and Notebook 7) + headless Chromium, files going in
+through the page.
 
 The index is built before the server starts; the notebook opens it, shows a SearchWidget and
-writes the widget's Python-side state to ``search_state.json`` whenever it changes.
+writes the widget's Python-side state to ``search_state.json`` whenever it changes; below the
+widget, a cell shows ``idx.search(...)``'s HTML repr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from browser import (
     ARTIFACTS_DIR,
     DUMP_JSON_HELPER,
+    NOTEBOOK_PANEL,
     JupyterLabServer,
     console_errors,
     dump_failure,
@@ -60,6 +63,12 @@ w.observe(_dump, names=["results", "error", "mode", "metric", "k", "query_names"
 _dump()
 w
 """
+
+# The HTML repr of a plain search, shown on the same page as the widget.
+REPR_CELL = """\
+idx.search({query!r}, mode="rgb", k={k})
+"""
+REPR_K = 8
 
 # A page's JS: dispatch a synthetic drop or paste carrying one file onto the widget.
 _JS_DISPATCH_FILE = """([kind, name, type, b64]) => {
@@ -128,15 +137,19 @@ def photos(tmp_path_factory) -> tuple[Path, Path]:
 def server():
     require_browser()
     # expose_app_in_browser: lets the test switch the theme with JupyterLab's own command
-    with JupyterLabServer(extra_args=["--LabApp.expose_app_in_browser=True"]) as srv:
+    with JupyterLabServer(expose_app_in_browser=True) as srv:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def lab(server, browser, photos):
+def open_search_notebook(server, browser, photos: tuple[Path, Path]) -> Lab:
+    """Write and run the widget notebook in ``server``'s front end; the widget is empty."""
     folder, index_dir = photos
     cell = WIDGET_CELL.format(photos=str(folder), index_dir=str(index_dir), k=K, state=STATE)
-    write_notebook(server.root_dir / "search.ipynb", [DUMP_JSON_HELPER, cell])
+    query = str(folder / "objects" / "coffee.jpg")
+    write_notebook(
+        server.root_dir / "search.ipynb",
+        [DUMP_JSON_HELPER, cell, REPR_CELL.format(query=query, k=REPR_K)],
+    )
     page = new_page(browser)
     t0 = time.monotonic()
     try:
@@ -144,15 +157,32 @@ def lab(server, browser, photos):
         run_all_cells(page)
         page.locator(".imrec-search").wait_for(state="visible", timeout=30_000)
     except BaseException:
-        dump_failure(page, server, "search_widget_open_FAILED")
+        dump_failure(page, server, f"search_widget_open_{server.app}_FAILED")
         raise
-    print(f"\nsearch widget browser: notebook open + run {time.monotonic() - t0:.1f}s")
+    print(f"\nsearch widget browser ({server.app}): notebook open + run {time.monotonic() - t0:.1f}s")
     lab = Lab(page, server, folder)
     lab.state(lambda s: s["mode"] == "rgb" and s["results"] == [])
-    yield lab
-    errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
-    page.context.close()
+    return lab
+
+
+# Notebook 7.6's shortcuts plugin reads the settings schema of a plugin it has not loaded; it
+# throws this on any notebook page, an empty one included (not ours, not JupyterLab's).
+NOTEBOOK7_OWN_ERROR = "pageerror: Cannot read properties of undefined (reading 'schema')"
+
+
+def close_and_check_console(lab: Lab) -> None:
+    errors = [e for e in console_errors(lab.page) if "pageerror" in e or "imrec" in e.lower()]
+    if lab.server.app == "notebook":
+        errors = [e for e in errors if e != NOTEBOOK7_OWN_ERROR]
+    lab.page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def lab(server, browser, photos):
+    lab = open_search_notebook(server, browser, photos)
+    yield lab
+    close_and_check_console(lab)
 
 
 def _photo(lab: Lab, name: str) -> Path:
@@ -160,7 +190,24 @@ def _photo(lab: Lab, name: str) -> Path:
 
 
 def test_upload_shows_k_results_and_updates_python(step):
-    lab = step
+    check_upload(step, "search_widget")
+
+
+def test_upload_in_notebook_7(browser, photos):
+    """The same upload in Notebook 7 (``jupyter notebook``), its own server and page."""
+    require_browser()
+    with JupyterLabServer(app="notebook") as notebook7:
+        lab = open_search_notebook(notebook7, browser, photos)
+        try:
+            check_upload(lab, "search_widget_notebook7")
+        except BaseException:
+            dump_failure(lab.page, notebook7, "search_widget_notebook7_FAILED")
+            raise
+        close_and_check_console(lab)
+
+
+def check_upload(lab: Lab, screenshot_name: str) -> None:
+    """Upload a photo through the file input: k results, best first, in the page and in Python."""
     lab.upload(str(_photo(lab, "coffee")))
     names = lab.wait_for_results(K)
     state = lab.state(lambda s: s["query_names"] == ["coffee.jpg"] and len(s["results"]) == K)
@@ -177,8 +224,28 @@ def test_upload_shows_k_results_and_updates_python(step):
     title = page.locator(".imrec-result").first.get_attribute("title")
     assert title.startswith(state["results"][0]["path"])  # hover shows the full path
     page.locator(".imrec-search").scroll_into_view_if_needed()
-    assert screenshot(page, "search_widget").exists()
-    page.locator(".imrec-search").screenshot(path=str(ARTIFACTS_DIR / "search_widget_element.png"))
+    assert screenshot(page, screenshot_name).exists()
+    page.locator(".imrec-search").screenshot(path=str(ARTIFACTS_DIR / f"{screenshot_name}_element.png"))
+
+
+def test_a_results_repr_below_the_widget_stays_a_grid(step):
+    """The widget's stylesheet is on the page; ``idx.search(...)``'s repr must not take it up."""
+    lab = step
+    page = lab.page
+    figures = page.locator(f"{NOTEBOOK_PANEL} .jp-RenderedHTMLCommon figure")
+    figures.nth(REPR_K - 1).wait_for(state="visible")
+    assert figures.count() == REPR_K
+    figures.first.scroll_into_view_if_needed()
+    widget = page.locator(".imrec-search").bounding_box()
+    boxes = [figures.nth(i).bounding_box() for i in range(REPR_K)]
+    assert all(box["y"] >= widget["y"] + widget["height"] for box in boxes)  # below the widget
+    first_row = [box for box in boxes if abs(box["y"] - boxes[0]["y"]) < 1]
+    assert len(first_row) >= 4, f"thumbnails per row: {len(first_row)}; boxes {boxes}"
+    lefts = [box["x"] for box in first_row]
+    assert lefts == sorted(lefts) and len(set(lefts)) == len(lefts)  # side by side
+    titles = [figures.nth(i).get_attribute("title") for i in range(REPR_K)]
+    assert all(title.startswith(str(lab.photos)) for title in titles), titles  # names on hover
+    screenshot(page, "search_results_repr_below_widget")
 
 
 def test_bad_files_show_errors_and_the_widget_stays_usable(step, tmp_path):
@@ -309,6 +376,45 @@ def test_controls_rerun_the_query(step):
     lab.wait_for_results(18)
 
 
+def test_result_names_show_their_end(step):
+    """Names wrap to two lines, longer ones lose their middle: the end (``_crop.jpg``) shows."""
+    lab = step
+    page = lab.page
+    k_input = page.locator(".imrec-search .imrec-k")
+    k_input.fill("18")
+    k_input.press("Enter")
+    lab.upload(str(_photo(lab, "hubble_deep_field")))
+    lab.state(lambda s: s["query_names"] == ["hubble_deep_field.jpg"] and len(s["results"]) == 18)
+    lab.wait_for_results(18)
+    shown = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.imrec-search .imrec-result'), (cell) => {
+          const name = cell.querySelector('.imrec-result-name');
+          return {
+            text: name.textContent,
+            full: cell.title.split('\\n')[0].split('/').pop(),
+            clipped: name.scrollWidth > name.clientWidth + 1 ||
+              name.scrollHeight > name.clientHeight + 1,
+            lines: Math.round(name.getBoundingClientRect().height /
+              parseFloat(getComputedStyle(name).lineHeight)),
+          };
+        })"""
+    )
+    for name in shown:
+        assert not name["clipped"], name
+        head, ellipsis, tail = name["text"].partition("…")
+        if ellipsis:
+            assert name["full"].startswith(head) and name["full"].endswith(tail), name
+        else:
+            assert name["text"] == name["full"], name
+        assert name["lines"] <= 2, name
+    long_names = [name for name in shown if len(name["full"]) > 16]
+    assert long_names and all(name["text"] == name["full"] for name in long_names), long_names
+    page.locator(".imrec-search .imrec-results").scroll_into_view_if_needed()
+    page.locator(".imrec-search .imrec-results").screenshot(
+        path=str(ARTIFACTS_DIR / "search_widget_result_names.png")
+    )
+
+
 def test_hybrid_mode_shows_weight_sliders_that_rerun_the_query(step):
     from playwright.sync_api import expect  # imported here: collecting needs no playwright
 
@@ -377,6 +483,47 @@ def test_hybrid_mode_shows_weight_sliders_that_rerun_the_query(step):
     expect(weights).to_be_hidden()
     expect(metric).to_be_visible()
     expect(summary).to_have_text(f"{K} results · rgb · euclidean")
+
+
+def test_hybrid_weight_sliders_line_up_when_they_wrap(step):
+    lab = step
+    page = lab.page
+    page.select_option(".imrec-search .imrec-mode", "hybrid")
+    lab.state(lambda s: s["mode"] == "hybrid" and not s["busy"])
+    sliders = page.locator(".imrec-search .imrec-weight-slider")
+    sliders.first.wait_for(state="visible")
+
+    def rows() -> list[list[dict]]:
+        boxes = sorted((sliders.nth(i).bounding_box() for i in range(sliders.count())),
+                       key=lambda box: (round(box["y"]), box["x"]))
+        grouped: list[list[dict]] = []
+        for box in boxes:
+            if grouped and abs(grouped[-1][0]["y"] - box["y"]) < 2:
+                grouped[-1].append(box)
+            else:
+                grouped.append([box])
+        return grouped
+
+    def assert_even(grouped: list[list[dict]]) -> None:
+        widths = [box["width"] for row in grouped for box in row]
+        assert max(widths) - min(widths) < 1, grouped  # every slider as long as the others
+        for row in grouped[1:]:  # each wrapped slider under the one above it
+            for box, above in zip(row, grouped[0], strict=False):
+                assert abs(box["x"] - above["x"]) < 1, grouped
+
+    assert_even(rows())
+    weights = page.locator(".imrec-search .imrec-weights")
+    try:
+        page.evaluate("() => { document.querySelector('.imrec-search').style.width = '520px'; }")
+        narrow = rows()
+        assert len(narrow) >= 2, narrow  # the sliders wrapped
+        assert_even(narrow)
+        weights.scroll_into_view_if_needed()
+        weights.screenshot(path=str(ARTIFACTS_DIR / "search_widget_weights_narrow.png"))
+    finally:
+        page.evaluate("() => { document.querySelector('.imrec-search').style.width = ''; }")
+    page.select_option(".imrec-search .imrec-mode", "rgb")
+    lab.state(lambda s: s["result_mode"] == "rgb" and s["metric"] == "euclidean" and not s["busy"])
 
 
 def test_dark_theme(step):

@@ -84,7 +84,7 @@ def test_dask_index_equals_local_index(dask_index: ImageIndex, local_index: Imag
 def test_rerun_on_dask_is_incremental(photos: Path, tmp_path: Path, client: distributed.Client) -> None:
     index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=CHEAP_FEATURES)
     index.update(progress=False, client=client)
-    (photos / "animals" / "cat.jpg").unlink()
+    (photos / "animals" / "chelsea.jpg").unlink()
     Image.open(photos / "objects" / "coffee.jpg").rotate(90, expand=True).save(photos / "rotated.jpg")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     report = index.update(progress=False, client=client)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from imrec_widgets import EmptyIndexError, ImageIndex
 from imrec_widgets.cli import main
 from imrec_widgets.features import MODE_METRICS
 from imrec_widgets.imageio import ImageDecodeError
+from imrec_widgets.results import short_name
 
 SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock"}
 
@@ -196,6 +198,17 @@ def test_results_html_grid(index: ImageIndex, query_file: Path) -> None:
     assert page.count("<img") == 3 and "data:image/jpeg;base64,/9j/" in page
     assert hits[0].path.name in page and "rgb" in page
     assert "3 hits" in repr(hits)
+    # The SearchWidget's stylesheet is global to the page: the repr shares none of its classes.
+    widget_css = (Path(__file__).resolve().parents[1] / "js" / "search_widget.css").read_text()
+    widget_classes = set(re.findall(r"\.(imrec-[\w-]+)", widget_css))
+    repr_classes = {name for value in re.findall(r'class="([^"]*)"', page) for name in value.split()}
+    assert repr_classes and not repr_classes & widget_classes, repr_classes & widget_classes
+
+
+def test_long_names_in_the_html_grid_keep_their_end() -> None:
+    assert short_name("coffee.jpg") == "coffee.jpg"
+    name = short_name("immunohistochemistry_mirror.jpg")
+    assert len(name) == 26 and name.endswith("_mirror.jpg") and name.startswith("immuno") and "…" in name
 
 
 def test_cli_search(index: ImageIndex, query_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -365,7 +365,7 @@ def test_clicking_a_point_searches_more_like_it(linked) -> None:
 def test_search_only_inside_the_selection(linked) -> None:
     explorer, search = linked
     index = explorer.index
-    inside = [_id(index, n) for n in ("cat", "cat_crop", "page", "flower_small", "moon")]
+    inside = [_id(index, n) for n in ("chelsea", "chelsea_crop", "page", "flower_small", "moon")]
     explorer.select(inside)
     assert search.scope is None  # not until asked
     search.search(_photo(index, "coffee"))
@@ -393,7 +393,7 @@ def test_search_only_inside_the_selection(linked) -> None:
 def test_clicking_inside_a_scoped_selection_keeps_the_scope(linked) -> None:
     explorer, search = linked
     index = explorer.index
-    inside = [_id(index, n) for n in ("cat", "cat_crop", "cat_mirror", "page", "flower")]
+    inside = [_id(index, n) for n in ("chelsea", "chelsea_crop", "chelsea_mirror", "page", "flower")]
     explorer.select(inside)
     explorer.search_in_selection = True
     explorer.tool.value = "click"

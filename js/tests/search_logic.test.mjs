@@ -15,11 +15,14 @@ import {
   clampK,
   debounce,
   filesFromItems,
+  fitName,
   formatBytes,
   formatDistance,
   formatElapsed,
   formatShare,
   metricOptions,
+  nameChars,
+  nameParts,
   resultTitle,
   summaryText,
   validateFile,
@@ -191,6 +194,32 @@ test("cellSize: fewer results get bigger cells, never growing with the count", (
   const sizes = [1, 4, 5, 12, 13, 40, 41, 100].map(cellSize);
   for (let i = 1; i < sizes.length; i++) assert.ok(sizes[i] <= sizes[i - 1]);
   assert.ok(cellSize(1) > cellSize(100));
+});
+
+test("fitName keeps short names and the end of long ones", () => {
+  assert.equal(fitName("coffee.jpg", 20), "coffee.jpg");
+  assert.equal(fitName("hubble_deep_field.jpg", 21), "hubble_deep_field.jpg");
+  const short = fitName("immunohistochemistry_mirror.jpg", 20);
+  assert.equal(Array.from(short).length, 20);
+  assert.ok(short.endsWith("_mirror.jpg") && short.startsWith("immuno") && short.includes("…"), short);
+  assert.equal(fitName("😀".repeat(30), 10), "😀".repeat(3) + "…" + "😀".repeat(6));
+  assert.equal(fitName(undefined, 5), "");
+});
+
+test("nameParts: wrap points after _ and - and before the extension", () => {
+  assert.deepEqual(nameParts("hubble_deep_field.jpg"), ["hubble_", "deep_", "field", ".jpg"]);
+  assert.deepEqual(nameParts("a-b.tar.gz"), ["a-", "b.tar", ".gz"]);
+  assert.deepEqual(nameParts("coffee"), ["coffee"]);
+  assert.deepEqual(nameParts(".hidden"), [".hidden"]);
+  assert.deepEqual(nameParts(""), []);
+  const name = "immuno…try_mirror.jpg";
+  assert.equal(nameParts(name).join(""), name);
+});
+
+test("nameChars: two lines' worth, more in wider cells", () => {
+  assert.ok(nameChars(cellSize(1)) > nameChars(cellSize(100)));
+  assert.ok(nameChars(cellSize(18)) >= "immunohistochemistry.jpg".length);
+  assert.ok(nameChars(0) >= 8);
 });
 
 describe("hybrid weights", () => {
