@@ -517,6 +517,19 @@ def console_errors(page: Any) -> list[str]:
     return list(log.errors) if log is not None else []
 
 
+# Notebook 7.6's shortcuts plugin reads the settings schema of a plugin it has not loaded; it
+# throws this on any notebook page, an empty one included (not ours, not JupyterLab's).
+NOTEBOOK7_OWN_ERROR = "pageerror: Cannot read properties of undefined (reading 'schema')"
+
+
+def app_errors(page: Any, server: JupyterLabServer) -> list[str]:
+    """Uncaught page errors and imrec's console errors on ``page`` (Notebook 7's own one aside)."""
+    errors = [e for e in console_errors(page) if "pageerror" in e or "imrec" in e.lower()]
+    if server.app == "notebook":
+        errors = [e for e in errors if e != NOTEBOOK7_OWN_ERROR]
+    return errors
+
+
 def new_page(browser: Any, viewport: dict[str, int] | None = None) -> Any:
     """New isolated context + page with console collection attached."""
     context = browser.new_context(viewport=viewport or DEFAULT_VIEWPORT)

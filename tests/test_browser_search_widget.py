@@ -20,7 +20,7 @@ from browser import (
     DUMP_JSON_HELPER,
     NOTEBOOK_PANEL,
     JupyterLabServer,
-    console_errors,
+    app_errors,
     dump_failure,
     new_page,
     open_notebook,
@@ -165,15 +165,8 @@ def open_search_notebook(server, browser, photos: tuple[Path, Path]) -> Lab:
     return lab
 
 
-# Notebook 7.6's shortcuts plugin reads the settings schema of a plugin it has not loaded; it
-# throws this on any notebook page, an empty one included (not ours, not JupyterLab's).
-NOTEBOOK7_OWN_ERROR = "pageerror: Cannot read properties of undefined (reading 'schema')"
-
-
 def close_and_check_console(lab: Lab) -> None:
-    errors = [e for e in console_errors(lab.page) if "pageerror" in e or "imrec" in e.lower()]
-    if lab.server.app == "notebook":
-        errors = [e for e in errors if e != NOTEBOOK7_OWN_ERROR]
+    errors = app_errors(lab.page, lab.server)
     lab.page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
 

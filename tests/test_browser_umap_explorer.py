@@ -24,8 +24,8 @@ from browser import (
     DUMP_JSON_HELPER,
     NO_WEBGL_CHROMIUM_ARGS,
     WEBGL_CHROMIUM_ARGS,
+    app_errors,
     chromium,
-    console_errors,
     dump_failure,
     new_page,
     open_notebook,
@@ -251,7 +251,7 @@ def _open(server, browser, name: str, cells: list[str], state: str, points: int)
 
 
 def _close(map_page: MapPage) -> None:
-    errors = [e for e in console_errors(map_page.page) if "pageerror" in e or "imrec" in e.lower()]
+    errors = app_errors(map_page.page, map_page.server)
     map_page.page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
 
@@ -467,6 +467,34 @@ def test_zoom_and_pan_move_the_points_and_selection_follows(lab):
     # "whole map" brings every point back into view
     lab.page.locator(".imrec-umap-explorer .imrec-umap-reset").click()
     lab.state(lambda s: s["x_domain"] == domain)
+
+
+def test_lasso_in_notebook_7(webgl_browser, synthetic):
+    """The same map and lasso in Notebook 7 (``jupyter notebook``), its own server and page."""
+    from browser import JupyterLabServer
+
+    root, index_dir = synthetic
+    cells = [
+        DUMP_JSON_HELPER,
+        SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)),
+        STATE_CELL.format(state="nb7_state.json"),
+        DISPLAY_CELL,
+    ]
+    with JupyterLabServer(app="notebook") as notebook7:
+        map_page = _open(notebook7, webgl_browser, "nb7", cells, "nb7_state.json", SYNTHETIC_POINTS)
+        try:
+            maps = map_page.maps()
+            ids, xy = map_page.points()
+            screen_xy = map_page.screen(xy, maps)
+            shape = _star(maps, np.random.default_rng(5))
+            map_page.drag([*shape.tolist(), shape[0].tolist()])
+            _assert_selected(map_page.state(lambda s: s["selected"]), ids, screen_xy, shape)
+            screenshot(map_page.page, "umap_explorer_notebook7")
+        except BaseException:
+            dump_failure(map_page.page, notebook7, "umap_explorer_notebook7_FAILED")
+            raise
+        finally:
+            _close(map_page)
 
 
 # -- the photo map: hover, click-to-search, themes ---------------------------------------------
