@@ -1,18 +1,27 @@
 """2-D UMAP maps of a stored feature, plus cluster labels, cached in the index.
 
-Fitting UMAP is the slow part, so it runs on a sample (``sample_size`` images) and every other
-image is placed with ``transform``; images added later are transformed into the existing map
-instead of refitting. Coordinates live in the store as ``umap/<feature>`` (NaN = not projected),
-labels as ``cluster/<feature>``; the fitted reducer is pickled beside the store.
+Fitting UMAP is the slow part, so it runs on a sample (``sample_size`` images). Every other
+image, every image added later and any query image is *placed* on that map: at the weighted mean
+of the map positions of its ``n_neighbors`` nearest fitted images, found exactly, in numpy (the
+weights are umap-learn's own, the starting point of its ``transform``). Coordinates live in the
+store as ``umap/<feature>`` (NaN = not placed), labels as ``cluster/<feature>``.
+
+What placing needs sits beside the store in ``umap_<feature>.npz``: the PCA mean and components,
+the fitted sample's UMAP inputs (after PCA) and their map positions, as plain arrays read with
+``allow_pickle=False``. Nothing in an index folder is ever unpickled, since an index may come
+from someone else: a ``umap_<feature>.pkl`` left by older versions is never read (the map is
+fitted again, and the file removed).
 """
 
 from __future__ import annotations
 
-import pickle
+import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import numpy as np
 
@@ -21,6 +30,11 @@ if TYPE_CHECKING:
 
 PROJECTABLE = ("embedding", "rgb", "ahash", "dhash")
 MIN_IMAGES = 5
+PLACEMENT_VERSION = 1
+
+# Placing works on blocks of query rows x fitted rows, so memory stays bounded at any size.
+_QUERY_BLOCK = 1024
+_FIT_BLOCK = 4096
 
 
 @dataclass
@@ -65,8 +79,206 @@ def _prepare_input(feature: str, values: np.ndarray) -> tuple[np.ndarray, str]:
     return values, "euclidean"
 
 
-def _reducer_path(index: ImageIndex, feature: str) -> Path:
+class Placement:
+    """What placing rows on a fitted map needs, as plain arrays: no umap, nothing pickled.
+
+    ``vectors``: the fitted sample's UMAP inputs (after PCA), ``xy``: their map positions,
+    ``pca_mean``/``pca_components``: the PCA applied to inputs first (None: none was),
+    ``metric``: ``euclidean``, or ``hamming`` over hash bits as 0/1 floats.
+    """
+
+    def __init__(
+        self,
+        pca_mean: np.ndarray | None,
+        pca_components: np.ndarray | None,
+        vectors: np.ndarray,
+        xy: np.ndarray,
+        metric: str,
+        n_neighbors: int,
+    ) -> None:
+        if metric not in ("euclidean", "hamming"):
+            raise ValueError(f"unknown placement metric {metric!r}")
+        self.pca_mean, self.pca_components = pca_mean, pca_components
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.xy = np.ascontiguousarray(xy, dtype=np.float32)
+        self.metric = metric
+        self.n_neighbors = int(n_neighbors)
+        self._squared_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+
+    @property
+    def input_size(self) -> int:
+        """Length of the rows ``place`` takes (before PCA)."""
+        return int(self.vectors.shape[1] if self.pca_mean is None else self.pca_mean.size)
+
+    def reduce(self, values: np.ndarray) -> np.ndarray:
+        """Prepared feature rows as UMAP inputs: the fitted PCA applied, float32."""
+        return _reduce(values, self.pca_mean, self.pca_components)
+
+    def place(self, values: np.ndarray) -> np.ndarray:
+        """Map positions (M x 2) of prepared feature rows (M x ``input_size``)."""
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[1] != self.input_size:
+            raise ProjectionError(
+                f"rows of {values.shape[-1]} values do not fit a map made from {self.input_size}; "
+                "the feature changed since the map was made: compute it again"
+            )
+        out = np.empty((len(values), 2), dtype=np.float32)
+        for start in range(0, len(values), _QUERY_BLOCK):
+            block = self.reduce(values[start : start + _QUERY_BLOCK])
+            neighbours, distances = self.nearest(block)
+            out[start : start + len(block)] = self._weighted_mean(neighbours, distances)
+        return out
+
+    def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and distances (M x k, nearest first) of the k fitted rows nearest each input."""
+        k = min(self.n_neighbors, len(self.vectors))
+        best_score = np.empty((len(vectors), 0), dtype=np.float32)
+        best_index = np.empty((len(vectors), 0), dtype=np.int64)
+        for start in range(0, len(self.vectors), _FIT_BLOCK):
+            fitted = self.vectors[start : start + _FIT_BLOCK]
+            # |f|^2 - 2 q.f orders the fitted rows of each query like the squared distance does
+            score = self._squared_norms[start : start + len(fitted)] - 2 * (vectors @ fitted.T)
+            if score.shape[1] > k:
+                keep = np.argpartition(score, k - 1, axis=1)[:, :k]
+                score, index = np.take_along_axis(score, keep, axis=1), keep + start
+            else:
+                index = np.broadcast_to(np.arange(start, start + len(fitted)), score.shape)
+            best_score = np.concatenate([best_score, score], axis=1)
+            best_index = np.concatenate([best_index, index], axis=1)
+            if best_score.shape[1] > k:
+                keep = np.argpartition(best_score, k - 1, axis=1)[:, :k]
+                best_score = np.take_along_axis(best_score, keep, axis=1)
+                best_index = np.take_along_axis(best_index, keep, axis=1)
+        # exact distances of the k found (rounding in the product above cannot fake a tie)
+        difference = vectors[:, None, :] - self.vectors[best_index]
+        squared = np.einsum("mkd,mkd->mk", difference, difference)
+        order = np.argsort(squared, axis=1, kind="stable")
+        squared = np.take_along_axis(squared, order, axis=1)
+        best_index = np.take_along_axis(best_index, order, axis=1)
+        if self.metric == "hamming":  # bits as 0/1: squared distance = differing bits
+            return best_index, squared / vectors.shape[1]
+        return best_index, np.sqrt(squared)
+
+    def _weighted_mean(self, neighbours: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        weights = _membership(distances)
+        xy = np.einsum("mk,mkc->mc", weights, self.xy[neighbours]) / weights.sum(axis=1, keepdims=True)
+        # an input equal to a fitted row (to float rounding) sits on that row's point
+        same = distances[:, 0] <= 1e-5 * distances[:, -1]
+        xy[same] = self.xy[neighbours[same, 0]]
+        return xy.astype(np.float32)
+
+    # -- the file ---------------------------------------------------------------------------------
+    def save(self, path: Path, *, token: str, ids: np.ndarray) -> None:
+        """Write to ``path`` atomically (a temporary file, then ``os.replace``)."""
+        no_pca = self.pca_mean is None
+        arrays = {
+            "version": np.int64(PLACEMENT_VERSION),
+            "token": np.str_(token),
+            "metric": np.str_(self.metric),
+            "n_neighbors": np.int64(self.n_neighbors),
+            "ids": np.asarray(ids, dtype=np.int64),
+            "vectors": self.vectors,
+            "xy": self.xy,
+            "pca_mean": np.empty(0, np.float32) if no_pca else self.pca_mean,
+            "pca_components": np.empty((0, 0), np.float32) if no_pca else self.pca_components,
+        }
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as f:
+                np.savez_compressed(f, **arrays)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[Placement, str]:
+        """The placement stored at ``path`` and its token; ValueError when it is not a valid one."""
+        names = ("version", "token", "metric", "n_neighbors", "vectors", "xy", "pca_mean", "pca_components")
+        try:
+            data = np.load(path, allow_pickle=False)  # refuses pickles: an index may be anyone's
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
+                arrays = {name: data[name] for name in names}
+        except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
+        if arrays["version"].shape != () or int(arrays["version"]) != PLACEMENT_VERSION:
+            raise ValueError(f"placement file {path.name} has an unknown version")
+        vectors, xy = arrays["vectors"], arrays["xy"]
+        mean, components = arrays["pca_mean"], arrays["pca_components"]
+        if not all(a.dtype == np.float32 for a in (vectors, xy, mean, components)):
+            raise ValueError(f"placement file {path.name} holds arrays of the wrong type")
+        shapes_agree = (
+            vectors.ndim == 2 and len(vectors) > 0 and xy.shape == (len(vectors), 2)
+            and mean.ndim == 1 and components.ndim == 2
+            and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
+        )
+        if not shapes_agree or not np.isfinite(xy).all():
+            raise ValueError(f"placement file {path.name} holds arrays that do not fit together")
+        placement = cls(
+            None if mean.size == 0 else mean,
+            None if mean.size == 0 else components,
+            vectors,
+            xy,
+            str(arrays["metric"]),
+            max(1, int(arrays["n_neighbors"])),
+        )
+        return placement, str(arrays["token"])
+
+
+def _membership(distances: np.ndarray) -> np.ndarray:
+    """umap-learn's membership strengths of each row's k nearest neighbours in ``transform``.
+
+    With its default local connectivity (1, less 1 for new points) the offset is 0, so the
+    strength is ``exp(-d / sigma)`` with ``sigma`` binary-searched so that the strengths of all
+    but the nearest sum to ``log2(k)``, and at least 1/1000 of the mean distance (per row here).
+    Returned scaled so the nearest weighs 1 (same ratios; nothing underflows).
+    """
+    distances = distances.astype(np.float64)
+    rows, k = distances.shape
+    target = np.log2(k)
+    farther = distances[:, 1:]
+    low, high, sigma = np.zeros(rows), np.full(rows, np.inf), np.ones(rows)
+    for _ in range(64):
+        total = np.exp(-farther / sigma[:, None]).sum(axis=1)
+        searching = np.abs(total - target) >= 1e-5
+        if not searching.any():
+            break
+        over = searching & (total > target)
+        under = searching & ~over
+        high = np.where(over, sigma, high)
+        low = np.where(under, sigma, low)
+        sigma = np.where(searching, np.where(np.isinf(high), sigma * 2, (low + high) / 2), sigma)
+    sigma = np.maximum(sigma, 1e-3 * distances.mean(axis=1))
+    sigma = np.where(sigma > 0, sigma, 1.0)  # every neighbour at distance 0
+    return np.exp(-(distances - distances[:, :1]) / sigma[:, None])
+
+
+def _reduce(values: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    if components is None:
+        return values
+    return ((values - mean) @ components.T).astype(np.float32, copy=False)
+
+
+def _placement_path(index: ImageIndex, feature: str) -> Path:
+    return index.index_dir / f"umap_{feature}.npz"
+
+
+def _legacy_reducer_path(index: ImageIndex, feature: str) -> Path:
+    """Where versions before the .npz pickled the reducer: never read, removed on a refit."""
     return index.index_dir / f"umap_{feature}.pkl"
+
+
+def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
+    """The placement of the cached map ``meta`` describes; None if missing, invalid or another fit's."""
+    if not path.is_file():
+        return None
+    try:
+        placement, token = Placement.read(path)
+    except ValueError:
+        return None
+    return placement if token == meta.get("placement") else None
 
 
 def _meta_key(feature: str) -> str:
@@ -115,7 +327,7 @@ def compute(
 ) -> Projection:
     """Compute (or extend) the 2-D UMAP map of ``feature`` and its clusters; cache both.
 
-    A cached map with the same parameters is extended with the images it lacks (transform, no
+    A cached map with the same parameters is extended with the images it lacks (placed, no
     refit) unless ``refit``. Clusters: KMeans with ``clusters`` groups, else HDBSCAN with
     ``min_cluster_size`` (default: about 1% of the images, at least 5).
     """
@@ -146,41 +358,34 @@ def compute(
             index.close()
             store = index.store
         meta = catalog.get_meta(_meta_key(feature))
-        reducer_file = _reducer_path(index, feature)
         name = f"umap/{feature}"
-        reuse = (
-            not refit
-            and meta is not None
-            and meta["params"] == params
-            and name in store
-            and reducer_file.exists()
-        )
+        placement_file = _placement_path(index, feature)
+        model = None
+        if not refit and meta is not None and meta["params"] == params and name in store:
+            model = _read_placement(placement_file, meta)
         store.ensure(name, (2,), "float32", fill_value=np.nan)
         store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
-        fitted = int((meta or {}).get("fitted", 0)) if reuse else 0
-        if reuse:
-            with open(reducer_file, "rb") as f:
-                model = pickle.load(f)
+        if model is not None and meta is not None:
+            token, fitted = meta["placement"], int(meta.get("fitted", 0))
             todo = _pending_ids(index, feature, meta)
         else:
             model, fit_ids, fit_xy = _fit(index, feature, ids, params)
-            with open(reducer_file.with_suffix(".tmp"), "wb") as f:
-                pickle.dump(model, f)
-            reducer_file.with_suffix(".tmp").replace(reducer_file)
+            token, fitted = uuid4().hex, int(fit_ids.size)
+            model.save(placement_file, token=token, ids=fit_ids)
+            _legacy_reducer_path(index, feature).unlink(missing_ok=True)
             store.write_rows(name, fit_ids, fit_xy)
-            fitted = int(fit_ids.size)
             todo = np.setdiff1d(ids, fit_ids)
         for start in range(0, todo.size, batch_size):
             block = todo[start : start + batch_size]
             values, _ = _prepare_input(feature, store.read_rows(feature, block))
-            store.write_rows(name, block, _transform(model, values))
+            store.write_rows(name, block, model.place(values))
         xy = store.read_rows(name, ids)
         labels = _cluster(xy, cluster_params, params["random_state"])
         store.write_rows(f"cluster/{feature}", ids, labels)
         catalog.set_meta(
             _meta_key(feature),
             {"params": params, "clusters": cluster_params, "updated_at": time.time(),
-             "fitted": fitted},
+             "fitted": fitted, "placement": token},
         )
     return Projection(
         feature, ids, xy, labels, params, transformed=int(todo.size), fitted=fitted,
@@ -188,18 +393,21 @@ def compute(
     )
 
 
-def _fit(index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray]:
+def _fit(
+    index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any]
+) -> tuple[Placement, np.ndarray, np.ndarray]:
     import warnings
 
     rng = np.random.default_rng(params["random_state"])
     fit_ids = ids if ids.size <= params["sample_size"] else np.sort(rng.choice(ids, params["sample_size"], replace=False))
     values, metric = _prepare_input(feature, index.store.read_rows(feature, fit_ids))
-    pca = None
+    mean = components = None
     if metric == "euclidean" and values.shape[1] > params["pca_dims"] and len(values) > params["pca_dims"]:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=params["pca_dims"], random_state=params["random_state"]).fit(values)
-        values = pca.transform(values).astype(np.float32)
+        mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+    vectors = _reduce(values, mean, components)
     import umap
 
     reducer = umap.UMAP(
@@ -208,22 +416,12 @@ def _fit(index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any
         metric=metric,
         random_state=params["random_state"],
         n_components=2,
-        init="spectral" if len(values) > params["n_neighbors"] + 2 else "random",
+        init="spectral" if len(vectors) > params["n_neighbors"] + 2 else "random",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs / spectral-init chatter from umap-learn
-        xy = reducer.fit_transform(values).astype(np.float32)
-    return {"pca": pca, "umap": reducer}, fit_ids, xy
-
-
-def _transform(model: dict[str, Any], values: np.ndarray) -> np.ndarray:
-    import warnings
-
-    if model["pca"] is not None:
-        values = model["pca"].transform(values).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model["umap"].transform(values).astype(np.float32)
+        xy = reducer.fit_transform(vectors).astype(np.float32)
+    return Placement(mean, components, vectors, xy, metric, params["n_neighbors"]), fit_ids, xy
 
 
 def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.ndarray:
@@ -265,22 +463,40 @@ def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = T
     )
 
 
-_REDUCERS: dict[tuple[str, str, float], Any] = {}
+_PLACEMENTS: dict[tuple[str, int, int, str], Placement] = {}
 
 
 def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
-    """Map position(s) (M x 2) of a query: stored for indexed ids, else transformed into the map."""
+    """Map position(s) (M x 2) of a query: stored for indexed ids, else placed on the map."""
     items = list(query) if isinstance(query, (list, tuple)) else [query]
     ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]
     if len(ids) == len(items):
         return index.store.read_rows(f"umap/{feature}", ids)
-    vectors, _ = index.searcher.vectors(query, feature)
-    path = _reducer_path(index, feature)
-    if not path.exists():
+    meta = index.catalog.get_meta(_meta_key(feature))
+    if meta is None:
         raise ProjectionError(f"no UMAP map of {feature!r} yet")
-    key = (str(path), feature, path.stat().st_mtime)
-    if key not in _REDUCERS:
-        with open(path, "rb") as f:
-            _REDUCERS[key] = pickle.load(f)
+    model = _cached_placement(_placement_path(index, feature), meta)
+    if model is None:
+        raise ProjectionError(
+            f"the map of {feature!r} cannot place new images (it was made by an older version); "
+            f"run idx.umap({feature!r}) to make it again"
+        )
+    vectors, _ = index.searcher.vectors(query, feature)
     values, _ = _prepare_input(feature, vectors)
-    return _transform(_REDUCERS[key], values)
+    return model.place(values)
+
+
+def _cached_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size, str(meta.get("placement")))
+    if key not in _PLACEMENTS:
+        model = _read_placement(path, meta)
+        if model is None:
+            return None
+        if len(_PLACEMENTS) >= 8:
+            _PLACEMENTS.clear()
+        _PLACEMENTS[key] = model
+    return _PLACEMENTS[key]

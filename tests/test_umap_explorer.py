@@ -164,7 +164,7 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
         raise AssertionError("the cached map was refitted")
 
     monkeypatch.setattr(projection_module, "_fit", no_refit)
-    reducer = index.index_dir / "umap_rgb.pkl"
+    reducer = index.index_dir / "umap_rgb.npz"
     stamp = reducer.stat().st_mtime_ns
     second = UmapExplorer(index, feature="rgb")
     np.testing.assert_array_equal(second.projection.xy, first.projection.xy)
