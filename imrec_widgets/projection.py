@@ -285,30 +285,35 @@ def _meta_key(feature: str) -> str:
     return f"projection/{feature}"
 
 
+@dataclass
+class _MapState:
+    ids: np.ndarray  # every ok image, ascending
+    xy: np.ndarray  # their stored positions, NaN where none
+    pending: np.ndarray  # no position yet, or re-extracted since the map was made
+
+
+def _map_state(index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None) -> _MapState:
+    """Where the cached map stands, from one read of ``umap/<feature>`` and one catalog query."""
+    ids = index.ids() if ids is None else ids
+    xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
+    if ids.size:
+        stored = index.store.read_range(f"umap/{feature}", int(ids[-1]) + 1)
+        inside = ids < len(stored)
+        xy[inside] = stored[ids[inside]]
+    pending = np.isnan(xy[:, 0])
+    changed = index.catalog.ids_indexed_after(meta["updated_at"])
+    if changed:
+        pending |= np.isin(ids, np.asarray(changed, dtype=np.int64))
+    return _MapState(ids, xy, pending)
+
+
 def status(index: ImageIndex, feature: str) -> dict[str, Any]:
     """``{"state": "missing" | "stale" | "fresh", "pending": n}``: is the cached map up to date?"""
     meta = index.catalog.get_meta(_meta_key(feature))
-    name = f"umap/{feature}"
-    if meta is None or name not in index.store:
+    if meta is None or f"umap/{feature}" not in index.store:
         return {"state": "missing", "pending": len(index)}
-    pending = _pending_ids(index, feature, meta)
-    return {"state": "stale" if pending.size else "fresh", "pending": int(pending.size)}
-
-
-def _pending_ids(index: ImageIndex, feature: str, meta: dict[str, Any]) -> np.ndarray:
-    """Ok images with no coordinates yet, or re-extracted since the map was made."""
-    ids = index.ids()
-    if ids.size == 0:
-        return ids
-    xy = index.store.read_range(f"umap/{feature}", int(ids[-1]) + 1)
-    missing = np.zeros(ids.size, dtype=bool)
-    inside = ids < len(xy)
-    missing[~inside] = True
-    missing[inside] = np.isnan(xy[ids[inside], 0])
-    changed = {r.id for r in index.catalog.records(status="ok") if (r.indexed_at or 0) > meta["updated_at"]}
-    if changed:
-        missing |= np.isin(ids, np.fromiter(changed, dtype=np.int64))
-    return ids[missing]
+    pending = int(_map_state(index, feature, meta).pending.sum())
+    return {"state": "stale" if pending else "fresh", "pending": pending}
 
 
 def compute(
@@ -367,19 +372,23 @@ def compute(
         store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
         if model is not None and meta is not None:
             token, fitted = meta["placement"], int(meta.get("fitted", 0))
-            todo = _pending_ids(index, feature, meta)
+            state = _map_state(index, feature, meta, ids)
+            xy, todo = state.xy, ids[state.pending]
         else:
             model, fit_ids, fit_xy = _fit(index, feature, ids, params)
             token, fitted = uuid4().hex, int(fit_ids.size)
             model.save(placement_file, token=token, ids=fit_ids)
             _legacy_reducer_path(index, feature).unlink(missing_ok=True)
             store.write_rows(name, fit_ids, fit_xy)
+            xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
+            xy[np.searchsorted(ids, fit_ids)] = fit_xy
             todo = np.setdiff1d(ids, fit_ids)
         for start in range(0, todo.size, batch_size):
             block = todo[start : start + batch_size]
             values, _ = _prepare_input(feature, store.read_rows(feature, block))
-            store.write_rows(name, block, model.place(values))
-        xy = store.read_rows(name, ids)
+            placed = model.place(values)
+            store.write_rows(name, block, placed)
+            xy[np.searchsorted(ids, block)] = placed
         labels = _cluster(xy, cluster_params, params["random_state"])
         store.write_rows(f"cluster/{feature}", ids, labels)
         catalog.set_meta(
@@ -438,26 +447,26 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
 
 def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:
     """The cached map of ``feature`` (ProjectionError when there is none)."""
-    state = status(index, feature)
-    if state["state"] == "missing":
+    meta = index.catalog.get_meta(_meta_key(feature))
+    if meta is None or f"umap/{feature}" not in index.store:
         raise ProjectionError(
             f"no UMAP map of {feature!r} yet; compute it with idx.umap({feature!r}) or "
             f"`imrec umap {index.root} --feature {feature}`"
         )
-    if state["state"] == "stale" and not allow_stale:
+    state = _map_state(index, feature, meta)
+    pending = int(state.pending.sum())
+    if pending and not allow_stale:
         raise ProjectionError(
-            f"the map of {feature!r} misses {state['pending']} new or changed images; "
+            f"the map of {feature!r} misses {pending} new or changed images; "
             f"run idx.umap({feature!r}) to add them"
         )
-    ids = index.ids()
-    xy = index.store.read_rows(f"umap/{feature}", ids)
-    placed = ~np.isnan(xy[:, 0])
-    meta = index.catalog.get_meta(_meta_key(feature))
+    placed = ~np.isnan(state.xy[:, 0])
+    ids = state.ids[placed]
     return Projection(
         feature,
-        ids[placed],
-        xy[placed],
-        index.store.read_rows(f"cluster/{feature}", ids[placed]),
+        ids,
+        state.xy[placed],
+        index.store.read_rows(f"cluster/{feature}", ids),
         meta["params"],
         fitted=meta.get("fitted", 0),
     )

@@ -254,3 +254,17 @@ def test_placement_file_round_trips_as_plain_arrays(index: ImageIndex) -> None:
         assert str(stored["metric"]) == "euclidean" and int(stored["n_neighbors"]) == 15
         np.testing.assert_array_equal(index.store.read_rows("umap/rgb", stored["ids"]), stored["xy"])
     assert model.input_size == 512
+
+
+# -- freshness -----------------------------------------------------------------------------------
+
+
+def test_a_reextracted_image_makes_the_map_stale(index: ImageIndex) -> None:
+    index.umap("rgb", sample_size=40, clusters=4)
+    record = next(r for r in index.records() if Path(r.path).stem == "coffee")
+    Image.fromarray(data.astronaut()).save(index.root / record.path)
+    index.update(progress=False, workers=0)
+    assert index.catalog.ids_indexed_after(index.catalog.get_meta("projection/rgb")["updated_at"]) == [record.id]
+    assert status(index, "rgb") == {"state": "stale", "pending": 1}
+    extended = index.umap("rgb", sample_size=40, clusters=4)
+    assert extended.transformed == 1 and status(index, "rgb")["state"] == "fresh"
