@@ -16,6 +16,7 @@ fitted again, and the file removed).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -402,6 +403,28 @@ def compute(
     )
 
 
+def use_numba_cache() -> Path | None:
+    """Point numba's on-disk cache at the user's cache folder, unless ``NUMBA_CACHE_DIR`` is set.
+
+    ``$XDG_CACHE_HOME/imrec-widgets/numba`` (default ``~/.cache/...``), so the functions
+    umap-learn and pynndescent compile with ``cache=True`` are compiled once per machine even
+    where the installed packages are read-only. Returns the folder set, None when left alone.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    folder = Path(base) / "imrec-widgets" / "numba"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    config = sys.modules.get("numba.core.config")
+    if config is not None and not getattr(config, "CACHE_DIR", ""):
+        config.CACHE_DIR = str(folder)  # numba read its environment already
+    return folder
+
+
 def _fit(
     index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any]
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
@@ -417,6 +440,7 @@ def _fit(
         pca = PCA(n_components=params["pca_dims"], random_state=params["random_state"]).fit(values)
         mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
     vectors = _reduce(values, mean, components)
+    use_numba_cache()
     import umap
 
     reducer = umap.UMAP(

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +271,22 @@ def test_a_reextracted_image_makes_the_map_stale(index: ImageIndex) -> None:
     assert status(index, "rgb") == {"state": "stale", "pending": 1}
     extended = index.umap("rgb", sample_size=40, clusters=4)
     assert extended.transformed == 1 and status(index, "rgb")["state"] == "fresh"
+
+
+# -- numba's compile cache -------------------------------------------------------------------------
+
+
+def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
+    script = (
+        "from imrec_widgets.projection import use_numba_cache; import numba, os; "
+        "use_numba_cache(); print(os.environ['NUMBA_CACHE_DIR']); print(numba.config.CACHE_DIR)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    folder = tmp_path / "cache" / "imrec-widgets" / "numba"
+    assert out.stdout.split() == [str(folder), str(folder)] and folder.is_dir()
+
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(tmp_path / "mine")] * 2, "a folder the user chose is kept"
