@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ PLACEMENT_VERSION = 1
 # Placing works on blocks of query rows x fitted rows, so memory stays bounded at any size.
 _QUERY_BLOCK = 1024
 _FIT_BLOCK = 4096
+
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -317,6 +320,45 @@ def status(index: ImageIndex, feature: str) -> dict[str, Any]:
     return {"state": "stale" if pending else "fresh", "pending": pending}
 
 
+class _Stages:
+    """Reports the named stages of a computation: a tqdm display, a callable, or nothing."""
+
+    _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+
+    def __init__(self, progress: bool | ProgressCallback | None) -> None:
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise TypeError(f"progress must be True, False or a callable(stage, done, total), not {progress!r}")
+        self._callback = progress if callable(progress) else None
+        self._show = progress is True
+        self._stage: str | None = None
+        self._bar: Any = None
+
+    @property
+    def umap_tqdm_kwds(self) -> dict[str, Any] | None:
+        """umap-learn's own epoch display, shown only beside a progress display."""
+        return {"disable": False, "desc": "UMAP epochs", "leave": False} if self._show else None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._callback is not None:
+            self._callback(stage, done, total)
+        if not self._show:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, bar_format=self._BAR_FORMAT, dynamic_ncols=True)
+        elif stage != self._stage:
+            self._bar.set_description_str(stage, refresh=False)
+            self._bar.reset(total=total)
+        self._stage = stage
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def compute(
     index: ImageIndex,
     feature: str = "embedding",
@@ -330,12 +372,15 @@ def compute(
     min_cluster_size: int | None = None,
     random_state: int = 42,
     batch_size: int = 20_000,
+    progress: bool | ProgressCallback = False,
 ) -> Projection:
     """Compute (or extend) the 2-D UMAP map of ``feature`` and its clusters; cache both.
 
     A cached map with the same parameters is extended with the images it lacks (placed, no
     refit) unless ``refit``. Clusters: KMeans with ``clusters`` groups, else HDBSCAN with
-    ``min_cluster_size`` (default: about 1% of the images, at least 5).
+    ``min_cluster_size`` (default: about 1% of the images, at least 5). ``progress``: True
+    shows a progress display of the stages ("reading features", "PCA", "UMAP fit", "placing N
+    images", "clustering"); a callable is called as ``progress(stage, done, total)``.
     """
     started = time.perf_counter()
     if feature not in PROJECTABLE:
@@ -358,45 +403,55 @@ def compute(
     cluster_params = {"clusters": clusters, "min_cluster_size": min_cluster_size}
     from .index import _WriteLock
 
-    with _WriteLock(index.index_dir / "write.lock"):
-        catalog, store = index.catalog, index.store
-        if store.read_only:
-            index.close()
-            store = index.store
-        meta = catalog.get_meta(_meta_key(feature))
-        name = f"umap/{feature}"
-        placement_file = _placement_path(index, feature)
-        model = None
-        if not refit and meta is not None and meta["params"] == params and name in store:
-            model = _read_placement(placement_file, meta)
-        store.ensure(name, (2,), "float32", fill_value=np.nan)
-        store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
-        if model is not None and meta is not None:
-            token, fitted = meta["placement"], int(meta.get("fitted", 0))
-            state = _map_state(index, feature, meta, ids)
-            xy, todo = state.xy, ids[state.pending]
-        else:
-            model, fit_ids, fit_xy = _fit(index, feature, ids, params)
-            token, fitted = uuid4().hex, int(fit_ids.size)
-            model.save(placement_file, token=token, ids=fit_ids)
-            _legacy_reducer_path(index, feature).unlink(missing_ok=True)
-            store.write_rows(name, fit_ids, fit_xy)
-            xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
-            xy[np.searchsorted(ids, fit_ids)] = fit_xy
-            todo = np.setdiff1d(ids, fit_ids)
-        for start in range(0, todo.size, batch_size):
-            block = todo[start : start + batch_size]
-            values, _ = _prepare_input(feature, store.read_rows(feature, block))
-            placed = model.place(values)
-            store.write_rows(name, block, placed)
-            xy[np.searchsorted(ids, block)] = placed
-        labels = _cluster(xy, cluster_params, params["random_state"])
-        store.write_rows(f"cluster/{feature}", ids, labels)
-        catalog.set_meta(
-            _meta_key(feature),
-            {"params": params, "clusters": cluster_params, "updated_at": time.time(),
-             "fitted": fitted, "placement": token},
-        )
+    stages = _Stages(progress)
+    try:
+        with _WriteLock(index.index_dir / "write.lock"):
+            catalog, store = index.catalog, index.store
+            if store.read_only:
+                index.close()
+                store = index.store
+            meta = catalog.get_meta(_meta_key(feature))
+            name = f"umap/{feature}"
+            placement_file = _placement_path(index, feature)
+            model = None
+            if not refit and meta is not None and meta["params"] == params and name in store:
+                model = _read_placement(placement_file, meta)
+            store.ensure(name, (2,), "float32", fill_value=np.nan)
+            store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
+            if model is not None and meta is not None:
+                token, fitted = meta["placement"], int(meta.get("fitted", 0))
+                state = _map_state(index, feature, meta, ids)
+                xy, todo = state.xy, ids[state.pending]
+            else:
+                model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
+                token, fitted = uuid4().hex, int(fit_ids.size)
+                model.save(placement_file, token=token, ids=fit_ids)
+                _legacy_reducer_path(index, feature).unlink(missing_ok=True)
+                store.write_rows(name, fit_ids, fit_xy)
+                xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
+                xy[np.searchsorted(ids, fit_ids)] = fit_xy
+                todo = np.setdiff1d(ids, fit_ids)
+            stage = f"placing {todo.size} images"
+            for start in range(0, todo.size, batch_size):
+                stages(stage, start, todo.size)
+                block = todo[start : start + batch_size]
+                values, _ = _prepare_input(feature, store.read_rows(feature, block))
+                placed = model.place(values)
+                store.write_rows(name, block, placed)
+                xy[np.searchsorted(ids, block)] = placed
+            if todo.size:
+                stages(stage, todo.size, todo.size)
+            stages("clustering", 0, 1)
+            labels = _cluster(xy, cluster_params, params["random_state"])
+            store.write_rows(f"cluster/{feature}", ids, labels)
+            stages("clustering", 1, 1)
+            catalog.set_meta(
+                _meta_key(feature),
+                {"params": params, "clusters": cluster_params, "updated_at": time.time(),
+                 "fitted": fitted, "placement": token},
+            )
+    finally:
+        stages.close()
     return Projection(
         feature, ids, xy, labels, params, transformed=int(todo.size), fitted=fitted,
         seconds=time.perf_counter() - started,
@@ -426,19 +481,23 @@ def use_numba_cache() -> Path | None:
 
 
 def _fit(
-    index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any]
+    index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
     import warnings
 
     rng = np.random.default_rng(params["random_state"])
     fit_ids = ids if ids.size <= params["sample_size"] else np.sort(rng.choice(ids, params["sample_size"], replace=False))
+    stages("reading features", 0, fit_ids.size)
     values, metric = _prepare_input(feature, index.store.read_rows(feature, fit_ids))
+    stages("reading features", fit_ids.size, fit_ids.size)
     mean = components = None
     if metric == "euclidean" and values.shape[1] > params["pca_dims"] and len(values) > params["pca_dims"]:
         from sklearn.decomposition import PCA
 
+        stages("PCA", 0, 1)
         pca = PCA(n_components=params["pca_dims"], random_state=params["random_state"]).fit(values)
         mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        stages("PCA", 1, 1)
     vectors = _reduce(values, mean, components)
     use_numba_cache()
     import umap
@@ -450,10 +509,13 @@ def _fit(
         random_state=params["random_state"],
         n_components=2,
         init="spectral" if len(vectors) > params["n_neighbors"] + 2 else "random",
+        tqdm_kwds=stages.umap_tqdm_kwds,
     )
+    stages("UMAP fit", 0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs / spectral-init chatter from umap-learn
         xy = reducer.fit_transform(vectors).astype(np.float32)
+    stages("UMAP fit", 1, 1)
     return Placement(mean, components, vectors, xy, metric, params["n_neighbors"]), fit_ids, xy
 
 

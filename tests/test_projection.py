@@ -103,7 +103,12 @@ def test_cli_umap(index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None
     from imrec_widgets.cli import main
 
     assert main(["umap", str(index.root), "--feature", "dhash", "--clusters", "3"]) == 0
-    assert f"mapped {len(index)} images by dhash" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert f"mapped {len(index)} images by dhash" in shown.out
+    assert "UMAP fit" in shown.err and "clustering" in shown.err, "progress on stderr by default"
+    assert main(["umap", str(index.root), "--feature", "dhash", "--clusters", "3", "-q"]) == 0
+    shown = capsys.readouterr()
+    assert "(fitted on 90, transformed 0)" in shown.out and shown.err == ""
     assert main(["umap", str(index.root), "--feature", "embedding"]) == 1
     assert "not in this index" in capsys.readouterr().err
 
@@ -290,3 +295,30 @@ def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(tmp_path / "mine")] * 2, "a folder the user chose is kept"
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_reports_each_stage_in_order(index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, int, int]] = []
+    index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["reading features", "PCA", "UMAP fit", "placing 30 images", "clustering"]
+    for stage in stages:
+        reported = [(done, total) for name, done, total in calls if name == stage]
+        assert reported[0][0] == 0 and reported[-1][0] == reported[-1][1] > 0
+    assert ("reading features", 60, 60) in calls and ("placing 30 images", 30, 30) in calls
+    assert capsys.readouterr().err == "", "a callable replaces the display"
+
+    calls.clear()
+    index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
+    assert [stage for stage, _, _ in calls] == ["clustering", "clustering"]  # nothing to fit or place
+
+    index.umap("rgb", sample_size=60, clusters=4, refit=True, progress=True)
+    shown = capsys.readouterr().err
+    assert "UMAP fit" in shown and "clustering" in shown
+    index.umap("rgb", sample_size=60, clusters=4, refit=True)
+    assert capsys.readouterr().err == "", "library calls are quiet by default"
+    with pytest.raises(TypeError, match="progress must be"):
+        index.umap("rgb", progress="yes")
