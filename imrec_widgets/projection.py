@@ -15,6 +15,7 @@ fitted again, and the file removed).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -480,6 +481,40 @@ def use_numba_cache() -> Path | None:
     return folder
 
 
+def _import_umap() -> Any:
+    """``import umap``, keeping numba's compiled code on disk for the next process.
+
+    umap-learn compiles its functions again in every new process (15-70 s before a first map)
+    and marks almost none ``cache=True``. While imrec imports it (and pynndescent with it),
+    numba's ``njit``/``jit`` default to ``cache=True``, so the next process loads them instead.
+    Only with a cache folder set: numba refuses ``cache=True`` where it has nowhere to write.
+    """
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    use_numba_cache()
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        import umap
+
+        return umap
+    import numba
+
+    def caching(decorator: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(decorator)
+        def with_cache(*args: Any, **options: Any) -> Any:
+            options.setdefault("cache", True)
+            return decorator(*args, **options)
+
+        return with_cache
+
+    originals = numba.njit, numba.jit
+    numba.njit, numba.jit = caching(numba.njit), caching(numba.jit)
+    try:
+        import umap
+    finally:
+        numba.njit, numba.jit = originals
+    return umap
+
+
 def _fit(
     index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
@@ -499,9 +534,7 @@ def _fit(
         mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         stages("PCA", 1, 1)
     vectors = _reduce(values, mean, components)
-    use_numba_cache()
-    import umap
-
+    umap = _import_umap()
     reducer = umap.UMAP(
         n_neighbors=params["n_neighbors"],
         min_dist=params["min_dist"],

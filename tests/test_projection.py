@@ -297,6 +297,19 @@ def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
     assert out.stdout.split() == [str(tmp_path / "mine")] * 2, "a folder the user chose is kept"
 
 
+@pytest.mark.slow
+def test_umap_is_imported_with_its_compiled_code_cached() -> None:
+    script = (
+        "import numba; njit, jit = numba.njit, numba.jit; "
+        "from imrec_widgets.projection import _import_umap; _import_umap(); "
+        "from umap.umap_ import compute_membership_strengths, smooth_knn_dist; "
+        "print(type(smooth_knn_dist._cache).__name__, type(compute_membership_strengths._cache).__name__, "
+        "numba.njit is njit and numba.jit is jit)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["FunctionCache", "FunctionCache", "True"]
+
+
 # -- progress ------------------------------------------------------------------------------------
 
 
