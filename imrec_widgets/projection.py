@@ -15,6 +15,7 @@ fitted again, and the file removed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -207,7 +208,10 @@ class Placement:
                 arrays = {name: data[name] for name in names}
         except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
-        if arrays["version"].shape != () or int(arrays["version"]) != PLACEMENT_VERSION:
+        kinds = {"version": "iu", "token": "U", "metric": "U", "n_neighbors": "iu"}
+        if any(arrays[name].shape != () or arrays[name].dtype.kind not in kind for name, kind in kinds.items()):
+            raise ValueError(f"placement file {path.name} holds settings of the wrong type")
+        if int(arrays["version"]) != PLACEMENT_VERSION:
             raise ValueError(f"placement file {path.name} has an unknown version")
         vectors, xy = arrays["vectors"], arrays["xy"]
         mean, components = arrays["pca_mean"], arrays["pca_components"]
@@ -218,7 +222,7 @@ class Placement:
             and mean.ndim == 1 and components.ndim == 2
             and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
         )
-        if not shapes_agree or not np.isfinite(xy).all():
+        if not shapes_agree or not (np.isfinite(xy).all() and np.isfinite(vectors).all()):
             raise ValueError(f"placement file {path.name} holds arrays that do not fit together")
         placement = cls(
             None if mean.size == 0 else mean,
@@ -264,6 +268,11 @@ def _reduce(values: np.ndarray, mean: np.ndarray | None, components: np.ndarray 
     if components is None:
         return values
     return ((values - mean) @ components.T).astype(np.float32, copy=False)
+
+
+def _input_size(index: ImageIndex, feature: str, ids: np.ndarray) -> int:
+    """Length of the rows ``_prepare_input`` makes of ``feature`` as stored now."""
+    return int(_prepare_input(feature, index.store.read_rows(feature, ids[:1]))[0].shape[1])
 
 
 def _placement_path(index: ImageIndex, feature: str) -> Path:
@@ -417,6 +426,8 @@ def compute(
             model = None
             if not refit and meta is not None and meta["params"] == params and name in store:
                 model = _read_placement(placement_file, meta)
+                if model is not None and model.input_size != _input_size(index, feature, ids):
+                    model = None  # the feature was re-extracted with other settings: fit again
             store.ensure(name, (2,), "float32", fill_value=np.nan)
             store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
             if model is not None and meta is not None:
@@ -427,7 +438,8 @@ def compute(
                 model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
                 token, fitted = uuid4().hex, int(fit_ids.size)
                 model.save(placement_file, token=token, ids=fit_ids)
-                _legacy_reducer_path(index, feature).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    _legacy_reducer_path(index, feature).unlink(missing_ok=True)
                 store.write_rows(name, fit_ids, fit_xy)
                 xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
                 xy[np.searchsorted(ids, fit_ids)] = fit_xy

@@ -191,6 +191,16 @@ def test_a_map_from_an_older_version_is_fitted_again(index: ImageIndex, tmp_path
     assert not marker.exists() and not (index.index_dir / "umap_dhash.pkl").exists()
 
 
+def test_a_feature_rebuilt_with_other_settings_is_fitted_again(index: ImageIndex) -> None:
+    index.umap("rgb", sample_size=40, clusters=4)
+    rebuilt = ImageIndex.open(index.root, features=FEATURES, bins=4, rebuild=["rgb"])
+    rebuilt.update(progress=False, workers=0)
+    assert status(rebuilt, "rgb") == {"state": "stale", "pending": len(rebuilt)}
+    again = rebuilt.umap("rgb", sample_size=40, clusters=4)
+    assert again.fitted == 40 and again.transformed == len(rebuilt) - 40
+    assert np.isfinite(projection.place(rebuilt, "rgb", rebuilt.root / rebuilt.records()[0].path)).all()
+
+
 def test_query_images_land_where_their_indexed_copies_are(index: ImageIndex) -> None:
     mapped = index.umap("rgb", sample_size=40, clusters=4)
     paths = [index.root / r.path for r in index.records(mapped.ids)]
