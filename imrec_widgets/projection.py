@@ -36,9 +36,8 @@ PROJECTABLE = ("embedding", "rgb", "ahash", "dhash")
 MIN_IMAGES = 5
 PLACEMENT_VERSION = 1
 
-# Placing works on blocks of query rows x fitted rows, so memory stays bounded at any size.
-_QUERY_BLOCK = 1024
-_FIT_BLOCK = 4096
+# Rows are placed a block at a time, so memory stays bounded at any size.
+_QUERY_BLOCK = 2048
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -109,7 +108,7 @@ class Placement:
         self.xy = np.ascontiguousarray(xy, dtype=np.float32)
         self.metric = metric
         self.n_neighbors = int(n_neighbors)
-        self._squared_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        self._search: Any = None
 
     @property
     def input_size(self) -> int:
@@ -136,34 +135,26 @@ class Placement:
         return out
 
     def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and distances (M x k, nearest first) of the k fitted rows nearest each input."""
-        k = min(self.n_neighbors, len(self.vectors))
-        best_score = np.empty((len(vectors), 0), dtype=np.float32)
-        best_index = np.empty((len(vectors), 0), dtype=np.int64)
-        for start in range(0, len(self.vectors), _FIT_BLOCK):
-            fitted = self.vectors[start : start + _FIT_BLOCK]
-            # |f|^2 - 2 q.f orders the fitted rows of each query like the squared distance does
-            score = self._squared_norms[start : start + len(fitted)] - 2 * (vectors @ fitted.T)
-            if score.shape[1] > k:
-                keep = np.argpartition(score, k - 1, axis=1)[:, :k]
-                score, index = np.take_along_axis(score, keep, axis=1), keep + start
-            else:
-                index = np.broadcast_to(np.arange(start, start + len(fitted)), score.shape)
-            best_score = np.concatenate([best_score, score], axis=1)
-            best_index = np.concatenate([best_index, index], axis=1)
-            if best_score.shape[1] > k:
-                keep = np.argpartition(best_score, k - 1, axis=1)[:, :k]
-                best_score = np.take_along_axis(best_score, keep, axis=1)
-                best_index = np.take_along_axis(best_index, keep, axis=1)
-        # exact distances of the k found (rounding in the product above cannot fake a tie)
-        difference = vectors[:, None, :] - self.vectors[best_index]
+        """Indices and distances (M x k, nearest first) of the k fitted rows nearest each input.
+
+        Exact: scikit-learn's brute-force search (chunked, so memory stays bounded) finds them,
+        by euclidean distance, which ranks hash bits as hamming does; distances are then
+        computed again directly, so an input equal to a fitted row is at distance 0.
+        """
+        if self._search is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            k = min(self.n_neighbors, len(self.vectors))
+            self._search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(self.vectors)
+        found = self._search.kneighbors(vectors, return_distance=False)
+        difference = vectors[:, None, :] - self.vectors[found]
         squared = np.einsum("mkd,mkd->mk", difference, difference)
         order = np.argsort(squared, axis=1, kind="stable")
         squared = np.take_along_axis(squared, order, axis=1)
-        best_index = np.take_along_axis(best_index, order, axis=1)
+        found = np.take_along_axis(found, order, axis=1)
         if self.metric == "hamming":  # bits as 0/1: squared distance = differing bits
-            return best_index, squared / vectors.shape[1]
-        return best_index, np.sqrt(squared)
+            return found, squared / vectors.shape[1]
+        return found, np.sqrt(squared)
 
     def _weighted_mean(self, neighbours: np.ndarray, distances: np.ndarray) -> np.ndarray:
         weights = _membership(distances)

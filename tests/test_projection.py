@@ -227,8 +227,7 @@ def test_placement_is_exact_knn_and_umaps_own_start_of_transform(digits, monkeyp
 
     values, xy = digits
     fit, new = values[:1000], values[1000:]
-    monkeypatch.setattr(projection, "_QUERY_BLOCK", 128)  # several blocks each way
-    monkeypatch.setattr(projection, "_FIT_BLOCK", 300)
+    monkeypatch.setattr(projection, "_QUERY_BLOCK", 128)  # several blocks
     model = projection.Placement(None, None, fit, xy[:1000], "euclidean", 15)
 
     neighbours, distances = model.nearest(new)
