@@ -2,9 +2,11 @@
 
 Fitting UMAP is the slow part, so it runs on a sample (``sample_size`` images). Every other
 image, every image added later and any query image is *placed* on that map: at the weighted mean
-of the map positions of its ``n_neighbors`` nearest fitted images, found exactly, in numpy (the
-weights are umap-learn's own, the starting point of its ``transform``). Coordinates live in the
-store as ``umap/<feature>`` (NaN = not placed), labels as ``cluster/<feature>``.
+of the map positions of its ``n_neighbors`` nearest fitted images, found exactly by brute force
+(the weights are umap-learn's own, the starting point of its ``transform``; umap is not needed to
+place). Coordinates live in the store as ``umap/<feature>`` (NaN = not placed), labels as
+``cluster/<feature>``. umap-learn is imported with numba's on-disk cache on (in the user's cache
+folder), so its compile is paid once per machine, not once per process.
 
 What placing needs sits beside the store in ``umap_<feature>.npz``: the PCA mean and components,
 the fitted sample's UMAP inputs (after PCA) and their map positions, as plain arrays read with
