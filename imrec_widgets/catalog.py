@@ -123,6 +123,11 @@ class Catalog:
         except sqlite3.Error as exc:
             raise ValueError(f"bad where= condition {where!r}: {exc}") from None
 
+    def ids_indexed_after(self, timestamp: float) -> list[int]:
+        """Ids of ok rows (re-)indexed after ``timestamp`` (seconds since the epoch), ascending."""
+        query = "SELECT id FROM images WHERE status = 'ok' AND indexed_at > ? ORDER BY id"
+        return [r[0] for r in self._db.execute(query, (float(timestamp),))]
+
     def next_id(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0]
 

@@ -112,6 +112,7 @@ def _umap(args: argparse.Namespace) -> int:
         sample_size=args.sample_size,
         clusters=args.clusters,
         min_cluster_size=args.min_cluster_size,
+        progress=not args.quiet,
     )
     n_clusters = len(set(projection.clusters.tolist()) - {-1})
     print(
@@ -385,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=20_000, help="images to fit on; the rest are transformed (default 20000)")
     p.add_argument("--clusters", type=int, default=None, help="KMeans with this many clusters (default: HDBSCAN)")
     p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN min_cluster_size (default ~1%% of images)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("demo", help="index real sample photos and open the quick-start notebook")
     p.add_argument("folder", nargs="?", default=DEMO_FOLDER, help=f"where to put photos and notebooks (default {DEMO_FOLDER})")

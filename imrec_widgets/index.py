@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -583,15 +583,23 @@ class ImageIndex:
         return find_duplicates(self, mode=mode, max_distance=max_distance, metric=metric)
 
     # -- maps --------------------------------------------------------------------------------------
-    def umap(self, feature: str = "embedding", *, refit: bool = False, **params: Any) -> Any:
+    def umap(
+        self,
+        feature: str = "embedding",
+        *,
+        refit: bool = False,
+        progress: bool | Callable[[str, int, int], None] = False,
+        **params: Any,
+    ) -> Any:
         """Compute or extend the cached 2-D UMAP map of ``feature`` with cluster labels.
 
-        See ``imrec_widgets.projection.compute`` for ``params`` (n_neighbors, min_dist,
+        ``progress``: True shows the stages as they run, a callable gets ``(stage, done,
+        total)``. See ``imrec_widgets.projection.compute`` for ``params`` (n_neighbors, min_dist,
         pca_dims, sample_size, clusters, min_cluster_size, random_state).
         """
         from . import projection
 
-        return projection.compute(self, feature, refit=refit, **params)
+        return projection.compute(self, feature, refit=refit, progress=progress, **params)
 
     def projection(self, feature: str = "embedding") -> Any:
         """The cached map of ``feature`` (``ProjectionError`` if it was never computed)."""

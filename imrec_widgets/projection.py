@@ -1,18 +1,33 @@
 """2-D UMAP maps of a stored feature, plus cluster labels, cached in the index.
 
-Fitting UMAP is the slow part, so it runs on a sample (``sample_size`` images) and every other
-image is placed with ``transform``; images added later are transformed into the existing map
-instead of refitting. Coordinates live in the store as ``umap/<feature>`` (NaN = not projected),
-labels as ``cluster/<feature>``; the fitted reducer is pickled beside the store.
+Fitting UMAP is the slow part, so it runs on a sample (``sample_size`` images). Every other
+image, every image added later and any query image is *placed* on that map: at the weighted mean
+of the map positions of its ``n_neighbors`` nearest fitted images, found exactly by brute force
+(the weights are umap-learn's own, the starting point of its ``transform``; umap is not needed to
+place). Coordinates live in the store as ``umap/<feature>`` (NaN = not placed), labels as
+``cluster/<feature>``. umap-learn is imported with numba's on-disk cache on (in the user's cache
+folder), so its compile is paid once per machine, not once per process.
+
+What placing needs sits beside the store in ``umap_<feature>.npz``: the PCA mean and components,
+the fitted sample's UMAP inputs (after PCA) and their map positions, as plain arrays read with
+``allow_pickle=False``. Nothing in an index folder is ever unpickled, since an index may come
+from someone else: a ``umap_<feature>.pkl`` left by older versions is never read (the map is
+fitted again, and the file removed).
 """
 
 from __future__ import annotations
 
-import pickle
+import contextlib
+import functools
+import os
+import sys
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import numpy as np
 
@@ -21,6 +36,12 @@ if TYPE_CHECKING:
 
 PROJECTABLE = ("embedding", "rgb", "ahash", "dhash")
 MIN_IMAGES = 5
+PLACEMENT_VERSION = 1
+
+# Rows are placed a block at a time, so memory stays bounded at any size.
+_QUERY_BLOCK = 2048
+
+ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -65,38 +86,280 @@ def _prepare_input(feature: str, values: np.ndarray) -> tuple[np.ndarray, str]:
     return values, "euclidean"
 
 
-def _reducer_path(index: ImageIndex, feature: str) -> Path:
+class Placement:
+    """What placing rows on a fitted map needs, as plain arrays: no umap, nothing pickled.
+
+    ``vectors``: the fitted sample's UMAP inputs (after PCA), ``xy``: their map positions,
+    ``pca_mean``/``pca_components``: the PCA applied to inputs first (None: none was),
+    ``metric``: ``euclidean``, or ``hamming`` over hash bits as 0/1 floats.
+    """
+
+    def __init__(
+        self,
+        pca_mean: np.ndarray | None,
+        pca_components: np.ndarray | None,
+        vectors: np.ndarray,
+        xy: np.ndarray,
+        metric: str,
+        n_neighbors: int,
+    ) -> None:
+        if metric not in ("euclidean", "hamming"):
+            raise ValueError(f"unknown placement metric {metric!r}")
+        self.pca_mean, self.pca_components = pca_mean, pca_components
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.xy = np.ascontiguousarray(xy, dtype=np.float32)
+        self.metric = metric
+        self.n_neighbors = int(n_neighbors)
+        self._search: Any = None
+
+    @property
+    def input_size(self) -> int:
+        """Length of the rows ``place`` takes (before PCA)."""
+        return int(self.vectors.shape[1] if self.pca_mean is None else self.pca_mean.size)
+
+    def reduce(self, values: np.ndarray) -> np.ndarray:
+        """Prepared feature rows as UMAP inputs: the fitted PCA applied, float32."""
+        return _reduce(values, self.pca_mean, self.pca_components)
+
+    def place(self, values: np.ndarray) -> np.ndarray:
+        """Map positions (M x 2) of prepared feature rows (M x ``input_size``)."""
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[1] != self.input_size:
+            raise ProjectionError(
+                f"rows of {values.shape[-1]} values do not fit a map made from {self.input_size}; "
+                "the feature changed since the map was made: compute it again"
+            )
+        out = np.empty((len(values), 2), dtype=np.float32)
+        for start in range(0, len(values), _QUERY_BLOCK):
+            block = self.reduce(values[start : start + _QUERY_BLOCK])
+            neighbours, distances = self.nearest(block)
+            out[start : start + len(block)] = self._weighted_mean(neighbours, distances)
+        return out
+
+    def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and distances (M x k, nearest first) of the k fitted rows nearest each input.
+
+        Exact: scikit-learn's brute-force search (chunked, so memory stays bounded) finds them,
+        by euclidean distance, which ranks hash bits as hamming does; distances are then
+        computed again directly, so an input equal to a fitted row is at distance 0.
+        """
+        if self._search is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            k = min(self.n_neighbors, len(self.vectors))
+            self._search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(self.vectors)
+        found = self._search.kneighbors(vectors, return_distance=False)
+        difference = vectors[:, None, :] - self.vectors[found]
+        squared = np.einsum("mkd,mkd->mk", difference, difference)
+        order = np.argsort(squared, axis=1, kind="stable")
+        squared = np.take_along_axis(squared, order, axis=1)
+        found = np.take_along_axis(found, order, axis=1)
+        if self.metric == "hamming":  # bits as 0/1: squared distance = differing bits
+            return found, squared / vectors.shape[1]
+        return found, np.sqrt(squared)
+
+    def _weighted_mean(self, neighbours: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        weights = _membership(distances)
+        xy = np.einsum("mk,mkc->mc", weights, self.xy[neighbours]) / weights.sum(axis=1, keepdims=True)
+        # an input equal to a fitted row (to float rounding) sits on that row's point
+        same = distances[:, 0] <= 1e-5 * distances[:, -1]
+        xy[same] = self.xy[neighbours[same, 0]]
+        return xy.astype(np.float32)
+
+    # -- the file ---------------------------------------------------------------------------------
+    def save(self, path: Path, *, token: str, ids: np.ndarray) -> None:
+        """Write to ``path`` atomically (a temporary file, then ``os.replace``)."""
+        no_pca = self.pca_mean is None
+        arrays = {
+            "version": np.int64(PLACEMENT_VERSION),
+            "token": np.str_(token),
+            "metric": np.str_(self.metric),
+            "n_neighbors": np.int64(self.n_neighbors),
+            "ids": np.asarray(ids, dtype=np.int64),
+            "vectors": self.vectors,
+            "xy": self.xy,
+            "pca_mean": np.empty(0, np.float32) if no_pca else self.pca_mean,
+            "pca_components": np.empty((0, 0), np.float32) if no_pca else self.pca_components,
+        }
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as f:
+                np.savez_compressed(f, **arrays)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[Placement, str]:
+        """The placement stored at ``path`` and its token; ValueError when it is not a valid one."""
+        names = ("version", "token", "metric", "n_neighbors", "vectors", "xy", "pca_mean", "pca_components")
+        try:
+            data = np.load(path, allow_pickle=False)  # refuses pickles: an index may be anyone's
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
+                arrays = {name: data[name] for name in names}
+        except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
+        kinds = {"version": "iu", "token": "U", "metric": "U", "n_neighbors": "iu"}
+        if any(arrays[name].shape != () or arrays[name].dtype.kind not in kind for name, kind in kinds.items()):
+            raise ValueError(f"placement file {path.name} holds settings of the wrong type")
+        if int(arrays["version"]) != PLACEMENT_VERSION:
+            raise ValueError(f"placement file {path.name} has an unknown version")
+        vectors, xy = arrays["vectors"], arrays["xy"]
+        mean, components = arrays["pca_mean"], arrays["pca_components"]
+        if not all(a.dtype == np.float32 for a in (vectors, xy, mean, components)):
+            raise ValueError(f"placement file {path.name} holds arrays of the wrong type")
+        shapes_agree = (
+            vectors.ndim == 2 and len(vectors) > 0 and xy.shape == (len(vectors), 2)
+            and mean.ndim == 1 and components.ndim == 2
+            and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
+        )
+        if not shapes_agree or not (np.isfinite(xy).all() and np.isfinite(vectors).all()):
+            raise ValueError(f"placement file {path.name} holds arrays that do not fit together")
+        placement = cls(
+            None if mean.size == 0 else mean,
+            None if mean.size == 0 else components,
+            vectors,
+            xy,
+            str(arrays["metric"]),
+            max(1, int(arrays["n_neighbors"])),
+        )
+        return placement, str(arrays["token"])
+
+
+def _membership(distances: np.ndarray) -> np.ndarray:
+    """umap-learn's membership strengths of each row's k nearest neighbours in ``transform``.
+
+    With its default local connectivity (1, less 1 for new points) the offset is 0, so the
+    strength is ``exp(-d / sigma)`` with ``sigma`` binary-searched so that the strengths of all
+    but the nearest sum to ``log2(k)``, and at least 1/1000 of the mean distance (per row here).
+    Returned scaled so the nearest weighs 1 (same ratios; nothing underflows).
+    """
+    distances = distances.astype(np.float64)
+    rows, k = distances.shape
+    target = np.log2(k)
+    farther = distances[:, 1:]
+    low, high, sigma = np.zeros(rows), np.full(rows, np.inf), np.ones(rows)
+    for _ in range(64):
+        total = np.exp(-farther / sigma[:, None]).sum(axis=1)
+        searching = np.abs(total - target) >= 1e-5
+        if not searching.any():
+            break
+        over = searching & (total > target)
+        under = searching & ~over
+        high = np.where(over, sigma, high)
+        low = np.where(under, sigma, low)
+        sigma = np.where(searching, np.where(np.isinf(high), sigma * 2, (low + high) / 2), sigma)
+    sigma = np.maximum(sigma, 1e-3 * distances.mean(axis=1))
+    sigma = np.where(sigma > 0, sigma, 1.0)  # every neighbour at distance 0
+    return np.exp(-(distances - distances[:, :1]) / sigma[:, None])
+
+
+def _reduce(values: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    if components is None:
+        return values
+    return ((values - mean) @ components.T).astype(np.float32, copy=False)
+
+
+def _input_size(index: ImageIndex, feature: str, ids: np.ndarray) -> int:
+    """Length of the rows ``_prepare_input`` makes of ``feature`` as stored now."""
+    return int(_prepare_input(feature, index.store.read_rows(feature, ids[:1]))[0].shape[1])
+
+
+def _placement_path(index: ImageIndex, feature: str) -> Path:
+    return index.index_dir / f"umap_{feature}.npz"
+
+
+def _legacy_reducer_path(index: ImageIndex, feature: str) -> Path:
+    """Where versions before the .npz pickled the reducer: never read, removed on a refit."""
     return index.index_dir / f"umap_{feature}.pkl"
+
+
+def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
+    """The placement of the cached map ``meta`` describes; None if missing, invalid or another fit's."""
+    if not path.is_file():
+        return None
+    try:
+        placement, token = Placement.read(path)
+    except ValueError:
+        return None
+    return placement if token == meta.get("placement") else None
 
 
 def _meta_key(feature: str) -> str:
     return f"projection/{feature}"
 
 
+@dataclass
+class _MapState:
+    ids: np.ndarray  # every ok image, ascending
+    xy: np.ndarray  # their stored positions, NaN where none
+    pending: np.ndarray  # no position yet, or re-extracted since the map was made
+
+
+def _map_state(index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None) -> _MapState:
+    """Where the cached map stands, from one read of ``umap/<feature>`` and one catalog query."""
+    ids = index.ids() if ids is None else ids
+    xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
+    if ids.size:
+        stored = index.store.read_range(f"umap/{feature}", int(ids[-1]) + 1)
+        inside = ids < len(stored)
+        xy[inside] = stored[ids[inside]]
+    pending = np.isnan(xy[:, 0])
+    changed = index.catalog.ids_indexed_after(meta["updated_at"])
+    if changed:
+        pending |= np.isin(ids, np.asarray(changed, dtype=np.int64))
+    return _MapState(ids, xy, pending)
+
+
 def status(index: ImageIndex, feature: str) -> dict[str, Any]:
     """``{"state": "missing" | "stale" | "fresh", "pending": n}``: is the cached map up to date?"""
     meta = index.catalog.get_meta(_meta_key(feature))
-    name = f"umap/{feature}"
-    if meta is None or name not in index.store:
+    if meta is None or f"umap/{feature}" not in index.store:
         return {"state": "missing", "pending": len(index)}
-    pending = _pending_ids(index, feature, meta)
-    return {"state": "stale" if pending.size else "fresh", "pending": int(pending.size)}
+    pending = int(_map_state(index, feature, meta).pending.sum())
+    return {"state": "stale" if pending else "fresh", "pending": pending}
 
 
-def _pending_ids(index: ImageIndex, feature: str, meta: dict[str, Any]) -> np.ndarray:
-    """Ok images with no coordinates yet, or re-extracted since the map was made."""
-    ids = index.ids()
-    if ids.size == 0:
-        return ids
-    xy = index.store.read_range(f"umap/{feature}", int(ids[-1]) + 1)
-    missing = np.zeros(ids.size, dtype=bool)
-    inside = ids < len(xy)
-    missing[~inside] = True
-    missing[inside] = np.isnan(xy[ids[inside], 0])
-    changed = {r.id for r in index.catalog.records(status="ok") if (r.indexed_at or 0) > meta["updated_at"]}
-    if changed:
-        missing |= np.isin(ids, np.fromiter(changed, dtype=np.int64))
-    return ids[missing]
+class _Stages:
+    """Reports the named stages of a computation: a tqdm display, a callable, or nothing."""
+
+    _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+
+    def __init__(self, progress: bool | ProgressCallback | None) -> None:
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise TypeError(f"progress must be True, False or a callable(stage, done, total), not {progress!r}")
+        self._callback = progress if callable(progress) else None
+        self._show = progress is True
+        self._stage: str | None = None
+        self._bar: Any = None
+
+    @property
+    def umap_tqdm_kwds(self) -> dict[str, Any] | None:
+        """umap-learn's own epoch display, shown only beside a progress display."""
+        return {"disable": False, "desc": "UMAP epochs", "leave": False} if self._show else None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._callback is not None:
+            self._callback(stage, done, total)
+        if not self._show:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, bar_format=self._BAR_FORMAT, dynamic_ncols=True)
+        elif stage != self._stage:
+            self._bar.set_description_str(stage, refresh=False)
+            self._bar.reset(total=total)
+        self._stage = stage
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def compute(
@@ -112,12 +375,15 @@ def compute(
     min_cluster_size: int | None = None,
     random_state: int = 42,
     batch_size: int = 20_000,
+    progress: bool | ProgressCallback = False,
 ) -> Projection:
     """Compute (or extend) the 2-D UMAP map of ``feature`` and its clusters; cache both.
 
-    A cached map with the same parameters is extended with the images it lacks (transform, no
+    A cached map with the same parameters is extended with the images it lacks (placed, no
     refit) unless ``refit``. Clusters: KMeans with ``clusters`` groups, else HDBSCAN with
-    ``min_cluster_size`` (default: about 1% of the images, at least 5).
+    ``min_cluster_size`` (default: about 1% of the images, at least 5). ``progress``: True
+    shows a progress display of the stages ("reading features", "PCA", "UMAP fit", "placing N
+    images", "clustering"); a callable is called as ``progress(stage, done, total)``.
     """
     started = time.perf_counter()
     if feature not in PROJECTABLE:
@@ -140,90 +406,155 @@ def compute(
     cluster_params = {"clusters": clusters, "min_cluster_size": min_cluster_size}
     from .index import _WriteLock
 
-    with _WriteLock(index.index_dir / "write.lock"):
-        catalog, store = index.catalog, index.store
-        if store.read_only:
-            index.close()
-            store = index.store
-        meta = catalog.get_meta(_meta_key(feature))
-        reducer_file = _reducer_path(index, feature)
-        name = f"umap/{feature}"
-        reuse = (
-            not refit
-            and meta is not None
-            and meta["params"] == params
-            and name in store
-            and reducer_file.exists()
-        )
-        store.ensure(name, (2,), "float32", fill_value=np.nan)
-        store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
-        fitted = int((meta or {}).get("fitted", 0)) if reuse else 0
-        if reuse:
-            with open(reducer_file, "rb") as f:
-                model = pickle.load(f)
-            todo = _pending_ids(index, feature, meta)
-        else:
-            model, fit_ids, fit_xy = _fit(index, feature, ids, params)
-            with open(reducer_file.with_suffix(".tmp"), "wb") as f:
-                pickle.dump(model, f)
-            reducer_file.with_suffix(".tmp").replace(reducer_file)
-            store.write_rows(name, fit_ids, fit_xy)
-            fitted = int(fit_ids.size)
-            todo = np.setdiff1d(ids, fit_ids)
-        for start in range(0, todo.size, batch_size):
-            block = todo[start : start + batch_size]
-            values, _ = _prepare_input(feature, store.read_rows(feature, block))
-            store.write_rows(name, block, _transform(model, values))
-        xy = store.read_rows(name, ids)
-        labels = _cluster(xy, cluster_params, params["random_state"])
-        store.write_rows(f"cluster/{feature}", ids, labels)
-        catalog.set_meta(
-            _meta_key(feature),
-            {"params": params, "clusters": cluster_params, "updated_at": time.time(),
-             "fitted": fitted},
-        )
+    stages = _Stages(progress)
+    try:
+        with _WriteLock(index.index_dir / "write.lock"):
+            catalog, store = index.catalog, index.store
+            if store.read_only:
+                index.close()
+                store = index.store
+            meta = catalog.get_meta(_meta_key(feature))
+            name = f"umap/{feature}"
+            placement_file = _placement_path(index, feature)
+            model = None
+            if not refit and meta is not None and meta["params"] == params and name in store:
+                model = _read_placement(placement_file, meta)
+                if model is not None and model.input_size != _input_size(index, feature, ids):
+                    model = None  # the feature was re-extracted with other settings: fit again
+            store.ensure(name, (2,), "float32", fill_value=np.nan)
+            store.ensure(f"cluster/{feature}", (), "int32", fill_value=-1)
+            if model is not None and meta is not None:
+                token, fitted = meta["placement"], int(meta.get("fitted", 0))
+                state = _map_state(index, feature, meta, ids)
+                xy, todo = state.xy, ids[state.pending]
+            else:
+                model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
+                token, fitted = uuid4().hex, int(fit_ids.size)
+                model.save(placement_file, token=token, ids=fit_ids)
+                with contextlib.suppress(OSError):
+                    _legacy_reducer_path(index, feature).unlink(missing_ok=True)
+                store.write_rows(name, fit_ids, fit_xy)
+                xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
+                xy[np.searchsorted(ids, fit_ids)] = fit_xy
+                todo = np.setdiff1d(ids, fit_ids)
+            stage = f"placing {todo.size} images"
+            for start in range(0, todo.size, batch_size):
+                stages(stage, start, todo.size)
+                block = todo[start : start + batch_size]
+                values, _ = _prepare_input(feature, store.read_rows(feature, block))
+                placed = model.place(values)
+                store.write_rows(name, block, placed)
+                xy[np.searchsorted(ids, block)] = placed
+            if todo.size:
+                stages(stage, todo.size, todo.size)
+            stages("clustering", 0, 1)
+            labels = _cluster(xy, cluster_params, params["random_state"])
+            store.write_rows(f"cluster/{feature}", ids, labels)
+            stages("clustering", 1, 1)
+            catalog.set_meta(
+                _meta_key(feature),
+                {"params": params, "clusters": cluster_params, "updated_at": time.time(),
+                 "fitted": fitted, "placement": token},
+            )
+    finally:
+        stages.close()
     return Projection(
         feature, ids, xy, labels, params, transformed=int(todo.size), fitted=fitted,
         seconds=time.perf_counter() - started,
     )
 
 
-def _fit(index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray]:
+def use_numba_cache() -> Path | None:
+    """Point numba's on-disk cache at the user's cache folder, unless ``NUMBA_CACHE_DIR`` is set.
+
+    ``$XDG_CACHE_HOME/imrec-widgets/numba`` (default ``~/.cache/...``), so the functions
+    umap-learn and pynndescent compile with ``cache=True`` are compiled once per machine even
+    where the installed packages are read-only. Returns the folder set, None when left alone.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    folder = Path(base) / "imrec-widgets" / "numba"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    config = sys.modules.get("numba.core.config")
+    if config is not None and not getattr(config, "CACHE_DIR", ""):
+        config.CACHE_DIR = str(folder)  # numba read its environment already
+    return folder
+
+
+def _import_umap() -> Any:
+    """``import umap``, keeping numba's compiled code on disk for the next process.
+
+    umap-learn compiles its functions again in every new process (15-70 s before a first map)
+    and marks almost none ``cache=True``. While imrec imports it (and pynndescent with it),
+    numba's ``njit``/``jit`` default to ``cache=True``, so the next process loads them instead.
+    Only with a cache folder set: numba refuses ``cache=True`` where it has nowhere to write.
+    """
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    use_numba_cache()
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        import umap
+
+        return umap
+    import numba
+
+    def caching(decorator: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(decorator)
+        def with_cache(*args: Any, **options: Any) -> Any:
+            options.setdefault("cache", True)
+            return decorator(*args, **options)
+
+        return with_cache
+
+    originals = numba.njit, numba.jit
+    numba.njit, numba.jit = caching(numba.njit), caching(numba.jit)
+    try:
+        import umap
+    finally:
+        numba.njit, numba.jit = originals
+    return umap
+
+
+def _fit(
+    index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
+) -> tuple[Placement, np.ndarray, np.ndarray]:
     import warnings
 
     rng = np.random.default_rng(params["random_state"])
     fit_ids = ids if ids.size <= params["sample_size"] else np.sort(rng.choice(ids, params["sample_size"], replace=False))
+    stages("reading features", 0, fit_ids.size)
     values, metric = _prepare_input(feature, index.store.read_rows(feature, fit_ids))
-    pca = None
+    stages("reading features", fit_ids.size, fit_ids.size)
+    mean = components = None
     if metric == "euclidean" and values.shape[1] > params["pca_dims"] and len(values) > params["pca_dims"]:
         from sklearn.decomposition import PCA
 
+        stages("PCA", 0, 1)
         pca = PCA(n_components=params["pca_dims"], random_state=params["random_state"]).fit(values)
-        values = pca.transform(values).astype(np.float32)
-    import umap
-
+        mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        stages("PCA", 1, 1)
+    vectors = _reduce(values, mean, components)
+    umap = _import_umap()
     reducer = umap.UMAP(
         n_neighbors=params["n_neighbors"],
         min_dist=params["min_dist"],
         metric=metric,
         random_state=params["random_state"],
         n_components=2,
-        init="spectral" if len(values) > params["n_neighbors"] + 2 else "random",
+        init="spectral" if len(vectors) > params["n_neighbors"] + 2 else "random",
+        tqdm_kwds=stages.umap_tqdm_kwds,
     )
+    stages("UMAP fit", 0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs / spectral-init chatter from umap-learn
-        xy = reducer.fit_transform(values).astype(np.float32)
-    return {"pca": pca, "umap": reducer}, fit_ids, xy
-
-
-def _transform(model: dict[str, Any], values: np.ndarray) -> np.ndarray:
-    import warnings
-
-    if model["pca"] is not None:
-        values = model["pca"].transform(values).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model["umap"].transform(values).astype(np.float32)
+        xy = reducer.fit_transform(vectors).astype(np.float32)
+    stages("UMAP fit", 1, 1)
+    return Placement(mean, components, vectors, xy, metric, params["n_neighbors"]), fit_ids, xy
 
 
 def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.ndarray:
@@ -240,47 +571,65 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
 
 def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:
     """The cached map of ``feature`` (ProjectionError when there is none)."""
-    state = status(index, feature)
-    if state["state"] == "missing":
+    meta = index.catalog.get_meta(_meta_key(feature))
+    if meta is None or f"umap/{feature}" not in index.store:
         raise ProjectionError(
             f"no UMAP map of {feature!r} yet; compute it with idx.umap({feature!r}) or "
             f"`imrec umap {index.root} --feature {feature}`"
         )
-    if state["state"] == "stale" and not allow_stale:
+    state = _map_state(index, feature, meta)
+    pending = int(state.pending.sum())
+    if pending and not allow_stale:
         raise ProjectionError(
-            f"the map of {feature!r} misses {state['pending']} new or changed images; "
+            f"the map of {feature!r} misses {pending} new or changed images; "
             f"run idx.umap({feature!r}) to add them"
         )
-    ids = index.ids()
-    xy = index.store.read_rows(f"umap/{feature}", ids)
-    placed = ~np.isnan(xy[:, 0])
-    meta = index.catalog.get_meta(_meta_key(feature))
+    placed = ~np.isnan(state.xy[:, 0])
+    ids = state.ids[placed]
     return Projection(
         feature,
-        ids[placed],
-        xy[placed],
-        index.store.read_rows(f"cluster/{feature}", ids[placed]),
+        ids,
+        state.xy[placed],
+        index.store.read_rows(f"cluster/{feature}", ids),
         meta["params"],
         fitted=meta.get("fitted", 0),
     )
 
 
-_REDUCERS: dict[tuple[str, str, float], Any] = {}
+_PLACEMENTS: dict[tuple[str, int, int, str], Placement] = {}
 
 
 def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
-    """Map position(s) (M x 2) of a query: stored for indexed ids, else transformed into the map."""
+    """Map position(s) (M x 2) of a query: stored for indexed ids, else placed on the map."""
     items = list(query) if isinstance(query, (list, tuple)) else [query]
     ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]
     if len(ids) == len(items):
         return index.store.read_rows(f"umap/{feature}", ids)
-    vectors, _ = index.searcher.vectors(query, feature)
-    path = _reducer_path(index, feature)
-    if not path.exists():
+    meta = index.catalog.get_meta(_meta_key(feature))
+    if meta is None:
         raise ProjectionError(f"no UMAP map of {feature!r} yet")
-    key = (str(path), feature, path.stat().st_mtime)
-    if key not in _REDUCERS:
-        with open(path, "rb") as f:
-            _REDUCERS[key] = pickle.load(f)
+    model = _cached_placement(_placement_path(index, feature), meta)
+    if model is None:
+        raise ProjectionError(
+            f"the map of {feature!r} cannot place new images (it was made by an older version); "
+            f"run idx.umap({feature!r}) to make it again"
+        )
+    vectors, _ = index.searcher.vectors(query, feature)
     values, _ = _prepare_input(feature, vectors)
-    return _transform(_REDUCERS[key], values)
+    return model.place(values)
+
+
+def _cached_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size, str(meta.get("placement")))
+    if key not in _PLACEMENTS:
+        model = _read_placement(path, meta)
+        if model is None:
+            return None
+        if len(_PLACEMENTS) >= 8:
+            _PLACEMENTS.clear()
+        _PLACEMENTS[key] = model
+    return _PLACEMENTS[key]

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 from skimage import data
 
-from imrec_widgets import ImageIndex
+from imrec_widgets import ImageIndex, projection
 from imrec_widgets.projection import ProjectionError, status
 
 FEATURES = ["rgb", "dhash", "thumb"]
@@ -99,6 +103,244 @@ def test_cli_umap(index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None
     from imrec_widgets.cli import main
 
     assert main(["umap", str(index.root), "--feature", "dhash", "--clusters", "3"]) == 0
-    assert f"mapped {len(index)} images by dhash" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert f"mapped {len(index)} images by dhash" in shown.out
+    assert "UMAP fit" in shown.err and "clustering" in shown.err, "progress on stderr by default"
+    assert main(["umap", str(index.root), "--feature", "dhash", "--clusters", "3", "-q"]) == 0
+    shown = capsys.readouterr()
+    assert "(fitted on 90, transformed 0)" in shown.out and shown.err == ""
     assert main(["umap", str(index.root), "--feature", "embedding"]) == 1
     assert "not in this index" in capsys.readouterr().err
+
+
+# -- placement: plain arrays, never a pickle ---------------------------------------------------
+
+
+class _WritesAMarker:
+    """Unpickling this creates ``marker``: what a crafted file in someone's index could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _plant_pickle(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps(_WritesAMarker(marker)))
+
+
+def test_a_planted_pickle_is_never_loaded(index: ImageIndex, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    first = index.umap("rgb", sample_size=40, clusters=4)
+    placement = index.index_dir / "umap_rgb.npz"
+    assert placement.is_file() and not list(index.index_dir.glob("*.tmp"))
+    _plant_pickle(index.index_dir / "umap_rgb.pkl", marker)  # the file older versions loaded
+
+    again = index.umap("rgb", sample_size=40, clusters=4)  # the cached fit is reused
+    assert again.fitted == 40 and again.transformed == 0
+    np.testing.assert_array_equal(again.xy, first.xy)
+    coffee = next(r for r in index.records() if Path(r.path).stem == "coffee")
+    mirror = index.root / "coffee_mirror_again.png"
+    ImageOps.mirror(Image.open(index.root / coffee.path)).save(mirror)
+    spread = np.ptp(first.xy, axis=0).max()
+    xy = projection.place(index, "rgb", mirror)
+    stored = projection.place(index, "rgb", coffee.id)
+    assert xy.shape == (1, 2) and np.linalg.norm(xy - stored) < 0.25 * spread
+    assert not marker.exists()
+
+    # a pickle where the placement file belongs: refused, never run, and the map is fitted again
+    _plant_pickle(placement, marker)
+    projection._PLACEMENTS.clear()
+    with pytest.raises(ProjectionError, match=r"cannot place new images.*idx.umap\('rgb'\)"):
+        projection.place(index, "rgb", mirror)
+    refit = index.umap("rgb", sample_size=40, clusters=4)
+    assert refit.fitted == 40 and refit.transformed == len(index) - 40
+    np.testing.assert_allclose(projection.place(index, "rgb", mirror), xy, atol=1e-4 * spread)
+    assert not (index.index_dir / "umap_rgb.pkl").exists(), "the old reducer file is cleaned up"
+
+    # an .npz whose arrays are pickled objects: numpy refuses them with allow_pickle=False
+    with open(placement, "wb") as f:
+        np.savez(f, vectors=np.array([_WritesAMarker(marker)], dtype=object))
+    projection._PLACEMENTS.clear()
+    with pytest.raises(ProjectionError, match="cannot place new images"):
+        projection.place(index, "rgb", mirror)
+    assert index.umap("rgb", sample_size=40, clusters=4).transformed == len(index) - 40
+    assert not marker.exists()
+
+
+def test_a_map_from_an_older_version_is_fitted_again(index: ImageIndex, tmp_path: Path) -> None:
+    """An index mapped before the .npz: a map and a pickled reducer, no placement file."""
+    marker = tmp_path / "pwned"
+    index.umap("dhash", clusters=3)
+    (index.index_dir / "umap_dhash.npz").unlink()
+    meta = index.catalog.get_meta("projection/dhash")
+    del meta["placement"]
+    index.catalog.set_meta("projection/dhash", meta)
+    _plant_pickle(index.index_dir / "umap_dhash.pkl", marker)
+    assert status(index, "dhash")["state"] == "fresh"  # the map itself is still shown
+    with pytest.raises(ProjectionError, match="made by an older version"):
+        projection.place(index, "dhash", index.root / index.records()[0].path)
+    again = index.umap("dhash", clusters=3)
+    assert again.fitted == len(index)
+    xy = projection.place(index, "dhash", [index.root / r.path for r in index.records(again.ids)])
+    hashes = index.features("dhash", again.ids)
+    for hash_, placed in zip(hashes, xy, strict=True):  # on the point of an image with its hash
+        same = (hashes == hash_).all(axis=1)
+        assert np.abs(again.xy[same] - placed).max(axis=1).min() < 1e-5
+    assert not marker.exists() and not (index.index_dir / "umap_dhash.pkl").exists()
+
+
+def test_a_feature_rebuilt_with_other_settings_is_fitted_again(index: ImageIndex) -> None:
+    index.umap("rgb", sample_size=40, clusters=4)
+    rebuilt = ImageIndex.open(index.root, features=FEATURES, bins=4, rebuild=["rgb"])
+    rebuilt.update(progress=False, workers=0)
+    assert status(rebuilt, "rgb") == {"state": "stale", "pending": len(rebuilt)}
+    again = rebuilt.umap("rgb", sample_size=40, clusters=4)
+    assert again.fitted == 40 and again.transformed == len(rebuilt) - 40
+    assert np.isfinite(projection.place(rebuilt, "rgb", rebuilt.root / rebuilt.records()[0].path)).all()
+
+
+def test_query_images_land_where_their_indexed_copies_are(index: ImageIndex) -> None:
+    mapped = index.umap("rgb", sample_size=40, clusters=4)
+    paths = [index.root / r.path for r in index.records(mapped.ids)]
+    placed = projection.place(index, "rgb", paths)
+    spread = np.ptp(mapped.xy, axis=0).max()
+    # fitted images sit on their points; the rest where compute() placed them
+    np.testing.assert_allclose(placed, mapped.xy, atol=1e-4 * spread)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, and a real 2-D map of them (PCA)."""
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+
+    values = load_digits().data.astype(np.float32)
+    return values, PCA(2, random_state=0).fit_transform(values).astype(np.float32)
+
+
+def test_placement_is_exact_knn_and_umaps_own_start_of_transform(digits, monkeypatch) -> None:
+    from scipy.sparse import coo_matrix
+    from sklearn.neighbors import NearestNeighbors
+    from umap.umap_ import compute_membership_strengths, init_graph_transform, smooth_knn_dist
+
+    values, xy = digits
+    fit, new = values[:1000], values[1000:]
+    monkeypatch.setattr(projection, "_QUERY_BLOCK", 128)  # several blocks
+    model = projection.Placement(None, None, fit, xy[:1000], "euclidean", 15)
+
+    neighbours, distances = model.nearest(new)
+    exact, _ = NearestNeighbors(n_neighbors=15).fit(fit).kneighbors(new)
+    np.testing.assert_allclose(distances, exact, rtol=1e-5, atol=1e-3)  # digits tie a lot: not ids
+    to_found = np.linalg.norm(new[:, None, :] - fit[neighbours], axis=2)
+    np.testing.assert_allclose(to_found, distances, rtol=1e-5, atol=1e-3)
+
+    sigmas, rhos = smooth_knn_dist(distances.astype(np.float32), 15.0, local_connectivity=0.0)
+    rows, cols, strengths, _ = compute_membership_strengths(
+        neighbours.astype(np.int32), distances.astype(np.float32), sigmas, rhos, bipartite=True
+    )
+    graph = coo_matrix((strengths, (rows, cols)), shape=(len(new), len(fit))).tocsr()
+    spread = np.ptp(xy, axis=0).max()
+    np.testing.assert_allclose(model.place(new), init_graph_transform(graph, xy[:1000]), atol=1e-5 * spread)
+    np.testing.assert_array_equal(model.place(fit[:50]), xy[:50])  # fitted rows: their own points
+
+
+def test_hash_placement_ranks_by_hamming_distance(digits) -> None:
+    from sklearn.neighbors import NearestNeighbors
+
+    values, xy = digits
+    bits = (values > 4).astype(np.float32)  # 64 real bits per digit, as unpacked hashes are
+    model = projection.Placement(None, None, bits[:1000], xy[:1000], "hamming", 10)
+    _, distances = model.nearest(bits[1000:])
+    exact, _ = NearestNeighbors(n_neighbors=10, metric="hamming").fit(bits[:1000]).kneighbors(bits[1000:])
+    np.testing.assert_allclose(distances, exact, atol=1e-6)  # neighbours may differ among ties
+
+
+def test_placement_file_round_trips_as_plain_arrays(index: ImageIndex) -> None:
+    index.umap("rgb", sample_size=60, clusters=4)
+    path = index.index_dir / "umap_rgb.npz"
+    model, token = projection.Placement.read(path)
+    assert token == index.catalog.get_meta("projection/rgb")["placement"]
+    with np.load(path, allow_pickle=False) as stored:
+        assert sorted(stored.files) == [
+            "ids", "metric", "n_neighbors", "pca_components", "pca_mean", "token", "vectors",
+            "version", "xy",
+        ]
+        assert stored["vectors"].shape == (60, 50) and stored["pca_components"].shape == (50, 512)
+        assert str(stored["metric"]) == "euclidean" and int(stored["n_neighbors"]) == 15
+        np.testing.assert_array_equal(index.store.read_rows("umap/rgb", stored["ids"]), stored["xy"])
+    assert model.input_size == 512
+
+
+# -- freshness -----------------------------------------------------------------------------------
+
+
+def test_a_reextracted_image_makes_the_map_stale(index: ImageIndex) -> None:
+    index.umap("rgb", sample_size=40, clusters=4)
+    record = next(r for r in index.records() if Path(r.path).stem == "coffee")
+    Image.fromarray(data.astronaut()).save(index.root / record.path)
+    index.update(progress=False, workers=0)
+    assert index.catalog.ids_indexed_after(index.catalog.get_meta("projection/rgb")["updated_at"]) == [record.id]
+    assert status(index, "rgb") == {"state": "stale", "pending": 1}
+    extended = index.umap("rgb", sample_size=40, clusters=4)
+    assert extended.transformed == 1 and status(index, "rgb")["state"] == "fresh"
+
+
+# -- numba's compile cache -------------------------------------------------------------------------
+
+
+def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
+    script = (
+        "from imrec_widgets.projection import use_numba_cache; import numba, os; "
+        "use_numba_cache(); print(os.environ['NUMBA_CACHE_DIR']); print(numba.config.CACHE_DIR)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    folder = tmp_path / "cache" / "imrec-widgets" / "numba"
+    assert out.stdout.split() == [str(folder), str(folder)] and folder.is_dir()
+
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(tmp_path / "mine")] * 2, "a folder the user chose is kept"
+
+
+@pytest.mark.slow
+def test_umap_is_imported_with_its_compiled_code_cached() -> None:
+    script = (
+        "import numba; njit, jit = numba.njit, numba.jit; "
+        "from imrec_widgets.projection import _import_umap; _import_umap(); "
+        "from umap.umap_ import compute_membership_strengths, smooth_knn_dist; "
+        "print(type(smooth_knn_dist._cache).__name__, type(compute_membership_strengths._cache).__name__, "
+        "numba.njit is njit and numba.jit is jit)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["FunctionCache", "FunctionCache", "True"]
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_reports_each_stage_in_order(index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, int, int]] = []
+    index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["reading features", "PCA", "UMAP fit", "placing 30 images", "clustering"]
+    for stage in stages:
+        reported = [(done, total) for name, done, total in calls if name == stage]
+        assert reported[0][0] == 0 and reported[-1][0] == reported[-1][1] > 0
+    assert ("reading features", 60, 60) in calls and ("placing 30 images", 30, 30) in calls
+    assert capsys.readouterr().err == "", "a callable replaces the display"
+
+    calls.clear()
+    index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
+    assert [stage for stage, _, _ in calls] == ["clustering", "clustering"]  # nothing to fit or place
+
+    index.umap("rgb", sample_size=60, clusters=4, refit=True, progress=True)
+    shown = capsys.readouterr().err
+    assert "UMAP fit" in shown and "clustering" in shown
+    index.umap("rgb", sample_size=60, clusters=4, refit=True)
+    assert capsys.readouterr().err == "", "library calls are quiet by default"
+    with pytest.raises(TypeError, match="progress must be"):
+        index.umap("rgb", progress="yes")

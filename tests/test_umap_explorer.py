@@ -145,6 +145,8 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
         raise AssertionError("the cached map was refitted")
 
     monkeypatch.setattr(projection_module, "_fit", no_refit)
+    placement = index.index_dir / "umap_rgb.npz"
+    stamp = placement.stat().st_mtime_ns
     second = UmapExplorer(index, feature="rgb")
     np.testing.assert_array_equal(second.projection.xy, first.projection.xy)
     np.testing.assert_array_equal(second.projection.clusters, first.projection.clusters)
@@ -152,6 +154,7 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
     # the same parameters again: the cached fit is reused, not refitted
     third = UmapExplorer(index, feature="rgb", clusters=4)
     np.testing.assert_array_equal(third.projection.xy, first.projection.xy)
+    assert placement.stat().st_mtime_ns == stamp
 
 
 def test_new_parameters_are_not_silently_ignored(mapped: ImageIndex, tmp_path: Path) -> None:
