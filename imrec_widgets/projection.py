@@ -49,7 +49,7 @@ class Projection:
     """A 2-D map of one feature: ``ids`` with their ``xy`` coordinates and ``clusters`` (-1 = noise).
 
     ``fitted``: images the UMAP model was fitted on; ``transformed``: images this call placed
-    into an existing fit.
+    into an existing fit; ``pending``: images of the index not on this map yet (new or changed).
     """
 
     feature: str
@@ -60,6 +60,7 @@ class Projection:
     transformed: int = 0
     fitted: int = 0
     seconds: float = 0.0
+    pending: int = 0
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -286,6 +287,23 @@ def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
     except ValueError:
         return None
     return placement if token == meta.get("placement") else None
+
+
+def fitted_ids(index: ImageIndex, feature: str) -> np.ndarray | None:
+    """Ids of the images the cached map was fitted on (the rest were placed by their neighbours);
+    None when the map has no valid placement file (made by an older version, or synthetic)."""
+    meta = index.catalog.get_meta(_meta_key(feature))
+    path = _placement_path(index, feature)
+    if meta is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            token, ids = data["token"], data["ids"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if token.shape != () or str(token) != meta.get("placement") or ids.ndim != 1 or ids.dtype.kind not in "iu":
+        return None
+    return ids.astype(np.int64)
 
 
 def _meta_key(feature: str) -> str:
@@ -593,6 +611,7 @@ def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = T
         index.store.read_rows(f"cluster/{feature}", ids),
         meta["params"],
         fitted=meta.get("fitted", 0),
+        pending=pending,
     )
 
 

@@ -172,7 +172,7 @@ def test_new_parameters_are_not_silently_ignored(mapped: ImageIndex, tmp_path: P
 
 def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> None:
     explorer = UmapExplorer(mapped, feature="rgb", compute=False)
-    assert explorer.color_menu.options == ("cluster", "folder")
+    assert explorer.color_menu.options == ("cluster", "folder", "status")
     explorer.color_menu.value = "folder"  # the dropdown drives the trait
     assert explorer.color_by == "folder"
     folders = [r.path.rpartition("/")[0] for r in mapped.records(explorer.points.ids)]
@@ -180,7 +180,7 @@ def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> No
     names = explorer.categories().names
     assert [names[c] for c in codes.tolist()] == folders
     assert "animals" in explorer.legend.value and "cluster 0" not in explorer.legend.value
-    with pytest.raises(Exception, match="color_by must be one of cluster, folder"):
+    with pytest.raises(Exception, match="color_by must be one of cluster, folder, status"):
         explorer.color_by = "label"
 
     csv = tmp_path / "labels.csv"
@@ -193,6 +193,17 @@ def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> No
     assert got == ["warm" if "warm" in r.path else "plain" for r in records]
     assert set(labelled.categories().counts) == {sum("warm" in r.path for r in records),
                                                  sum("warm" not in r.path for r in records)}
+
+
+def test_colour_by_status_tells_fitted_from_placed(built, tmp_path) -> None:
+    index = _copy(built, tmp_path)
+    index.umap("rgb", clusters=3, sample_size=60)  # fitted on 60, the other 30 placed
+    explorer = UmapExplorer(index, feature="rgb", compute=False, color_by="status")
+    cats = explorer.categories()
+    assert dict(zip(cats.names, cats.counts, strict=True)) == {"fitted": 60, "placed later": 30}
+    names = [cats.names[c] for c in np.frombuffer(explorer.layer.codes, np.uint8).tolist()]
+    fitted = set(projection_module.fitted_ids(index, "rgb").tolist())
+    assert names == ["fitted" if int(i) in fitted else "placed later" for i in explorer.points.ids]
 
 
 # -- selection, count and gallery --------------------------------------------------------------
@@ -515,5 +526,5 @@ def test_a_stale_map_says_images_are_missing(mapped: ImageIndex, tmp_path: Path)
 
 
 def test_a_bad_colour_choice_is_a_readable_error(mapped: ImageIndex) -> None:
-    with pytest.raises(Exception, match="color_by must be one of cluster, folder; got 'status'"):
-        UmapExplorer(mapped, feature="rgb", compute=False, color_by="status")
+    with pytest.raises(Exception, match="color_by must be one of cluster, folder, status; got 'label'"):
+        UmapExplorer(mapped, feature="rgb", compute=False, color_by="label")

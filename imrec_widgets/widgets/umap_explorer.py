@@ -11,6 +11,7 @@ connects the map both ways with a ``SearchWidget``: results are ringed, clicking
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,8 +42,9 @@ SVG_MAX_POINTS = 20_000
 PAGE_SIZE = 40
 """Thumbnails per gallery page."""
 
-COLOR_BY = ("cluster", "folder", "label")
-"""What the points can be coloured by ("label" needs ``labels=``)."""
+COLOR_BY = ("cluster", "folder", "status", "label")
+"""What the points can be coloured by: "status" is how a point got its place (in the UMAP fit
+sample, or placed later by its neighbours); "label" needs ``labels=``."""
 
 _RING_COLOR = "var(--jp-ui-font-color0, #111111)"
 _RING_HALO = "var(--jp-layout-color0, #ffffff)"
@@ -75,7 +77,8 @@ class UmapExplorer(ipywidgets.VBox):
     """A 2-D UMAP map of ``index`` by ``feature``: computed (or loaded from the cache) on creation.
 
     ``max_points``: draw at most this many (a fixed random sample beyond); selections always
-    cover every image on the map. ``color_by``: "cluster", "folder" or "label"; ``labels``: a
+    cover every image on the map. ``color_by``: "cluster", "folder", "status" (in the UMAP fit
+    sample or placed later) or "label"; ``labels``: a
     CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a mapping id -> label.
     """
 
@@ -86,7 +89,7 @@ class UmapExplorer(ipywidgets.VBox):
     """Whether a linked SearchWidget searches only the selected images."""
 
     color_by = traitlets.Unicode("cluster")
-    """What the points are coloured by: "cluster", "folder" or "label"."""
+    """What the points are coloured by: "cluster", "folder", "status" or "label"."""
 
     renderer = traitlets.Unicode("webgl")
     """"webgl" (every point), or "svg" (a sample) when the browser has no WebGL."""
@@ -208,13 +211,18 @@ class UmapExplorer(ipywidgets.VBox):
     def _load_projection(self, compute: bool, umap_params: dict[str, Any]) -> projection_module.Projection | None:
         index, feature = self.index, self.feature
         try:
-            state = projection_module.status(index, feature) if index.exists() else {"state": "missing"}
+            cached = None
+            if index.exists():
+                with contextlib.suppress(ProjectionError):
+                    cached = projection_module.load(index, feature)
             # Parameters asked for are honoured: compute() reuses the cached fit when they match.
-            if compute and (state["state"] != "fresh" or umap_params):
-                return index.umap(feature, **umap_params)
-            if state["state"] == "stale":
-                self._say(f"The map misses {state['pending']} new or changed images; run idx.umap({feature!r}) to add them.")
-            return projection_module.load(index, feature)
+            if compute and (cached is None or cached.pending or umap_params):
+                return index.umap(feature, progress=True, **umap_params)
+            if cached is None:
+                return projection_module.load(index, feature)  # raises, saying how to make one
+            if cached.pending:
+                self._say(f"The map misses {cached.pending} new or changed images; run idx.umap({feature!r}) to add them.")
+            return cached
         except (ProjectionError, ValueError) as exc:
             self._say(str(exc))
             return None
@@ -242,6 +250,10 @@ class UmapExplorer(ipywidgets.VBox):
         if kind == "folder":
             folders = [record.path.rpartition("/")[0] or "." for record in self.index.records(ids)]
             return mapdata.categorize(folders)
+        if kind == "status":
+            fitted = projection_module.fitted_ids(self.index, self.feature)
+            in_fit = np.ones(len(ids), dtype=bool) if fitted is None else np.isin(ids, fitted)
+            return mapdata.categorize(np.where(in_fit, "fitted", "placed later"))
         if kind == "label":
             from imrec_widgets.evaluation import read_labels
 
