@@ -166,19 +166,21 @@ class UmapExplorer(ipywidgets.VBox):
             tooltips=["draw around points to select them (shift adds)", "drag a rectangle to select points (shift adds)",
                       "drag to pan, scroll to zoom", "click a point to search for images like it"],
         )
+        self.tool.layout = ipywidgets.Layout(width="auto")
         self.tool.add_class("imrec-umap-tool")
         color_options = [c for c in COLOR_BY if c != "label" or labels is not None]
         self.color_menu = ipywidgets.Dropdown(options=color_options, value=color_by, description="colour",
                                               layout=ipywidgets.Layout(width="170px"))
         self.color_menu.add_class("imrec-umap-color-by")
-        self.count = ipywidgets.HTML()
+        self.count = ipywidgets.HTML(layout=ipywidgets.Layout(width="auto"))
         self.count.add_class("imrec-umap-count")
         self.legend = ipywidgets.HTML(layout=ipywidgets.Layout(width="200px"))
-        self.scope_box = ipywidgets.Checkbox(description="search only inside the selection", indent=False)
+        self.scope_box = ipywidgets.Checkbox(description="search only inside the selection", indent=False,
+                                             layout=ipywidgets.Layout(width="auto"))
         self.clear_button = ipywidgets.Button(description="clear", layout=ipywidgets.Layout(width="60px"),
                                               tooltip="forget the selection")
         self.clear_button.add_class("imrec-umap-clear")
-        self.reset_button = ipywidgets.Button(description="whole map", layout=ipywidgets.Layout(width="90px"),
+        self.reset_button = ipywidgets.Button(description="whole map", layout=ipywidgets.Layout(width="auto"),
                                               tooltip="zoom out to show every point")
         self.reset_button.add_class("imrec-umap-reset")
         self.prev_button = ipywidgets.Button(description="◀", layout=ipywidgets.Layout(width="36px"))
@@ -196,7 +198,8 @@ class UmapExplorer(ipywidgets.VBox):
         traitlets.link((self.scope_box, "value"), (self, "search_in_selection"))
 
         toolbar = ipywidgets.HBox(
-            [self.tool, self.reset_button, self.color_menu, self.count, self.clear_button, self.scope_box]
+            [self.tool, self.reset_button, self.color_menu, self.count, self.clear_button, self.scope_box],
+            layout=ipywidgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 8px"),
         )
         pager = ipywidgets.HBox([self.prev_button, self.page_label, self.next_button])
         self.children = [
@@ -418,7 +421,7 @@ class UmapExplorer(ipywidgets.VBox):
     def _update_count(self) -> None:
         total = len(self.points)
         self.count.value = (
-            f'<span class="imrec-umap-selected" style="font-size:13px">'
+            f'<span class="imrec-umap-selected" style="font-size:13px;white-space:nowrap">'
             f"{len(self.selected):,} of {total:,} selected</span>"
         )
 
