@@ -569,6 +569,8 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
         contrasts[theme] = _contrast(colours["ring"], colours["background"])
         page.locator(".imrec-umap-explorer").scroll_into_view_if_needed()
         screenshot(page, f"umap_explorer_{theme.split()[-1].lower()}")
+        if theme.endswith("Light"):  # the README's picture (docs/screenshots.md)
+            page.locator(".imrec-umap-explorer").screenshot(path=str(ARTIFACTS_DIR / "umap_explorer_element.png"))
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
     assert all(value >= 4.5 for value in contrasts.values()), contrasts
