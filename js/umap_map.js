@@ -300,28 +300,30 @@ class PointsRenderer {
 // Finding the bqplot figure this layer draws into
 // ---------------------------------------------------------------------------------------------
 
-/** @param {AbortSignal} signal */
-function nextFrame(signal) {
+/**
+ * Resolve after `ms` milliseconds, or reject once `signal` is aborted.
+ * @param {number} ms @param {AbortSignal} signal
+ */
+function pause(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal.aborted) reject(new Error("aborted"));
-    else requestAnimationFrame(() => resolve(undefined));
+    else setTimeout(resolve, ms);
   });
 }
 
 /**
- * Poll `probe` once per frame until it returns something, or fail after `seconds`.
+ * Poll `probe` until it returns something: every frame at first, then every 250 ms (a map in a
+ * collapsed output or a background tab waits, without a deadline, until it is shown).
  * @template T
  * @param {() => T | undefined | null | Promise<T | undefined | null>} probe
- * @param {AbortSignal} signal @param {number} seconds @param {string} what
+ * @param {AbortSignal} signal
  * @returns {Promise<T>}
  */
-async function waitFor(probe, signal, seconds, what) {
-  const deadline = performance.now() + seconds * 1000;
-  for (;;) {
+async function waitFor(probe, signal) {
+  for (let attempt = 0; ; attempt++) {
     const value = await probe();
     if (value) return value;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await nextFrame(signal);
+    await pause(attempt < 60 ? 16 : 250, signal);
   }
 }
 
@@ -345,7 +347,7 @@ async function findFigureView(figureModel, el, signal) {
     const mine = shown.find((view) => home && home.contains(view.el)) || (shown.length === 1 ? shown[0] : null);
     if (!mine || !mine.webGLCanvas || !(mine.plotareaWidth > 0) || !(mine.plotareaHeight > 0)) return null;
     return mine;
-  }, signal, 120, "the map's figure to be drawn");
+  }, signal);
 }
 
 /** What this layer needs of bqplot's FigureView; missing pieces mean an unsupported version. */
