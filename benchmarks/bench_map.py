@@ -9,8 +9,11 @@ as a categorical colour), each in its own notebook page of one JupyterLab, side 
 headless Chromium with software WebGL; each page and its kernel are closed before the next.
 Measured, the same way for both:
   cell run -> drawn        from the first line of the cell that opens the index and makes the
-                           widget to the first screenshot of the plot's canvas showing coloured
-                           pixels (and, ours only, to the canvas saying ``data-points`` == N)
+                           widget (packages imported in an earlier cell) to the return of the
+                           first Playwright screenshot of the plot's canvas showing coloured
+                           pixels; the last look that saw none is printed too, as each screenshot
+                           takes a while. Ours also: to the canvas saying ``data-points`` == N
+  widget made in Python    the same cell's first line -> the widget object exists
   mouse-up -> Python       a lasso of ~30 vertices drawn with the mouse (the same screen polygon
                            around each plot's centre), released; until the kernel's observer of
                            ``ex.selected`` / ``widget.selection`` has run (it writes time.time())
@@ -23,7 +26,8 @@ Then, unless --skip-fit, ``projection.compute(index, "rgb")`` (default parameter
 20,000 sample, place the rest, cluster) on real pixels: Fashion-MNIST from Debian's
 dataset-fashion-mnist package (784-d, /255), tiled with gaussian noise past its 70,000 images;
 scikit-learn's digits when that package is missing. The first fit in the process is "cold" (numba
-compiles or loads its cache); the first size is fitted again at the end, "warm".
+compiles, or loads what ``projection`` cached on disk); the first size is fitted again at the
+end, "warm". Stages (read, PCA, UMAP fit, place, cluster) come from compute's ``progress``.
 
 Ratios are ours / jupyter-scatter: below 1 is faster. Times depend on the machine and its load;
 nothing here asserts on them.
@@ -36,6 +40,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -44,7 +49,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -323,15 +328,17 @@ class MapSession:
                 raise RuntimeError(f"{self.kind}: the notebook raised:\n" + "\n".join(errors))
             polled = time.time()
             present = page.evaluate(MARK_THEIR_CANVAS) if self.kind == "jscatter" else True
-            canvas = page.locator(self.canvas)
-            if not (present and canvas.count()):
+            canvas = page.locator(self.canvas).first
+            box = canvas.bounding_box() if present and canvas.count() else None
+            if not box or box["width"] < 10 or box["height"] < 10:  # no canvas, or not laid out yet
                 not_drawn_at = polled
                 time.sleep(0.05)
                 continue
             started = time.time()
             try:
-                png = canvas.first.screenshot(timeout=60_000)
-            except Exception:  # detached or not laid out yet: try again
+                png = canvas.screenshot(timeout=60_000)
+            except Exception:  # replaced or hidden meanwhile: look again
+                not_drawn_at = started
                 time.sleep(0.05)
                 continue
             drawn_at = time.time()
@@ -506,10 +513,15 @@ def run_maps(sizes: list[int], widgets: list[str], repeats: int, work: Path) -> 
             started = time.perf_counter()
             index_dir = write_map_index(base / "index", points)
             print(f"    wrote the synthetic index in {time.perf_counter() - started:.0f} s", flush=True)
-            results[str(points)] = {
-                kind: measure_widget(server, browser, kind, points, base / "root", index_dir, repeats)
-                for kind in widgets
-            }
+            results[str(points)] = {}
+            for kind in widgets:
+                try:
+                    results[str(points)][kind] = measure_widget(
+                        server, browser, kind, points, base / "root", index_dir, repeats
+                    )
+                except Exception as error:  # the page itself failed: say so, go on with the next
+                    traceback.print_exc()
+                    results[str(points)][kind] = {"errors": [f"page: {type(error).__name__}: {error}"]}
             shutil.rmtree(base, ignore_errors=True)
     return results
 
@@ -568,28 +580,43 @@ def write_feature_index(index_dir: Path, values: np.ndarray, chunk: int = 50_000
     catalog.close()
 
 
-@contextlib.contextmanager
-def stage_timers(module: Any, names: tuple[str, ...]) -> Iterator[dict[str, float]]:
-    """Seconds spent in each of ``module``'s functions ``names`` while inside the block."""
-    seconds = dict.fromkeys(names, 0.0)
-    originals = {name: getattr(module, name) for name in names}
+class StageClock:
+    """A ``progress(stage, done, total)`` callback for ``projection.compute``: seconds per stage."""
 
-    def timed(name: str) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return originals[name](*args, **kwargs)
-            finally:
-                seconds[name] += time.perf_counter() - started
-        return call
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._stage: str | None = None
+        self._since = 0.0
 
-    for name in names:
-        setattr(module, name, timed(name))
-    try:
-        yield seconds
-    finally:
-        for name, func in originals.items():
-            setattr(module, name, func)
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        name = "placing" if stage.startswith("placing") else stage  # "placing N images"
+        if name != self._stage:
+            self._stop(now)
+            self._stage, self._since = name, now
+        if done >= total:
+            self._stop(now)
+
+    def _stop(self, now: float) -> None:
+        if self._stage is not None:
+            self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._since
+            self._stage = None
+
+
+FIT_STAGES = (("reading features", "read"), ("PCA", "PCA"), ("UMAP fit", "UMAP fit"),
+              ("placing", "place"), ("clustering", "cluster"))
+
+
+def numba_cache_files() -> tuple[str, int]:
+    """Where numba keeps compiled code for imrec (as ``projection`` sets it up) and how many files."""
+    from imrec_widgets import projection
+
+    setup = getattr(projection, "use_numba_cache", None)
+    folder = setup() if setup else None
+    folder = folder or os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        return "none", 0
+    return str(folder), sum(1 for path in Path(folder).rglob("*") if path.is_file())
 
 
 def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
@@ -597,10 +624,13 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
 
     values, source = fit_data()
     print(f"UMAP fit: {source}", flush=True)
-    started = time.perf_counter()
-    import umap  # noqa: F401  (its import, numba's included, is timed apart from the fits)
-
-    import_s = time.perf_counter() - started
+    cache_folder, cache_files = numba_cache_files()
+    import_umap = getattr(projection, "_import_umap", None)  # with numba's disk cache, as compute does
+    import_s = None
+    if import_umap is not None:
+        started = time.perf_counter()
+        import_umap()
+        import_s = time.perf_counter() - started
     runs = []
     plan = [(sizes[0], "cold"), *((rows, "warm") for rows in sizes[1:]), (sizes[0], "warm")]
     for number, (rows, kind) in enumerate(plan):
@@ -608,11 +638,11 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
         (base / "root").mkdir(parents=True)
         write_feature_index(base / "index", tiled(values, rows))
         index = ImageIndex.open(base / "root", index_dir=base / "index")
+        clock = StageClock()
         try:
-            with stage_timers(projection, ("_fit", "_transform", "_cluster")) as stages:
-                started = time.perf_counter()
-                result = projection.compute(index, "rgb")
-                seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            result = projection.compute(index, "rgb", progress=clock)
+            seconds = time.perf_counter() - started
         except Exception as error:
             print(f"    FAILED {rows:,} rows ({kind}): {type(error).__name__}: {error}", flush=True)
             runs.append({"rows": rows, "run": kind, "error": f"{type(error).__name__}: {error}"})
@@ -621,11 +651,11 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
             index.close()
             shutil.rmtree(base, ignore_errors=True)
         runs.append({"rows": rows, "run": kind, "seconds": seconds, "fitted": result.fitted,
-                     "placed": result.transformed, "fit_s": stages["_fit"],
-                     "place_s": stages["_transform"], "cluster_s": stages["_cluster"]})
+                     "placed": result.transformed, "stages_s": clock.seconds})
         print(f"    {rows:,} rows ({kind}): {seconds:.1f} s", flush=True)
     return {"data": source, "dims": int(values.shape[1]), "noise_std": FIT_NOISE,
-            "import_umap_s": import_s, "runs": runs}
+            "import_umap_s": import_s, "numba_cache": cache_folder,
+            "numba_cache_files_before": cache_files, "runs": runs}
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -689,15 +719,21 @@ def print_map_table(points: int, result: dict[str, Any]) -> None:
 
 def print_fit_table(fits: dict[str, Any]) -> None:
     print(f"\nUMAP map, projection.compute(index, 'rgb'), default parameters; data: {fits['data']}")
-    print(f"copies past the data's own images carry gaussian noise, std {fits['noise_std']} on [0, 1] pixels; "
-          f"import umap took {fits['import_umap_s']:.1f} s (not counted below)")
-    print(f"{'rows':>10}  {'run':<5}{'total s':>9}{'fit s':>8}{'place s':>9}{'cluster s':>11}   fitted on / placed")
+    print(f"rows past the data's own images are copies with gaussian noise (std {fits['noise_std']}) added "
+          "to their [0, 1] pixels, clipped")
+    imported = fits["import_umap_s"]
+    print(f"numba's disk cache {fits['numba_cache']} held {fits['numba_cache_files_before']} files before "
+          f"this run; 'import umap' took {'-' if imported is None else f'{imported:.1f} s'} (not counted below); "
+          "cold = the first fit in this process")
+    header = "".join(f"{label + ' s':>12}" for _, label in FIT_STAGES)
+    print(f"{'rows':>10}  {'run':<5}{'total s':>9}{header}   fitted on / placed")
     for run in fits["runs"]:
         if "error" in run:
             print(f"{run['rows']:>10,}  {run['run']:<5}  FAILED {run['error'][:120]}")
             continue
-        print(f"{run['rows']:>10,}  {run['run']:<5}{run['seconds']:>9.1f}{run['fit_s']:>8.1f}{run['place_s']:>9.1f}"
-              f"{run['cluster_s']:>11.1f}   {run['fitted']:,} / {run['placed']:,}")
+        stages = "".join(f"{run['stages_s'].get(stage, 0.0):>12.1f}" for stage, _ in FIT_STAGES)
+        print(f"{run['rows']:>10,}  {run['run']:<5}{run['seconds']:>9.1f}{stages}   "
+              f"{run['fitted']:,} / {run['placed']:,}")
 
 
 def main() -> None:
@@ -742,10 +778,10 @@ def main() -> None:
         print(f"lasso: ours {OUR_GESTURE}; jupyter-scatter {JSCATTER_GESTURE}; "
               "the same screen polygon around each plot's centre, so the selections differ "
               "(each plot maps the data to pixels its own way)")
-    print("ratio = ours / jupyter-scatter (< 1: ours is faster); goals from the issue: at 1M points "
-          f"drawn <= {GOALS['drawn_s']:.0f} s, selection in Python <= {GOALS['selection_s']:.0f} s after "
-          f"mouse-up, <= {GOALS['move_ms']:.0f} ms per move, zoom <= {GOALS['zoom_ms'] / 1000} s; at every N "
-          f"<= {GOAL_RATIO}x jupyter-scatter")
+        print("ratio = ours / jupyter-scatter (< 1: ours is faster); goals from the issue: at 1M points "
+              f"drawn <= {GOALS['drawn_s']:.0f} s, selection in Python <= {GOALS['selection_s']:.0f} s after "
+              f"mouse-up, <= {GOALS['move_ms']:.0f} ms per move, zoom <= {GOALS['zoom_ms'] / 1000} s; at every "
+              f"N <= {GOAL_RATIO}x jupyter-scatter")
     for points in sizes:
         if str(points) in report.get("maps", {}):
             print_map_table(points, report["maps"][str(points)])
