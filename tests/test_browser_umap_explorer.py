@@ -211,6 +211,11 @@ class MapPage:
         self.page.wait_for_function(f"() => ({_JS_FRAME})() > {frame}", timeout=60_000)
 
 
+def _cells(widget_cell: str, state: str) -> list[str]:
+    """A notebook: the JSON helper, the widget, its state dumps to ``state``, the display."""
+    return [DUMP_JSON_HELPER, widget_cell, STATE_CELL.format(state=state), DISPLAY_CELL]
+
+
 def _near_edges(points: np.ndarray, polygon: np.ndarray, distance: float) -> np.ndarray:
     """Mask of ``points`` within ``distance`` of any edge of the closed ``polygon``."""
     near = np.zeros(len(points), dtype=bool)
@@ -276,12 +281,7 @@ def webgl_browser():
 def lab(server, webgl_browser, synthetic):
     """The synthetic 20,000-point map, for the gesture tests."""
     root, index_dir = synthetic
-    cells = [
-        DUMP_JSON_HELPER,
-        SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)),
-        STATE_CELL.format(state="synthetic_state.json"),
-        DISPLAY_CELL,
-    ]
+    cells = _cells(SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "synthetic_state.json")
     map_page = _open(server, webgl_browser, "synthetic", cells, "synthetic_state.json", SYNTHETIC_POINTS)
     assert len(map_page.points()[0]) == SYNTHETIC_POINTS
     assert map_page.state()["renderer"] == "webgl" and map_page.maps()["webgl"] == "1"
@@ -293,12 +293,7 @@ def lab(server, webgl_browser, synthetic):
 def photo_lab(server, webgl_browser, photos):
     """The 18 sample photos with a linked SearchWidget, for search, hover and theme tests."""
     folder, index_dir = photos
-    cells = [
-        DUMP_JSON_HELPER,
-        PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K),
-        STATE_CELL.format(state="photo_state.json"),
-        DISPLAY_CELL,
-    ]
+    cells = _cells(PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "photo_state.json")
     map_page = _open(server, webgl_browser, "photos", cells, "photo_state.json", PHOTOS)
     assert len(map_page.points()[0]) == PHOTOS
     yield map_page
@@ -474,12 +469,7 @@ def test_lasso_in_notebook_7(webgl_browser, synthetic):
     from browser import JupyterLabServer
 
     root, index_dir = synthetic
-    cells = [
-        DUMP_JSON_HELPER,
-        SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)),
-        STATE_CELL.format(state="nb7_state.json"),
-        DISPLAY_CELL,
-    ]
+    cells = _cells(SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "nb7_state.json")
     with JupyterLabServer(app="notebook") as notebook7:
         map_page = _open(notebook7, webgl_browser, "nb7", cells, "nb7_state.json", SYNTHETIC_POINTS)
         try:
@@ -582,12 +572,7 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
 
 def test_without_webgl_the_map_is_svg_says_so_and_still_selects(server, webgl_browser, photos):
     folder, index_dir = photos
-    cells = [
-        DUMP_JSON_HELPER,
-        PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K),
-        STATE_CELL.format(state="svg_state.json"),
-        DISPLAY_CELL,
-    ]
+    cells = _cells(PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "svg_state.json")
     # a second Chromium from the same Playwright, with WebGL switched off
     browser = webgl_browser.browser_type.launch(
         executable_path=CHROMIUM_PATH, args=NO_WEBGL_CHROMIUM_ARGS, headless=True
