@@ -20,6 +20,19 @@ export const CLICK_SLOP_PX = 3;
 export const HOVER_INTERVAL_MS = 60;
 /** The point under the pointer must be within this many pixels. */
 export const HOVER_RADIUS_PX = 8;
+/** Zoom factor per wheel pixel (bqplot's PanZoom uses the same). */
+export const WHEEL_ZOOM_RATE = 0.001;
+
+/**
+ * The domain after zooming by `factor` (< 1 zooms in) around the data value `at`.
+ * @param {[number, number]} domain
+ * @param {number} at
+ * @param {number} factor
+ * @returns {[number, number]}
+ */
+export function zoomDomain(domain, at, factor) {
+  return [at + (domain[0] - at) * factor, at + (domain[1] - at) * factor];
+}
 
 /**
  * The affine map from data to pixels along one axis: pixel = a * value + b.
@@ -534,7 +547,8 @@ class MapLayer {
     // Hover works under every tool: with pan/zoom the events reach bqplot first, then bubble here.
     listen(this.view.el, "mousemove", (/** @type {MouseEvent} */ e) => this.onHover(e));
     listen(this.view.el, "mouseleave", () => this.hideTooltip());
-    listen(this.view.el, "wheel", () => this.hideTooltip());
+    // The wheel zooms under every tool: one update of both scales, drawn in the same frame.
+    listen(this.view.el, "wheel", (/** @type {WheelEvent} */ e) => this.onWheel(e));
     this.applyTool();
   }
 
@@ -582,6 +596,24 @@ class MapLayer {
       x: axisMap([this.xScale.get("min"), this.xScale.get("max")], xRange),
       y: axisMap([this.yScale.get("min"), this.yScale.get("max")], yRange),
     };
+  }
+
+  /** @param {WheelEvent} event */
+  onWheel(event) {
+    this.hideTooltip();
+    const [px, py] = this.local(event);
+    const view = this.view;
+    if (px < 0 || py < 0 || px > view.plotareaWidth || py > view.plotareaHeight || !event.deltaY) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const unit = event.deltaMode === 1 ? 16 : event.deltaMode === 2 ? view.plotareaHeight : 1;
+    const factor = Math.exp(event.deltaY * unit * WHEEL_ZOOM_RATE);
+    const [x, y] = this.toData([px, py]);
+    for (const [scale, at] of [[this.xScale, x], [this.yScale, y]]) {
+      const [min, max] = zoomDomain([scale.get("min"), scale.get("max")], at, factor);
+      scale.set({ min, max });
+      scale.save_changes();
+    }
   }
 
   onDomainChanged() {

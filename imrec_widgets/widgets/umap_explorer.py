@@ -150,7 +150,8 @@ class UmapExplorer(ipywidgets.VBox):
                             stroke=_RING_COLOR, stroke_width=2.0, marker="circle")
         self.query_mark = Scatter(x=[], y=[], scales=scales, default_size=240, colors=[_QUERY_FILL],
                                   stroke=_RING_COLOR, stroke_width=1.5, marker="cross")
-        self.panzoom = PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]})
+        # The map layer zooms with the wheel under every tool; bqplot's PanZoom pans.
+        self.panzoom = PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]}, allow_zoom=False)
         self.figure = Figure(
             marks=[self.hit_halo, self.hits, self.query_mark], interaction=None,
             fig_margin={"top": 10, "bottom": 10, "left": 10, "right": 10},
@@ -164,7 +165,7 @@ class UmapExplorer(ipywidgets.VBox):
         self.tool = ipywidgets.ToggleButtons(
             options=["lasso", "brush", "pan/zoom", "click"], value="lasso", style={"button_width": "auto"},
             tooltips=["draw around points to select them (shift adds)", "drag a rectangle to select points (shift adds)",
-                      "drag to pan, scroll to zoom", "click a point to search for images like it"],
+                      "drag to pan (the wheel zooms with every tool)", "click a point to search for images like it"],
         )
         self.tool.layout = ipywidgets.Layout(width="auto")
         self.tool.add_class("imrec-umap-tool")

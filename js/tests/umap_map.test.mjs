@@ -12,6 +12,7 @@ import {
   polygonArea,
   tooltipPosition,
   typedArray,
+  zoomDomain,
 } from "../umap_map.js";
 
 test("axisMap and pixelToData invert each other, reversed ranges included", () => {
@@ -68,4 +69,11 @@ test("typedArray reads ipywidgets' DataView buffers, aligned or not", () => {
   const view = new DataView(shifted.buffer, 1, 12);
   assert.deepEqual(Array.from(typedArray(view, Float32Array)), [1.5, -2, 3]);
   assert.equal(typedArray(null, Uint8Array).length, 0);
+});
+
+test("zoomDomain keeps the point under the pointer where it is", () => {
+  assert.deepEqual(zoomDomain([0, 10], 5, 0.5), [2.5, 7.5]);
+  assert.deepEqual(zoomDomain([0, 10], 0, 2), [0, 20]);
+  const [low, high] = zoomDomain([-3, 9], 1, 0.8);
+  assert.ok(Math.abs((1 - low) / (high - low) - (1 - -3) / 12) < 1e-12);
 });
