@@ -1,0 +1,135 @@
+"""Crafted input from a hostile front end, image file or caller: refused, bounded, readable."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CHEAP_FEATURES
+
+from imrec_widgets import ImageIndex
+from imrec_widgets.widgets.search_widget import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    MAX_QUERY_IMAGES,
+    SearchWidget,
+)
+
+# -- SearchWidget: every message from the browser is untrusted ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def cheap_index(sample_folder, tmp_path_factory):
+    index = ImageIndex.open(
+        sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "cheap", features=CHEAP_FEATURES
+    )
+    index.update(progress=False, workers=0)
+    return index
+
+
+@pytest.fixture
+def widget(cheap_index):
+    return SearchWidget(cheap_index)
+
+
+def custom(widget, content, buffers=()):
+    """A ``model.send(content, undefined, buffers)`` from the browser."""
+    widget._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)}
+    )
+
+
+def front_end_sets(widget, **state):
+    """``model.set(...); model.save_changes()`` from the browser."""
+    widget._handle_msg(
+        {"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []}
+    )
+
+
+def held_bytes(widget):
+    return sum(len(part) for part in widget._upload_parts.values())
+
+
+def test_negative_file_indices_do_not_each_get_a_buffer(widget):
+    chunk = memoryview(bytes(1_000_000))
+    for file_index in range(-1, -301, -1):
+        custom(widget, {"type": "chunk", "upload": "u", "file": file_index, "offset": 0}, [chunk])
+    assert held_bytes(widget) == 0 and len(widget._upload_parts) == 0
+    assert widget.rejected == 300 and "file" in widget.error
+
+
+@pytest.mark.parametrize("file_index", [16, 2**70, "0", 0.0, None, True, [0]])
+def test_malformed_file_indices_are_refused(widget, file_index):
+    custom(widget, {"type": "chunk", "upload": "u", "file": file_index, "offset": 0}, [b"x"])
+    assert held_bytes(widget) == 0 and widget.rejected == 1
+
+
+def test_one_upload_is_bounded_in_total(widget):
+    widget.max_upload_total_bytes = 3_000_000
+    chunk = memoryview(bytes(1_000_000))
+    for file_index in range(MAX_QUERY_IMAGES):
+        custom(widget, {"type": "chunk", "upload": "u", "file": file_index, "offset": 0}, [chunk])
+        assert held_bytes(widget) <= 3_000_000
+    meta = [{"name": f"{i}.png", "size": 1_000_000} for i in range(MAX_QUERY_IMAGES)]
+    custom(widget, {"type": "query", "upload": "u", "files": meta})
+    assert "over 3 MB in total" in widget.error and "max_upload_total_bytes" in widget.error
+    assert widget.results == [] and held_bytes(widget) == 0
+
+
+def test_the_browser_cannot_raise_the_upload_limit(widget):
+    front_end_sets(widget, max_upload_bytes=10**12)
+    assert widget.max_upload_bytes == DEFAULT_MAX_UPLOAD_BYTES and widget.rejected == 1
+    big = memoryview(bytes(DEFAULT_MAX_UPLOAD_BYTES // 2 + 1))
+    custom(widget, {"type": "chunk", "upload": "u", "file": 0, "offset": 0}, [big])
+    custom(widget, {"type": "chunk", "upload": "u", "file": 0, "offset": len(big)}, [big])
+    assert held_bytes(widget) == 0
+
+
+def test_the_browser_cannot_write_python_owned_traits(widget):
+    fake = [{"id": 1, "path": "/etc/passwd", "distance": 0.0, "rank": 0}]
+    front_end_sets(widget, results=fake, busy=True, modes=["x"], scope_size=5, elapsed_ms=1.0)
+    assert widget.results == [] and not widget.busy and widget.modes[0] == "rgb"
+    assert widget.scope_size == -1 and widget.elapsed_ms == 0.0 and widget.rejected == 5
+
+
+def test_the_browser_may_set_its_controls(widget):
+    front_end_sets(widget, mode="ahash", k=5)
+    assert (widget.mode, widget.metric, widget.k) == ("ahash", "hamming", 5)
+    front_end_sets(widget, error="x" * 10_000)
+    assert len(widget.error) == 1000 and widget.rejected == 0
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{"k": "ten"}, {"k": 2.5}, {"k": True}, {"mode": 3}, {"weights": [1]}, {"weights": {"rgb": "a"}}],
+)
+def test_controls_of_the_wrong_type_are_refused_readably(widget, state):
+    before = (widget.mode, widget.k, dict(widget.weights))
+    front_end_sets(widget, **state)
+    assert (widget.mode, widget.k, dict(widget.weights)) == before
+    assert widget.error and widget.rejected == 1
+
+
+@pytest.mark.parametrize("bad_id", [1e308, float("inf"), float("nan"), -1, 2**80, "3", None, [1]])
+def test_more_like_a_crafted_id_is_a_readable_error(widget, bad_id, caplog):
+    custom(widget, {"type": "more_like", "id": bad_id})
+    assert widget.error.startswith("cannot search from result") and not widget.busy
+    assert "Error" not in widget.error and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "files", [{"a": 1}, [None], [{"name": "a.png", "size": "12"}], [{"name": 5, "size": -1}]]
+)
+def test_a_malformed_file_list_is_a_readable_error(widget, files, caplog):
+    custom(widget, {"type": "query", "upload": "u", "files": files})
+    assert widget.error and "Error" not in widget.error and "Traceback" not in caplog.text
+
+
+def test_unknown_messages_are_counted_and_ignored(widget):
+    custom(widget, ["not", "a", "dict"])
+    custom(widget, {"type": "exec", "code": "import os"})
+    assert widget.rejected == 2 and widget.error == ""
+
+
+def test_a_valid_upload_still_works(widget, sample_folder):
+    data = next(sample_folder.rglob("*.jpg")).read_bytes()
+    custom(widget, {"type": "chunk", "upload": "v", "file": 0, "offset": 0}, [memoryview(data)])
+    custom(widget, {"type": "query", "upload": "v", "files": [{"name": "a.jpg", "size": len(data)}]})
+    assert widget.error == "" and len(widget.results) == widget.k
