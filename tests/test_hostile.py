@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
 import pytest
 from conftest import CHEAP_FEATURES
+from PIL import Image
 
 from imrec_widgets import ImageIndex
+from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
     MAX_QUERY_IMAGES,
@@ -133,3 +142,80 @@ def test_a_valid_upload_still_works(widget, sample_folder):
     custom(widget, {"type": "chunk", "upload": "v", "file": 0, "offset": 0}, [memoryview(data)])
     custom(widget, {"type": "query", "upload": "v", "files": [{"name": "a.jpg", "size": len(data)}]})
     assert widget.error == "" and len(widget.results) == widget.k
+
+
+# -- image files: a small file must not take gigabytes to decode ---------------------------------
+
+
+def flat_png(path, width, height, pixel=(10, 120, 200, 128)):
+    """A one-colour RGBA PNG written row by row (small on disk, never whole in memory)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes(pixel) * width
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+PEAK_CHILD = r"""
+import sys
+from imrec_widgets.imageio import decode
+
+def high_water_bytes():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+before = high_water_bytes()
+image = decode(sys.argv[1], min_side=256).image
+print(high_water_bytes() - before, image.size[0], image.size[1], image.mode)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_large_png_is_decoded_with_one_full_size_copy(tmp_path):
+    side = 5000
+    path = flat_png(tmp_path / "large.png", side, side)
+    assert path.stat().st_size < 200_000
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_CHILD, str(path)], capture_output=True, text=True, check=True
+    )
+    peak, width, height, mode = out.stdout.split()
+    full_copy = side * side * 4  # Pillow holds RGBA (and RGB) as 4 bytes a pixel
+    assert int(peak) < 1.5 * full_copy, f"peak {int(peak) / 1e6:.0f} MB"
+    assert mode == "RGB" and 512 <= min(int(width), int(height)) < 1024
+
+
+def test_reduced_decoding_keeps_colour_and_alpha_on_white(tmp_path):
+    path = flat_png(tmp_path / "half.png", 2600, 1300, pixel=(0, 0, 255, 128))
+    image = decode(path, min_side=256).image
+    assert image.size == (1300, 650)  # reduced by 2: shorter side stays >= 2 * 256
+    assert np.abs(np.asarray(image)[10, 10].astype(int) - [127, 127, 255]).max() <= 1
+
+
+def test_an_image_over_the_pixel_cap_is_an_error_naming_the_cap(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    flat_png(folder / "huge.png", 3000, 2000)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "small.png")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "5_000_000")
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=CHEAP_FEATURES)
+    report = index.update(progress=False, workers=0)
+    assert len(index) == 1 and report.errors == 1
+    [(path, message)] = index.errors()
+    assert path.name == "huge.png"
+    assert "6,000,000 pixels" in message and "5,000,000" in message and "IMREC_MAX_PIXELS" in message
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "7000000")
+    assert decode(folder / "huge.png", min_side=256).width == 3000
+
+
+def test_the_default_pixel_cap_is_below_pillows_own_limit():
+    assert DEFAULT_MAX_PIXELS <= Image.MAX_IMAGE_PIXELS * 2
+    assert DEFAULT_MAX_PIXELS * 4 <= 1_000_000_000  # one full-size copy at 4 bytes a pixel
