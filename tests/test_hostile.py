@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex
+from imrec_widgets import catalog as catalog_module
 from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -219,3 +223,54 @@ def test_an_image_over_the_pixel_cap_is_an_error_naming_the_cap(tmp_path, monkey
 def test_the_default_pixel_cap_is_below_pillows_own_limit():
     assert DEFAULT_MAX_PIXELS <= Image.MAX_IMAGE_PIXELS * 2
     assert DEFAULT_MAX_PIXELS * 4 <= 1_000_000_000  # one full-size copy at 4 bytes a pixel
+
+
+# -- where=: SQL from a caller is bounded in time and cannot write ---------------------------------
+
+FOREVER = (
+    "id IN (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+    "SELECT x FROM n WHERE x < 0)"
+)
+
+
+def test_a_where_that_would_run_forever_is_stopped_within_its_budget(cheap_index, monkeypatch):
+    monkeypatch.setattr(catalog_module, "WHERE_TIME_BUDGET_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"time budget of 0.5 s and was stopped"):
+        cheap_index.search(0, mode="ahash", where=FOREVER)
+    assert time.monotonic() - started < 3
+
+
+def test_ctrl_c_stops_a_where(cheap_index):
+    timer = threading.Timer(0.3, lambda: signal.raise_signal(signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        cheap_index.catalog.ids_where(FOREVER, time_budget=30)
+    assert time.monotonic() - started < 5
+
+
+def test_a_where_cannot_write(cheap_index):
+    before = len(cheap_index)
+    sneaky = "id IN (SELECT 1); DELETE FROM images"
+    with pytest.raises(ValueError, match="bad where= condition"):
+        cheap_index.search(0, mode="ahash", where=sneaky)
+    returning = "id IN (SELECT id FROM images) AND 0 = (SELECT count(*) FROM (DELETE FROM images RETURNING id))"
+    with pytest.raises(ValueError, match="bad where= condition"):
+        cheap_index.search(0, mode="ahash", where=returning)
+    assert len(cheap_index) == before
+
+
+def test_folder_and_path_glob_filter_without_sql(cheap_index):
+    paths = {p.relative_to(cheap_index.root).as_posix() for p in cheap_index.paths(cheap_index.ids())}
+    folder = sorted({p.split("/")[0] for p in paths if "/" in p})[0]
+    under = {p for p in paths if p.startswith(folder + "/")}
+    hits = cheap_index.search(0, mode="ahash", k=50, folder=folder, exclude_self=False)
+    assert {p.relative_to(cheap_index.root).as_posix() for p in hits.paths} == under
+    hits = cheap_index.search(0, mode="ahash", k=50, folder=cheap_index.root / folder, exclude_self=False)
+    assert len(hits) == len(under)
+    hits = cheap_index.search(0, mode="ahash", k=50, path_glob=f"{folder}/*.jpg", exclude_self=False)
+    assert {p.relative_to(cheap_index.root).as_posix() for p in hits.paths} == {p for p in under if p.endswith(".jpg")}
+    assert len(cheap_index.search(0, mode="ahash", folder=folder.upper() + "x")) == 0
+    with pytest.raises(ValueError, match="not inside the index root"):
+        cheap_index.search(0, mode="ahash", folder="/elsewhere")
