@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import struct
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from conftest import CHEAP_FEATURES
 from PIL import Image
 
-from imrec_widgets import ImageIndex
+from imrec_widgets import ImageIndex, projection
 from imrec_widgets import catalog as catalog_module
 from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode
 from imrec_widgets.widgets.search_widget import (
@@ -274,3 +275,76 @@ def test_folder_and_path_glob_filter_without_sql(cheap_index):
     assert len(cheap_index.search(0, mode="ahash", folder=folder.upper() + "x")) == 0
     with pytest.raises(ValueError, match="not inside the index root"):
         cheap_index.search(0, mode="ahash", folder="/elsewhere")
+
+
+# -- a killed `umap --refit` leaves the old map or the new one, never a mixture ---------------------
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL between two steps of publishing a map."""
+
+
+@pytest.fixture
+def mapped_index(variant_folder, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(variant_folder, root)
+    index = ImageIndex.open(root, features=["rgb", "dhash"])
+    index.update(progress=False, workers=0)
+    index.umap("rgb", sample_size=40, clusters=4)
+    return index
+
+
+@pytest.mark.parametrize("step", ["staging", "switching", "copying", "copying labels", "finishing"])
+def test_a_refit_killed_at_any_step_leaves_one_whole_map(mapped_index, monkeypatch, step):
+    old = projection.load(mapped_index, "rgb")
+
+    def kill_at(reached):
+        if reached == step:
+            raise Killed(step)
+
+    monkeypatch.setattr(projection, "publish_step", kill_at)
+    # A different random_state makes a different fit; its partial writes must not show.
+    with pytest.raises(Killed):
+        mapped_index.umap("rgb", sample_size=40, clusters=4, refit=True, random_state=7)
+    monkeypatch.undo()
+    new = projection.compute(mapped_index, "rgb", sample_size=40, clusters=4, refit=True, random_state=7)
+
+    seen = projection.load(mapped_index, "rgb")  # after the repair: the new map
+    np.testing.assert_array_equal(seen.xy, new.xy)
+    np.testing.assert_array_equal(seen.clusters, new.clusters)
+    assert not np.allclose(old.xy, new.xy)
+    assert projection.status(mapped_index, "rgb")["state"] == "fresh"
+
+
+@pytest.mark.parametrize("step", ["staging", "switching", "copying", "copying labels", "finishing"])
+def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatch, step):
+    old = projection.load(mapped_index, "rgb")
+    fresh_fit = {}
+
+    def kill_at(reached):
+        if reached == step:
+            raise Killed(step)
+
+    original_publish = projection._publish
+
+    def remember(index, feature, ids, xy, labels, meta, new_placement):
+        fresh_fit["xy"], fresh_fit["labels"] = xy.copy(), labels.copy()
+        original_publish(index, feature, ids, xy, labels, meta, new_placement)
+
+    monkeypatch.setattr(projection, "_publish", remember)
+    monkeypatch.setattr(projection, "publish_step", kill_at)
+    with pytest.raises(Killed):
+        mapped_index.umap("rgb", sample_size=40, clusters=4, refit=True, random_state=7)
+    monkeypatch.undo()
+    seen = projection.load(mapped_index, "rgb")
+    is_old = np.array_equal(seen.xy, old.xy) and np.array_equal(seen.clusters, old.clusters)
+    is_new = np.array_equal(seen.xy, fresh_fit["xy"]) and np.array_equal(seen.clusters, fresh_fit["labels"])
+    assert is_old != is_new, "a reader saw a mixture of two fits"
+    assert is_old == (step in ("staging", "switching"))
+    # Placing a query never silently uses the other fit's model.
+    try:
+        placed = projection.place(mapped_index, "rgb", mapped_index.paths([int(seen.ids[0])]))
+    except projection.ProjectionError:
+        pass
+    else:
+        assert np.linalg.norm(placed[0] - seen.xy[0]) < 0.5 * np.ptp(seen.xy, axis=0).max()
