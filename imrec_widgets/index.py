@@ -284,6 +284,10 @@ class ImageIndex:
     ) -> UpdateReport:
         """Scan the folder and index what is new or changed; mark what vanished as removed.
 
+        Files that failed before are tried again (the error is kept if they fail again). Images
+        under a folder that cannot be listed this time are kept as they were, not removed; the
+        folder is named in ``report.skipped_dirs``.
+
         Features named in ``open(..., rebuild=)`` are recomputed for every image.
         ``workers`` decoding processes run ahead of the model (default: cores - 1; 0 = none).
         With a Dask ``client`` (``dask.distributed.Client``) its workers read the files, by path,
@@ -342,6 +346,9 @@ class ImageIndex:
                 if status == "removed" or size != scanned.size or mtime_ns != scanned.mtime_ns:
                     tasks.append((id_, scanned))
                     report.changed += 1
+                elif status == "error":  # transient failures get another chance every run
+                    tasks.append((id_, scanned))
+                    report.retried += 1
                 elif recompute and status == "ok":
                     tasks.append((id_, scanned))
                     report.rebuilt += 1
@@ -349,7 +356,7 @@ class ImageIndex:
                     report.unchanged += 1
             gone = [
                 id_ for path, (id_, _s, _m, status) in known.items()
-                if path not in found.files and status != "removed"
+                if path not in found.files and status != "removed" and not found.kept(path)
             ]
             catalog.mark_removed(gone)
             report.removed = len(gone)

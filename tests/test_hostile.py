@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import struct
@@ -17,9 +18,9 @@ import pytest
 from conftest import CHEAP_FEATURES
 from PIL import Image
 
-from imrec_widgets import ImageIndex, projection
+from imrec_widgets import ImageIndex, indexer, projection
 from imrec_widgets import catalog as catalog_module
-from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode
+from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, ImageDecodeError, decode
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
     MAX_QUERY_IMAGES,
@@ -348,3 +349,72 @@ def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatc
         pass
     else:
         assert np.linalg.norm(placed[0] - seen.xy[0]) < 0.5 * np.ptp(seen.xy, axis=0).max()
+
+
+# -- transient failures: retried every run; a folder that cannot be listed keeps its images ------
+
+
+@pytest.fixture
+def two_folders(sample_folder, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(sample_folder, root)
+    index = ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    return index
+
+
+def test_an_error_is_retried_on_the_next_update(two_folders, monkeypatch):
+    index = two_folders
+    victim = sorted(index.paths(index.ids()))[0]
+    Path(victim).touch()  # changed: decoded again, and this time it fails
+    real = indexer.decode_one
+
+    def fails_for_victim(features, source):
+        if Path(source) == victim:
+            raise ImageDecodeError("read error (flaky disk)")
+        return real(features, source)
+
+    monkeypatch.setattr(indexer, "decode_one", fails_for_victim)
+    report = index.update(progress=False, workers=0)
+    assert report.errors == 1 and [p for p, _ in index.errors()] == [victim]
+    again = index.update(progress=False, workers=0)  # still failing: the error is kept
+    assert again.retried == 1 and again.errors == 1 and "flaky disk" in index.errors()[0][1]
+    assert "1 retried" in str(again)
+    monkeypatch.undo()
+    healed = index.update(progress=False, workers=0)
+    assert healed.retried == 1 and healed.errors == 0 and index.errors() == []
+    assert victim in index.paths(index.ids())
+    assert index.update(progress=False, workers=0).retried == 0
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_images(two_folders, monkeypatch):
+    index = two_folders
+    before = sorted(index.paths(index.ids()))
+    flaky = sorted({p.parent for p in before if p.parent != index.root})[0]
+    under = [p for p in before if flaky in p.parents]
+    real = os.scandir
+
+    def unlistable(path="."):
+        if Path(path) == flaky:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", unlistable)
+    report = index.update(progress=False, workers=0)
+    assert report.removed == 0 and sorted(index.paths(index.ids())) == before
+    assert report.skipped_dirs == [str(flaky)] and "1 folders unreadable" in str(report)
+    monkeypatch.undo()
+    assert index.update(progress=False, workers=0).removed == 0
+    shutil.rmtree(flaky)  # really gone: now its images are removed
+    assert index.update(progress=False, workers=0).removed == len(under) > 0
+
+
+def test_an_unreadable_root_removes_nothing(two_folders, monkeypatch):
+    index = two_folders
+    count = len(index)
+    real = os.scandir
+    monkeypatch.setattr(
+        os, "scandir", lambda path=".": real(path) if Path(path) != index.root else (_ for _ in ()).throw(OSError(5, "I/O error"))
+    )
+    report = index.update(progress=False, workers=0)
+    assert report.removed == 0 and len(index) == count
