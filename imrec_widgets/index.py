@@ -550,6 +550,9 @@ class ImageIndex:
         client: Any = None,
     ) -> list[SearchResults]:
         """``search`` for each of ``queries``, as one vectorised top-k call."""
+        if self.exists():
+            used = [mode] if mode != HYBRID_MODE else list(weights or self.settings["features"])
+            self._check_not_rebuilding(used)
         if folder is not None or path_glob is not None:
             ids = self._path_filter_ids(ids, folder, path_glob)
         if mode == HYBRID_MODE:
@@ -566,6 +569,18 @@ class ImageIndex:
         return self.searcher.search_many(
             list(queries), mode, metric, k, ids, where, exclude_self, client=client
         )
+
+    def _check_not_rebuilding(self, modes: Sequence[str]) -> None:
+        """ValueError when a feature in ``modes`` is being rebuilt (or a rebuild was stopped):
+        its stored rows are a mix of old, new and empty ones until ``update()`` finishes."""
+        pending = set(self.catalog.get_meta("pending_rebuild", []) or [])
+        rebuilding = [mode for mode in modes if mode in pending]
+        if rebuilding:
+            raise ValueError(
+                f"feature {rebuilding[0]!r} is being rebuilt (or its rebuild was stopped before it "
+                "finished), so its stored values are incomplete; run idx.update() (`imrec index`) "
+                "to finish, then search again"
+            )
 
     def _path_filter_ids(
         self,

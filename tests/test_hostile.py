@@ -418,3 +418,29 @@ def test_an_unreadable_root_removes_nothing(two_folders, monkeypatch):
     )
     report = index.update(progress=False, workers=0)
     assert report.removed == 0 and len(index) == count
+
+
+# -- a stopped rebuild: searching the half-rebuilt feature is a clear error ------------------------
+
+
+def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(sample_folder, tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    shutil.copytree(sample_folder, root)
+    ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"]).update(progress=False, workers=0)
+    index = ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], rebuild=["rgb"])
+
+    def killed(*args, **kwargs):
+        raise Killed("update")
+
+    monkeypatch.setattr("imrec_widgets.index.write_batch", killed)
+    with pytest.raises(Killed):
+        index.update(progress=False, workers=0)
+    monkeypatch.undo()
+    reader = ImageIndex.open(root, index_dir=tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"feature 'rgb' is being rebuilt .* run idx.update\(\)"):
+        reader.search(0, mode="rgb")
+    with pytest.raises(ValueError, match="'rgb' is being rebuilt"):
+        reader.search(0, mode="hybrid", weights={"rgb": 1.0, "ahash": 1.0})
+    assert len(reader.search(0, mode="ahash")) == 10  # the other feature is complete
+    reader.update(progress=False, workers=0)
+    assert len(reader.search(0, mode="rgb")) == 10
