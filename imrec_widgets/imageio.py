@@ -177,8 +177,10 @@ def _reduce_early(image: Image.Image, min_side: int) -> Image.Image:
     reduced: Image.Image | None = None
     for top in range(0, height, rows):
         band = image.crop((0, top, width, min(height, top + rows)))
-        if band.mode == "P":
+        if band.mode == "P":  # palette indices cannot be averaged: colours first
             band = band.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif band.mode == "PA":
+            band = band.convert("RGBA")
         elif band.mode == "1":
             band = band.convert("L")
         elif band.mode.startswith("I;16"):

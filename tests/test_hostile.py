@@ -20,7 +20,13 @@ from PIL import Image
 
 from imrec_widgets import ImageIndex, indexer, projection
 from imrec_widgets import catalog as catalog_module
-from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, ImageDecodeError, decode
+from imrec_widgets.imageio import (
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_VARIABLE,
+    ImageDecodeError,
+    decode,
+    to_rgb,
+)
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
     MAX_QUERY_IMAGES,
@@ -444,3 +450,23 @@ def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(sample_f
     assert len(reader.search(0, mode="ahash")) == 10  # the other feature is complete
     reader.update(progress=False, workers=0)
     assert len(reader.search(0, mode="rgb")) == 10
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "1", "I;16", "LA", "CMYK", "F"])
+def test_every_mode_is_reduced_to_the_right_colour(mode):
+    image = Image.new("RGB", (1200, 1100), (200, 40, 40)).convert(mode, dither=Image.Dither.NONE) if mode not in ("I;16", "F", "1") else Image.new(mode, (1200, 1100), 1)
+    expected = np.asarray(to_rgb(image.copy()))[0, 0].astype(int)
+    reduced = decode(image, min_side=200).image
+    assert reduced.size == (600, 550) and reduced.mode == "RGB"  # factor 1100 // 400
+    assert np.abs(np.asarray(reduced)[5, 5].astype(int) - expected).max() <= 2
+
+
+@pytest.mark.parametrize("mode", ["P", "PA"])
+def test_palette_images_are_reduced_by_colour_not_by_index(mode):
+    stripes = np.zeros((1100, 1200), dtype=np.uint8)
+    stripes[:, 1::2] = 200  # palette entries 0 and 200: black and a bright red
+    image = Image.fromarray(stripes, "L").convert("P")
+    image.putpalette([0, 0, 0] * 200 + [250, 0, 0] + [0, 0, 0] * 55)
+    image = image.convert(mode) if mode == "PA" else image
+    reduced = np.asarray(decode(image, min_side=200).image).astype(int)
+    assert np.abs(reduced[5, 5] - [125, 0, 0]).max() <= 2  # the mean colour, not entry 100
