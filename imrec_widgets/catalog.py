@@ -12,6 +12,12 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+WHERE_TIME_BUDGET_S = 10.0
+"""Longest a ``where=`` condition may run (seconds) before it is stopped with a ValueError."""
+
+_PROGRESS_STEPS = 5_000
+"""SQLite virtual-machine steps between two checks of the time budget."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY,
@@ -115,13 +121,52 @@ class Catalog:
         """A counter bumped by every write, so readers know when cached arrays are stale."""
         return int(self.get_meta("generation", 0))
 
-    def ids_where(self, where: str, params: Sequence[Any] = ()) -> list[int]:
-        """Ids of ok rows matching an SQL condition on the images columns, ascending."""
+    def ids_where(
+        self, where: str, params: Sequence[Any] = (), *, time_budget: float | None = None
+    ) -> list[int]:
+        """Ids of ok rows matching ``where``, an SQL condition on the ``images`` table, ascending.
+
+        ``where`` is SQL over the columns ``id, path`` (relative to the root, ``/``-separated),
+        ``size, mtime_ns, width, height, format, status, error, indexed_at``: e.g.
+        ``"path LIKE 'cats/%' AND width >= 1000"``. It runs on a read-only connection, as one
+        statement, and is stopped after ``time_budget`` seconds (default ``WHERE_TIME_BUDGET_S``)
+        or by Ctrl-C (KeyboardInterrupt), so a condition from elsewhere cannot change the
+        index or run forever. Bad SQL or a stopped one is a ValueError.
+        """
+        if not isinstance(where, str):
+            raise TypeError(f"where= must be an SQL condition as a str, not {type(where).__name__}")
+        budget = WHERE_TIME_BUDGET_S if time_budget is None else float(time_budget)
+        deadline = time.monotonic() + budget
+        stopped: list[str] = []
+
+        def keep_going() -> int:
+            try:
+                if time.monotonic() > deadline:
+                    stopped.append("time")
+                    return 1
+            except KeyboardInterrupt:
+                stopped.append("interrupt")
+                return 1
+            return 0
+
         query = f"SELECT id FROM images WHERE status = 'ok' AND ({where}) ORDER BY id"
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         try:
-            return [r[0] for r in self._db.execute(query, tuple(params))]
+            db.execute("PRAGMA query_only = ON")
+            db.set_progress_handler(keep_going, _PROGRESS_STEPS)
+            return [r[0] for r in db.execute(query, tuple(params))]
         except sqlite3.Error as exc:
+            if "interrupt" in stopped or (not stopped and "interrupted" in str(exc)):
+                # Ctrl-C raised inside the progress handler, which sqlite3 swallows.
+                raise KeyboardInterrupt from None
+            if stopped:
+                raise ValueError(
+                    f"where= condition {where!r} ran over its time budget of {budget:g} s and was "
+                    "stopped; simplify it (catalog.WHERE_TIME_BUDGET_S sets the budget)"
+                ) from None
             raise ValueError(f"bad where= condition {where!r}: {exc}") from None
+        finally:
+            db.close()
 
     def ids_indexed_after(self, timestamp: float) -> list[int]:
         """Ids of ok rows (re-)indexed after ``timestamp`` (seconds since the epoch), ascending."""

@@ -14,15 +14,36 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 """File name suffixes (compared lower-case) that are indexed as images."""
 
 _ORIENTATION = 0x0112
 
-DEFAULT_MAX_PIXELS = 250_000_000
-"""Images with more pixels than this are refused as likely decompression bombs."""
+DEFAULT_MAX_PIXELS = 120_000_000
+"""Images with more pixels than this are refused (errors in the index, naming this limit).
+
+Decoding holds the full image once in its own mode (up to 4 bytes a pixel) before it is
+reduced, so this bounds one decode's peak memory to about 0.5-1 GB (see
+``benchmarks/bench_decode_memory.py``). 120 MP admits every camera up to medium format (102 MP).
+Raise it with the ``IMREC_MAX_PIXELS`` environment variable (read at each decode, so worker
+processes see it too) or ``decode(max_pixels=...)``; Pillow's own bomb check (about 179 MP,
+``PIL.Image.MAX_IMAGE_PIXELS``) still applies above that.
+"""
+
+MAX_PIXELS_VARIABLE = "IMREC_MAX_PIXELS"
+"""Environment variable that overrides ``DEFAULT_MAX_PIXELS``."""
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # Leading bytes of the formats above, for files that carry no image suffix.
 _SIGNATURES: tuple[tuple[int, bytes], ...] = (
@@ -121,6 +142,57 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def max_pixels_limit() -> int:
+    """The pixel cap in force: ``IMREC_MAX_PIXELS`` when set, else ``DEFAULT_MAX_PIXELS``."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").replace("_", "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        raise ValueError(
+            f"{MAX_PIXELS_VARIABLE}={os.environ[MAX_PIXELS_VARIABLE]!r} is not a whole number of pixels"
+        ) from None
+    if limit < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE} must be positive, not {limit}")
+    return limit
+
+
+_BAND_PIXELS = 4_000_000
+"""Source pixels reduced at a time (one band of rows) by ``_reduce_early``."""
+
+
+def _reduce_early(image: Image.Image, min_side: int) -> Image.Image:
+    """``image`` shrunk by a whole factor, its shorter side kept >= 2 * ``min_side``.
+
+    Done right after loading, one band of rows at a time (mode conversion included), so that
+    no second full-size copy exists: Pillow's own ``reduce`` of an RGBA image first converts
+    all of it to premultiplied alpha.
+    """
+    factor = min(image.size) // (2 * min_side)
+    if factor < 2:
+        return image
+    width, height = image.size
+    rows = factor * max(1, _BAND_PIXELS // (width * factor))
+    reduced: Image.Image | None = None
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        if band.mode == "P":  # palette indices cannot be averaged: colours first
+            band = band.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif band.mode == "PA":
+            band = band.convert("RGBA")
+        elif band.mode == "1":
+            band = band.convert("L")
+        elif band.mode.startswith("I;16"):
+            band = band.convert("I")
+        band = band.reduce(factor)
+        if reduced is None:
+            reduced = Image.new(band.mode, (-(-width // factor), -(-height // factor)))
+        reduced.paste(band, (0, top // factor))
+    assert reduced is not None
+    return reduced
+
+
 class DecodedImage(NamedTuple):
     """An RGB image plus what the source said about itself."""
 
@@ -134,15 +206,19 @@ def decode(
     source: Any,
     *,
     min_side: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> DecodedImage:
     """Decode ``source`` (path, bytes, file object, PIL image or array) into an RGB image.
 
-    With ``min_side``, JPEGs may be decoded at a reduced scale whose shorter side is still at
-    least ``min_side`` pixels (other formats decode fully). ``width``/``height`` are the full
-    size after EXIF orientation. Raises ``ImageDecodeError`` for anything that is not a readable
-    image, ``FileNotFoundError`` for a missing path.
+    With ``min_side``, the image may come back reduced, its shorter side still at least
+    ``min_side`` pixels: JPEGs are draft-decoded at a reduced scale, other formats are reduced
+    by a whole factor right after loading. ``width``/``height`` are the full size after EXIF
+    orientation. ``max_pixels`` (default ``max_pixels_limit()``) refuses larger images. Raises
+    ``ImageDecodeError`` for anything that is not a readable image or is over the cap,
+    ``FileNotFoundError`` for a missing path.
     """
+    if max_pixels is None:
+        max_pixels = max_pixels_limit()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -151,7 +227,9 @@ def decode(
             if width * height > max_pixels:
                 raise ImageDecodeError(
                     f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,} (a decompression bomb?)"
+                    f"{max_pixels:,} pixels per image that bounds decoding memory; to index it, "
+                    f"raise the limit with the {MAX_PIXELS_VARIABLE} environment variable "
+                    "(e.g. IMREC_MAX_PIXELS=200000000, about 1 GB more memory per 250 MP)"
                 )
             source_format = image.format
             if getattr(image, "n_frames", 1) > 1:
@@ -159,9 +237,13 @@ def decode(
             if min_side and image.format == "JPEG" and min(width, height) > 2 * min_side:
                 image.draft("RGB", _draft_size((width, height), min_side))
             image.load()
-            if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            orientation = image.getexif().get(_ORIENTATION, 1)
+            if orientation in (5, 6, 7, 8):
                 width, height = height, width
-            image = ImageOps.exif_transpose(image)
+            if min_side:
+                image = _reduce_early(image, min_side)
+            if orientation in _TRANSPOSE:
+                image = image.transpose(_TRANSPOSE[orientation])
             return DecodedImage(to_rgb(image), source_format, width, height)
     except (ImageDecodeError, FileNotFoundError, TypeError):
         raise
@@ -173,6 +255,6 @@ def decode(
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
-def load_rgb(source: Any, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(source: Any, *, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """The RGB image of ``decode(source, ...)``."""
     return decode(source, min_side=min_side, max_pixels=max_pixels).image

@@ -284,6 +284,10 @@ class ImageIndex:
     ) -> UpdateReport:
         """Scan the folder and index what is new or changed; mark what vanished as removed.
 
+        Files that failed before are tried again (the error is kept if they fail again). Images
+        under a folder that cannot be listed this time are kept as they were, not removed; the
+        folder is named in ``report.skipped_dirs``.
+
         Features named in ``open(..., rebuild=)`` are recomputed for every image.
         ``workers`` decoding processes run ahead of the model (default: cores - 1; 0 = none).
         With a Dask ``client`` (``dask.distributed.Client``) its workers read the files, by path,
@@ -342,6 +346,9 @@ class ImageIndex:
                 if status == "removed" or size != scanned.size or mtime_ns != scanned.mtime_ns:
                     tasks.append((id_, scanned))
                     report.changed += 1
+                elif status == "error":  # transient failures get another chance every run
+                    tasks.append((id_, scanned))
+                    report.retried += 1
                 elif recompute and status == "ok":
                     tasks.append((id_, scanned))
                     report.rebuilt += 1
@@ -349,7 +356,7 @@ class ImageIndex:
                     report.unchanged += 1
             gone = [
                 id_ for path, (id_, _s, _m, status) in known.items()
-                if path not in found.files and status != "removed"
+                if path not in found.files and status != "removed" and not found.kept(path)
             ]
             catalog.mark_removed(gone)
             report.removed = len(gone)
@@ -496,6 +503,8 @@ class ImageIndex:
         *,
         ids: Sequence[int] | np.ndarray | None = None,
         where: str | None = None,
+        folder: str | os.PathLike[str] | None = None,
+        path_glob: str | None = None,
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
@@ -505,8 +514,12 @@ class ImageIndex:
         ``query``: a path, bytes, PIL image, image array, an indexed id ("more like this"; the
         image itself is left out unless ``exclude_self=False``), a 1-D feature vector, or a list
         of these (one query: mean feature, bitwise majority for hashes). ``metric`` defaults to
-        the mode's (see ``MODE_METRICS``). ``ids`` restricts the search to those images,
-        ``where`` to rows matching an SQL condition on the catalog (``"path LIKE 'cats/%'"``).
+        the mode's (see ``MODE_METRICS``). ``ids`` restricts the search to those images;
+        ``folder`` to the images below that folder (relative to the root, or absolute inside
+        it), ``path_glob`` to paths (relative, ``/``-separated) matching a case-sensitive glob
+        like ``"cats/*.jpg"`` (``*`` also crosses ``/``). ``where`` is SQL: a condition on the
+        catalog's ``images`` table (``"path LIKE 'cats/%' AND width >= 1000"``; columns in
+        ``Catalog.ids_where``), run read-only and stopped after ``WHERE_TIME_BUDGET_S``.
 
         ``mode="hybrid"`` ranks by a weighted mean of several modes' distances, each divided by
         that mode's median distance between random pairs of indexed images (so 1.0 means
@@ -517,8 +530,8 @@ class ImageIndex:
         store, which each worker reads itself (see ``imrec_widgets.distributed.topk_dask``).
         """
         return self.search_many(
-            [query], mode, metric, k, ids=ids, where=where, exclude_self=exclude_self,
-            weights=weights, client=client,
+            [query], mode, metric, k, ids=ids, where=where, folder=folder, path_glob=path_glob,
+            exclude_self=exclude_self, weights=weights, client=client,
         )[0]
 
     def search_many(
@@ -530,11 +543,18 @@ class ImageIndex:
         *,
         ids: Sequence[int] | np.ndarray | None = None,
         where: str | None = None,
+        folder: str | os.PathLike[str] | None = None,
+        path_glob: str | None = None,
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
     ) -> list[SearchResults]:
         """``search`` for each of ``queries``, as one vectorised top-k call."""
+        if self.exists():
+            used = [mode] if mode != HYBRID_MODE else list(weights or self.settings["features"])
+            self._check_not_rebuilding(used)
+        if folder is not None or path_glob is not None:
+            ids = self._path_filter_ids(ids, folder, path_glob)
         if mode == HYBRID_MODE:
             if client is not None:
                 raise ValueError("client= runs single-mode searches on Dask workers, not mode='hybrid'")
@@ -549,6 +569,52 @@ class ImageIndex:
         return self.searcher.search_many(
             list(queries), mode, metric, k, ids, where, exclude_self, client=client
         )
+
+    def _check_not_rebuilding(self, modes: Sequence[str]) -> None:
+        """ValueError when a feature in ``modes`` is being rebuilt (or a rebuild was stopped):
+        its stored rows are a mix of old, new and empty ones until ``update()`` finishes."""
+        pending = set(self.catalog.get_meta("pending_rebuild", []) or [])
+        rebuilding = [mode for mode in modes if mode in pending]
+        if rebuilding:
+            raise ValueError(
+                f"feature {rebuilding[0]!r} is being rebuilt (or its rebuild was stopped before it "
+                "finished), so its stored values are incomplete; run idx.update() (`imrec index`) "
+                "to finish, then search again"
+            )
+
+    def _path_filter_ids(
+        self,
+        ids: Sequence[int] | np.ndarray | None,
+        folder: str | os.PathLike[str] | None,
+        path_glob: str | None,
+    ) -> np.ndarray:
+        """Ids of ok images under ``folder`` and matching ``path_glob``, within ``ids``."""
+        conditions, params = [], []
+        if folder is not None:
+            if not isinstance(folder, (str, os.PathLike)):
+                raise TypeError(f"folder= must be a path, not {type(folder).__name__}")
+            path = Path(folder).expanduser()
+            if path.is_absolute():
+                try:
+                    path = path.resolve().relative_to(self.root.resolve())
+                except ValueError:
+                    raise ValueError(f"folder {str(folder)!r} is not inside the index root {self.root}") from None
+            prefix = path.as_posix().strip("/")
+            if prefix not in ("", "."):
+                conditions.append("substr(path, 1, ?) = ?")  # exact, case-sensitive prefix
+                params += [len(prefix) + 1, prefix + "/"]
+        if path_glob is not None:
+            if not isinstance(path_glob, str):
+                raise TypeError(f"path_glob= must be a str like 'cats/*.jpg', not {type(path_glob).__name__}")
+            conditions.append("path GLOB ?")
+            params.append(path_glob)
+        if not conditions:
+            found = self.searcher.ok_ids() if ids is None else np.asarray(ids, dtype=np.int64)
+            return np.asarray(found, dtype=np.int64)
+        found = np.asarray(self.catalog.ids_where(" AND ".join(conditions), params), dtype=np.int64)
+        if ids is not None:
+            found = np.intersect1d(found, np.asarray(ids, dtype=np.int64))
+        return found
 
     # -- measuring and cleaning -----------------------------------------------------------------
     def evaluate(

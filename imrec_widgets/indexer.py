@@ -44,6 +44,13 @@ class ScannedFile:
 class ScanResult:
     files: dict[str, ScannedFile]
     skipped_dirs: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
+    """Catalog paths of folders (ending in ``/``; ``""`` for everything) and files that could not
+    be read this time: what the catalog holds under them is kept as it was, not marked removed."""
+
+    def kept(self, path: str) -> bool:
+        """Whether catalog ``path`` lies in something that could not be listed this scan."""
+        return any(path == p or ((p == "" or p.endswith("/")) and path.startswith(p)) for p in self.unlisted)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class UpdateReport:
     errors: int = 0
     unchanged: int = 0
     rebuilt: int = 0
+    retried: int = 0
     processed: int = 0
     seconds: float = 0.0
     skipped_dirs: list[str] = field(default_factory=list)
@@ -70,6 +78,8 @@ class UpdateReport:
             f"({self.images_per_second:.1f} images/s): {self.new} new, {self.changed} changed, "
             f"{self.removed} removed, {self.errors} errors, {self.unchanged} unchanged"
             + (f", {self.rebuilt} rebuilt" if self.rebuilt else "")
+            + (f", {self.retried} retried" if self.retried else "")
+            + (f", {len(self.skipped_dirs)} folders unreadable (kept as they were)" if self.skipped_dirs else "")
         )
 
 
@@ -93,12 +103,20 @@ def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.Pat
     seen_dirs: set[tuple[int, int]] = set()
     result = ScanResult(files={})
     stack = [os.path.abspath(os.path.expanduser(r)) for r in reversed(roots)]
+    def unreadable(path: str, *, folder: bool) -> None:
+        name = catalog_path(os.path.realpath(path), primary)
+        if folder:
+            result.skipped_dirs.append(path)
+            result.unlisted.append("" if name == "." else name + "/")
+        else:  # an entry that could not be stat'ed: a file, or a folder
+            result.unlisted += [name, name + "/"]
+
     while stack:
         folder = stack.pop()
         try:
             info = os.stat(folder)
         except OSError:
-            result.skipped_dirs.append(folder)
+            unreadable(folder, folder=True)
             continue
         key = (info.st_dev, info.st_ino)
         if key in seen_dirs or os.path.realpath(folder) in excluded:
@@ -108,7 +126,7 @@ def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.Pat
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
         except OSError:
-            result.skipped_dirs.append(folder)
+            unreadable(folder, folder=True)
             continue
         subfolders = []
         for entry in listing:
@@ -125,7 +143,8 @@ def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.Pat
                 ):
                     continue
                 st = entry.stat()
-            except OSError:
+            except OSError:  # a flaky entry: what the catalog holds there is kept
+                unreadable(entry.path, folder=False)
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue

@@ -5,7 +5,9 @@ image, every image added later and any query image is *placed* on that map: at t
 of the map positions of its ``n_neighbors`` nearest fitted images, found exactly by brute force
 (the weights are umap-learn's own, the starting point of its ``transform``; umap is not needed to
 place). Coordinates live in the store as ``umap/<feature>`` (NaN = not placed), labels as
-``cluster/<feature>``. umap-learn is imported with numba's on-disk cache on (in the user's cache
+``cluster/<feature>``; a new map is written to ``umap/<feature>.next`` and
+``cluster/<feature>.next`` first and published in two catalog commits (see ``_publish``), so a
+killed run leaves the old map or the new one, never a mixture. umap-learn is imported with numba's on-disk cache on (in the user's cache
 folder), so its compile is paid once per machine, not once per process.
 
 What placing needs sits beside the store in ``umap_<feature>.npz``: the PCA mean and components,
@@ -310,6 +312,75 @@ def _meta_key(feature: str) -> str:
     return f"projection/{feature}"
 
 
+_STAGED = ".next"
+
+
+def _coords_name(feature: str, meta: dict[str, Any] | None = None) -> str:
+    """The array holding the current map's positions: the staged copy while it is published."""
+    return f"umap/{feature}{_STAGED if meta and meta.get('staged') else ''}"
+
+
+def _labels_name(feature: str, meta: dict[str, Any] | None = None) -> str:
+    return f"cluster/{feature}{_STAGED if meta and meta.get('staged') else ''}"
+
+
+def publish_step(step: str) -> None:
+    """Called before each step of publishing a map (a hook for tests that simulate a kill)."""
+
+
+def _finish_publish(index: ImageIndex, feature: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Complete a publish that was killed after the switch: copy the staged map over the main one."""
+    store = index.store
+    for main, staged in ((_coords_name(feature), _coords_name(feature, meta)),
+                         (_labels_name(feature), _labels_name(feature, meta))):
+        values = store.read_range(staged, store.array(staged).shape[0])
+        store.write_rows(main, np.arange(len(values)), values)
+    meta = {key: value for key, value in meta.items() if key != "staged"}
+    index.catalog.set_meta(_meta_key(feature), meta)
+    for name in (_coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})):
+        store.delete(name)
+    return meta
+
+
+def _publish(
+    index: ImageIndex,
+    feature: str,
+    ids: np.ndarray,
+    xy: np.ndarray,
+    labels: np.ndarray,
+    meta: dict[str, Any],
+    new_placement: Path | None,
+) -> None:
+    """Make a computed map the cached one so that a reader sees the old map or this one, whole.
+
+    The new positions and labels are written to staged arrays first (readers still see the old
+    map); one catalog commit points readers at them; they are then copied over the main arrays
+    and a second commit points readers back. A run killed at any step leaves a consistent map,
+    and the next ``compute`` rewrites it.
+    """
+    store, catalog = index.store, index.catalog
+    staged_xy, staged_labels = _coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})
+    publish_step("staging")
+    for name in (staged_xy, staged_labels):
+        store.delete(name)
+    store.ensure(staged_xy, (2,), "float32", fill_value=np.nan)
+    store.ensure(staged_labels, (), "int32", fill_value=-1)
+    store.write_rows(staged_xy, ids, xy)
+    store.write_rows(staged_labels, ids, labels)
+    publish_step("switching")
+    catalog.set_meta(_meta_key(feature), {**meta, "staged": True})
+    if new_placement is not None:
+        os.replace(new_placement, _placement_path(index, feature))
+    publish_step("copying")
+    store.write_rows(f"umap/{feature}", ids, xy)
+    publish_step("copying labels")
+    store.write_rows(f"cluster/{feature}", ids, labels)
+    publish_step("finishing")
+    catalog.set_meta(_meta_key(feature), meta)
+    for name in (staged_xy, staged_labels):
+        store.delete(name)
+
+
 @dataclass
 class _MapState:
     ids: np.ndarray  # every ok image, ascending
@@ -322,7 +393,7 @@ def _map_state(index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.nd
     ids = index.ids() if ids is None else ids
     xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
     if ids.size:
-        stored = index.store.read_range(f"umap/{feature}", int(ids[-1]) + 1)
+        stored = index.store.read_range(_coords_name(feature, meta), int(ids[-1]) + 1)
         inside = ids < len(stored)
         xy[inside] = stored[ids[inside]]
     pending = np.isnan(xy[:, 0])
@@ -432,9 +503,11 @@ def compute(
                 index.close()
                 store = index.store
             meta = catalog.get_meta(_meta_key(feature))
+            if meta is not None and meta.get("staged"):
+                meta = _finish_publish(index, feature, meta)
             name = f"umap/{feature}"
             placement_file = _placement_path(index, feature)
-            model = None
+            model, new_placement = None, None
             if not refit and meta is not None and meta["params"] == params and name in store:
                 model = _read_placement(placement_file, meta)
                 if model is not None and model.input_size != _input_size(index, feature, ids):
@@ -448,10 +521,10 @@ def compute(
             else:
                 model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
                 token, fitted = uuid4().hex, int(fit_ids.size)
-                model.save(placement_file, token=token, ids=fit_ids)
+                new_placement = placement_file.with_name(placement_file.stem + _STAGED + ".npz")
+                model.save(new_placement, token=token, ids=fit_ids)
                 with contextlib.suppress(OSError):
                     _legacy_reducer_path(index, feature).unlink(missing_ok=True)
-                store.write_rows(name, fit_ids, fit_xy)
                 xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
                 xy[np.searchsorted(ids, fit_ids)] = fit_xy
                 todo = np.setdiff1d(ids, fit_ids)
@@ -461,19 +534,15 @@ def compute(
                 block = todo[start : start + batch_size]
                 values, _ = _prepare_input(feature, store.read_rows(feature, block))
                 placed = model.place(values)
-                store.write_rows(name, block, placed)
                 xy[np.searchsorted(ids, block)] = placed
             if todo.size:
                 stages(stage, todo.size, todo.size)
             stages("clustering", 0, 1)
             labels = _cluster(xy, cluster_params, params["random_state"])
-            store.write_rows(f"cluster/{feature}", ids, labels)
             stages("clustering", 1, 1)
-            catalog.set_meta(
-                _meta_key(feature),
-                {"params": params, "clusters": cluster_params, "updated_at": time.time(),
-                 "fitted": fitted, "placement": token},
-            )
+            new_meta = {"params": params, "clusters": cluster_params, "updated_at": time.time(),
+                        "fitted": fitted, "placement": token}
+            _publish(index, feature, ids, xy, labels, new_meta, new_placement)
     finally:
         stages.close()
     return Projection(
@@ -608,7 +677,7 @@ def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = T
         feature,
         ids,
         state.xy[placed],
-        index.store.read_rows(f"cluster/{feature}", ids),
+        index.store.read_rows(_labels_name(feature, meta), ids),
         meta["params"],
         fitted=meta.get("fitted", 0),
         pending=pending,
@@ -622,9 +691,9 @@ def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
     """Map position(s) (M x 2) of a query: stored for indexed ids, else placed on the map."""
     items = list(query) if isinstance(query, (list, tuple)) else [query]
     ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]
-    if len(ids) == len(items):
-        return index.store.read_rows(f"umap/{feature}", ids)
     meta = index.catalog.get_meta(_meta_key(feature))
+    if len(ids) == len(items):
+        return index.store.read_rows(_coords_name(feature, meta), ids)
     if meta is None:
         raise ProjectionError(f"no UMAP map of {feature!r} yet")
     model = _cached_placement(_placement_path(index, feature), meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,22 @@ K_MIN, K_MAX = 1, 100
 
 MAX_QUERY_IMAGES = 16
 """Most files one upload may hold (they form one query)."""
+
+DEFAULT_MAX_UPLOAD_TOTAL_BYTES = 100_000_000
+"""Most bytes all files of one upload may hold together (100 MB); Python-only, see
+``SearchWidget.max_upload_total_bytes``."""
+
+FRONT_END_TRAITS = frozenset({"mode", "metric", "k", "weights", "error"})
+"""The traits the browser may set (its controls, and ``error`` for its own file checks); state
+it sends for any other trait is ignored."""
+
+MAX_ERROR_CHARS = 1000
+"""Longest ``error`` text accepted from the browser (longer is cut)."""
+
+MAX_NAME_CHARS = 300
+"""Longest file name or upload id accepted from the browser (longer names are cut)."""
+
+MAX_IMAGE_ID = 2**63 - 1
 
 QUERY_THUMB_SIZE = 96
 """Longer side, in pixels, of the query thumbnails sent to the browser."""
@@ -223,7 +240,8 @@ class SearchWidget(BaseWidget):
     """int: number of results, 1 to 100. Default 10."""
 
     max_upload_bytes = traitlets.Int(DEFAULT_MAX_UPLOAD_BYTES).tag(sync=True)
-    """int: largest accepted upload, checked in the browser and again in Python. Default 20 MB."""
+    """int: largest accepted file, checked in the browser and again in Python. Default 20 MB.
+    Synced so the browser can check first; set only from Python (the browser's writes are ignored)."""
 
     # -- state shown by the front end (read-only) -----------------------------------------------
     modes = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
@@ -289,6 +307,12 @@ class SearchWidget(BaseWidget):
         self._upload_parts: dict[int, bytearray] = {}
         self._upload_oversize: set[int] = set()
         self._seen: dict[str, Any] = {}  # control values last acted on (see _is_new)
+        self._upload_bytes = 0
+        self._upload_refused = ""
+        self.max_upload_total_bytes = DEFAULT_MAX_UPLOAD_TOTAL_BYTES
+        """Most bytes one upload may hold, all files together (Python-only: not synced)."""
+        self.rejected = 0
+        """Front-end messages and state refused as malformed or not the browser's to send."""
 
         self._search_modes = available_modes(index)
         self._hybrid_reason = hybrid_unavailable(index)
@@ -388,6 +412,32 @@ class SearchWidget(BaseWidget):
             self.set_trait("query_thumbnails", [])
             self.set_trait("query_names", [])
             self._set_results(None, None)
+
+    # -- state from the browser: only its controls, each of the right type ----------------------
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        """Apply state sent by the front end: only ``FRONT_END_TRAITS``, each of the right type.
+
+        Python owns every other trait (results, busy, max_upload_bytes, ...): a front end writing
+        one is ignored. A value of the wrong type is refused in ``error`` and the kept value is
+        sent back.
+        """
+        if not isinstance(sync_data, dict):
+            self.rejected += 1
+            return
+        accepted: dict[str, Any] = {}
+        for name, value in sync_data.items():
+            if name not in FRONT_END_TRAITS:
+                self.rejected += 1
+                continue
+            problem = _front_end_type_problem(name, value)
+            if problem:
+                self.rejected += 1
+                self.error = problem
+                self.send_state(name)
+                continue
+            accepted[name] = value[:MAX_ERROR_CHARS] if name == "error" else value
+        if accepted:
+            super().set_state(accepted)
 
     # -- validation: refused values keep the old one and say why in the widget -------------------
     def _mode_message(self, mode: str, modes: Sequence[str]) -> str:
@@ -569,7 +619,7 @@ class SearchWidget(BaseWidget):
             self.error = f"search failed: {type(exc).__name__}: {exc}"
 
     # -- messages from the browser ------------------------------------------------------------------
-    def _on_message(self, _widget: Any, content: dict[str, Any], buffers: Sequence[Any]) -> None:
+    def _on_message(self, _widget: Any, content: Any, buffers: Sequence[Any]) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "chunk":
             try:
@@ -578,6 +628,7 @@ class SearchWidget(BaseWidget):
                 self._show_error(exc)
             return
         if kind not in ("query", "more_like"):
+            self.rejected += 1
             return
         # busy goes True then False for every query, failed ones included: the browser
         # waits for that to stop showing its spinner.
@@ -592,40 +643,71 @@ class SearchWidget(BaseWidget):
         finally:
             self.set_trait("busy", False)
 
+    def _start_upload(self, upload: str) -> None:
+        self._upload_id = upload
+        self._upload_parts = {}
+        self._upload_oversize = set()
+        self._upload_bytes = 0
+        self._upload_refused = ""
+
     def _receive_chunk(self, content: dict[str, Any], buffers: Sequence[Any]) -> None:
-        upload = str(content.get("upload"))
+        upload = _upload_id(content)
+        file_index = content.get("file")
+        offset = content.get("offset")
+        if not (_is_whole(file_index) and 0 <= file_index < MAX_QUERY_IMAGES):
+            self.rejected += 1
+            raise ValueError(
+                f"an upload chunk names file {file_index!r}; one query takes files 0 to "
+                f"{MAX_QUERY_IMAGES - 1}"
+            )
+        if not (_is_whole(offset) and offset >= 0):
+            self.rejected += 1
+            raise ValueError("the upload arrived incomplete; please try again")
         if upload != self._upload_id:  # a new upload replaces any unfinished one
-            self._upload_id = upload
-            self._upload_parts = {}
-            self._upload_oversize = set()
-        file_index = int(content["file"])
-        if file_index >= MAX_QUERY_IMAGES or file_index in self._upload_oversize:
+            self._start_upload(upload)
+        if self._upload_refused or file_index in self._upload_oversize:
             return
         part = self._upload_parts.setdefault(file_index, bytearray())
-        if int(content.get("offset", -1)) != len(part):
+        if offset != len(part):
             raise ValueError("the upload arrived incomplete; please try again")
-        data = b"".join(bytes(buffer) for buffer in buffers)
-        if len(part) + len(data) > self.max_upload_bytes:
+        size = sum(memoryview(buffer).nbytes for buffer in buffers)
+        if self._upload_bytes + size > self.max_upload_total_bytes:
+            self._upload_refused = (
+                f"the upload is over {format_bytes(self.max_upload_total_bytes)} in total "
+                "(SearchWidget.max_upload_total_bytes); send fewer or smaller files"
+            )
+            self._upload_parts = {}
+            self._upload_bytes = 0
+            return
+        if len(part) + size > self.max_upload_bytes:
             self._upload_oversize.add(file_index)
+            self._upload_bytes -= len(part)
             del self._upload_parts[file_index]
             return
-        part += data
+        for buffer in buffers:
+            part += memoryview(buffer).cast("B")
+        self._upload_bytes += size
 
     def _query_upload(self, content: dict[str, Any]) -> None:
         files = content.get("files") or []
-        parts, oversize = self._upload_parts, self._upload_oversize
-        same_upload = str(content.get("upload")) == self._upload_id
-        self._upload_id, self._upload_parts, self._upload_oversize = None, {}, set()
+        parts, oversize, refused = self._upload_parts, self._upload_oversize, self._upload_refused
+        same_upload = _upload_id(content) == self._upload_id
+        self._start_upload("")
+        self._upload_id = None
+        if not isinstance(files, list):
+            self.rejected += 1
+            raise ValueError("the upload's file list is malformed; please try again")
         if not files:
             raise ValueError("no file was uploaded")
         if len(files) > MAX_QUERY_IMAGES:
             raise ValueError(
                 f"{len(files)} files at once is too many; one query takes at most {MAX_QUERY_IMAGES}"
             )
+        if same_upload and refused:
+            raise ValueError(refused)
         uploads: list[tuple[str, bytes]] = []
         for position, meta in enumerate(files):
-            name = str(meta.get("name") or "uploaded image")
-            size = int(meta.get("size") or 0)
+            name, size = _file_meta(meta)
             check_upload_size(name, size, self.max_upload_bytes)
             data = bytes(parts.get(position, b"")) if same_upload else b""
             if position in oversize:
@@ -649,8 +731,48 @@ class SearchWidget(BaseWidget):
         self._run(_Query(query, names, [t for t in thumbnails if t]), raise_errors=False)
 
     def _more_like(self, id_: Any) -> None:
-        if isinstance(id_, bool) or not isinstance(id_, (int, float)) or int(id_) != id_:
-            raise ValueError(f"cannot search from result {id_!r}")
+        if isinstance(id_, float) and math.isfinite(id_) and id_.is_integer():
+            id_ = int(id_)
+        if not (_is_whole(id_) and 0 <= id_ <= MAX_IMAGE_ID):
+            self.rejected += 1
+            raise ValueError(f"cannot search from result {repr(id_)[:40]}: not an image id")
         item = int(id_)
         query = _Query(item, [query_label(item, self._index)], [query_thumbnail(item, self._index)])
         self._run(query, raise_errors=False)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _upload_id(content: dict[str, Any]) -> str:
+    upload = content.get("upload")
+    return upload[:MAX_NAME_CHARS] if isinstance(upload, str) else ""
+
+
+def _file_meta(meta: Any) -> tuple[str, int]:
+    """``(name, size)`` of one entry of an upload's file list; ValueError when malformed."""
+    if not isinstance(meta, dict):
+        raise ValueError("the upload's file list is malformed; please try again")
+    name = meta.get("name")
+    name = name[:MAX_NAME_CHARS] if isinstance(name, str) and name else "uploaded image"
+    size = meta.get("size", 0)
+    if not (_is_whole(size) and size >= 0):
+        raise ValueError(f"{name}: the upload gave no valid size; please try again")
+    return name, int(size)
+
+
+def _front_end_type_problem(name: str, value: Any) -> str:
+    """Why ``value`` cannot be the browser's ``name`` ("" when its type is right)."""
+    if name in ("mode", "metric", "error"):
+        return "" if isinstance(value, str) else f"{name} must be text, not {type(value).__name__}"
+    if name == "k":
+        return "" if _is_whole(value) else f"k must be a whole number from {K_MIN} to {K_MAX}"
+    if name == "weights":
+        if isinstance(value, dict) and all(
+            isinstance(weight, (int, float)) and not isinstance(weight, bool)
+            for weight in value.values()
+        ):
+            return ""
+        return f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}"
+    return f"{name} cannot be set from the browser"
