@@ -97,9 +97,9 @@ def test_engine_search_and_update_match_torch(
 def test_auto_prefers_the_fastest_installed_cpu_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engines, "_nvidia_driver", lambda: False)
     monkeypatch.setattr(engines, "installed", lambda name: True)
-    assert engines.choose("auto", None) == "openvino"
-    monkeypatch.setattr(engines, "installed", lambda name: name == "onnxruntime")
     assert engines.choose("auto", None) == "onnxruntime"
+    monkeypatch.setattr(engines, "installed", lambda name: name == "openvino")
+    assert engines.choose("auto", None) == "openvino"
     monkeypatch.setattr(engines, "installed", lambda name: False)
     assert engines.choose("auto", None) == "torch"
     assert engines.choose("auto", "cuda:0") == "torch"
