@@ -26,7 +26,7 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
 def _open_index(args: argparse.Namespace, **settings: Any) -> Any:
     from .index import ImageIndex
 
-    return ImageIndex.open(args.root, args.index_dir, **settings)
+    return ImageIndex.open(args.root, args.index_dir, engine=getattr(args, "engine", None) or "auto", **settings)
 
 
 def _human_bytes(count: int) -> str:
@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("root", help="folder of images")
         p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
 
+    def add_engine(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"), help="what runs the CNN (default auto: torch on CUDA, else the fastest CPU engine installed); same features either way")
+
     p = sub.add_parser("index", help="build or update the index of a folder (only what changed)")
     add_root(p)
     p.add_argument("--features", help="comma-separated subset of embedding,rgb,ahash,dhash,thumb")
@@ -362,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hash-size", type=int, help="ahash/dhash grid size (default 8 -> 64 bits)")
     p.add_argument("--thumb-size", type=int, help="thumbnail side in pixels (default 64)")
     p.add_argument("--rebuild", help="comma-separated features to recompute for every image")
+    add_engine(p)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--dask", metavar="ADDRESS|local", help="extract features on Dask workers: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")
@@ -371,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find the indexed images nearest to one or more query images")
     p.add_argument("query", nargs="+", help="image file(s) or indexed id(s); several are one combined query")
     p.add_argument("--root", required=True, help="the indexed folder")
+    add_engine(p)
     p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
     p.add_argument("--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash", "hybrid"))
     p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
@@ -440,8 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``imrec`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    def one_line(message: Any, category: Any, *_rest: Any, **_kw: Any) -> None:
+        print(f"imrec {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

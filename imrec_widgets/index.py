@@ -141,8 +141,14 @@ class ImageIndex:
         index_dir: str | os.PathLike[str] | None = None,
         *,
         rebuild: Sequence[str] = (),
+        engine: str = "auto",
         **settings: Any,
     ) -> None:
+        from .features.engines import ENGINES
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.engine = engine
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
@@ -177,6 +183,7 @@ class ImageIndex:
         index_dir: str | os.PathLike[str] | None = None,
         *,
         rebuild: Sequence[str] = (),
+        engine: str = "auto",
         **settings: Any,
     ) -> ImageIndex:
         """Open (or prepare to create) the index of ``root``.
@@ -186,8 +193,12 @@ class ImageIndex:
         for a new one. Asking for a different value than the stored one raises
         ``IndexConfigError`` unless ``rebuild`` names the features it changes; the next
         ``update()`` then recomputes them for every image.
+
+        ``engine`` runs the embedding model (``"auto"``, ``"torch"``, ``"onnxruntime"``,
+        ``"openvino"``; see ``EmbeddingFeature``). It is not stored: every engine gives the same
+        features, so any engine reads and updates any index.
         """
-        return cls(root, index_dir, rebuild=rebuild, **settings)
+        return cls(root, index_dir, rebuild=rebuild, engine=engine, **settings)
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -253,7 +264,7 @@ class ImageIndex:
     def feature_extractors(self) -> dict[str, Any]:
         """The extractors for this index's features (the model is loaded on first use)."""
         if self._features is None:
-            self._features = build_features(self.settings)
+            self._features = build_features({**self.settings, "engine": self.engine})
         return self._features
 
     def close(self) -> None:
@@ -281,6 +292,7 @@ class ImageIndex:
         workers: int | None = None,
         batch_size: int = 64,
         path_map: Mapping[str, str] | None = None,
+        engine: str | None = None,
     ) -> UpdateReport:
         """Scan the folder and index what is new or changed; mark what vanished as removed.
 
@@ -293,8 +305,16 @@ class ImageIndex:
         With a Dask ``client`` (``dask.distributed.Client``) its workers read the files, by path,
         and compute every feature; this process scans and writes. ``path_map``
         (``{"/data/images": "/mnt/images"}``) rewrites path prefixes for workers that mount
-        the images elsewhere. See ``imrec_widgets.distributed``.
+        the images elsewhere. See ``imrec_widgets.distributed``. ``engine`` replaces the one
+        given to ``open`` (for this and later calls).
         """
+        if engine is not None and engine != self.engine:
+            from .features.engines import ENGINES
+
+            if engine not in ENGINES:
+                raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+            self.engine = engine
+            self._features = None
         if path_map and client is None:
             raise ValueError("path_map= rewrites paths for Dask workers; pass client= as well")
         if batch_size < 1:
@@ -372,7 +392,7 @@ class ImageIndex:
             batches = list(_batched(tasks, batch_size))
             try:
                 if client is None:
-                    run_batches(batches, self.settings, workers, on_batch)
+                    run_batches(batches, self.settings, workers, on_batch, model=features.get("embedding"))
                 else:
                     from .distributed import run_batches_dask
 

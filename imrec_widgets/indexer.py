@@ -223,8 +223,12 @@ def run_batches(
     settings: dict[str, Any],
     workers: int,
     on_batch: Callable[[list[Decoded]], None],
+    model: Any = None,
 ) -> None:
-    """Process ``batches`` in order, ``workers`` processes decoding ahead (0 = in this process)."""
+    """Process ``batches`` in order, ``workers`` processes decoding ahead (0 = in this process).
+
+    ``model`` (the embedding feature, run by ``on_batch``) gets the cores the workers leave free.
+    """
     if workers <= 0 or len(batches) <= 1:
         for batch in batches:
             on_batch(process_batch(settings, batch))
@@ -235,7 +239,8 @@ def run_batches(
     # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ahead = 2 * workers
-    with _model_threads(settings, max(1, (os.cpu_count() or 1) - workers)), ProcessPoolExecutor(
+    threads = max(1, (os.cpu_count() or 1) - workers)
+    with model.using_threads(threads) if model is not None else contextlib.nullcontext(), ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
     ) as pool:
         pending: deque[Future[list[Decoded]]] = deque()
@@ -251,22 +256,6 @@ def run_batches(
             for future in pending:
                 future.cancel()
             raise
-
-
-@contextlib.contextmanager
-def _model_threads(settings: dict[str, Any], count: int) -> Iterator[None]:
-    """Give the model the cores the decoding workers leave free: oversubscribed, both crawl."""
-    if "embedding" not in settings["features"]:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 INHERITED_FDS: set[int] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ from imrec_widgets import ImageIndex
 from imrec_widgets.samples import write_sample_photos
 
 CHEAP_FEATURES = ["rgb", "ahash", "dhash", "thumb"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported ONNX graphs go to a session temp folder, never the user's cache."""
+    from imrec_widgets.features.engines import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder / "onnx"
 
 
 @pytest.fixture(scope="session")

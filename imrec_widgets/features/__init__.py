@@ -92,7 +92,10 @@ def build_feature(name: str, settings: dict[str, Any]) -> Feature:
     if name == "embedding":
         from .embeddings import EmbeddingFeature
 
-        return EmbeddingFeature(backbone=settings["backbone"], weights=settings.get("weights"))
+        return EmbeddingFeature(
+            backbone=settings["backbone"], weights=settings.get("weights"),
+            engine=settings.get("engine") or "auto",
+        )
     if name == "rgb":
         from .color import ColorHistogramFeature
 

