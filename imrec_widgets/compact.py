@@ -14,8 +14,10 @@ written) is never used.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,14 +130,66 @@ def training_sample(store: Any, feature: str, ids: np.ndarray, rows: int = TRAIN
     return np.concatenate(parts)[:rows] if len(parts) > 1 else parts[0][:rows]
 
 
+class RowsFile:
+    """An uncompressed, row-addressable float32 copy of a feature's searchable rows.
+
+    Re-ranking needs a few scattered float32 rows per query; Zarr reads (and decompresses)
+    whole chunks of rows for each, about 3 ms a row here, so the rows come from this copy,
+    written from the store while the compact copy is built and memory-mapped (only the rows
+    read are touched). ``<index>/search/<feature>.<generation>.f32``: written to a temporary
+    name and renamed, so a half-written file is never used; a stale generation is deleted;
+    where the index folder is read-only the rows are read from Zarr instead.
+    """
+
+    def __init__(self, folder: Path, feature: str, generation: int, rows: int, dim: int) -> None:
+        self.folder = folder
+        self.name = feature.replace("/", "_")
+        self.path = folder / f"{self.name}.{generation}.f32"
+        self.shape = (rows, dim)
+
+    def open(self) -> np.ndarray | None:
+        """The rows, memory-mapped, if a complete file of this generation exists."""
+        expected = self.shape[0] * self.shape[1] * 4
+        if not self.path.is_file() or self.path.stat().st_size != expected or expected == 0:
+            return None
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+
+    def writer(self) -> Any:
+        """An open temporary file to append rows to, or None where the folder is read-only."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return open(self.path.with_suffix(f".tmp{os.getpid()}"), "wb")
+        except OSError:
+            return None
+
+    def commit(self, handle: Any) -> np.ndarray | None:
+        temporary = Path(handle.name)
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(temporary, self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            return None
+        for old in self.folder.glob(f"{self.name}.*.f32"):
+            if old != self.path:
+                old.unlink(missing_ok=True)
+        return self.open()
+
+
 @dataclass
 class CompactData:
-    """The compact copy of one feature over the searchable rows, with exact float32 norms."""
+    """The compact copy of one feature over the searchable rows, with exact float32 norms.
+
+    ``rows``: the float32 rows (memory-mapped ``RowsFile``) for re-ranking, or None.
+    """
 
     ids: np.ndarray
     codes: np.ndarray
     norms_sq: np.ndarray
     quantizer: Quantizer | None
+    rows: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -143,9 +197,15 @@ class CompactData:
 
 
 def build(
-    chunks: Any, count: int, dim: int, vector_dtype: str, quantizer: Quantizer | None
+    chunks: Any, count: int, dim: int, vector_dtype: str, quantizer: Quantizer | None,
+    rows_file: RowsFile | None = None,
 ) -> CompactData:
-    """The compact copy of ``count`` rows that arrive as ``(ids, float32 block)`` chunks."""
+    """The compact copy of ``count`` rows that arrive as ``(ids, float32 block)`` chunks.
+
+    With ``rows_file`` the float32 rows are also written there (or reused from there).
+    """
+    existing = rows_file.open() if rows_file is not None else None
+    handle = rows_file.writer() if rows_file is not None and existing is None else None
     codes = np.empty((count, dim), dtype=np.int8 if vector_dtype == "int8" else np.float16)
     norms_sq = np.empty(count, dtype=np.float32)
     ids = np.empty(count, dtype=np.int64)
@@ -156,8 +216,13 @@ def build(
         ids[at : at + n] = block_ids
         norms_sq[at : at + n] = np.einsum("ij,ij->i", block, block)
         codes[at : at + n] = quantizer.encode(block) if quantizer is not None else block
+        if handle is not None:
+            handle.write(np.ascontiguousarray(block).tobytes())
         at += n
-    return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer)
+    rows = existing
+    if handle is not None:
+        rows = rows_file.commit(handle) if at == count else None
+    return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows)
 
 
 def approximate_scores(queries: np.ndarray, data: CompactData, metric: str, rows: Any = None) -> np.ndarray:

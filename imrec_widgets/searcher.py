@@ -299,7 +299,8 @@ class Searcher:
             if quantizer is None:
                 quantizer = compact.Quantizer.train(compact.training_sample(self.index.store, mode, ok))
         self._compact.pop(mode, None)
-        data = compact.build(self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer)
+        rows_file = compact.RowsFile(self.index.index_dir / "search", mode, generation, ok.size, dim)
+        data = compact.build(self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file)
         self._compact[mode] = (generation, vector_dtype, data)
         return data
 
@@ -320,7 +321,10 @@ class Searcher:
             else:
                 best = np.broadcast_to(np.arange(candidate_ids.size), (queries.shape[0], candidate_ids.size))
             chosen = np.unique(candidate_ids[best])
-            vectors = self.index.store.read_rows(mode, chosen)
+            if data.rows is not None:
+                vectors = data.rows[np.searchsorted(data.ids, chosen)]
+            else:
+                vectors = self.index.store.read_rows(mode, chosen)
             ids, dist = search.topk(queries, vectors, metric, k, ids=chosen)
             found_ids.append(ids)
             found_dist.append(dist)

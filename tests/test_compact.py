@@ -117,3 +117,18 @@ def test_approximate_scores_order_like_exact(metric: str) -> None:
         candidates = np.argsort(scores, axis=1)[:, :40]
         for row, ids in zip(candidates, exact_ids, strict=True):
             assert set(ids) <= set(row)
+
+
+def test_rerank_rows_file_is_complete_or_ignored(indexed: ImageIndex) -> None:
+    idx = reopened(indexed, "int8")
+    idx.search(0)
+    data = idx.searcher._compact["embedding"][2]
+    assert data.rows is not None
+    np.testing.assert_array_equal(np.asarray(data.rows), indexed.features("embedding", data.ids))
+    files = sorted((indexed.index_dir / "search").glob("embedding.*"))
+    assert [f.suffix for f in files] == [".f32"]
+
+    files[0].write_bytes(files[0].read_bytes()[:-100])  # as if cut short
+    again = reopened(indexed, "int8")
+    assert_same_answers(again, reopened(indexed, "float32"), "embedding", "cosine", 10)
+    assert files[0].stat().st_size == data.rows.nbytes, "the damaged file was not rewritten"
