@@ -246,9 +246,11 @@ def _dots(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -
     if quantizer is None:
         import torch
 
+        # One matrix-vector product per query: torch's half-precision mv is vectorised on CPU,
+        # its half matmul (several queries at once) is ~4x slower.
+        table = torch.from_numpy(np.ascontiguousarray(codes))
         with torch.no_grad():
-            out = torch.from_numpy(codes) @ torch.from_numpy(queries.T.astype(np.float16))
-        return out.float().numpy().T
+            return np.stack([torch.mv(table, torch.from_numpy(q.astype(np.float16))).float().numpy() for q in queries])
     out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
     _kernels().dots(codes, np.ascontiguousarray(queries * quantizer.scale), out)
     return out + (queries @ quantizer.offset)[:, None]
