@@ -14,6 +14,16 @@ embeddings (cosine, euclidean) and 64-bit / 1024-bit packed hashes (hamming), wi
 
 Latency is the median (p50) over the repeats, after warm-up calls; each method runs its
 repeats back to back.
+
+``--compact N`` instead measures compact search vectors (``vector_dtype``) through a real index
+of N x 1280 float32 embeddings on disk (catalog + Zarr store, kept under ``--workdir``): the
+same queries against the index opened with ``float32`` (exact, hot in RAM), ``float16`` and
+``int8`` (compact copy in RAM, ``rerank * k`` candidates re-ranked against float32 rows read
+from Zarr). The data is real-like, not i.i.d. noise: the 60,000 Fashion-MNIST training images
+(Debian's ``/usr/share/datasets/fashion-mnist``, else scikit-learn's digits) mapped to 1280
+non-negative values by a fixed random ReLU projection (like pooled CNN features), tiled to N
+rows, each copy with its own small gaussian perturbation (5% of the per-dimension spread).
+Queries are stored rows with a fresh perturbation of the same size.
 """
 
 from __future__ import annotations
@@ -243,6 +253,122 @@ def print_table(rows: list[dict[str, object]], threads: int) -> None:
         )
 
 
+COMPACT_DIM = 1280
+COMPACT_GOAL = 0.4
+COMPACT_AGREEMENT_GOAL = 0.99
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def base_images() -> tuple[np.ndarray, str]:
+    """Real images as flat float32 rows in 0..1, and where they came from."""
+    if FASHION.exists():
+        import gzip
+
+        with gzip.open(FASHION) as handle:
+            raw = np.frombuffer(handle.read(), dtype=np.uint8, offset=16)
+        return (raw.reshape(-1, 28 * 28) / np.float32(255)).astype(np.float32), "Fashion-MNIST (60,000)"
+    from sklearn.datasets import load_digits
+
+    return (load_digits().data / np.float32(16)).astype(np.float32), "scikit-learn digits (1,797)"
+
+
+class RealLike:
+    """Tiled real images as 1280-d non-negative embeddings with per-copy perturbations."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.images, self.source = base_images()
+        rng = np.random.default_rng(seed)
+        self.projection = rng.standard_normal((self.images.shape[1], COMPACT_DIM), dtype=np.float32)
+        self.projection /= np.sqrt(self.images.shape[1])
+        sample = self.embed(np.arange(min(5000, len(self.images))), None)
+        self.noise = 0.05 * sample.std(axis=0)
+
+    def embed(self, rows: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        out = np.maximum(self.images[rows % len(self.images)] @ self.projection, 0)
+        if rng is not None:
+            out += rng.standard_normal(out.shape, dtype=np.float32) * self.noise
+        return out.astype(np.float32)
+
+
+def write_compact_index(index_dir: Path, n: int, data: RealLike) -> Path:
+    """An index of ``n`` embeddings (no image files) written through Catalog and FeatureStore."""
+    from imrec_widgets.catalog import Catalog, Entry
+    from imrec_widgets.compact import Quantizer, training_sample
+    from imrec_widgets.index import DEFAULT_SETTINGS
+    from imrec_widgets.store import FeatureStore
+
+    done = index_dir / "complete"
+    if done.exists() and int(done.read_text()) == n:
+        return index_dir
+    import shutil
+
+    shutil.rmtree(index_dir, ignore_errors=True)
+    index_dir.mkdir(parents=True)
+    catalog = Catalog(index_dir / "catalog.sqlite")
+    store = FeatureStore(index_dir / "features.zarr")
+    config = {"backbone": "efficientnet_lite0", "dim": COMPACT_DIM, "input_size": 224}
+    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["embedding"]))
+    catalog.set_meta("feature_config", {"embedding": config})
+    store.ensure("embedding", (COMPACT_DIM,), "float32")
+    rng = np.random.default_rng(1)
+    step = 16_384
+    for start in range(0, n, step):
+        ids = np.arange(start, min(n, start + step))
+        store.write_rows("embedding", ids, data.embed(ids, rng))
+        catalog.commit_entries(Entry(int(i), f"img/{int(i):08d}.jpg", 1, 1, 28, 28, "PNG") for i in ids)
+        print(f"\r   writing {ids[-1] + 1:,}/{n:,}", end="", flush=True)
+    print()
+    ok = np.arange(n, dtype=np.int64)
+    Quantizer.train(training_sample(store, "embedding", ok)).save(store, "embedding", config)
+    catalog.close()
+    done.write_text(str(n))
+    return index_dir
+
+
+def bench_compact(n: int, repeats: int, workdir: Path, agreement_queries: int = 200) -> None:
+    from imrec_widgets import ImageIndex
+
+    data = RealLike()
+    print(f"data: {data.source} images -> {COMPACT_DIM}-d ReLU random projection, tiled to {n:,} rows")
+    started = time.perf_counter()
+    index_dir = write_compact_index(workdir / f"compact-{n}", n, data)
+    print(f"index ready in {time.perf_counter() - started:.0f} s ({index_dir})")
+    rng = np.random.default_rng(7)
+    picked = rng.choice(n, agreement_queries, replace=False)
+    queries = data.embed(picked, rng)
+    root = workdir
+    indexes = {}
+    for dtype in ("float32", "float16", "int8"):
+        idx = ImageIndex.open(root, index_dir, vector_dtype=dtype)
+        t0 = time.perf_counter()
+        idx.search(queries[0])
+        hot = idx.searcher._compact.get("embedding")
+        size = hot[2].codes.nbytes if hot else idx.searcher.prepared("embedding", "cosine").data.nbytes
+        print(f"   {dtype:<8} first search (loads the hot copy) {time.perf_counter() - t0:6.1f} s, copy {size / 2**20:,.0f} MiB", flush=True)
+        indexes[dtype] = idx
+    times = p50_grouped(
+        {dtype: (lambda idx=idx: [idx.search(q) for q in queries[:repeats]]) for dtype, idx in indexes.items()}, 1
+    )
+    times = {dtype: ms / repeats for dtype, ms in times.items()}
+    reads = [timed(lambda: indexes["int8"].store.read_rows("embedding", np.sort(rng.choice(n, 10 * indexes["int8"].searcher.rerank, replace=False)))) for _ in range(5)]
+    exact = [[h.id for h in r] for r in indexes["float32"].search_many(list(queries))]
+    print(f"\n{'vector_dtype':<13} {'ms/query':>9} {'vs float32':>10} {'top-10 identical':>17}")
+    for dtype, idx in indexes.items():
+        found = [[h.id for h in r] for r in idx.search_many(list(queries))]
+        same = np.mean([a == b for a, b in zip(found, exact, strict=True)])
+        ratio = times[dtype] / times["float32"]
+        goal = "" if dtype == "float32" else (
+            f"  [{'met' if ratio <= COMPACT_GOAL and same >= COMPACT_AGREEMENT_GOAL else 'MISSED'}]"
+        )
+        print(f"{dtype:<13} {times[dtype]:9.1f} {ratio:9.2f}x {same:16.1%}{goal}")
+    print(
+        f"\nQ=1, k={K}, p50 over {repeats} queries per dtype, back to back; rerank = "
+        f"{indexes['int8'].searcher.rerank} (x k rows re-ranked); reading that many random float32 "
+        f"rows from Zarr alone: {np.median(reads):.1f} ms; agreement over {agreement_queries} queries. "
+        f"Goals: <= {COMPACT_GOAL}x float32 time, >= {COMPACT_AGREEMENT_GOAL:.0%} identical top-10."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -253,7 +379,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=20, help="timed queries per method (default: %(default)s)"
     )
+    parser.add_argument("--compact", type=int, default=None, metavar="N", help="measure vector_dtype through an index of N rows instead")
+    parser.add_argument("--workdir", default="/tmp/imrec-bench", help="where --compact keeps its index (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.compact:
+        bench_compact(args.compact, args.repeats, Path(args.workdir))
+        return
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     import faiss

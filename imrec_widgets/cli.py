@@ -50,6 +50,7 @@ def _index(args: argparse.Namespace) -> int:
         bins=args.bins,
         hash_size=args.hash_size,
         thumb_size=args.thumb_size,
+        vector_dtype=args.vector_dtype,
         rebuild=rebuild,
     )
     if args.dask is None:
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thumb-size", type=int, help="thumbnail side in pixels (default 64)")
     p.add_argument("--rebuild", help="comma-separated features to recompute for every image")
     add_engine(p)
+    p.add_argument("--vector-dtype", choices=("float32", "float16", "int8"), help="copy of float features that searches scan; float16/int8 re-rank exactly (default float32)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--dask", metavar="ADDRESS|local", help="extract features on Dask workers: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")

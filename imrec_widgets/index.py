@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .catalog import SCHEMA_VERSION, Catalog, Record
+from .compact import Quantizer, check_vector_dtype, training_sample
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .indexer import (
     INHERITED_FDS,
@@ -36,6 +38,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "bins": 8,
     "hash_size": 8,
     "thumb_size": 64,
+    "vector_dtype": "float32",
 }
 
 # Settings that change stored values, and the features each one belongs to.
@@ -189,7 +192,7 @@ class ImageIndex:
         """Open (or prepare to create) the index of ``root``.
 
         Settings (``features``, ``backbone``, ``weights``, ``bins``, ``hash_size``,
-        ``thumb_size``) default to what the index was built with, or to ``DEFAULT_SETTINGS``
+        ``thumb_size``, ``vector_dtype``) default to what the index was built with, or to ``DEFAULT_SETTINGS``
         for a new one. Asking for a different value than the stored one raises
         ``IndexConfigError`` unless ``rebuild`` names the features it changes; the next
         ``update()`` then recomputes them for every image.
@@ -197,6 +200,10 @@ class ImageIndex:
         ``engine`` runs the embedding model (``"auto"``, ``"torch"``, ``"onnxruntime"``,
         ``"openvino"``; see ``EmbeddingFeature``). It is not stored: every engine gives the same
         features, so any engine reads and updates any index.
+        ``vector_dtype`` (``float32``, ``float16`` or ``int8``) is the copy of float features
+        that searches scan; the compact ones pick ``rerank * k`` candidates that are re-ranked
+        exactly against the float32 rows (see ``imrec_widgets.compact``). It can change freely;
+        ``int8`` trains a quantizer on the index at ``update()``.
         """
         return cls(root, index_dir, rebuild=rebuild, engine=engine, **settings)
 
@@ -249,6 +256,8 @@ class ImageIndex:
         for key, value in self._requested.items():
             if key == "features":
                 value = _checked_features(value)
+            if key == "vector_dtype":
+                value = check_vector_dtype(value)
             affected = _SETTING_FEATURES.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:
@@ -401,8 +410,26 @@ class ImageIndex:
                 bar.close()
             catalog.set_meta("pending_rebuild", [])
             self._rebuild = set()
+            if self.settings.get("vector_dtype") == "int8":
+                self._train_quantizers(catalog, store, features, only_missing=not (report.processed or report.removed))
         report.seconds = time.perf_counter() - started
         return report
+
+    def _train_quantizers(
+        self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], only_missing: bool
+    ) -> None:
+        """Fit and store the int8 quantizer of each float feature on the searchable rows."""
+        ids = np.asarray(catalog.ids("ok"), dtype=np.int64)
+        if ids.size == 0:
+            return
+        for name, feature in features.items():
+            if np.dtype(feature.dtype) != np.float32:
+                continue
+            config = json.loads(json.dumps(feature.config()))
+            dim = int(np.prod(feature.shape))
+            if only_missing and Quantizer.load(store, name, config, dim, warn=False) is not None:
+                continue
+            Quantizer.train(training_sample(store, name, ids)).save(store, name, config)
 
     def _features_to_backfill(self, stored: dict[str, Any] | None) -> set[str]:
         """Features newly asked for on an existing index: computed for every image."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import search
+from . import compact, search
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import ImageDecodeError
 from .indexer import decode_one
@@ -66,6 +66,7 @@ def _is_batch(query: Any) -> bool:
 _SCALE_PAIRS = 4096
 _FUSED_BLOCK_BYTES = 16 << 20
 _FUSED_MIN_ROWS = 256
+_RERANK_QUERIES = 32
 
 
 def _decode_query(features: dict[str, Any], item: Any) -> Any:
@@ -101,6 +102,9 @@ class Searcher:
         self._hot: dict[tuple[str, str], tuple[int, search.PreparedData]] = {}
         self._status: tuple[int, np.ndarray] | None = None
         self._scales: dict[tuple[str, str], tuple[int, float]] = {}
+        self._compact: dict[str, tuple[int, str, compact.CompactData]] = {}
+        self.rerank = compact.DEFAULT_RERANK
+        """With a compact ``vector_dtype``: ``rerank * k`` candidates are re-ranked exactly."""
         self.client: Any = None
         """A Dask client whose workers run every top-k (a ``search(client=)`` overrides it)."""
         self.path_map: dict[str, str] | None = None
@@ -259,6 +263,11 @@ class Searcher:
                 client, store.path, mode, matrix, metric, k, ok if allowed is None else allowed,
                 store.array(mode).chunks[0], path_map=self.path_map,
             )
+        vector_dtype = self.index.settings.get("vector_dtype", "float32")
+        if vector_dtype != "float32" and metric in search.FLOAT_METRICS:
+            compact_data = self.compact(mode, vector_dtype)
+            if compact_data is not None:
+                return self._topk_compact(matrix, mode, metric, k, allowed, compact_data)
         if self._feature_bytes(mode, len(ok)) > self.memory_budget:
             return search.topk_chunks(matrix, self._chunks(mode, ok if allowed is None else allowed), metric, k)
         prepared = self.prepared(mode, metric)
@@ -267,6 +276,59 @@ class Searcher:
         rows = np.searchsorted(prepared.ids, allowed)
         norms = prepared.norms[rows] if prepared.norms is not None else None
         return search.topk(matrix, prepared.data[rows], metric, k, ids=allowed, data_norms=norms)
+
+    # -- compact vectors, exact re-rank ------------------------------------------------------------
+    def compact(self, mode: str, vector_dtype: str) -> compact.CompactData | None:
+        """The compact copy of ``mode`` over every ok image (cached), None if over the budget."""
+        generation = self._generation()
+        cached = self._compact.get(mode)
+        if cached is not None and cached[:2] == (generation, vector_dtype):
+            return cached[2]
+        ok = self.ok_ids()
+        array = self.index.store.array(mode)
+        if np.dtype(array.dtype) != np.float32 or array.ndim != 2:
+            return None
+        dim = int(array.shape[1])
+        itemsize = 1 if vector_dtype == "int8" else 2
+        if ok.size * (dim * itemsize + 12) > self.memory_budget:
+            return None
+        quantizer = None
+        if vector_dtype == "int8":
+            config = self.index.catalog.get_meta("feature_config", {}).get(mode, {})
+            quantizer = compact.Quantizer.load(self.index.store, mode, config, dim)
+            if quantizer is None:
+                quantizer = compact.Quantizer.train(compact.training_sample(self.index.store, mode, ok))
+        self._compact.pop(mode, None)
+        rows_file = compact.RowsFile(self.index.index_dir / "search", mode, generation, ok.size, dim)
+        data = compact.build(self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file)
+        self._compact[mode] = (generation, vector_dtype, data)
+        return data
+
+    def _topk_compact(
+        self, matrix: np.ndarray, mode: str, metric: str, k: int, allowed: np.ndarray | None,
+        data: compact.CompactData,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the compact copy, then exact top-``k`` over their float32 rows."""
+        rows = None if allowed is None else np.searchsorted(data.ids, allowed)
+        candidate_ids = data.ids if rows is None else allowed
+        want = min(candidate_ids.size, max(1, self.rerank) * k)
+        found_ids, found_dist = [], []
+        for start in range(0, matrix.shape[0], _RERANK_QUERIES):
+            queries = matrix[start : start + _RERANK_QUERIES]
+            scores = compact.approximate_scores(queries, data, metric, rows)
+            if want < candidate_ids.size:
+                best = np.argpartition(scores, want - 1, axis=1)[:, :want]
+            else:
+                best = np.broadcast_to(np.arange(candidate_ids.size), (queries.shape[0], candidate_ids.size))
+            chosen = np.unique(candidate_ids[best])
+            if data.rows is not None:
+                vectors = data.rows[np.searchsorted(data.ids, chosen)]
+            else:
+                vectors = self.index.store.read_rows(mode, chosen)
+            ids, dist = search.topk(queries, vectors, metric, k, ids=chosen)
+            found_ids.append(ids)
+            found_dist.append(dist)
+        return np.concatenate(found_ids), np.concatenate(found_dist)
 
     # -- hybrid: several modes, one fused ranking --------------------------------------------------
     def distance_scale(self, mode: str, metric: str) -> float:

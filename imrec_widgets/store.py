@@ -154,6 +154,23 @@ class FeatureStore:
         for start in range(0, stop, rows):
             yield start, np.asarray(array[start : min(start + rows, stop)])
 
+    def put_small(self, name: str, values: np.ndarray, attributes: dict[str, Any]) -> None:
+        """Store a small array (one chunk) with ``attributes``, replacing any older one."""
+        values = np.asarray(values)
+        array = self._group.create_array(
+            name, shape=values.shape, chunks=values.shape, dtype=values.dtype, overwrite=True
+        )
+        array[...] = values
+        array.attrs.update(attributes)
+        self._arrays.pop(name, None)
+
+    def get_small(self, name: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """A small array and its attributes as ``put_small`` stored them; None if missing."""
+        if name not in self:
+            return None
+        array = self._group[name]
+        return np.asarray(array[...]), dict(array.attrs)
+
     def nbytes_stored(self) -> int:
         """Bytes the store takes on disk (local stores only; 0 otherwise)."""
         root = Path(str(self.path).removeprefix("file://"))

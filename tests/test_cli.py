@@ -54,6 +54,14 @@ def test_index_dir_option(photos: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert not (photos / ".imrec").exists()
 
 
+def test_index_vector_dtype_option(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["index", str(photos), "--features", "rgb", "--vector-dtype", "int8", "-q", "--workers", "0"]) == 0
+    assert (photos / ".imrec" / "features.zarr" / "quantizer" / "rgb").is_dir()
+    capsys.readouterr()
+    assert main(["info", str(photos), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["vector_dtype"] == "int8"
+
+
 def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     result = imrec("index", str(tmp_path / "missing"))
     assert result.returncode == 1

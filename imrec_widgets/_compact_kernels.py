@@ -1,0 +1,28 @@
+"""numba kernels of the int8 compact scan (imported by ``compact`` on first use)."""
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def dots(codes, queries, out):  # pragma: no cover - compiled
+    """``out[j, i] = queries[j] . codes[i]`` for int8 ``codes``."""
+    n, d = codes.shape
+    for i in numba.prange(n):
+        for j in range(queries.shape[0]):
+            acc = np.float32(0)
+            for t in range(d):
+                acc += np.float32(codes[i, t]) * queries[j, t]
+            out[j, i] = acc
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def l1(codes, queries, offset, scale, out):  # pragma: no cover - compiled
+    """``out[j, i]`` = L1 distance of ``queries[j]`` to the decoded ``codes[i]``."""
+    n, d = codes.shape
+    for i in numba.prange(n):
+        for j in range(queries.shape[0]):
+            acc = np.float32(0)
+            for t in range(d):
+                acc += abs(queries[j, t] - (offset[t] + scale[t] * np.float32(codes[i, t])))
+            out[j, i] = acc

@@ -1,0 +1,279 @@
+"""Compact search copies of float features (``vector_dtype``) and their approximate scan.
+
+A float32 feature can be searched through a smaller copy held in memory: ``float16`` (half the
+bytes) or ``int8`` (a quarter; per-dimension scalar quantization ``x ~ offset + scale * code``
+with ``code`` in -127..127, trained on the index's own rows). The compact copy only picks
+candidates: the searcher re-ranks the best ``rerank * k`` of them exactly against the float32
+rows read from the store, so answers are exact whenever the true top-k is among the candidates.
+
+A quantizer is stored with the index as one plain ``(2, D)`` float32 Zarr array
+(``quantizer/<feature>``: offsets, scales) whose attributes record the feature configuration it
+was trained on and a checksum; one that does not match (other backbone, other size, half
+written) is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VECTOR_DTYPES = ("float32", "float16", "int8")
+DEFAULT_RERANK = 8
+"""Candidates re-ranked exactly per result: ``rerank * k`` rows are read as float32."""
+TRAIN_ROWS = 65_536
+_INT8_MAX = 127.0
+
+
+def check_vector_dtype(value: Any) -> str:
+    """``value`` if it names a vector dtype, else a ``ValueError`` naming the allowed ones."""
+    if value not in VECTOR_DTYPES:
+        raise ValueError(f"unknown vector_dtype {value!r}; choose from {', '.join(VECTOR_DTYPES)}")
+    return str(value)
+
+
+class QuantizerMismatchWarning(UserWarning):
+    """The stored quantizer does not fit the feature; a fresh one was trained in memory."""
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """Per-dimension int8 scalar quantization: ``x ~ offset + scale * code``."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def train(cls, sample: np.ndarray) -> Quantizer:
+        """Fit offsets and scales to the per-dimension range of ``sample`` (rows x D)."""
+        sample = np.asarray(sample, dtype=np.float32)
+        if sample.ndim != 2 or sample.shape[0] == 0:
+            raise ValueError("a quantizer needs at least one row of training data")
+        low, high = sample.min(axis=0), sample.max(axis=0)
+        offset = ((low + high) / 2).astype(np.float32)
+        scale = ((high - low) / (2 * _INT8_MAX)).astype(np.float32)
+        scale[~(scale > 0)] = 1.0  # constant dimensions: any scale reproduces them
+        return cls(offset, scale)
+
+    def encode(self, rows: np.ndarray) -> np.ndarray:
+        """int8 codes of float rows (values outside the trained range are clipped)."""
+        codes = (np.asarray(rows, dtype=np.float32) - self.offset) / self.scale
+        np.rint(codes, out=codes)
+        np.clip(codes, -_INT8_MAX, _INT8_MAX, out=codes)
+        return codes.astype(np.int8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return self.offset + self.scale * codes.astype(np.float32)
+
+    # -- storage --------------------------------------------------------------------------------
+    def save(self, store: Any, feature: str, config: dict[str, Any]) -> None:
+        values = np.stack([self.offset, self.scale]).astype(np.float32)
+        store.put_small(
+            f"quantizer/{feature}", values,
+            {"feature_config": config, "dim": int(values.shape[1]), "checksum": _checksum(values)},
+        )
+
+    @classmethod
+    def load(
+        cls, store: Any, feature: str, config: dict[str, Any], dim: int, *, warn: bool = True
+    ) -> Quantizer | None:
+        """The stored quantizer of ``feature`` if it was trained on ``config`` and ``dim``.
+
+        None when there is none; a ``QuantizerMismatchWarning`` and None when the stored one
+        was trained on other settings or is damaged (the caller trains a fresh one).
+        """
+        found = store.get_small(f"quantizer/{feature}")
+        if found is None:
+            return None
+        values, attrs = found
+        problem = None
+        if attrs.get("dim") != dim or values.shape != (2, dim):
+            problem = f"it has {attrs.get('dim')} dimensions, the feature {dim}"
+        elif attrs.get("feature_config") != config:
+            problem = f"it was trained on {attrs.get('feature_config')}, the feature is {config}"
+        elif attrs.get("checksum") != _checksum(values) or not np.all(np.isfinite(values)) or np.any(values[1] <= 0):
+            problem = "it is damaged (half written?)"
+        if problem and warn:
+            warnings.warn(
+                f"the stored int8 quantizer of {feature!r} is not used: {problem}; a fresh one is "
+                "trained in memory (run update() to store it)",
+                QuantizerMismatchWarning,
+                stacklevel=4,
+            )
+        if problem:
+            return None
+        return cls(values[0].copy(), values[1].copy())
+
+
+def _checksum(values: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def training_sample(store: Any, feature: str, ids: np.ndarray, rows: int = TRAIN_ROWS) -> np.ndarray:
+    """Up to ``rows`` float rows of ``ids`` read from evenly spread chunks of the store."""
+    array = store.array(feature)
+    chunk = array.chunks[0]
+    chunk_of = ids // chunk
+    chunks = np.unique(chunk_of)
+    wanted = max(1, -(-rows // chunk))
+    picked = chunks[np.linspace(0, chunks.size - 1, min(wanted, chunks.size)).astype(int)]
+    parts = []
+    for c in picked:
+        members = ids[chunk_of == c]
+        parts.append(store.read_rows(feature, members))
+    return np.concatenate(parts)[:rows] if len(parts) > 1 else parts[0][:rows]
+
+
+class RowsFile:
+    """An uncompressed, row-addressable float32 copy of a feature's searchable rows.
+
+    Re-ranking needs a few scattered float32 rows per query; Zarr reads (and decompresses)
+    whole chunks of rows for each, about 3 ms a row here, so the rows come from this copy,
+    written from the store while the compact copy is built and memory-mapped (only the rows
+    read are touched). ``<index>/search/<feature>.<generation>.f32``: written to a temporary
+    name and renamed, so a half-written file is never used; a stale generation is deleted;
+    where the index folder is read-only the rows are read from Zarr instead.
+    """
+
+    def __init__(self, folder: Path, feature: str, generation: int, rows: int, dim: int) -> None:
+        self.folder = folder
+        self.name = feature.replace("/", "_")
+        self.path = folder / f"{self.name}.{generation}.f32"
+        self.shape = (rows, dim)
+
+    def open(self) -> np.ndarray | None:
+        """The rows, memory-mapped, if a complete file of this generation exists."""
+        expected = self.shape[0] * self.shape[1] * 4
+        if not self.path.is_file() or self.path.stat().st_size != expected or expected == 0:
+            return None
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+
+    def writer(self) -> Any:
+        """An open temporary file to append rows to, or None where the folder is read-only."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return open(self.path.with_suffix(f".tmp{os.getpid()}"), "wb")
+        except OSError:
+            return None
+
+    def commit(self, handle: Any) -> np.ndarray | None:
+        temporary = Path(handle.name)
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(temporary, self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            return None
+        for old in self.folder.glob(f"{self.name}.*.f32"):
+            if old != self.path:
+                old.unlink(missing_ok=True)
+        return self.open()
+
+
+@dataclass
+class CompactData:
+    """The compact copy of one feature over the searchable rows, with exact float32 norms.
+
+    ``rows``: the float32 rows (memory-mapped ``RowsFile``) for re-ranking, or None.
+    """
+
+    ids: np.ndarray
+    codes: np.ndarray
+    norms_sq: np.ndarray
+    quantizer: Quantizer | None
+    rows: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + self.norms_sq.nbytes + self.ids.nbytes)
+
+
+def build(
+    chunks: Any, count: int, dim: int, vector_dtype: str, quantizer: Quantizer | None,
+    rows_file: RowsFile | None = None,
+) -> CompactData:
+    """The compact copy of ``count`` rows that arrive as ``(ids, float32 block)`` chunks.
+
+    With ``rows_file`` the float32 rows are also written there (or reused from there).
+    """
+    existing = rows_file.open() if rows_file is not None else None
+    handle = rows_file.writer() if rows_file is not None and existing is None else None
+    codes = np.empty((count, dim), dtype=np.int8 if vector_dtype == "int8" else np.float16)
+    norms_sq = np.empty(count, dtype=np.float32)
+    ids = np.empty(count, dtype=np.int64)
+    at = 0
+    for block_ids, block in chunks:
+        block = np.asarray(block, dtype=np.float32)
+        n = block.shape[0]
+        ids[at : at + n] = block_ids
+        norms_sq[at : at + n] = np.einsum("ij,ij->i", block, block)
+        codes[at : at + n] = quantizer.encode(block) if quantizer is not None else block
+        if handle is not None:
+            handle.write(np.ascontiguousarray(block).tobytes())
+        at += n
+    rows = existing
+    if handle is not None:
+        rows = rows_file.commit(handle) if at == count else None
+    return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows)
+
+
+def approximate_scores(queries: np.ndarray, data: CompactData, metric: str, rows: Any = None) -> np.ndarray:
+    """Approximate distances (or a monotone stand-in) of each query to the compact rows.
+
+    Cosine returns ``-q.x / |x|`` and euclidean ``|x|^2 - 2 q.x`` (smaller is closer, like the
+    distances they order); manhattan returns the L1 distance to the decoded rows.
+    """
+    codes = data.codes if rows is None else data.codes[rows]
+    norms_sq = data.norms_sq if rows is None else data.norms_sq[rows]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if metric == "manhattan":
+        return _l1(queries, codes, data.quantizer)
+    dots = _dots(queries, codes, data.quantizer)
+    if metric == "cosine":
+        return -dots / np.sqrt(np.maximum(norms_sq, 1e-30))
+    return norms_sq - 2 * dots
+
+
+def _dots(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:
+    if quantizer is None:
+        import torch
+
+        # One matrix-vector product per query: torch's half-precision mv is vectorised on CPU,
+        # its half matmul (several queries at once) is ~4x slower.
+        table = torch.from_numpy(np.ascontiguousarray(codes))
+        with torch.no_grad():
+            return np.stack([torch.mv(table, torch.from_numpy(q.astype(np.float16))).float().numpy() for q in queries])
+    out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
+    _kernels().dots(codes, np.ascontiguousarray(queries * quantizer.scale), out)
+    return out + (queries @ quantizer.offset)[:, None]
+
+
+def _l1(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:
+    out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
+    if quantizer is None:
+        step = 4096
+        for start in range(0, codes.shape[0], step):
+            block = codes[start : start + step].astype(np.float32)
+            for i, q in enumerate(queries):
+                out[i, start : start + step] = np.abs(block - q).sum(axis=1)
+        return out
+    _kernels().l1(codes, queries, quantizer.offset, quantizer.scale, out)
+    return out
+
+
+def _kernels() -> Any:
+    """The int8 scan kernels, compiled by numba on first use (and cached on disk)."""
+    from .projection import use_numba_cache
+
+    use_numba_cache()
+    from . import _compact_kernels
+
+    return _compact_kernels
