@@ -76,7 +76,9 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
 def test_version_and_help() -> None:
     assert imrec("--version").stdout.strip() == f"imrec {__version__}"
     help_text = imrec("--help").stdout
-    assert "index" in help_text and "info" in help_text
+    # every subcommand listed with its one-line help (not just words that appear anyway)
+    for command in ("index", "search", "umap", "demo", "info", "export", "evaluate", "duplicates"):
+        assert re.search(rf"^\s+{command}\s+\S", help_text, re.M), f"{command} missing from --help"
 
 
 @pytest.fixture(scope="module")

@@ -77,9 +77,31 @@ def test_similar_images_land_close(index: ImageIndex) -> None:
     assert np.linalg.norm(xy[coffee] - xy[mirror]) < 0.25 * spread
 
 
-def test_hdbscan_is_the_default_clustering(index: ImageIndex) -> None:
-    labels = index.umap("rgb", min_cluster_size=5).clusters
-    assert labels.min() >= -1 and len(set(labels.tolist()) - {-1}) >= 2
+def test_hdbscan_is_the_default_clustering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither ``clusters`` nor ``min_cluster_size`` (what ``compute`` passes by default),
+    HDBSCAN runs with min_cluster_size max(5, 1%): far outliers are noise, which KMeans never gives."""
+    from sklearn import cluster
+
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(centre, 0.3, (300, 2)) for centre in ((0, 0), (8, 8), (0, 8))])
+    xy = np.concatenate([xy, [[40.0, -40.0], [-40.0, 40.0]]]).astype(np.float32)
+    real_hdbscan, ran = cluster.HDBSCAN, []
+
+    def spying(real: type) -> type:
+        class Spy(real):  # records that it ran, then clusters as the real one does
+            def fit_predict(self, X, y=None):
+                ran.append(real.__name__)
+                return super().fit_predict(X, y)
+
+        return Spy
+
+    monkeypatch.setattr(cluster, "HDBSCAN", spying(cluster.HDBSCAN))
+    monkeypatch.setattr(cluster, "KMeans", spying(cluster.KMeans))
+    labels = projection._cluster(xy, {"clusters": None, "min_cluster_size": None}, 42)
+    assert ran == ["HDBSCAN"]
+    assert labels[-2:].tolist() == [-1, -1] and len(set(labels[:-2].tolist())) == 3
+    expected = real_hdbscan(min_cluster_size=max(5, len(xy) // 100), copy=True).fit_predict(xy)
+    np.testing.assert_array_equal(labels, expected)
 
 
 def test_readable_errors(index: ImageIndex, tmp_path: Path) -> None:
