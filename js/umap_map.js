@@ -82,20 +82,6 @@ export function extendPath(path, point, step = LASSO_STEP_PX) {
 }
 
 /**
- * Absolute area (pixels²) of a closed polygon (shoelace formula).
- * @param {number[][]} path
- */
-export function polygonArea(path) {
-  let twice = 0;
-  for (let i = 0; i < path.length; i++) {
-    const [x0, y0] = path[i];
-    const [x1, y1] = path[(i + 1) % path.length];
-    twice += x0 * y1 - x1 * y0;
-  }
-  return Math.abs(twice) / 2;
-}
-
-/**
  * The largest extent of a set of pixel points (how far a gesture moved).
  * @param {number[][]} path
  */
@@ -664,6 +650,15 @@ class MapLayer {
     return [event.clientX - box.left, event.clientY - box.top];
   }
 
+  /**
+   * Map coordinates -> plot-area pixels (`maps` when a caller converts many points).
+   * @param {number[]} point @param {{x: {a: number, b: number}, y: {a: number, b: number}}} [maps]
+   */
+  toPixel(point, maps = this.maps()) {
+    const { x, y } = maps;
+    return [x.a * point[0] + x.b, y.a * point[1] + y.b];
+  }
+
   /** @param {number[]} pixel */
   toData(pixel) {
     const { x, y } = this.maps();
@@ -757,10 +752,10 @@ class MapLayer {
 
   redrawOutlines() {
     if (!this.shapes) return;
-    const { x, y } = this.maps();
+    const maps = this.maps();
     for (const node of Array.from(this.shapes.children)) {
       const points = JSON.parse(/** @type {any} */ (node).dataset.points || "[]");
-      const pixels = points.map((/** @type {number[]} */ p) => [x.a * p[0] + x.b, y.a * p[1] + y.b]);
+      const pixels = points.map((/** @type {number[]} */ p) => this.toPixel(p, maps));
       node.setAttribute("d", this.pathData(/** @type {any} */ (node).dataset.kind, pixels));
     }
     this.placeHoverRing();
@@ -831,9 +826,9 @@ class MapLayer {
     tooltip.style.display = "";
     this.hovered = [Number(msg.x), Number(msg.y)];
     // Next to the point, inside the figure.
-    const { x, y } = this.maps();
     const view = this.view;
-    const at = [x.a * this.hovered[0] + x.b + view.margin.left, y.a * this.hovered[1] + y.b + view.margin.top];
+    const [px, py] = this.toPixel(this.hovered);
+    const at = [px + view.margin.left, py + view.margin.top];
     const bounds = [view.el.clientWidth, view.el.clientHeight];
     const [left, top] = tooltipPosition(at, [tooltip.offsetWidth, tooltip.offsetHeight], bounds);
     tooltip.style.left = `${left}px`;
@@ -848,9 +843,9 @@ class MapLayer {
       ring.style.display = "none";
       return;
     }
-    const { x, y } = this.maps();
-    ring.setAttribute("cx", String(x.a * this.hovered[0] + x.b));
-    ring.setAttribute("cy", String(y.a * this.hovered[1] + y.b));
+    const [cx, cy] = this.toPixel(this.hovered);
+    ring.setAttribute("cx", String(cx));
+    ring.setAttribute("cy", String(cy));
     ring.style.display = "";
   }
 

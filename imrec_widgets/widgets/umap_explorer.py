@@ -140,8 +140,8 @@ class UmapExplorer(ipywidgets.VBox):
                 level="info",
             )
 
-        xy = self.points.xy
-        self.x_scale, self.y_scale = (LinearScale(**dict(zip(("min", "max"), padded_range(xy[:, axis]), strict=True))) for axis in (0, 1))
+        self.x_scale, self.y_scale = LinearScale(), LinearScale()
+        self.reset_view()
         scales = {"x": self.x_scale, "y": self.y_scale}
         # Result rings: a light halo under a dark ring (theme colours), readable on any background.
         self.hit_halo = Scatter(x=[], y=[], scales=scales, default_size=90, colors=["transparent"], fill=False,
@@ -282,11 +282,10 @@ class UmapExplorer(ipywidgets.VBox):
     def _recolor(self) -> None:
         categories = self.categories()
         self.legend.value = legend_html(categories)
-        drawn_codes = categories.codes[self._drawn]
         if self.renderer == "svg":
             self._draw_svg()
             return
-        self.layer.set_points(self.points.xy[self._drawn], drawn_codes, categories.colors)
+        self.layer.set_points(self.points.xy[self._drawn], categories.codes[self._drawn], categories.colors)
         self.layer.set_selection(self._selected_mask[self._drawn])
 
     # -- SVG fallback -----------------------------------------------------------------------------

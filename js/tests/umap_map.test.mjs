@@ -9,7 +9,6 @@ import {
   paletteBytes,
   pathExtent,
   pixelToData,
-  polygonArea,
   tooltipPosition,
   typedArray,
   zoomDomain,
@@ -40,10 +39,7 @@ test("extendPath drops vertices closer than the step", () => {
   assert.deepEqual(path, [[0, 0], [3, 0]]);
 });
 
-test("polygonArea and pathExtent measure a gesture", () => {
-  assert.equal(polygonArea([[0, 0], [4, 0], [4, 3], [0, 3]]), 12);
-  assert.equal(polygonArea([[0, 0], [0, 3], [4, 3], [4, 0]]), 12); // either winding
-  assert.equal(polygonArea([[0, 0], [2, 2]]), 0);
+test("pathExtent measures how far a gesture moved", () => {
   assert.equal(pathExtent([[1, 1], [2, 5], [0, 3]]), 4);
   assert.equal(pathExtent([]), 0);
 });
