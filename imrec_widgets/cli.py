@@ -148,6 +148,12 @@ def _info(args: argparse.Namespace) -> int:
     counts = info["counts"]
     hint = " (list them with --errors)" if counts["error"] and not args.errors else ""
     print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed{hint}")
+    if info["rebuild"]:
+        rebuild = info["rebuild"]
+        print(
+            f"rebuilding  : {', '.join(rebuild['features'])}, {rebuild['done']} of {rebuild['total']} images "
+            f"done (running, or stopped: `imrec index {info['root']}` resumes it)"
+        )
     settings = info["settings"]
     print(f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)")
     print(f"features    : {', '.join(info['stored'])}")

@@ -342,12 +342,13 @@ class ImageIndex:
             self._store = store
             self._cleanup_partial_writes()
             # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
-            recompute = (
-                (self._rebuild & set(features))
-                | self._features_to_backfill(stored)
-                | set(catalog.get_meta("pending_rebuild", []))
-            )
+            # Rows written since the rebuild started (``indexed_at``) are done: a rerun resumes.
+            pending = set(catalog.get_meta("pending_rebuild", []) or [])
+            recompute = (self._rebuild & set(features)) | self._features_to_backfill(stored) | pending
+            if recompute and (recompute - pending or catalog.get_meta("rebuild_started_at") is None):
+                catalog.set_meta("rebuild_started_at", time.time())
             catalog.set_meta("pending_rebuild", sorted(recompute))
+            done = set(catalog.ids_indexed_after(catalog.get_meta("rebuild_started_at"))) if recompute else set()
             for name in self._rebuild & set(features) | self._features_to_backfill(stored):
                 store.delete(name)
             for name, feature in features.items():
@@ -378,7 +379,7 @@ class ImageIndex:
                 elif status == "error":  # transient failures get another chance every run
                     tasks.append((id_, scanned))
                     report.retried += 1
-                elif recompute and status == "ok":
+                elif recompute and status == "ok" and id_ not in done:
                     tasks.append((id_, scanned))
                     report.rebuilt += 1
                 else:
@@ -409,6 +410,7 @@ class ImageIndex:
             finally:
                 bar.close()
             catalog.set_meta("pending_rebuild", [])
+            catalog.set_meta("rebuild_started_at", None)
             self._rebuild = set()
             if self.settings.get("vector_dtype") == "int8":
                 self._train_quantizers(catalog, store, features, only_missing=not (report.processed or report.removed))
@@ -513,12 +515,23 @@ class ImageIndex:
             "index_dir": str(self.index_dir),
             "exists": True,
             "counts": catalog.counts(),
+            "rebuild": self._rebuild_progress(),
             "settings": self.settings,
             "feature_config": catalog.get_meta("feature_config", {}),
             "stored": self.store.names(),
             "catalog_bytes": _size_on_disk(self.index_dir, "catalog.sqlite*"),
             "features_bytes": self.store.nbytes_stored(),
         }
+
+    def _rebuild_progress(self) -> dict[str, Any] | None:
+        """``{"features", "done", "total"}`` of a rebuild that is running or was stopped, else None."""
+        catalog = self.catalog
+        pending = catalog.get_meta("pending_rebuild", []) or []
+        if not pending:
+            return None
+        started = catalog.get_meta("rebuild_started_at")
+        done = len(catalog.ids_indexed_after(started)) if started is not None else 0
+        return {"features": list(pending), "done": done, "total": catalog.count("ok")}
 
     def export_tensorboard(
         self, logdir: str | os.PathLike[str], feature: str = "embedding", **options: Any

@@ -275,6 +275,24 @@ def _placement_path(index: ImageIndex, feature: str) -> Path:
     return index.index_dir / f"umap_{feature}.npz"
 
 
+def _staged_placement_path(index: ImageIndex, feature: str) -> Path:
+    """Where a new fit's placement waits until its map is published."""
+    return index.index_dir / f"umap_{feature}{_STAGED}.npz"
+
+
+def _placement_of(index: ImageIndex, feature: str, meta: dict[str, Any]) -> Placement | None:
+    """The placement of the map ``meta`` describes: at the staged path while a publish that
+    moves it there is under way (or was stopped), else at the main one; None when neither holds it."""
+    paths = [_placement_path(index, feature)]
+    if meta.get("staged"):
+        paths.insert(0, _staged_placement_path(index, feature))
+    for path in paths:
+        model = _cached_placement(path, meta)
+        if model is not None:
+            return model
+    return None
+
+
 def _legacy_reducer_path(index: ImageIndex, feature: str) -> Path:
     """Where versions before the .npz pickled the reducer: never read, removed on a refit."""
     return index.index_dir / f"umap_{feature}.pkl"
@@ -335,6 +353,9 @@ def _finish_publish(index: ImageIndex, feature: str, meta: dict[str, Any]) -> di
                          (_labels_name(feature), _labels_name(feature, meta))):
         values = store.read_range(staged, store.array(staged).shape[0])
         store.write_rows(main, np.arange(len(values)), values)
+    staged_placement = _staged_placement_path(index, feature)
+    if _read_placement(staged_placement, meta) is not None:
+        os.replace(staged_placement, _placement_path(index, feature))
     meta = {key: value for key, value in meta.items() if key != "staged"}
     index.catalog.set_meta(_meta_key(feature), meta)
     for name in (_coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})):
@@ -369,6 +390,7 @@ def _publish(
     store.write_rows(staged_labels, ids, labels)
     publish_step("switching")
     catalog.set_meta(_meta_key(feature), {**meta, "staged": True})
+    publish_step("moving the placement")  # until it is moved, readers find it at the staged path
     if new_placement is not None:
         os.replace(new_placement, _placement_path(index, feature))
     publish_step("copying")
@@ -521,7 +543,7 @@ def compute(
             else:
                 model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
                 token, fitted = uuid4().hex, int(fit_ids.size)
-                new_placement = placement_file.with_name(placement_file.stem + _STAGED + ".npz")
+                new_placement = _staged_placement_path(index, feature)
                 model.save(new_placement, token=token, ids=fit_ids)
                 with contextlib.suppress(OSError):
                     _legacy_reducer_path(index, feature).unlink(missing_ok=True)
@@ -696,10 +718,15 @@ def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
         return index.store.read_rows(_coords_name(feature, meta), ids)
     if meta is None:
         raise ProjectionError(f"no UMAP map of {feature!r} yet")
-    model = _cached_placement(_placement_path(index, feature), meta)
+    model = _placement_of(index, feature, meta)
     if model is None:
+        why = (
+            "its placement file is missing, unreadable or another fit's"
+            if meta.get("placement")
+            else "it was made by an older version, or written without a fit"
+        )
         raise ProjectionError(
-            f"the map of {feature!r} cannot place new images (it was made by an older version); "
+            f"the map of {feature!r} cannot place new images ({why}); "
             f"run idx.umap({feature!r}) to make it again"
         )
     vectors, _ = index.searcher.vectors(query, feature)
