@@ -52,12 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data = RealLike()
     rng = np.random.default_rng(1)
-    vectors = np.concatenate([data.embed(np.arange(s, min(args.rows, s + 50_000)), rng) for s in range(0, args.rows, 50_000)])
+    vectors = np.concatenate(
+        [
+            data.embed(np.arange(s, min(args.rows, s + 50_000)), rng)
+            for s in range(0, args.rows, 50_000)
+        ]
+    )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = data.embed(rng.choice(args.rows, args.queries, replace=False), rng)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     exact, _ = search.topk(queries, vectors, "cosine", K)
-    print(f"{args.rows:,} x {vectors.shape[1]} ({data.source}), {args.queries} queries, k={K}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.rows:,} x {vectors.shape[1]} ({data.source}), {args.queries} queries, k={K}, {os.cpu_count()} CPUs"
+    )
     rows = []
     folder = Path(tempfile.mkdtemp())
 
@@ -65,19 +72,36 @@ def main(argv: list[str] | None = None) -> None:
 
     for dtype in ("i8", "f16"):
         start = time.perf_counter()
-        index = usearch.index.Index(ndim=vectors.shape[1], metric="cos", dtype=dtype, connectivity=16, expansion_add=128, expansion_search=64)
+        index = usearch.index.Index(
+            ndim=vectors.shape[1],
+            metric="cos",
+            dtype=dtype,
+            connectivity=16,
+            expansion_add=128,
+            expansion_search=64,
+        )
         index.add(np.arange(args.rows), vectors)
         built = time.perf_counter() - start
         index.save(str(folder / f"usearch-{dtype}.usearch"))
         size = (folder / f"usearch-{dtype}.usearch").stat().st_size
         found = np.stack([index.search(q, K).keys for q in queries])
-        rows.append((f"usearch HNSW {dtype} M=16", built, size, recall(found, exact), p50_ms(lambda q, index=index: index.search(q, K), queries)))
+        rows.append(
+            (
+                f"usearch HNSW {dtype} M=16",
+                built,
+                size,
+                recall(found, exact),
+                p50_ms(lambda q, index=index: index.search(q, K), queries),
+            )
+        )
         print(rows[-1], flush=True)
 
     import faiss
 
     start = time.perf_counter()
-    index = faiss.IndexHNSWSQ(vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWSQ(
+        vectors.shape[1], faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT
+    )
     index.hnsw.efConstruction = 128
     index.train(vectors[:50_000])
     index.add(vectors)
@@ -86,7 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     faiss.write_index(index, str(folder / "faiss-hnsw-sq8.index"))
     size = (folder / "faiss-hnsw-sq8.index").stat().st_size
     found = index.search(queries, K)[1]
-    rows.append(("faiss HNSW SQ8 M=16", built, size, recall(found, exact), p50_ms(lambda q: index.search(q[None], K), queries)))
+    rows.append(
+        (
+            "faiss HNSW SQ8 M=16",
+            built,
+            size,
+            recall(found, exact),
+            p50_ms(lambda q: index.search(q[None], K), queries),
+        )
+    )
     print(rows[-1], flush=True)
 
     print(f"\n{'index':<24} {'build s':>8} {'MiB on disk':>12} {'recall@10':>10} {'p50 ms':>8}")

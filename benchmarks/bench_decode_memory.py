@@ -42,7 +42,12 @@ def main() -> None:
             # Written by a child too: Linux keeps a process's peak RSS across fork + exec.
             write = f"from PIL import Image; Image.new({mode!r}, ({width}, {width}), {colour}).save({str(path)!r}, compress_level=9)"
             subprocess.run([sys.executable, "-c", write], check=True)
-            out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(path)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode:
                 raise SystemExit(out.stderr)
             row = json.loads(out.stdout)

@@ -66,9 +66,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, nargs="+", default=None,
-                        help="decode worker counts to compare (default: the indexer's default)")
-    parser.add_argument("--engines", nargs="+", default=None, help="default: every installed engine")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="decode worker counts to compare (default: the indexer's default)",
+    )
+    parser.add_argument(
+        "--engines", nargs="+", default=None, help="default: every installed engine"
+    )
     args = parser.parse_args()
     names = args.engines or [e for e in engines.ENGINES[1:] if engines.installed(e)]
     worker_counts = args.workers or [default_workers()]
@@ -80,7 +87,9 @@ def main() -> None:
         folder = work / "photos"
         paths = make_folder(folder, args.images, args.megapixels)
         models = {name: EmbeddingFeature(backbone=args.backbone, engine=name) for name in names}
-        tensors = np.stack([models[names[0]].prepare(load_rgb(p, min_side=DECODE_MIN_SIDE)) for p in paths])
+        tensors = np.stack(
+            [models[names[0]].prepare(load_rgb(p, min_side=DECODE_MIN_SIDE)) for p in paths]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("error", engines.EngineFallbackWarning)
             for model in models.values():  # load (and export) once, as the index's instance will
@@ -89,7 +98,9 @@ def main() -> None:
                     model.embed(tensors[:8])
 
         pipes = [f"pipeline w{w}" for w in worker_counts]
-        rates: dict[str, dict[str, list[float]]] = {n: {"all": [], "pipe_t": [], **{p: [] for p in pipes}} for n in names}
+        rates: dict[str, dict[str, list[float]]] = {
+            n: {"all": [], "pipe_t": [], **{p: [] for p in pipes}} for n in names
+        }
         for repeat in range(args.repeats):
             for name, model in models.items():
                 rates[name]["all"].append(backbone_rate(model, tensors, args.batch_size))
@@ -97,7 +108,9 @@ def main() -> None:
                     rates[name]["pipe_t"].append(backbone_rate(model, tensors, args.batch_size))
                 for count, pipe in zip(worker_counts, pipes, strict=True):
                     where = work / f"index-{name}-{repeat}-{count}"
-                    index = ImageIndex.open(folder, index_dir=where, backbone=args.backbone, engine=name)
+                    index = ImageIndex.open(
+                        folder, index_dir=where, backbone=args.backbone, engine=name
+                    )
                     report = index.update(progress=False, workers=count, batch_size=args.batch_size)
                     assert report.new == len(paths) and report.errors == 0
                     rates[name][pipe].append(report.images_per_second)
@@ -105,10 +118,12 @@ def main() -> None:
 
         med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rates.items()}
         torch_pipeline = med.get("torch", {}).get(pipes[0])
-        print(f"{args.images} JPEGs of {args.megapixels:g} MP, backbone {args.backbone}, batch "
-              f"{args.batch_size}, {os.cpu_count()} cores, median of {args.repeats}; images/s. "
-              f"wN: N decode workers, the model on cores - N threads (torch's baseline: "
-              f"w{workers}); bb: backbone alone on all cores / on {pipeline_threads or 1} thread(s)")
+        print(
+            f"{args.images} JPEGs of {args.megapixels:g} MP, backbone {args.backbone}, batch "
+            f"{args.batch_size}, {os.cpu_count()} cores, median of {args.repeats}; images/s. "
+            f"wN: N decode workers, the model on cores - N threads (torch's baseline: "
+            f"w{workers}); bb: backbone alone on all cores / on {pipeline_threads or 1} thread(s)"
+        )
         head = f"{'engine':<12}{'bb all':>8}{f'bb {pipeline_threads or 1}t':>8}"
         head += "".join(f"{p.split()[1]:>7}{'/bb':>6}{'/torch':>7}" for p in pipes)
         print(head)
@@ -118,8 +133,10 @@ def main() -> None:
                 ratio = f"{m[pipe] / torch_pipeline:>6.2f}x" if torch_pipeline else f"{'-':>7}"
                 line += f"{m[pipe]:>7.1f}{m[pipe] / max(m['all'], m['pipe_t']):>6.2f}{ratio}"
             print(line)
-        print("goals: pipeline >= 2.5x torch's pipeline (same run); pipeline >= 0.8x its own "
-              "backbone (the faster of all cores / the pipeline's threads)")
+        print(
+            "goals: pipeline >= 2.5x torch's pipeline (same run); pipeline >= 0.8x its own "
+            "backbone (the faster of all cores / the pipeline's threads)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

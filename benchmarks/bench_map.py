@@ -96,7 +96,13 @@ FIT_NOISE = 0.02  # std of the gaussian noise on the tiled copies, pixel values 
 # What the issue asks of the map. Absolute goals hold at 1M points; the ratio at every N.
 GOAL_POINTS = 1_000_000
 GOAL_RATIO = 1.5
-GOALS = {"drawn_s": 10.0, "selection_s": 1.0, "move_ms": 100.0, "zoom_ms": 500.0, "zoom_frame_ms": 500.0}
+GOALS = {
+    "drawn_s": 10.0,
+    "selection_s": 1.0,
+    "move_ms": 100.0,
+    "zoom_ms": 500.0,
+    "zoom_frame_ms": 500.0,
+}
 
 OUR_CANVAS = ".imrec-umap-explorer canvas.imrec-map-points"
 OUR_OVERLAY = ".imrec-umap-explorer .imrec-map-overlay"
@@ -208,7 +214,9 @@ MARK_THEIR_CANVAS = """() => {
   return true;
 }"""
 
-TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+TWO_FRAMES = (
+    "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+)
 PAGE_EPOCH = "() => performance.timeOrigin + performance.now()"
 
 
@@ -256,7 +264,10 @@ def lasso_polygon(centre: tuple[float, float], repeat: int) -> list[tuple[float,
     rng = np.random.default_rng(1000 + repeat)
     angles = np.linspace(0, 2 * np.pi, LASSO_VERTICES, endpoint=False)
     radii = rng.uniform(*LASSO_RADIUS_PX, angles.size)
-    return [(centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)) for a, r in zip(angles, radii, strict=True)]
+    return [
+        (centre[0] + r * np.cos(a), centre[1] + r * np.sin(a))
+        for a, r in zip(angles, radii, strict=True)
+    ]
 
 
 # -- one widget in one page ---------------------------------------------------------------------------
@@ -265,8 +276,15 @@ def lasso_polygon(centre: tuple[float, float], repeat: int) -> list[tuple[float,
 class MapSession:
     """One notebook page showing one widget (``kind`` "ours" or "jscatter") of ``points`` points."""
 
-    def __init__(self, server: JupyterLabServer, browser: Any, kind: str, points: int,
-                 root: Path, index_dir: Path) -> None:
+    def __init__(
+        self,
+        server: JupyterLabServer,
+        browser: Any,
+        kind: str,
+        points: int,
+        root: Path,
+        index_dir: Path,
+    ) -> None:
         self.server = server
         self.kind = kind
         self.points = points
@@ -276,8 +294,13 @@ class MapSession:
         cells = [
             DUMP_JSON_HELPER,
             SETUP_CELLS[kind],
-            MAP_CELLS[kind].format(root=str(root), index_dir=str(index_dir), state=self.state_path.name,
-                                   width=PLOT_WIDTH, height=PLOT_HEIGHT),
+            MAP_CELLS[kind].format(
+                root=str(root),
+                index_dir=str(index_dir),
+                state=self.state_path.name,
+                width=PLOT_WIDTH,
+                height=PLOT_HEIGHT,
+            ),
         ]
         write_notebook(server.root_dir / f"{self.name}.ipynb", cells)
         self.page = new_page(browser, viewport=VIEWPORT)
@@ -315,14 +338,18 @@ class MapSession:
     def run_and_wait_drawn(self, timeout: float = DRAW_TIMEOUT_S) -> dict[str, Any]:
         page = self.page
         open_notebook(page, self.server, f"{self.name}.ipynb", timeout=180)
-        page.locator(f"{NOTEBOOK_PANEL} .jp-NotebookPanel-toolbar").first.click(position={"x": 2, "y": 2})
+        page.locator(f"{NOTEBOOK_PANEL} .jp-NotebookPanel-toolbar").first.click(
+            position={"x": 2, "y": 2}
+        )
         run_command_via_menu(page, "Run", "Run All Cells")
         deadline = time.monotonic() + timeout
         not_drawn_at = time.time()  # the points were not on screen yet at this time
         shots = []
         while True:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.kind}: no coloured pixels in the plot within {timeout:.0f} s")
+                raise TimeoutError(
+                    f"{self.kind}: no coloured pixels in the plot within {timeout:.0f} s"
+                )
             errors = cell_errors(page)
             if errors:
                 raise RuntimeError(f"{self.kind}: the notebook raised:\n" + "\n".join(errors))
@@ -361,7 +388,8 @@ class MapSession:
         if self.kind == "ours":
             page.wait_for_function(
                 f"(n) => {{ const c = document.querySelector({OUR_CANVAS!r}); return c && Number(c.dataset.points) === n; }}",
-                arg=self.points, timeout=timeout * 1000,
+                arg=self.points,
+                timeout=timeout * 1000,
             )
             at = page.evaluate("(n) => window.__bench.pointsAt[String(n)] || null", self.points)
             if at:
@@ -392,7 +420,9 @@ class MapSession:
                     [count, 60_000],
                 )
                 if entry is None:
-                    raise TimeoutError(f"{self.kind}: no frame within 60 s after mouse move {count + 1}")
+                    raise TimeoutError(
+                        f"{self.kind}: no frame within 60 s after mouse move {count + 1}"
+                    )
             released = time.time()
             page.mouse.up()
         except BaseException:
@@ -401,17 +431,26 @@ class MapSession:
             raise
         state = self.state(lambda s: s["seq"] > before and s["n"] > 0, timeout=300)
         self.settle()
-        moves = page.evaluate("() => { window.__bench.armed = false; return window.__bench.moves; }")
-        move_ms = [(m["raf1"] / 1000 - offset - t) * 1000 for m, t in zip(moves, issued, strict=False)]
+        moves = page.evaluate(
+            "() => { window.__bench.armed = false; return window.__bench.moves; }"
+        )
+        move_ms = [
+            (m["raf1"] / 1000 - offset - t) * 1000 for m, t in zip(moves, issued, strict=False)
+        ]
         return {
             "selection_s": state["at"] - released,
             "selected": state["n"],
             "moves": len(issued),
             "events": len(moves),
             "move_ms": move_ms,
-            "move_event_ms": [m["raf1"] - m["event"] for m in moves],  # browser event time -> next rAF
-            "move_two_frames_ms": [(m["raf2"] / 1000 - offset - t) * 1000
-                                   for m, t in zip(moves, issued, strict=False) if m["raf2"]],
+            "move_event_ms": [
+                m["raf1"] - m["event"] for m in moves
+            ],  # browser event time -> next rAF
+            "move_two_frames_ms": [
+                (m["raf2"] / 1000 - offset - t) * 1000
+                for m, t in zip(moves, issued, strict=False)
+                if m["raf2"]
+            ],
         }
 
     # -- 4. wheel zoom --------------------------------------------------------------------------------
@@ -458,8 +497,15 @@ class MapSession:
         return result
 
 
-def measure_widget(server: JupyterLabServer, browser: Any, kind: str, points: int, root: Path,
-                   index_dir: Path, repeats: int) -> dict[str, Any]:
+def measure_widget(
+    server: JupyterLabServer,
+    browser: Any,
+    kind: str,
+    points: int,
+    root: Path,
+    index_dir: Path,
+    repeats: int,
+) -> dict[str, Any]:
     """Every measurement of one widget; a failing one is recorded and the next one still runs."""
     session = MapSession(server, browser, kind, points, root, index_dir)
     result: dict[str, Any] = {"errors": []}
@@ -483,16 +529,25 @@ def measure_widget(server: JupyterLabServer, browser: Any, kind: str, points: in
             return result
         result.update(drawn)
         print(f"    {kind}: drawn {drawn['drawn_s']:.2f} s after the cell started", flush=True)
-        lassos = [x for x in (attempt(f"lasso{r}", lambda r=r: session.lasso(r)) for r in range(repeats)) if x]
+        lassos = [
+            x
+            for x in (attempt(f"lasso{r}", lambda r=r: session.lasso(r)) for r in range(repeats))
+            if x
+        ]
         if lassos:
             result["lassos"] = lassos
             result["selection_s"] = median([x["selection_s"] for x in lassos])
             result["move_ms"] = median([m for x in lassos for m in x["move_ms"]])
             result["move_event_ms"] = median([m for x in lassos for m in x["move_event_ms"]])
-            result["move_two_frames_ms"] = median([m for x in lassos for m in x["move_two_frames_ms"]])
+            result["move_two_frames_ms"] = median(
+                [m for x in lassos for m in x["move_two_frames_ms"]]
+            )
             result["selected"] = [x["selected"] for x in lassos]
-            print(f"    {kind}: mouse-up -> Python {result['selection_s']:.3f} s, "
-                  f"per move {result['move_ms']:.1f} ms", flush=True)
+            print(
+                f"    {kind}: mouse-up -> Python {result['selection_s']:.3f} s, "
+                f"per move {result['move_ms']:.1f} ms",
+                flush=True,
+            )
         zoom = attempt("zoom", lambda: session.zoom(repeats))
         if zoom:
             result.update(zoom)
@@ -512,7 +567,10 @@ def run_maps(sizes: list[int], widgets: list[str], repeats: int, work: Path) -> 
             (base / "root").mkdir(parents=True)
             started = time.perf_counter()
             index_dir = write_map_index(base / "index", points)
-            print(f"    wrote the synthetic index in {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"    wrote the synthetic index in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
             results[str(points)] = {}
             for kind in widgets:
                 try:
@@ -521,7 +579,9 @@ def run_maps(sizes: list[int], widgets: list[str], repeats: int, work: Path) -> 
                     )
                 except Exception as error:  # the page itself failed: say so, go on with the next
                     traceback.print_exc()
-                    results[str(points)][kind] = {"errors": [f"page: {type(error).__name__}: {error}"]}
+                    results[str(points)][kind] = {
+                        "errors": [f"page: {type(error).__name__}: {error}"]
+                    }
             shutil.rmtree(base, ignore_errors=True)
     return results
 
@@ -548,12 +608,17 @@ def fit_data() -> tuple[np.ndarray, str]:
         parts.append(read_idx_images(found[0]))
     else:
         values = np.concatenate(parts).astype(np.float32) / 255
-        return values, f"Fashion-MNIST ({len(values):,} images of {FASHION_MNIST}, 784-d pixels / 255)"
+        return (
+            values,
+            f"Fashion-MNIST ({len(values):,} images of {FASHION_MNIST}, 784-d pixels / 255)",
+        )
     from sklearn.datasets import load_digits
 
     values = load_digits().data.astype(np.float32) / 16
-    return values, (f"scikit-learn digits ({len(values):,} images, 64-d pixels / 16): "
-                    f"{FASHION_MNIST} is missing (apt-get install dataset-fashion-mnist)")
+    return values, (
+        f"scikit-learn digits ({len(values):,} images, 64-d pixels / 16): "
+        f"{FASHION_MNIST} is missing (apt-get install dataset-fashion-mnist)"
+    )
 
 
 def tiled(values: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
@@ -562,7 +627,9 @@ def tiled(values: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
     copies = np.arange(rows) >= len(values)
     if copies.any():
         rng = np.random.default_rng(seed)
-        out[copies] += rng.normal(0, FIT_NOISE, (int(copies.sum()), values.shape[1])).astype(np.float32)
+        out[copies] += rng.normal(0, FIT_NOISE, (int(copies.sum()), values.shape[1])).astype(
+            np.float32
+        )
         np.clip(out, 0, 1, out=out)
     return out
 
@@ -576,7 +643,9 @@ def write_feature_index(index_dir: Path, values: np.ndarray, chunk: int = 50_000
     for start in range(0, len(values), chunk):
         ids = np.arange(start, min(len(values), start + chunk))
         store.write_rows("rgb", ids, values[ids])
-        catalog.commit_entries(Entry(int(i), f"images/{int(i):07d}.png", 1, 1, 28, 28, "PNG") for i in ids)
+        catalog.commit_entries(
+            Entry(int(i), f"images/{int(i):07d}.png", 1, 1, 28, 28, "PNG") for i in ids
+        )
     catalog.close()
 
 
@@ -603,8 +672,13 @@ class StageClock:
             self._stage = None
 
 
-FIT_STAGES = (("reading features", "read"), ("PCA", "PCA"), ("UMAP fit", "UMAP fit"),
-              ("placing", "place"), ("clustering", "cluster"))
+FIT_STAGES = (
+    ("reading features", "read"),
+    ("PCA", "PCA"),
+    ("UMAP fit", "UMAP fit"),
+    ("placing", "place"),
+    ("clustering", "cluster"),
+)
 
 
 def numba_cache_files() -> tuple[str, int]:
@@ -625,7 +699,9 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
     values, source = fit_data()
     print(f"UMAP fit: {source}", flush=True)
     cache_folder, cache_files = numba_cache_files()
-    import_umap = getattr(projection, "_import_umap", None)  # with numba's disk cache, as compute does
+    import_umap = getattr(
+        projection, "_import_umap", None
+    )  # with numba's disk cache, as compute does
     import_s = None
     if import_umap is not None:
         started = time.perf_counter()
@@ -650,12 +726,26 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
         finally:
             index.close()
             shutil.rmtree(base, ignore_errors=True)
-        runs.append({"rows": rows, "run": kind, "seconds": seconds, "fitted": result.fitted,
-                     "placed": result.transformed, "stages_s": clock.seconds})
+        runs.append(
+            {
+                "rows": rows,
+                "run": kind,
+                "seconds": seconds,
+                "fitted": result.fitted,
+                "placed": result.transformed,
+                "stages_s": clock.seconds,
+            }
+        )
         print(f"    {rows:,} rows ({kind}): {seconds:.1f} s", flush=True)
-    return {"data": source, "dims": int(values.shape[1]), "noise_std": FIT_NOISE,
-            "import_umap_s": import_s, "numba_cache": cache_folder,
-            "numba_cache_files_before": cache_files, "runs": runs}
+    return {
+        "data": source,
+        "dims": int(values.shape[1]),
+        "noise_std": FIT_NOISE,
+        "import_umap_s": import_s,
+        "numba_cache": cache_folder,
+        "numba_cache_files_before": cache_files,
+        "runs": runs,
+    }
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -701,30 +791,42 @@ def print_map_table(points: int, result: dict[str, Any]) -> None:
         ratio = value / other if value is not None and other else None
         goal = GOALS.get(goal_key) if goal_key and points >= GOAL_POINTS else None
         goal_text = ", ".join(
-            [*([f"<= {fmt(goal, unit)} {unit}"] if goal is not None else []),
-             *([f"<= {GOAL_RATIO}x"] if compared and key in GOALS else [])]
+            [
+                *([f"<= {fmt(goal, unit)} {unit}"] if goal is not None else []),
+                *([f"<= {GOAL_RATIO}x"] if compared and key in GOALS else []),
+            ]
         )
-        print(f"{label + ' (' + unit + ')':<36}{fmt(value, unit):>10}{fmt(other, unit):>10}"
-              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>8}   {goal_text:<18}"
-              f"{verdict(value, ratio, goal, compared and key in GOALS)}")
+        print(
+            f"{label + ' (' + unit + ')':<36}{fmt(value, unit):>10}{fmt(other, unit):>10}"
+            f"{(f'{ratio:.2f}' if ratio is not None else '-'):>8}   {goal_text:<18}"
+            f"{verdict(value, ratio, goal, compared and key in GOALS)}"
+        )
     for kind, data in (("ours", ours), ("jscatter", theirs)):
         if "drawn_s" in data:
-            print(f"  {kind}: points first seen between {data['drawn_after_s']:.2f} and {data['drawn_s']:.2f} s "
-                  f"({data['screenshots']} canvas screenshots, {data['screenshot_s']:.2f} s each)")
+            print(
+                f"  {kind}: points first seen between {data['drawn_after_s']:.2f} and {data['drawn_s']:.2f} s "
+                f"({data['screenshots']} canvas screenshots, {data['screenshot_s']:.2f} s each)"
+            )
         if data.get("selected"):
-            print(f"  {kind}: lassos selected {', '.join(f'{n:,}' for n in data['selected'])} points")
+            print(
+                f"  {kind}: lassos selected {', '.join(f'{n:,}' for n in data['selected'])} points"
+            )
         for error in data.get("errors", []):
             print(f"  {kind} FAILED {error.splitlines()[0][:160]}")
 
 
 def print_fit_table(fits: dict[str, Any]) -> None:
     print(f"\nUMAP map, projection.compute(index, 'rgb'), default parameters; data: {fits['data']}")
-    print(f"rows past the data's own images are copies with gaussian noise (std {fits['noise_std']}) added "
-          "to their [0, 1] pixels, clipped")
+    print(
+        f"rows past the data's own images are copies with gaussian noise (std {fits['noise_std']}) added "
+        "to their [0, 1] pixels, clipped"
+    )
     imported = fits["import_umap_s"]
-    print(f"numba's disk cache {fits['numba_cache']} held {fits['numba_cache_files_before']} files before "
-          f"this run; 'import umap' took {'-' if imported is None else f'{imported:.1f} s'} (not counted below); "
-          "cold = the first fit in this process")
+    print(
+        f"numba's disk cache {fits['numba_cache']} held {fits['numba_cache_files_before']} files before "
+        f"this run; 'import umap' took {'-' if imported is None else f'{imported:.1f} s'} (not counted below); "
+        "cold = the first fit in this process"
+    )
     header = "".join(f"{label + ' s':>12}" for _, label in FIT_STAGES)
     print(f"{'rows':>10}  {'run':<5}{'total s':>9}{header}   fitted on / placed")
     for run in fits["runs"]:
@@ -732,33 +834,54 @@ def print_fit_table(fits: dict[str, Any]) -> None:
             print(f"{run['rows']:>10,}  {run['run']:<5}  FAILED {run['error'][:120]}")
             continue
         stages = "".join(f"{run['stages_s'].get(stage, 0.0):>12.1f}" for stage, _ in FIT_STAGES)
-        print(f"{run['rows']:>10,}  {run['run']:<5}{run['seconds']:>9.1f}{stages}   "
-              f"{run['fitted']:,} / {run['placed']:,}")
+        print(
+            f"{run['rows']:>10,}  {run['run']:<5}{run['seconds']:>9.1f}{stages}   "
+            f"{run['fitted']:,} / {run['placed']:,}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="50000,200000,1000000", help="points on the map, comma-separated")
-    parser.add_argument("--fit-sizes", default="10000,100000", help="rows for the UMAP fits, comma-separated")
-    parser.add_argument("--repeats", type=int, default=3, help="lassos, and wheel zooms, per widget")
+    parser.add_argument(
+        "--sizes", default="50000,200000,1000000", help="points on the map, comma-separated"
+    )
+    parser.add_argument(
+        "--fit-sizes", default="10000,100000", help="rows for the UMAP fits, comma-separated"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="lassos, and wheel zooms, per widget"
+    )
     parser.add_argument("--skip-fit", action="store_true", help="no UMAP fits")
     parser.add_argument("--skip-jscatter", action="store_true", help="measure our map alone")
-    parser.add_argument("--out", type=Path, default=REPO / "test-artifacts" / "bench_map.json",
-                        help="JSON file of every number")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "test-artifacts" / "bench_map.json",
+        help="JSON file of every number",
+    )
     args = parser.parse_args()
     sizes, fit_sizes = parse_sizes(args.sizes), parse_sizes(args.fit_sizes)
     widgets = ["ours"] if args.skip_jscatter else list(WIDGETS)
 
     print(f"Chromium flags: {' '.join(WEBGL_CHROMIUM_ARGS)}")
     print(f"lasso gesture: ours {OUR_GESTURE}; jupyter-scatter {JSCATTER_GESTURE}")
-    print(f"machine: {platform.platform()}, python {platform.python_version()}, "
-          f"jupyter-scatter {package_version('jupyter-scatter')}, bqplot {package_version('bqplot')}, "
-          f"umap-learn {package_version('umap-learn')}")
+    print(
+        f"machine: {platform.platform()}, python {platform.python_version()}, "
+        f"jupyter-scatter {package_version('jupyter-scatter')}, bqplot {package_version('bqplot')}, "
+        f"umap-learn {package_version('umap-learn')}"
+    )
     report: dict[str, Any] = {
-        "chromium_args": WEBGL_CHROMIUM_ARGS, "lasso_gesture": {"ours": OUR_GESTURE, "jscatter": JSCATTER_GESTURE},
-        "machine": platform.platform(), "repeats": args.repeats, "sizes": sizes, "goals": GOALS,
-        "goal_ratio": GOAL_RATIO, "versions": {name: package_version(name) for name in
-                                               ("jupyter-scatter", "bqplot", "umap-learn", "numba", "playwright")},
+        "chromium_args": WEBGL_CHROMIUM_ARGS,
+        "lasso_gesture": {"ours": OUR_GESTURE, "jscatter": JSCATTER_GESTURE},
+        "machine": platform.platform(),
+        "repeats": args.repeats,
+        "sizes": sizes,
+        "goals": GOALS,
+        "goal_ratio": GOAL_RATIO,
+        "versions": {
+            name: package_version(name)
+            for name in ("jupyter-scatter", "bqplot", "umap-learn", "numba", "playwright")
+        },
     }
     work = Path(tempfile.mkdtemp(prefix="bench_map_"))
     try:
@@ -775,13 +898,17 @@ def main() -> None:
 
     if "maps" in report:
         print(f"\nChromium {report['chromium']}: {' '.join(WEBGL_CHROMIUM_ARGS)}")
-        print(f"lasso: ours {OUR_GESTURE}; jupyter-scatter {JSCATTER_GESTURE}; "
-              "the same screen polygon around each plot's centre, so the selections differ "
-              "(each plot maps the data to pixels its own way)")
-        print("ratio = ours / jupyter-scatter (< 1: ours is faster); goals from the issue: at 1M points "
-              f"drawn <= {GOALS['drawn_s']:.0f} s, selection in Python <= {GOALS['selection_s']:.0f} s after "
-              f"mouse-up, <= {GOALS['move_ms']:.0f} ms per move, zoom <= {GOALS['zoom_ms'] / 1000} s; at every "
-              f"N <= {GOAL_RATIO}x jupyter-scatter")
+        print(
+            f"lasso: ours {OUR_GESTURE}; jupyter-scatter {JSCATTER_GESTURE}; "
+            "the same screen polygon around each plot's centre, so the selections differ "
+            "(each plot maps the data to pixels its own way)"
+        )
+        print(
+            "ratio = ours / jupyter-scatter (< 1: ours is faster); goals from the issue: at 1M points "
+            f"drawn <= {GOALS['drawn_s']:.0f} s, selection in Python <= {GOALS['selection_s']:.0f} s after "
+            f"mouse-up, <= {GOALS['move_ms']:.0f} ms per move, zoom <= {GOALS['zoom_ms'] / 1000} s; at every "
+            f"N <= {GOAL_RATIO}x jupyter-scatter"
+        )
     for points in sizes:
         if str(points) in report.get("maps", {}):
             print_map_table(points, report["maps"][str(points)])

@@ -58,7 +58,9 @@ def make_folder(
     height = int(width * 3 / 4)
     margin = 1.15
     pad = 64
-    noise = (rng.normal(0, grain, (height + pad, width + pad, 3)) if grain > 0 else np.zeros((1, 1, 3)))
+    noise = (
+        rng.normal(0, grain, (height + pad, width + pad, 3)) if grain > 0 else np.zeros((1, 1, 3))
+    )
     noise = noise.astype(np.int16)
     big = [
         photo.resize((int(width * margin), int(height * margin)), Image.Resampling.BICUBIC)
@@ -138,10 +140,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--megapixels", type=float, default=12.0)
-    parser.add_argument("--grain", type=float, default=6.0, help="noise added to each photo (levels, default 6)")
+    parser.add_argument(
+        "--grain", type=float, default=6.0, help="noise added to each photo (levels, default 6)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="local decoding processes (default: cores - 1)")
-    parser.add_argument("--dask-workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="local decoding processes (default: cores - 1)"
+    )
+    parser.add_argument(
+        "--dask-workers", type=int, default=2, help="LocalCluster worker processes (default 2)"
+    )
     args = parser.parse_args()
 
     settings = {"backbone": "resnet18", "bins": BINS, "hash_size": HASH_SIZE}
@@ -152,8 +160,11 @@ def main() -> None:
         paths = make_folder(folder, args.images, args.megapixels, args.grain)
         size = Image.open(paths[0]).size
         mean_mb = np.mean([p.stat().st_size for p in paths]) / 1e6
-        print(f"wrote {len(paths)} JPEGs of {size[0]}x{size[1]} ({mean_mb:.1f} MB each) in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"wrote {len(paths)} JPEGs of {size[0]}x{size[1]} ({mean_mb:.1f} MB each) in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         weights = random_resnet18(work / "resnet18-random.pth")
         settings["weights"] = str(weights)
 
@@ -162,7 +173,9 @@ def main() -> None:
 
         from imrec_widgets.features.embeddings import EmbeddingFeature
 
-        EmbeddingFeature(backbone="resnet18", weights=weights).embed(np.zeros((1, 224, 224, 3), np.uint8))
+        EmbeddingFeature(backbone="resnet18", weights=weights).embed(
+            np.zeros((1, 224, 224, 3), np.uint8)
+        )
         index = ImageIndex.open(folder, index_dir=work / "local", **settings)
         report = index.update(progress=False, workers=args.workers, batch_size=args.batch_size)
         assert report.processed == len(paths) and report.errors == 0, report
@@ -177,7 +190,10 @@ def main() -> None:
             shutil.copy(path, warm / path.name)
         with (
             LocalCluster(
-                n_workers=args.dask_workers, processes=True, threads_per_worker=1, dashboard_address=":0"
+                n_workers=args.dask_workers,
+                processes=True,
+                threads_per_worker=1,
+                dashboard_address=":0",
             ) as cluster,
             Client(cluster) as client,
         ):
@@ -194,11 +210,15 @@ def main() -> None:
 
         load = os.getloadavg()[0]
         print()
-        print(f"{len(paths)} JPEGs of {args.megapixels:g} MP; resnet18 with RANDOM weights (offline, "
-              f"saved and passed as weights=), {BINS}x{BINS}x{BINS} histograms, {HASH_SIZE * HASH_SIZE}-bit "
-              f"ahash/dhash; batch {args.batch_size}")
-        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"load average {load:.1f} at the end; model loaded and warmed up before timing in every row")
+        print(
+            f"{len(paths)} JPEGs of {args.megapixels:g} MP; resnet18 with RANDOM weights (offline, "
+            f"saved and passed as weights=), {BINS}x{BINS}x{BINS} histograms, {HASH_SIZE * HASH_SIZE}-bit "
+            f"ahash/dhash; batch {args.batch_size}"
+        )
+        print(
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"load average {load:.1f} at the end; model loaded and warmed up before timing in every row"
+        )
         print(f"{'':<44}{'images/s':>10}{'x naive':>10}")
         rows = [
             ("(a) naive seed-style loop", naive),
@@ -207,8 +227,10 @@ def main() -> None:
         ]
         for label, rate in rows:
             print(f"{label:<44}{rate:>10.2f}{rate / naive:>10.2f}")
-        print(f"dask / local: {dask / local:.2f}; goal local >= 4x naive: "
-              f"{'met' if local >= 4 * naive else 'NOT met'}")
+        print(
+            f"dask / local: {dask / local:.2f}; goal local >= 4x naive: "
+            f"{'met' if local >= 4 * naive else 'NOT met'}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -51,12 +51,24 @@ def build_mapped(index_dir: Path, rows: int, seed: int = 0) -> None:
         store.write_rows("rgb", ids, rng.random((ids.size, 8), dtype=np.float32))
         store.write_rows("umap/rgb", ids, rng.normal(0, 5, (ids.size, 2)).astype(np.float32))
         store.write_rows("cluster/rgb", ids, (ids % 5).astype(np.int32))
-        catalog.commit_entries(Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids)
-    params = {"n_neighbors": 15, "min_dist": 0.1, "pca_dims": 50, "sample_size": 20_000, "random_state": 42}
+        catalog.commit_entries(
+            Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids
+        )
+    params = {
+        "n_neighbors": 15,
+        "min_dist": 0.1,
+        "pca_dims": 50,
+        "sample_size": 20_000,
+        "random_state": 42,
+    }
     catalog.set_meta(
         "projection/rgb",
-        {"params": params, "clusters": {"clusters": 5, "min_cluster_size": None},
-         "updated_at": time.time(), "fitted": 20_000},
+        {
+            "params": params,
+            "clusters": {"clusters": 5, "min_cluster_size": None},
+            "updated_at": time.time(),
+            "fitted": 20_000,
+        },
     )
     catalog.close()
 
@@ -79,8 +91,12 @@ def bench_status(args: argparse.Namespace) -> None:
         index = ImageIndex.open(work, index_dir=work / "index")
         state = projection.status(index, "rgb")
         assert state == {"state": "fresh", "pending": 0}, state
-        print(f"status()  {median_s(lambda: projection.status(index, 'rgb'), args.repeats):7.2f} s  (median of {args.repeats})")
-        print(f"load()    {median_s(lambda: projection.load(index, 'rgb'), args.repeats):7.2f} s  (median of {args.repeats})")
+        print(
+            f"status()  {median_s(lambda: projection.status(index, 'rgb'), args.repeats):7.2f} s  (median of {args.repeats})"
+        )
+        print(
+            f"load()    {median_s(lambda: projection.load(index, 'rgb'), args.repeats):7.2f} s  (median of {args.repeats})"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -120,7 +136,9 @@ def bench_placement(args: argparse.Namespace) -> None:
 
     neighbours, distances = model.nearest(new)
     sigmas, rhos = smooth_knn_dist(distances.astype(np.float32), 15.0, local_connectivity=0.0)
-    rows, cols, vals, _ = compute_membership_strengths(neighbours.astype(np.int32), distances.astype(np.float32), sigmas, rhos, bipartite=True)
+    rows, cols, vals, _ = compute_membership_strengths(
+        neighbours.astype(np.int32), distances.astype(np.float32), sigmas, rhos, bipartite=True
+    )
     graph = coo_matrix((vals, (rows, cols)), shape=(len(new), len(fit))).tocsr()
     umap_init = init_graph_transform(graph, fit_xy)
 
@@ -137,14 +155,20 @@ def bench_placement(args: argparse.Namespace) -> None:
     print(f"digits: fit on {len(fit)}, placed {len(new)}; map spread {spread:.1f} units")
     print(f"  umap-learn transform   {umap_s * 1000:8.1f} ms")
     print(f"  imrec kNN placement    {imrec_s * 1000:8.1f} ms   ({umap_s / imrec_s:.0f}x faster)")
-    print(f"  imrec vs umap's own start of transform (same neighbours): max |difference| "
-          f"{np.abs(by_imrec - umap_init).max() / spread:.1e} of the spread")
+    print(
+        f"  imrec vs umap's own start of transform (same neighbours): max |difference| "
+        f"{np.abs(by_imrec - umap_init).max() / spread:.1e} of the spread"
+    )
     print(f"  10-NN overlap on the map, imrec vs umap:              {overlap(ours, theirs):6.1%}")
     print(f"  10-NN overlap on the map, umap seed 42 vs seed 7:     {overlap(again, theirs):6.1%}")
-    print(f"  distance imrec-umap / spread:    median {np.median(gap):.3f}, mean {gap.mean():.3f}, "
-          f"p90 {np.quantile(gap, 0.9):.3f}")
-    print(f"  distance umap 42-umap 7 / spread: median {np.median(seed_gap):.3f}, mean {seed_gap.mean():.3f}, "
-          f"p90 {np.quantile(seed_gap, 0.9):.3f}")
+    print(
+        f"  distance imrec-umap / spread:    median {np.median(gap):.3f}, mean {gap.mean():.3f}, "
+        f"p90 {np.quantile(gap, 0.9):.3f}"
+    )
+    print(
+        f"  distance umap 42-umap 7 / spread: median {np.median(seed_gap):.3f}, mean {seed_gap.mean():.3f}, "
+        f"p90 {np.quantile(seed_gap, 0.9):.3f}"
+    )
 
 
 _FIT_SCRIPT = """
@@ -191,13 +215,19 @@ def bench_numba(args: argparse.Namespace) -> None:
             index_dir.mkdir()
             started, cpu = time.perf_counter(), _children_cpu()
             out = subprocess.run(
-                [sys.executable, "-c", _FIT_SCRIPT, str(index_dir)], env=env, check=True,
-                capture_output=True, text=True, cwd=work,  # imrec_widgets from PYTHONPATH, not cwd
+                [sys.executable, "-c", _FIT_SCRIPT, str(index_dir)],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=work,  # imrec_widgets from PYTHONPATH, not cwd
             ).stdout.split()
             wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
             files = sum(1 for _ in (cache / "imrec-widgets" / "numba").rglob("*.nbi"))
-            print(f"run {run}: process {wall:5.1f} s wall, {cpu:5.1f} s CPU; in-script {out[0]} s "
-                  f"(compute() {out[1]} s); {files} cached function indexes")
+            print(
+                f"run {run}: process {wall:5.1f} s wall, {cpu:5.1f} s CPU; in-script {out[0]} s "
+                f"(compute() {out[1]} s); {files} cached function indexes"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -39,7 +39,16 @@ from imrec_widgets import ImageIndex
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = (
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 )
 SIDE = 64
 
@@ -87,10 +96,14 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     """``embedding=0.5,ahash=0.5`` -> ``{"embedding": 0.5, "ahash": 0.5}``."""
     if not text:
         return None
-    return {mode: float(weight) for mode, _, weight in (part.partition("=") for part in text.split(","))}
+    return {
+        mode: float(weight) for mode, _, weight in (part.partition("=") for part in text.split(","))
+    }
 
 
-def run(name: str, folder: Path, k: int, modes: list[str] | None, weights: dict[str, float] | None) -> None:
+def run(
+    name: str, folder: Path, k: int, modes: list[str] | None, weights: dict[str, float] | None
+) -> None:
     index = ImageIndex.open(folder)
     started = time.perf_counter()
     report = index.update(progress=False)
@@ -107,12 +120,24 @@ def run(name: str, folder: Path, k: int, modes: list[str] | None, weights: dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="digits,fashion-mnist", help="comma-separated: digits, fashion-mnist")
-    parser.add_argument("--limit", type=int, default=2000, help="images per dataset (seeded random subset)")
+    parser.add_argument(
+        "--datasets", default="digits,fashion-mnist", help="comma-separated: digits, fashion-mnist"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=2000, help="images per dataset (seeded random subset)"
+    )
     parser.add_argument("-k", type=int, default=10, help="results per query")
-    parser.add_argument("--modes", default=None, help="comma-separated modes (default: all, hybrid, random)")
-    parser.add_argument("--weights", default=None, help="hybrid weights, e.g. embedding=0.5,ahash=0.5 (default embedding=0.7,rgb=0.3)")
-    parser.add_argument("--folder", default=None, help="where to write the images (default: a temporary folder)")
+    parser.add_argument(
+        "--modes", default=None, help="comma-separated modes (default: all, hybrid, random)"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="hybrid weights, e.g. embedding=0.5,ahash=0.5 (default embedding=0.7,rgb=0.3)",
+    )
+    parser.add_argument(
+        "--folder", default=None, help="where to write the images (default: a temporary folder)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -129,14 +154,22 @@ def main() -> None:
             elif name == "fashion-mnist":
                 data = fashion_mnist(args.limit, args.seed)
                 if data is None:
-                    print(f"fashion-mnist: not found under {FASHION_MNIST}; `apt-get install dataset-fashion-mnist`\n")
+                    print(
+                        f"fashion-mnist: not found under {FASHION_MNIST}; `apt-get install dataset-fashion-mnist`\n"
+                    )
                     continue
             else:
                 parser.error(f"unknown dataset {name!r}; choose digits or fashion-mnist")
             folder = base / name
             if not (folder / ".imrec").exists():
                 write_folder(folder, *data)
-            run(f"{name} ({len(data[1])} images, {len(set(data[1]))} labels)", folder, args.k, modes, parse_weights(args.weights))
+            run(
+                f"{name} ({len(data[1])} images, {len(set(data[1]))} labels)",
+                folder,
+                args.k,
+                modes,
+                parse_weights(args.weights),
+            )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def build(index_dir: Path, rows: int, seed: int = 0) -> None:
         ids = np.arange(start, min(rows, start + step))
         store.write_rows("embedding", ids, rng.random((ids.size, 1280), dtype=np.float32))
         store.write_rows("dhash", ids, rng.integers(0, 256, (ids.size, 8), dtype=np.uint8))
-        catalog.commit_entries(Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids)
+        catalog.commit_entries(
+            Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids
+        )
     catalog.close()
 
 
@@ -81,8 +83,19 @@ print(time.perf_counter() - started, "torch" in sys.modules)
 
 def cold_starts(work: Path, photo: Path, engine: str, repeats: int) -> tuple[float, float, bool]:
     """Median wall seconds of a fresh CLI search and of a fresh process's first search()."""
-    cli = [sys.executable, "-m", "imrec_widgets.cli", "search", str(photo), "--root", str(work),
-           "--index-dir", str(work / "index"), "--engine", engine]
+    cli = [
+        sys.executable,
+        "-m",
+        "imrec_widgets.cli",
+        "search",
+        str(photo),
+        "--root",
+        str(work),
+        "--index-dir",
+        str(work / "index"),
+        "--engine",
+        engine,
+    ]
     script = [sys.executable, "-c", COLD_SCRIPT, str(work), str(work / "index"), str(photo), engine]
     subprocess.run(cli, check=True, capture_output=True)  # exports the graph if not cached yet
     cli_times, first_times, torch_loaded = [], [], False
@@ -90,7 +103,9 @@ def cold_starts(work: Path, photo: Path, engine: str, repeats: int) -> tuple[flo
         started = time.perf_counter()
         subprocess.run(cli, check=True, capture_output=True)
         cli_times.append(time.perf_counter() - started)
-        seconds, loaded = subprocess.run(script, check=True, capture_output=True, text=True).stdout.split()
+        seconds, loaded = subprocess.run(
+            script, check=True, capture_output=True, text=True
+        ).stdout.split()
         first_times.append(float(seconds))
         torch_loaded |= loaded == "True"
     return statistics.median(cli_times), statistics.median(first_times), torch_loaded
@@ -128,15 +143,21 @@ def main() -> None:
         print(f"{'  decode + overhead (rest)':<32}{whole - forward - kernel:>10.1f}")
         print(f"{'search(id) embedding/cosine':<32}{by_id:>10.1f}")
         print(f"{'search(id) dhash/hamming':<32}{by_hash:>10.1f}")
-        print(f"model share of search(path): {forward / whole:.0%}; top-k share {kernel / whole:.0%}")
+        print(
+            f"model share of search(path): {forward / whole:.0%}; top-k share {kernel / whole:.0%}"
+        )
         print(f"(engine above: {model.engine_used})")
 
-        print(f"\ncold start, median of {args.cold_repeats} fresh processes ({os.cpu_count()} cores)")
+        print(
+            f"\ncold start, median of {args.cold_repeats} fresh processes ({os.cpu_count()} cores)"
+        )
         print(f"{'engine':<12}{'CLI s':>8}{'1st search s':>14}{'warm ms':>9}{'torch loaded':>14}")
         for engine in [e for e in engines.ENGINES[1:] if engines.installed(e)]:
             cli, first, loaded = cold_starts(work, photo, engine, args.cold_repeats)
             warm_index = ImageIndex.open(work, index_dir=work / "index", engine=engine)
-            warm = median_ms(lambda idx=warm_index: idx.search(photo, mode="embedding", k=10), args.repeats)
+            warm = median_ms(
+                lambda idx=warm_index: idx.search(photo, mode="embedding", k=10), args.repeats
+            )
             print(f"{engine:<12}{cli:>8.2f}{first:>14.2f}{warm:>9.1f}{loaded!s:>14}")
         print("goals: CLI <= 1.5 s and first search <= 1.5 s")
     finally:

@@ -266,7 +266,9 @@ def base_images() -> tuple[np.ndarray, str]:
 
         with gzip.open(FASHION) as handle:
             raw = np.frombuffer(handle.read(), dtype=np.uint8, offset=16)
-        return (raw.reshape(-1, 28 * 28) / np.float32(255)).astype(np.float32), "Fashion-MNIST (60,000)"
+        return (raw.reshape(-1, 28 * 28) / np.float32(255)).astype(
+            np.float32
+        ), "Fashion-MNIST (60,000)"
     from sklearn.datasets import load_digits
 
     return (load_digits().data / np.float32(16)).astype(np.float32), "scikit-learn digits (1,797)"
@@ -315,7 +317,9 @@ def write_compact_index(index_dir: Path, n: int, data: RealLike) -> Path:
     for start in range(0, n, step):
         ids = np.arange(start, min(n, start + step))
         store.write_rows("embedding", ids, data.embed(ids, rng))
-        catalog.commit_entries(Entry(int(i), f"img/{int(i):08d}.jpg", 1, 1, 28, 28, "PNG") for i in ids)
+        catalog.commit_entries(
+            Entry(int(i), f"img/{int(i):08d}.jpg", 1, 1, 28, 28, "PNG") for i in ids
+        )
         print(f"\r   writing {ids[-1] + 1:,}/{n:,}", end="", flush=True)
     print()
     ok = np.arange(n, dtype=np.int64)
@@ -329,7 +333,9 @@ def bench_compact(n: int, repeats: int, workdir: Path, agreement_queries: int = 
     from imrec_widgets import ImageIndex
 
     data = RealLike()
-    print(f"data: {data.source} images -> {COMPACT_DIM}-d ReLU random projection, tiled to {n:,} rows")
+    print(
+        f"data: {data.source} images -> {COMPACT_DIM}-d ReLU random projection, tiled to {n:,} rows"
+    )
     started = time.perf_counter()
     index_dir = write_compact_index(workdir / f"compact-{n}", n, data)
     print(f"index ready in {time.perf_counter() - started:.0f} s ({index_dir})")
@@ -343,22 +349,43 @@ def bench_compact(n: int, repeats: int, workdir: Path, agreement_queries: int = 
         t0 = time.perf_counter()
         idx.search(queries[0])
         hot = idx.searcher._compact.get("embedding")
-        size = hot[2].codes.nbytes if hot else idx.searcher.prepared("embedding", "cosine").data.nbytes
-        print(f"   {dtype:<8} first search (loads the hot copy) {time.perf_counter() - t0:6.1f} s, copy {size / 2**20:,.0f} MiB", flush=True)
+        size = (
+            hot[2].codes.nbytes if hot else idx.searcher.prepared("embedding", "cosine").data.nbytes
+        )
+        print(
+            f"   {dtype:<8} first search (loads the hot copy) {time.perf_counter() - t0:6.1f} s, copy {size / 2**20:,.0f} MiB",
+            flush=True,
+        )
         indexes[dtype] = idx
     times = p50_grouped(
-        {dtype: (lambda idx=idx: [idx.search(q) for q in queries[:repeats]]) for dtype, idx in indexes.items()}, 1
+        {
+            dtype: (lambda idx=idx: [idx.search(q) for q in queries[:repeats]])
+            for dtype, idx in indexes.items()
+        },
+        1,
     )
     times = {dtype: ms / repeats for dtype, ms in times.items()}
-    reads = [timed(lambda: indexes["int8"].store.read_rows("embedding", np.sort(rng.choice(n, 10 * indexes["int8"].searcher.rerank, replace=False)))) for _ in range(5)]
+    reads = [
+        timed(
+            lambda: indexes["int8"].store.read_rows(
+                "embedding",
+                np.sort(rng.choice(n, 10 * indexes["int8"].searcher.rerank, replace=False)),
+            )
+        )
+        for _ in range(5)
+    ]
     exact = [[h.id for h in r] for r in indexes["float32"].search_many(list(queries))]
     print(f"\n{'vector_dtype':<13} {'ms/query':>9} {'vs float32':>10} {'top-10 identical':>17}")
     for dtype, idx in indexes.items():
         found = [[h.id for h in r] for r in idx.search_many(list(queries))]
         same = np.mean([a == b for a, b in zip(found, exact, strict=True)])
         ratio = times[dtype] / times["float32"]
-        goal = "" if dtype == "float32" else (
-            f"  [{'met' if ratio <= COMPACT_GOAL and same >= COMPACT_AGREEMENT_GOAL else 'MISSED'}]"
+        goal = (
+            ""
+            if dtype == "float32"
+            else (
+                f"  [{'met' if ratio <= COMPACT_GOAL and same >= COMPACT_AGREEMENT_GOAL else 'MISSED'}]"
+            )
         )
         print(f"{dtype:<13} {times[dtype]:9.1f} {ratio:9.2f}x {same:16.1%}{goal}")
     print(
@@ -379,8 +406,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=20, help="timed queries per method (default: %(default)s)"
     )
-    parser.add_argument("--compact", type=int, default=None, metavar="N", help="measure vector_dtype through an index of N rows instead")
-    parser.add_argument("--workdir", default="/tmp/imrec-bench", help="where --compact keeps its index (default: %(default)s)")
+    parser.add_argument(
+        "--compact",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure vector_dtype through an index of N rows instead",
+    )
+    parser.add_argument(
+        "--workdir",
+        default="/tmp/imrec-bench",
+        help="where --compact keeps its index (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.compact:
         bench_compact(args.compact, args.repeats, Path(args.workdir))

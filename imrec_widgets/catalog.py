@@ -111,7 +111,9 @@ class Catalog:
     def count(self, status: str | None = None) -> int:
         if status is None:
             return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM images WHERE status = ?", (status,)).fetchone()[0]
+        return self._db.execute(
+            "SELECT COUNT(*) FROM images WHERE status = ?", (status,)
+        ).fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         found = dict(self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status"))
@@ -186,9 +188,16 @@ class Catalog:
         }
 
     def ids(self, status: str = "ok") -> list[int]:
-        return [r[0] for r in self._db.execute("SELECT id FROM images WHERE status = ? ORDER BY id", (status,))]
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM images WHERE status = ? ORDER BY id", (status,)
+            )
+        ]
 
-    def records(self, ids: Sequence[int] | None = None, *, status: str | None = None) -> list[Record]:
+    def records(
+        self, ids: Sequence[int] | None = None, *, status: str | None = None
+    ) -> list[Record]:
         """Rows for ``ids`` in the order given (all rows, optionally of one status, when None)."""
         if ids is None:
             query = f"SELECT {_COLUMNS} FROM images"
@@ -202,7 +211,9 @@ class Catalog:
         for start in range(0, len(wanted), 900):
             block = wanted[start : start + 900]
             marks = ",".join("?" * len(block))
-            for row in self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", block):
+            for row in self._db.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", block
+            ):
                 found[row[0]] = Record(*row)
         missing = [i for i in wanted if i not in found]
         if missing:
@@ -219,8 +230,16 @@ class Catalog:
         now = time.time()
         rows = [
             (
-                e.id, e.path, e.size, e.mtime_ns, e.width, e.height, e.format,
-                "error" if e.error else "ok", e.error, now,
+                e.id,
+                e.path,
+                e.size,
+                e.mtime_ns,
+                e.width,
+                e.height,
+                e.format,
+                "error" if e.error else "ok",
+                e.error,
+                now,
             )
             for e in entries
         ]

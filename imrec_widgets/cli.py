@@ -15,7 +15,9 @@ DEMO_FOLDER = "~/imrec-demo"  # README and Makefile say the same
 HASH_MODES = ("ahash", "dhash")  # the modes whose duplicates have a default --max-distance
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+def command(
+    name: str,
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     def register(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = func
         return func
@@ -26,7 +28,9 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
 def _open_index(args: argparse.Namespace, **settings: Any) -> Any:
     from .index import ImageIndex
 
-    return ImageIndex.open(args.root, args.index_dir, engine=getattr(args, "engine", None) or "auto", **settings)
+    return ImageIndex.open(
+        args.root, args.index_dir, engine=getattr(args, "engine", None) or "auto", **settings
+    )
 
 
 def _human_bytes(count: int) -> str:
@@ -56,7 +60,9 @@ def _index(args: argparse.Namespace) -> int:
     if args.dask is None:
         if args.path_map:
             raise ValueError("--path-map rewrites paths for Dask workers; use it with --dask")
-        report = index.update(progress=not args.quiet, workers=args.workers, batch_size=args.batch_size)
+        report = index.update(
+            progress=not args.quiet, workers=args.workers, batch_size=args.batch_size
+        )
     else:
         report = _index_on_dask(args, index)
     print(report)
@@ -91,13 +97,29 @@ def _search(args: argparse.Namespace) -> int:
             queries.append(int(query))
         else:
             queries.append(Path(query))
-    results = index.search(queries if len(queries) > 1 else queries[0], mode=args.mode, metric=args.metric, k=args.k,
-                           weights=_parse_weights(args.weights))
+    results = index.search(
+        queries if len(queries) > 1 else queries[0],
+        mode=args.mode,
+        metric=args.metric,
+        k=args.k,
+        weights=_parse_weights(args.weights),
+    )
     if args.json:
-        print(json.dumps({"mode": results.mode, "metric": results.metric,
-                          "seconds": results.seconds, "hits": results.to_dicts()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "mode": results.mode,
+                    "metric": results.metric,
+                    "seconds": results.seconds,
+                    "hits": results.to_dicts(),
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"{len(results)} nearest by {results.mode}/{results.metric} in {results.seconds * 1000:.1f} ms")
+    print(
+        f"{len(results)} nearest by {results.mode}/{results.metric} in {results.seconds * 1000:.1f} ms"
+    )
     for hit in results:
         print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {hit.path}")
     return 0
@@ -131,7 +153,9 @@ def _info(args: argparse.Namespace) -> int:
     if args.errors and info["exists"]:
         errors = [{"path": str(path), "error": message} for path, message in index.errors()]
     if args.json:
-        print(json.dumps({**info, "errors": errors} if args.errors else info, indent=2, default=str))
+        print(
+            json.dumps({**info, "errors": errors} if args.errors else info, indent=2, default=str)
+        )
         return 0
     print(f"images root : {info['root']}")
     print(f"index       : {info['index_dir']}")
@@ -147,7 +171,9 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     counts = info["counts"]
     hint = " (list them with --errors)" if counts["error"] and not args.errors else ""
-    print(f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed{hint}")
+    print(
+        f"images      : {counts['ok']} ok, {counts['error']} error, {counts['removed']} removed{hint}"
+    )
     if info["rebuild"]:
         rebuild = info["rebuild"]
         print(
@@ -155,11 +181,15 @@ def _info(args: argparse.Namespace) -> int:
             f"done (running, or stopped: `imrec index {info['root']}` resumes it)"
         )
     settings = info["settings"]
-    print(f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)")
+    print(
+        f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)"
+    )
     print(f"features    : {', '.join(info['stored'])}")
     for name, config in sorted(info["feature_config"].items()):
         print(f"  {name:<9} {json.dumps(config, sort_keys=True)}")
-    print(f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}")
+    print(
+        f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}"
+    )
     if args.errors:
         print(f"unreadable  : {len(errors)} file{'' if len(errors) == 1 else 's'}")
         for row in errors:
@@ -197,7 +227,9 @@ def _parse_weights(text: str | None) -> dict[str, Any] | None:
         except ValueError:
             number = None
         if not sep or number is None:
-            raise ValueError(f"--weights takes MODE=WEIGHT[:METRIC],... like embedding=0.7,rgb=0.3; not {part!r}")
+            raise ValueError(
+                f"--weights takes MODE=WEIGHT[:METRIC],... like embedding=0.7,rgb=0.3; not {part!r}"
+            )
         weights[mode.strip()] = (number, metric.strip()) if metric.strip() else number
     return weights
 
@@ -221,10 +253,21 @@ def _duplicates(args: argparse.Namespace) -> int:
             f"--mode {args.mode} has no default distance; pass --max-distance, "
             "e.g. --max-distance 0.05 for embedding (cosine)"
         )
-    groups = _open_index(args).duplicates(mode=args.mode, max_distance=args.max_distance, metric=args.metric)
+    groups = _open_index(args).duplicates(
+        mode=args.mode, max_distance=args.max_distance, metric=args.metric
+    )
     if args.json:
-        print(json.dumps({"mode": groups.mode, "metric": groups.metric, "max_distance": groups.max_distance,
-                          "groups": groups.to_dicts()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "mode": groups.mode,
+                    "metric": groups.metric,
+                    "max_distance": groups.max_distance,
+                    "groups": groups.to_dicts(),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(groups.summary())
     for number, group in enumerate(groups, 1):
@@ -331,7 +374,9 @@ def _wait_for_lab_url(server: Any, timeout: float = LAB_URL_TIMEOUT) -> str | No
             time.sleep(0.2)
             continue
         token = info.get("token") or ""
-        return f"{info['url'].rstrip('/')}/lab/tree/{DEMO_NOTEBOOK}" + (f"?token={token}" if token else "")
+        return f"{info['url'].rstrip('/')}/lab/tree/{DEMO_NOTEBOOK}" + (
+            f"?token={token}" if token else ""
+        )
     return None
 
 
@@ -358,53 +403,116 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_root(p: argparse.ArgumentParser) -> None:
         p.add_argument("root", help="folder of images")
-        p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
+        p.add_argument(
+            "--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)"
+        )
 
     def add_engine(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"), help="what runs the CNN (default auto: torch on CUDA, else the fastest CPU engine installed); same features either way")
+        p.add_argument(
+            "--engine",
+            default="auto",
+            choices=("auto", "torch", "onnxruntime", "openvino"),
+            help="what runs the CNN (default auto: torch on CUDA, else the fastest CPU engine installed); same features either way",
+        )
 
     p = sub.add_parser("index", help="build or update the index of a folder (only what changed)")
     add_root(p)
     p.add_argument("--features", help="comma-separated subset of embedding,rgb,ahash,dhash,thumb")
-    p.add_argument("--backbone", choices=("efficientnet_lite0", "resnet18"), help="CNN for embeddings (default efficientnet_lite0, works offline)")
+    p.add_argument(
+        "--backbone",
+        choices=("efficientnet_lite0", "resnet18"),
+        help="CNN for embeddings (default efficientnet_lite0, works offline)",
+    )
     p.add_argument("--weights", help="local weights file for the backbone")
-    p.add_argument("--bins", type=int, help="RGB histogram bins per channel (default 8 -> 512 values)")
+    p.add_argument(
+        "--bins", type=int, help="RGB histogram bins per channel (default 8 -> 512 values)"
+    )
     p.add_argument("--hash-size", type=int, help="ahash/dhash grid size (default 8 -> 64 bits)")
     p.add_argument("--thumb-size", type=int, help="thumbnail side in pixels (default 64)")
     p.add_argument("--rebuild", help="comma-separated features to recompute for every image")
     add_engine(p)
-    p.add_argument("--vector-dtype", choices=("float32", "float16", "int8"), help="copy of float features that searches scan; float16/int8 re-rank exactly (default float32)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)")
+    p.add_argument(
+        "--vector-dtype",
+        choices=("float32", "float16", "int8"),
+        help="copy of float features that searches scan; float16/int8 re-rank exactly (default float32)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    p.add_argument("--dask", metavar="ADDRESS|local", help="extract features on Dask workers: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster")
-    p.add_argument("--path-map", metavar="SRC=DST", action="append", help="with --dask: workers read files under SRC at DST instead (repeatable)")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS|local",
+        help="extract features on Dask workers: a scheduler address (tcp://host:8786) or 'local' for a LocalCluster",
+    )
+    p.add_argument(
+        "--path-map",
+        metavar="SRC=DST",
+        action="append",
+        help="with --dask: workers read files under SRC at DST instead (repeatable)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="find the indexed images nearest to one or more query images")
-    p.add_argument("query", nargs="+", help="image file(s) or indexed id(s); several are one combined query")
+    p.add_argument(
+        "query", nargs="+", help="image file(s) or indexed id(s); several are one combined query"
+    )
     p.add_argument("--root", required=True, help="the indexed folder")
     add_engine(p)
     p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
-    p.add_argument("--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash", "hybrid"))
+    p.add_argument(
+        "--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash", "hybrid")
+    )
     p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
-    p.add_argument("--weights", default=None, help="with --mode hybrid: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="with --mode hybrid: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)",
+    )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("umap", help="precompute the 2-D UMAP map and clusters of a feature")
     add_root(p)
     p.add_argument("--feature", default="embedding", choices=("embedding", "rgb", "ahash", "dhash"))
-    p.add_argument("--refit", action="store_true", help="fit again instead of extending the cached map")
+    p.add_argument(
+        "--refit", action="store_true", help="fit again instead of extending the cached map"
+    )
     p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (default 15)")
-    p.add_argument("--sample-size", type=int, default=20_000, help="images to fit on; the rest are transformed (default 20000)")
-    p.add_argument("--clusters", type=int, default=None, help="KMeans with this many clusters (default: HDBSCAN)")
-    p.add_argument("--min-cluster-size", type=int, default=None, help="HDBSCAN min_cluster_size (default ~1%% of images)")
+    p.add_argument(
+        "--sample-size",
+        type=int,
+        default=20_000,
+        help="images to fit on; the rest are transformed (default 20000)",
+    )
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="KMeans with this many clusters (default: HDBSCAN)",
+    )
+    p.add_argument(
+        "--min-cluster-size",
+        type=int,
+        default=None,
+        help="HDBSCAN min_cluster_size (default ~1%% of images)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("demo", help="index real sample photos and open the quick-start notebook")
-    p.add_argument("folder", nargs="?", default=DEMO_FOLDER, help=f"where to put photos and notebooks (default {DEMO_FOLDER})")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        default=DEMO_FOLDER,
+        help=f"where to put photos and notebooks (default {DEMO_FOLDER})",
+    )
     p.add_argument("--no-lab", action="store_true", help="only write and index the photos")
-    p.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    p.add_argument(
+        "--no-browser", action="store_true", help="start JupyterLab without opening a browser"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("info", help="counts, settings and sizes of an index")
@@ -412,28 +520,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", action="store_true", help="also list the unreadable files and why")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
-    p = sub.add_parser("export", help="write an index's feature for another tool (TensorBoard projector)")
+    p = sub.add_parser(
+        "export", help="write an index's feature for another tool (TensorBoard projector)"
+    )
     p.add_argument("format", choices=("tensorboard",), help="what to write")
     add_root(p)
-    p.add_argument("--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)")
-    p.add_argument("--out", default="logs", help="TensorBoard log folder to write the run into (default ./logs)")
+    p.add_argument(
+        "--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)"
+    )
+    p.add_argument(
+        "--out",
+        default="logs",
+        help="TensorBoard log folder to write the run into (default ./logs)",
+    )
     p.add_argument("--run", default=None, help="run (sub-folder) name (default: FOLDER-FEATURE)")
-    p.add_argument("--max-points", type=int, default=None, help="export a fixed random sample of at most N images")
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=None,
+        help="export a fixed random sample of at most N images",
+    )
     p.add_argument("--no-sprite", action="store_true", help="leave out the thumbnail sprite")
 
-    p = sub.add_parser("evaluate", help="measure retrieval quality (P@k, R@k, mAP@k, ms/query) on labelled images")
+    p = sub.add_parser(
+        "evaluate", help="measure retrieval quality (P@k, R@k, mAP@k, ms/query) on labelled images"
+    )
     add_root(p)
-    p.add_argument("--labels", default=None, help="CSV with a header id,label or path,label (default: each image's parent folder name)")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="CSV with a header id,label or path,label (default: each image's parent folder name)",
+    )
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--modes", nargs="+", default=None, help="modes to measure: embedding, rgb:cosine, hybrid, ... (default: every mode and metric, and hybrid)")
-    p.add_argument("--weights", default=None, help="hybrid weights MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help="modes to measure: embedding, rgb:cosine, hybrid, ... (default: every mode and metric, and hybrid)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="hybrid weights MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)",
+    )
     p.add_argument("--out", default=None, help="also write the rows to this .csv or .json file")
 
-    p = sub.add_parser("duplicates", help="find groups of near-identical (and byte-identical) images")
+    p = sub.add_parser(
+        "duplicates", help="find groups of near-identical (and byte-identical) images"
+    )
     add_root(p)
     p.add_argument("--mode", default="dhash", choices=("embedding", "rgb", "ahash", "dhash"))
     p.add_argument("--metric", default=None, help="distance (default: the mode's)")
-    p.add_argument("--max-distance", type=float, default=None, help="link images at most this far apart (default 4 bits of a 64-bit hash)")
+    p.add_argument(
+        "--max-distance",
+        type=float,
+        default=None,
+        help="link images at most this far apart (default 4 bits of a 64-bit hash)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

@@ -73,7 +73,8 @@ class Quantizer:
     def save(self, store: Any, feature: str, config: dict[str, Any]) -> None:
         values = np.stack([self.offset, self.scale]).astype(np.float32)
         store.put_small(
-            f"quantizer/{feature}", values,
+            f"quantizer/{feature}",
+            values,
             {"feature_config": config, "dim": int(values.shape[1]), "checksum": _checksum(values)},
         )
 
@@ -95,7 +96,11 @@ class Quantizer:
             problem = f"it has {attrs.get('dim')} dimensions, the feature {dim}"
         elif attrs.get("feature_config") != config:
             problem = f"it was trained on {attrs.get('feature_config')}, the feature is {config}"
-        elif attrs.get("checksum") != _checksum(values) or not np.all(np.isfinite(values)) or np.any(values[1] <= 0):
+        elif (
+            attrs.get("checksum") != _checksum(values)
+            or not np.all(np.isfinite(values))
+            or np.any(values[1] <= 0)
+        ):
             problem = "it is damaged (half written?)"
         if problem and warn:
             warnings.warn(
@@ -115,7 +120,9 @@ def _checksum(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
-def training_sample(store: Any, feature: str, ids: np.ndarray, rows: int = TRAIN_ROWS) -> np.ndarray:
+def training_sample(
+    store: Any, feature: str, ids: np.ndarray, rows: int = TRAIN_ROWS
+) -> np.ndarray:
     """Up to ``rows`` float rows of ``ids`` read from evenly spread chunks of the store."""
     array = store.array(feature)
     chunk = array.chunks[0]
@@ -197,7 +204,11 @@ class CompactData:
 
 
 def build(
-    chunks: Any, count: int, dim: int, vector_dtype: str, quantizer: Quantizer | None,
+    chunks: Any,
+    count: int,
+    dim: int,
+    vector_dtype: str,
+    quantizer: Quantizer | None,
     rows_file: RowsFile | None = None,
 ) -> CompactData:
     """The compact copy of ``count`` rows that arrive as ``(ids, float32 block)`` chunks.
@@ -225,7 +236,9 @@ def build(
     return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows)
 
 
-def approximate_scores(queries: np.ndarray, data: CompactData, metric: str, rows: Any = None) -> np.ndarray:
+def approximate_scores(
+    queries: np.ndarray, data: CompactData, metric: str, rows: Any = None
+) -> np.ndarray:
     """Approximate distances (or a monotone stand-in) of each query to the compact rows.
 
     Cosine returns ``-q.x / |x|`` and euclidean ``|x|^2 - 2 q.x`` (smaller is closer, like the
@@ -250,7 +263,12 @@ def _dots(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -
         # its half matmul (several queries at once) is ~4x slower.
         table = torch.from_numpy(np.ascontiguousarray(codes))
         with torch.no_grad():
-            return np.stack([torch.mv(table, torch.from_numpy(q.astype(np.float16))).float().numpy() for q in queries])
+            return np.stack(
+                [
+                    torch.mv(table, torch.from_numpy(q.astype(np.float16))).float().numpy()
+                    for q in queries
+                ]
+            )
     out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
     _kernels().dots(codes, np.ascontiguousarray(queries * quantizer.scale), out)
     return out + (queries @ quantizer.offset)[:, None]

@@ -58,7 +58,9 @@ def path_rules(path_map: Mapping[str, str] | None) -> PathRules:
     for source, target in (path_map or {}).items():
         source, target = str(source), str(target)
         if not source or not target:
-            raise ValueError(f"path_map entries need a source and a target, got {source!r}: {target!r}")
+            raise ValueError(
+                f"path_map entries need a source and a target, got {source!r}: {target!r}"
+            )
         expanded = os.path.expanduser(source)
         for form in (os.path.normpath(expanded), os.path.realpath(expanded)):
             rules[form] = target
@@ -143,7 +145,10 @@ def _worker_settings(settings: dict[str, Any], rules: PathRules) -> dict[str, An
     weights = settings.get("weights")
     if weights is None or not rules:
         return settings
-    return {**settings, "weights": map_path(os.path.abspath(os.path.expanduser(str(weights))), rules)}
+    return {
+        **settings,
+        "weights": map_path(os.path.abspath(os.path.expanduser(str(weights))), rules),
+    }
 
 
 def _total_threads(client: Any) -> int:
@@ -194,7 +199,10 @@ def run_batches_dask(
         return
     rules = path_rules(path_map)
     remote = [
-        [(id_, replace(scanned, abspath=map_path(scanned.abspath, rules))) for id_, scanned in batch]
+        [
+            (id_, replace(scanned, abspath=map_path(scanned.abspath, rules)))
+            for id_, scanned in batch
+        ]
         for batch in batches
     ]
     worker_settings = _worker_settings(settings, rules)
@@ -282,8 +290,17 @@ def topk_dask(
         mask[allowed[lo:hi] - start] = True
         futures.append(
             client.submit(
-                chunk_topk, where, name, start, stop, np.packbits(mask), shared_queries,
-                metric, k, pure=False, retries=2,
+                chunk_topk,
+                where,
+                name,
+                start,
+                stop,
+                np.packbits(mask),
+                shared_queries,
+                metric,
+                k,
+                pure=False,
+                retries=2,
             )
         )
     try:

@@ -81,7 +81,12 @@ class DuplicateGroups(list):
     def to_dicts(self) -> list[dict[str, Any]]:
         """JSON-able groups: ids, paths (strings), distances, identical."""
         return [
-            {"ids": g.ids, "paths": [str(p) for p in g.paths], "distances": g.distances, "identical": g.identical}
+            {
+                "ids": g.ids,
+                "paths": [str(p) for p in g.paths],
+                "distances": g.distances,
+                "identical": g.identical,
+            }
             for g in self
         ]
 
@@ -117,7 +122,11 @@ class DuplicateGroups(list):
                 f"{len(group.ids)} {kind}</div>"
                 f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(cells)}</div></div>'
             )
-        more = f'<div style="font-size:11px">… {len(self) - max_groups} more groups</div>' if len(self) > max_groups else ""
+        more = (
+            f'<div style="font-size:11px">… {len(self) - max_groups} more groups</div>'
+            if len(self) > max_groups
+            else ""
+        )
         return (
             f'<div class="imrec-duplicates"><div style="font-size:12px;margin-bottom:4px">'
             f"{html.escape(self.summary())}</div>{''.join(rows)}{more}</div>"
@@ -149,7 +158,9 @@ def find_duplicates(
     started = time.perf_counter()
     metric = check_mode_metric(mode, metric)
     if mode not in index.settings["features"]:
-        raise ValueError(f"mode {mode!r} is not in this index; it has {', '.join(index.settings['features'])}")
+        raise ValueError(
+            f"mode {mode!r} is not in this index; it has {', '.join(index.settings['features'])}"
+        )
     if max_distance is None:
         max_distance = default_max_distance(index, mode, metric)
     if not np.isfinite(max_distance) or max_distance < 0:
@@ -167,14 +178,20 @@ def find_duplicates(
     records = index.records(ids)
     digests = _content_digests(index.root, records)
     same_first, same_second = _identical_pairs(digests)
-    parent = connected_components(ids.size, np.concatenate([first, same_first]), np.concatenate([second, same_second]))
+    parent = connected_components(
+        ids.size, np.concatenate([first, same_first]), np.concatenate([second, same_second])
+    )
 
     members = np.flatnonzero(np.bincount(parent, minlength=ids.size)[parent] >= 2)
     members = members[np.argsort(parent[members], kind="stable")]
     starts = np.flatnonzero(np.diff(parent[members], prepend=-1))
     groups = []
     for rows in np.split(members, starts[1:]):
-        head = search.prepare(prepared.data[rows], metric, data_norms=None if prepared.norms is None else prepared.norms[rows])
+        head = search.prepare(
+            prepared.data[rows],
+            metric,
+            data_norms=None if prepared.norms is None else prepared.norms[rows],
+        )
         distances = search.distances(prepared.data[rows[0]], head, metric)[0]
         group_digests = {digests.get(int(row)) for row in rows}
         groups.append(
@@ -197,7 +214,9 @@ def find_duplicates(
     )
 
 
-def close_pairs(prepared: search.PreparedData, metric: str, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+def close_pairs(
+    prepared: search.PreparedData, metric: str, max_distance: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Row pairs ``(i, j)``, i < j, of ``prepared`` whose distance is at most ``max_distance``.
 
     Each block of rows is compared with itself and every later row only, so each pair is

@@ -74,7 +74,10 @@ def read_labels(index: ImageIndex, path: str | os.PathLike[str]) -> dict[int, st
             raise ValueError(
                 f"{path} needs a header row with columns id,label or path,label; it has {', '.join(fields) or 'none'}"
             )
-        rows = [{key.strip().lower(): (value or "").strip() for key, value in row.items() if key} for row in reader]
+        rows = [
+            {key.strip().lower(): (value or "").strip() for key, value in row.items() if key}
+            for row in reader
+        ]
     ok = {record.id: record.path for record in index.catalog.records(status="ok")}
     by_path = {record_path: id_ for id_, record_path in ok.items()}
     labels = {}
@@ -129,7 +132,11 @@ def evaluate(
     searchable = set(index.ids().tolist())
     label_of = {id_: label for id_, label in label_of.items() if id_ in searchable}
     gallery = np.array(sorted(label_of), dtype=np.int64)
-    names, codes = np.unique([label_of[int(i)] for i in gallery], return_inverse=True) if gallery.size else ([], [])
+    names, codes = (
+        np.unique([label_of[int(i)] for i in gallery], return_inverse=True)
+        if gallery.size
+        else ([], [])
+    )
     codes = np.asarray(codes, dtype=np.int64)
     counts = np.bincount(codes, minlength=len(names)) if gallery.size else np.zeros(0, np.int64)
     is_query = counts[codes] >= 2 if gallery.size else np.zeros(0, bool)
@@ -153,7 +160,9 @@ def evaluate(
     for mode, metric in _configurations(index, modes, weights):
         search_weights = weights if mode == HYBRID_MODE else None
         search_metric = None if mode == HYBRID_MODE else metric
-        index.search_many([int(queries[0])], mode, search_metric, k, ids=restrict, weights=search_weights)
+        index.search_many(
+            [int(queries[0])], mode, search_metric, k, ids=restrict, weights=search_weights
+        )
         started = time.perf_counter()
         results = index.search_many(
             [int(q) for q in queries], mode, search_metric, k, ids=restrict, weights=search_weights
@@ -161,7 +170,9 @@ def evaluate(
         seconds = time.perf_counter() - started
         found = [[code_of[hit.id] for hit in hits] for hits in results]
         hits = _relevance(found, query_codes, k)
-        report.append(_row(mode, results[0].metric, k, hits, relevant, seconds * 1000 / len(queries)))
+        report.append(
+            _row(mode, results[0].metric, k, hits, relevant, seconds * 1000 / len(queries))
+        )
 
     rng = np.random.default_rng(seed)
     positions = np.searchsorted(gallery, queries)
@@ -170,7 +181,9 @@ def evaluate(
         picked = rng.choice(gallery.size - 1, size=min(k, gallery.size - 1), replace=False)
         picked += picked >= position
         random_found.append(codes[picked].tolist())
-    report.append(_row(RANDOM_MODE, "-", k, _relevance(random_found, query_codes, k), relevant, None))
+    report.append(
+        _row(RANDOM_MODE, "-", k, _relevance(random_found, query_codes, k), relevant, None)
+    )
     return report
 
 
@@ -215,7 +228,9 @@ def _relevance(found: list[list[int]], query_codes: np.ndarray, k: int) -> np.nd
     return matrix == query_codes[:, None]
 
 
-def _row(mode: str, metric: str, k: int, hits: np.ndarray, relevant: np.ndarray, ms: float | None) -> dict[str, Any]:
+def _row(
+    mode: str, metric: str, k: int, hits: np.ndarray, relevant: np.ndarray, ms: float | None
+) -> dict[str, Any]:
     ranks = np.arange(1, k + 1)
     precision_at = np.cumsum(hits, axis=1) / ranks
     average_precision = (precision_at * hits).sum(axis=1) / np.minimum(relevant, k)
@@ -295,7 +310,9 @@ class EvaluationReport(list):
             with path.open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
                 writer.writeheader()
-                writer.writerows({key: ("" if row[key] is None else row[key]) for key in COLUMNS} for row in self)
+                writer.writerows(
+                    {key: ("" if row[key] is None else row[key]) for key in COLUMNS} for row in self
+                )
         elif suffix == ".json":
             document = {
                 "k": self.k,
@@ -314,8 +331,12 @@ class EvaluationReport(list):
         head = "".join(
             f'<th style="text-align:{align}">{html.escape(name)}</th>'
             for name, align in [
-                ("mode", "left"), ("metric", "left"), (f"P@{self.k}", "right"),
-                (f"R@{self.k}", "right"), (f"mAP@{self.k}", "right"), ("ms/query", "right"),
+                ("mode", "left"),
+                ("metric", "left"),
+                (f"P@{self.k}", "right"),
+                (f"R@{self.k}", "right"),
+                (f"mAP@{self.k}", "right"),
+                ("ms/query", "right"),
             ]
         )
         body = []
@@ -325,8 +346,8 @@ class EvaluationReport(list):
             if row["mAP"] == best:
                 mean_ap = f"<b>{mean_ap}</b>"
             body.append(
-                f"<tr><td style=\"text-align:left\">{html.escape(row['mode'])}</td>"
-                f"<td style=\"text-align:left\">{html.escape(row['metric'])}</td>"
+                f'<tr><td style="text-align:left">{html.escape(row["mode"])}</td>'
+                f'<td style="text-align:left">{html.escape(row["metric"])}</td>'
                 f"<td>{row['precision']:.3f}</td><td>{row['recall']:.3f}</td><td>{mean_ap}</td>"
                 f"<td>{ms}</td></tr>"
             )
@@ -342,8 +363,12 @@ class EvaluationReport(list):
 
         for measure in measures:
             _check_measure(measure)
-        names = [row["mode"] if not row["metric"] or row["mode"] == HYBRID_MODE else f"{row['mode']}/{row['metric']}"
-                 for row in self]
+        names = [
+            row["mode"]
+            if not row["metric"] or row["mode"] == HYBRID_MODE
+            else f"{row['mode']}/{row['metric']}"
+            for row in self
+        ]
         names = [name.removesuffix("/-") for name in names]
         x_scale, y_scale = bqplot.OrdinalScale(), bqplot.LinearScale(min=0.0, max=1.0)
         bars = bqplot.Bars(

@@ -255,6 +255,8 @@ def decode(
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
-def load_rgb(source: Any, *, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
+def load_rgb(
+    source: Any, *, min_side: int | None = None, max_pixels: int | None = None
+) -> Image.Image:
     """The RGB image of ``decode(source, ...)``."""
     return decode(source, min_side=min_side, max_pixels=max_pixels).image

@@ -62,7 +62,9 @@ class EmptyIndexError(ValueError):
     """The index holds no searchable images yet."""
 
 
-def find_indexes(folder: str | os.PathLike[str], max_depth: int = 3, max_folders: int = 10_000) -> list[Path]:
+def find_indexes(
+    folder: str | os.PathLike[str], max_depth: int = 3, max_folders: int = 10_000
+) -> list[Path]:
     """Image folders below ``folder`` (not itself) that hold an index in the default place.
 
     Looks ``max_depth`` levels down and at most ``max_folders`` folders, skipping hidden ones,
@@ -77,7 +79,8 @@ def find_indexes(folder: str | os.PathLike[str], max_depth: int = 3, max_folders
         for parent in level:
             try:
                 children = sorted(
-                    entry.path for entry in os.scandir(parent)
+                    entry.path
+                    for entry in os.scandir(parent)
                     if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
                 )
             except OSError:
@@ -344,11 +347,19 @@ class ImageIndex:
             # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
             # Rows written since the rebuild started (``indexed_at``) are done: a rerun resumes.
             pending = set(catalog.get_meta("pending_rebuild", []) or [])
-            recompute = (self._rebuild & set(features)) | self._features_to_backfill(stored) | pending
-            if recompute and (recompute - pending or catalog.get_meta("rebuild_started_at") is None):
+            recompute = (
+                (self._rebuild & set(features)) | self._features_to_backfill(stored) | pending
+            )
+            if recompute and (
+                recompute - pending or catalog.get_meta("rebuild_started_at") is None
+            ):
                 catalog.set_meta("rebuild_started_at", time.time())
             catalog.set_meta("pending_rebuild", sorted(recompute))
-            done = set(catalog.ids_indexed_after(catalog.get_meta("rebuild_started_at"))) if recompute else set()
+            done = (
+                set(catalog.ids_indexed_after(catalog.get_meta("rebuild_started_at")))
+                if recompute
+                else set()
+            )
             for name in self._rebuild & set(features) | self._features_to_backfill(stored):
                 store.delete(name)
             for name, feature in features.items():
@@ -385,7 +396,8 @@ class ImageIndex:
                 else:
                     report.unchanged += 1
             gone = [
-                id_ for path, (id_, _s, _m, status) in known.items()
+                id_
+                for path, (id_, _s, _m, status) in known.items()
                 if path not in found.files and status != "removed" and not found.kept(path)
             ]
             catalog.mark_removed(gone)
@@ -402,7 +414,9 @@ class ImageIndex:
             batches = list(_batched(tasks, batch_size))
             try:
                 if client is None:
-                    run_batches(batches, self.settings, workers, on_batch, model=features.get("embedding"))
+                    run_batches(
+                        batches, self.settings, workers, on_batch, model=features.get("embedding")
+                    )
                 else:
                     from .distributed import run_batches_dask
 
@@ -413,7 +427,9 @@ class ImageIndex:
             catalog.set_meta("rebuild_started_at", None)
             self._rebuild = set()
             if self.settings.get("vector_dtype") == "int8":
-                self._train_quantizers(catalog, store, features, only_missing=not (report.processed or report.removed))
+                self._train_quantizers(
+                    catalog, store, features, only_missing=not (report.processed or report.removed)
+                )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -590,8 +606,17 @@ class ImageIndex:
         store, which each worker reads itself (see ``imrec_widgets.distributed.topk_dask``).
         """
         return self.search_many(
-            [query], mode, metric, k, ids=ids, where=where, folder=folder, path_glob=path_glob,
-            exclude_self=exclude_self, weights=weights, client=client,
+            [query],
+            mode,
+            metric,
+            k,
+            ids=ids,
+            where=where,
+            folder=folder,
+            path_glob=path_glob,
+            exclude_self=exclude_self,
+            weights=weights,
+            client=client,
         )[0]
 
     def search_many(
@@ -617,7 +642,9 @@ class ImageIndex:
             ids = self._path_filter_ids(ids, folder, path_glob)
         if mode == HYBRID_MODE:
             if client is not None:
-                raise ValueError("client= runs single-mode searches on Dask workers, not mode='hybrid'")
+                raise ValueError(
+                    "client= runs single-mode searches on Dask workers, not mode='hybrid'"
+                )
             if metric is not None:
                 raise ValueError(
                     "hybrid search takes each mode's metric from weights, e.g. "
@@ -658,14 +685,18 @@ class ImageIndex:
                 try:
                     path = path.resolve().relative_to(self.root.resolve())
                 except ValueError:
-                    raise ValueError(f"folder {str(folder)!r} is not inside the index root {self.root}") from None
+                    raise ValueError(
+                        f"folder {str(folder)!r} is not inside the index root {self.root}"
+                    ) from None
             prefix = path.as_posix().strip("/")
             if prefix not in ("", "."):
                 conditions.append("substr(path, 1, ?) = ?")  # exact, case-sensitive prefix
                 params += [len(prefix) + 1, prefix + "/"]
         if path_glob is not None:
             if not isinstance(path_glob, str):
-                raise TypeError(f"path_glob= must be a str like 'cats/*.jpg', not {type(path_glob).__name__}")
+                raise TypeError(
+                    f"path_glob= must be a str like 'cats/*.jpg', not {type(path_glob).__name__}"
+                )
             conditions.append("path GLOB ?")
             params.append(path_glob)
         if not conditions:

@@ -50,7 +50,10 @@ class ScanResult:
 
     def kept(self, path: str) -> bool:
         """Whether catalog ``path`` lies in something that could not be listed this scan."""
-        return any(path == p or ((p == "" or p.endswith("/")) and path.startswith(p)) for p in self.unlisted)
+        return any(
+            path == p or ((p == "" or p.endswith("/")) and path.startswith(p))
+            for p in self.unlisted
+        )
 
 
 @dataclass
@@ -79,7 +82,11 @@ class UpdateReport:
             f"{self.removed} removed, {self.errors} errors, {self.unchanged} unchanged"
             + (f", {self.rebuilt} rebuilt" if self.rebuilt else "")
             + (f", {self.retried} retried" if self.retried else "")
-            + (f", {len(self.skipped_dirs)} folders unreadable (kept as they were)" if self.skipped_dirs else "")
+            + (
+                f", {len(self.skipped_dirs)} folders unreadable (kept as they were)"
+                if self.skipped_dirs
+                else ""
+            )
         )
 
 
@@ -92,7 +99,9 @@ def catalog_path(abspath: str, root: str) -> str:
     return Path(relative).as_posix()
 
 
-def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()) -> ScanResult:
+def scan(
+    roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
+) -> ScanResult:
     """Walk ``roots`` for image files (by suffix, or by content for files without a suffix).
 
     Hidden files and folders, and the folders in ``exclude`` (the index itself), are skipped;
@@ -103,6 +112,7 @@ def scan(roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.Pat
     seen_dirs: set[tuple[int, int]] = set()
     result = ScanResult(files={})
     stack = [os.path.abspath(os.path.expanduser(r)) for r in reversed(roots)]
+
     def unreadable(path: str, *, folder: bool) -> None:
         name = catalog_path(os.path.realpath(path), primary)
         if folder:
@@ -240,9 +250,15 @@ def run_batches(
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ahead = 2 * workers
     threads = max(1, (os.cpu_count() or 1) - workers)
-    with model.using_threads(threads) if model is not None else contextlib.nullcontext(), ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
-    ) as pool:
+    with (
+        model.using_threads(threads) if model is not None else contextlib.nullcontext(),
+        ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
+        ) as pool,
+    ):
         pending: deque[Future[list[Decoded]]] = deque()
         queue = iter(batches)
         try:

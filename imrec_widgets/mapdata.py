@@ -45,7 +45,9 @@ class Categories:
         return list(zip(self.colors, self.names, self.counts, strict=True))
 
 
-def categorize(values: Sequence[Any] | np.ndarray, *, noise: Any = None, noise_name: str = "noise") -> Categories:
+def categorize(
+    values: Sequence[Any] | np.ndarray, *, noise: Any = None, noise_name: str = "noise"
+) -> Categories:
     """Colour categories of ``values``: the largest get the palette colours, the rest "other".
 
     ``noise`` (e.g. cluster -1) is a value of its own, grey, listed after the others.
@@ -145,7 +147,11 @@ class MapPoints:
             return mask
         if self._by_y is None:
             order = np.argsort(self.xy[:, 1], kind="stable")
-            self._by_y = order, self.xy[order, 0].astype(np.float64), self.xy[order, 1].astype(np.float64)
+            self._by_y = (
+                order,
+                self.xy[order, 0].astype(np.float64),
+                self.xy[order, 1].astype(np.float64),
+            )
         order, xs, ys = self._by_y
         inside = np.zeros(len(self), dtype=bool)
         starts, ends = vertices, np.roll(vertices, -1, axis=0)

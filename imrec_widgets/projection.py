@@ -163,7 +163,9 @@ class Placement:
 
     def _weighted_mean(self, neighbours: np.ndarray, distances: np.ndarray) -> np.ndarray:
         weights = _membership(distances)
-        xy = np.einsum("mk,mkc->mc", weights, self.xy[neighbours]) / weights.sum(axis=1, keepdims=True)
+        xy = np.einsum("mk,mkc->mc", weights, self.xy[neighbours]) / weights.sum(
+            axis=1, keepdims=True
+        )
         # an input equal to a fitted row (to float rounding) sits on that row's point
         same = distances[:, 0] <= 1e-5 * distances[:, -1]
         xy[same] = self.xy[neighbours[same, 0]]
@@ -195,7 +197,16 @@ class Placement:
     @classmethod
     def read(cls, path: Path) -> tuple[Placement, str]:
         """The placement stored at ``path`` and its token; ValueError when it is not a valid one."""
-        names = ("version", "token", "metric", "n_neighbors", "vectors", "xy", "pca_mean", "pca_components")
+        names = (
+            "version",
+            "token",
+            "metric",
+            "n_neighbors",
+            "vectors",
+            "xy",
+            "pca_mean",
+            "pca_components",
+        )
         try:
             data = np.load(path, allow_pickle=False)  # refuses pickles: an index may be anyone's
             if not isinstance(data, np.lib.npyio.NpzFile):
@@ -205,7 +216,10 @@ class Placement:
         except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
         kinds = {"version": "iu", "token": "U", "metric": "U", "n_neighbors": "iu"}
-        if any(arrays[name].shape != () or arrays[name].dtype.kind not in kind for name, kind in kinds.items()):
+        if any(
+            arrays[name].shape != () or arrays[name].dtype.kind not in kind
+            for name, kind in kinds.items()
+        ):
             raise ValueError(f"placement file {path.name} holds settings of the wrong type")
         if int(arrays["version"]) != PLACEMENT_VERSION:
             raise ValueError(f"placement file {path.name} has an unknown version")
@@ -214,8 +228,11 @@ class Placement:
         if not all(a.dtype == np.float32 for a in (vectors, xy, mean, components)):
             raise ValueError(f"placement file {path.name} holds arrays of the wrong type")
         shapes_agree = (
-            vectors.ndim == 2 and len(vectors) > 0 and xy.shape == (len(vectors), 2)
-            and mean.ndim == 1 and components.ndim == 2
+            vectors.ndim == 2
+            and len(vectors) > 0
+            and xy.shape == (len(vectors), 2)
+            and mean.ndim == 1
+            and components.ndim == 2
             and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
         )
         if not shapes_agree or not (np.isfinite(xy).all() and np.isfinite(vectors).all()):
@@ -259,7 +276,9 @@ def _membership(distances: np.ndarray) -> np.ndarray:
     return np.exp(-(distances - distances[:, :1]) / sigma[:, None])
 
 
-def _reduce(values: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None) -> np.ndarray:
+def _reduce(
+    values: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None
+) -> np.ndarray:
     values = np.asarray(values, dtype=np.float32)
     if components is None:
         return values
@@ -321,7 +340,12 @@ def fitted_ids(index: ImageIndex, feature: str) -> np.ndarray | None:
             token, ids = data["token"], data["ids"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    if token.shape != () or str(token) != meta.get("placement") or ids.ndim != 1 or ids.dtype.kind not in "iu":
+    if (
+        token.shape != ()
+        or str(token) != meta.get("placement")
+        or ids.ndim != 1
+        or ids.dtype.kind not in "iu"
+    ):
         return None
     return ids.astype(np.int64)
 
@@ -349,8 +373,10 @@ def publish_step(step: str) -> None:
 def _finish_publish(index: ImageIndex, feature: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Complete a publish that was killed after the switch: copy the staged map over the main one."""
     store = index.store
-    for main, staged in ((_coords_name(feature), _coords_name(feature, meta)),
-                         (_labels_name(feature), _labels_name(feature, meta))):
+    for main, staged in (
+        (_coords_name(feature), _coords_name(feature, meta)),
+        (_labels_name(feature), _labels_name(feature, meta)),
+    ):
         values = store.read_range(staged, store.array(staged).shape[0])
         store.write_rows(main, np.arange(len(values)), values)
     staged_placement = _staged_placement_path(index, feature)
@@ -380,7 +406,10 @@ def _publish(
     and the next ``compute`` rewrites it.
     """
     store, catalog = index.store, index.catalog
-    staged_xy, staged_labels = _coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})
+    staged_xy, staged_labels = (
+        _coords_name(feature, {"staged": True}),
+        _labels_name(feature, {"staged": True}),
+    )
     publish_step("staging")
     for name in (staged_xy, staged_labels):
         store.delete(name)
@@ -410,7 +439,9 @@ class _MapState:
     pending: np.ndarray  # no position yet, or re-extracted since the map was made
 
 
-def _map_state(index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None) -> _MapState:
+def _map_state(
+    index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None
+) -> _MapState:
     """Where the cached map stands, from one read of ``umap/<feature>`` and one catalog query."""
     ids = index.ids() if ids is None else ids
     xy = np.full((ids.size, 2), np.nan, dtype=np.float32)
@@ -441,7 +472,9 @@ class _Stages:
 
     def __init__(self, progress: bool | ProgressCallback | None) -> None:
         if not (progress is None or isinstance(progress, bool) or callable(progress)):
-            raise TypeError(f"progress must be True, False or a callable(stage, done, total), not {progress!r}")
+            raise TypeError(
+                f"progress must be True, False or a callable(stage, done, total), not {progress!r}"
+            )
         self._callback = progress if callable(progress) else None
         self._show = progress is True
         self._stage: str | None = None
@@ -460,7 +493,9 @@ class _Stages:
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=stage, bar_format=self._BAR_FORMAT, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total, desc=stage, bar_format=self._BAR_FORMAT, dynamic_ncols=True
+            )
         elif stage != self._stage:
             self._bar.set_description_str(stage, refresh=False)
             self._bar.reset(total=total)
@@ -506,7 +541,9 @@ def compute(
         )
     ids = index.ids()
     if ids.size < MIN_IMAGES:
-        raise ProjectionError(f"a UMAP map needs at least {MIN_IMAGES} images; this index has {ids.size}")
+        raise ProjectionError(
+            f"a UMAP map needs at least {MIN_IMAGES} images; this index has {ids.size}"
+        )
     params = {
         "n_neighbors": int(min(n_neighbors, ids.size - 1)),
         "min_dist": float(min_dist),
@@ -562,13 +599,24 @@ def compute(
             stages("clustering", 0, 1)
             labels = _cluster(xy, cluster_params, params["random_state"])
             stages("clustering", 1, 1)
-            new_meta = {"params": params, "clusters": cluster_params, "updated_at": time.time(),
-                        "fitted": fitted, "placement": token}
+            new_meta = {
+                "params": params,
+                "clusters": cluster_params,
+                "updated_at": time.time(),
+                "fitted": fitted,
+                "placement": token,
+            }
             _publish(index, feature, ids, xy, labels, new_meta, new_placement)
     finally:
         stages.close()
     return Projection(
-        feature, ids, xy, labels, params, transformed=int(todo.size), fitted=fitted,
+        feature,
+        ids,
+        xy,
+        labels,
+        params,
+        transformed=int(todo.size),
+        fitted=fitted,
         seconds=time.perf_counter() - started,
     )
 
@@ -635,12 +683,20 @@ def _fit(
     import warnings
 
     rng = np.random.default_rng(params["random_state"])
-    fit_ids = ids if ids.size <= params["sample_size"] else np.sort(rng.choice(ids, params["sample_size"], replace=False))
+    fit_ids = (
+        ids
+        if ids.size <= params["sample_size"]
+        else np.sort(rng.choice(ids, params["sample_size"], replace=False))
+    )
     stages("reading features", 0, fit_ids.size)
     values, metric = _prepare_input(feature, index.store.read_rows(feature, fit_ids))
     stages("reading features", fit_ids.size, fit_ids.size)
     mean = components = None
-    if metric == "euclidean" and values.shape[1] > params["pca_dims"] and len(values) > params["pca_dims"]:
+    if (
+        metric == "euclidean"
+        and values.shape[1] > params["pca_dims"]
+        and len(values) > params["pca_dims"]
+    ):
         from sklearn.decomposition import PCA
 
         stages("PCA", 0, 1)
@@ -671,11 +727,19 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
         from sklearn.cluster import KMeans
 
         k = int(min(options["clusters"], len(xy)))
-        return KMeans(n_clusters=k, n_init=4, random_state=random_state).fit_predict(xy).astype(np.int32)
+        return (
+            KMeans(n_clusters=k, n_init=4, random_state=random_state)
+            .fit_predict(xy)
+            .astype(np.int32)
+        )
     from sklearn.cluster import HDBSCAN
 
     size = options.get("min_cluster_size") or max(5, len(xy) // 100)
-    return HDBSCAN(min_cluster_size=int(min(size, len(xy))), copy=True).fit_predict(xy).astype(np.int32)
+    return (
+        HDBSCAN(min_cluster_size=int(min(size, len(xy))), copy=True)
+        .fit_predict(xy)
+        .astype(np.int32)
+    )
 
 
 def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:

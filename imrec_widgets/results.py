@@ -51,7 +51,9 @@ class SearchResults(list):
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """JSON-able rows: id, path (string), distance, rank."""
-        return [{"id": h.id, "path": str(h.path), "distance": h.distance, "rank": h.rank} for h in self]
+        return [
+            {"id": h.id, "path": str(h.path), "distance": h.distance, "rank": h.rank} for h in self
+        ]
 
     def __repr__(self) -> str:
         head = ", ".join(f"{h.path.name} {h.distance:.4g}" for h in self[:5])
@@ -96,4 +98,6 @@ def short_name(name: str, max_chars: int = 26) -> str:
 
 def _wrappable(name: str) -> str:
     """``name`` as HTML that wraps after ``_`` and ``-`` and before the extension, not mid-word."""
-    return "<wbr>".join(html.escape(part) for part in re.split(r"(?<=[_-])|(?=\.[^.]*$)", name) if part)
+    return "<wbr>".join(
+        html.escape(part) for part in re.split(r"(?<=[_-])|(?=\.[^.]*$)", name) if part
+    )

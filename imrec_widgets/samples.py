@@ -50,7 +50,10 @@ def _photo_loaders() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
     except ImportError:
         return
     for name, filename in SKLEARN_PHOTOS.items():
-        yield name, lambda filename=filename: Image.fromarray(load_sample_image(filename)).convert("RGB")
+        yield (
+            name,
+            lambda filename=filename: Image.fromarray(load_sample_image(filename)).convert("RGB"),
+        )
 
 
 def sample_photos() -> Iterator[tuple[str, Image.Image]]:
@@ -62,7 +65,10 @@ def sample_photos() -> Iterator[tuple[str, Image.Image]]:
 def variants(image: Image.Image) -> Iterator[tuple[str, Image.Image]]:
     """A few edited copies of a photo: the near-duplicates a real collection is full of."""
     width, height = image.size
-    yield "crop", image.crop((width // 10, height // 10, width - width // 10, height - height // 10))
+    yield (
+        "crop",
+        image.crop((width // 10, height // 10, width - width // 10, height - height // 10)),
+    )
     yield "small", image.resize((max(1, width // 2), max(1, height // 2)), Image.Resampling.LANCZOS)
     yield "mirror", ImageOps.mirror(image)
     yield "warm", ImageEnhance.Color(image).enhance(1.6)
@@ -85,7 +91,9 @@ def write_sample_photos(
     written = []
     for name, load in _photo_loaders():
         target = root / f"{name}.jpg"
-        copies = {suffix: root / f"{name}_{suffix}.jpg" for suffix in (VARIANTS if with_variants else ())}
+        copies = {
+            suffix: root / f"{name}_{suffix}.jpg" for suffix in (VARIANTS if with_variants else ())
+        }
         wanted = [path for path in (target, *copies.values()) if overwrite or not path.exists()]
         if not wanted:
             continue

@@ -55,7 +55,9 @@ def _contains(sorted_ids: np.ndarray, id_: int) -> bool:
 def _uses_model(queries: Sequence[Any], modes: Any) -> bool:
     """Whether any query image goes through the CNN (ids and vectors do not)."""
     return "embedding" in modes and any(
-        not isinstance(q, (int, np.integer)) for query in queries for q in (query if _is_batch(query) else [query])
+        not isinstance(q, (int, np.integer))
+        for query in queries
+        for q in (query if _is_batch(query) else [query])
     )
 
 
@@ -193,7 +195,9 @@ class Searcher:
         started = time.perf_counter()
         if mode not in self.index.settings["features"] or mode == "thumb":
             check_mode_metric(mode, metric)
-            raise ValueError(f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}")
+            raise ValueError(
+                f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}"
+            )
         metric = check_mode_metric(mode, metric)
         self._check_searchable(k)
         allowed = self._allowed(ids, where)
@@ -209,7 +213,11 @@ class Searcher:
         extra = max(len(e) for e in excluded)
         with _blas_single_thread() if _uses_model(queries, [mode]) else contextlib.nullcontext():
             found_ids, found_dist = self._topk(
-                matrix, mode, metric, int(k) + extra, allowed,
+                matrix,
+                mode,
+                metric,
+                int(k) + extra,
+                allowed,
                 self.client if client is None else client,
             )
         return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started)
@@ -225,24 +233,39 @@ class Searcher:
             )
 
     def _trimmed(
-        self, found_ids: np.ndarray, found_dist: np.ndarray, excluded: list[set[int]], k: int,
-        mode: str, metric: str, started: float,
+        self,
+        found_ids: np.ndarray,
+        found_dist: np.ndarray,
+        excluded: list[set[int]],
+        k: int,
+        mode: str,
+        metric: str,
+        started: float,
     ) -> list[SearchResults]:
         """Per query: drop empty slots (-1) and the query's own ids, keep the best ``k``."""
         out = []
         for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
-            keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][: int(k)]
+            keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][
+                : int(k)
+            ]
             out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started))
         return out
 
-    def _allowed(self, ids: Sequence[int] | np.ndarray | None, where: str | None) -> np.ndarray | None:
+    def _allowed(
+        self, ids: Sequence[int] | np.ndarray | None, where: str | None
+    ) -> np.ndarray | None:
         if ids is None and where is None:
             return None
         allowed = self.ok_ids()
         if ids is not None:
-            allowed = np.intersect1d(allowed, np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
+            allowed = np.intersect1d(
+                allowed,
+                np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64),
+            )
         if where is not None:
-            allowed = np.intersect1d(allowed, np.asarray(self.index.catalog.ids_where(where), dtype=np.int64))
+            allowed = np.intersect1d(
+                allowed, np.asarray(self.index.catalog.ids_where(where), dtype=np.int64)
+            )
         return allowed
 
     def _topk(
@@ -260,8 +283,15 @@ class Searcher:
 
             store = self.index.store
             return topk_dask(
-                client, store.path, mode, matrix, metric, k, ok if allowed is None else allowed,
-                store.array(mode).chunks[0], path_map=self.path_map,
+                client,
+                store.path,
+                mode,
+                matrix,
+                metric,
+                k,
+                ok if allowed is None else allowed,
+                store.array(mode).chunks[0],
+                path_map=self.path_map,
             )
         vector_dtype = self.index.settings.get("vector_dtype", "float32")
         if vector_dtype != "float32" and metric in search.FLOAT_METRICS:
@@ -269,7 +299,9 @@ class Searcher:
             if compact_data is not None:
                 return self._topk_compact(matrix, mode, metric, k, allowed, compact_data)
         if self._feature_bytes(mode, len(ok)) > self.memory_budget:
-            return search.topk_chunks(matrix, self._chunks(mode, ok if allowed is None else allowed), metric, k)
+            return search.topk_chunks(
+                matrix, self._chunks(mode, ok if allowed is None else allowed), metric, k
+            )
         prepared = self.prepared(mode, metric)
         if allowed is None:
             return search.topk(matrix, prepared, metric, k)
@@ -297,15 +329,26 @@ class Searcher:
             config = self.index.catalog.get_meta("feature_config", {}).get(mode, {})
             quantizer = compact.Quantizer.load(self.index.store, mode, config, dim)
             if quantizer is None:
-                quantizer = compact.Quantizer.train(compact.training_sample(self.index.store, mode, ok))
+                quantizer = compact.Quantizer.train(
+                    compact.training_sample(self.index.store, mode, ok)
+                )
         self._compact.pop(mode, None)
-        rows_file = compact.RowsFile(self.index.index_dir / "search", mode, generation, ok.size, dim)
-        data = compact.build(self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file)
+        rows_file = compact.RowsFile(
+            self.index.index_dir / "search", mode, generation, ok.size, dim
+        )
+        data = compact.build(
+            self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file
+        )
         self._compact[mode] = (generation, vector_dtype, data)
         return data
 
     def _topk_compact(
-        self, matrix: np.ndarray, mode: str, metric: str, k: int, allowed: np.ndarray | None,
+        self,
+        matrix: np.ndarray,
+        mode: str,
+        metric: str,
+        k: int,
+        allowed: np.ndarray | None,
         data: compact.CompactData,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the compact copy, then exact top-``k`` over their float32 rows."""
@@ -319,7 +362,9 @@ class Searcher:
             if want < candidate_ids.size:
                 best = np.argpartition(scores, want - 1, axis=1)[:, :want]
             else:
-                best = np.broadcast_to(np.arange(candidate_ids.size), (queries.shape[0], candidate_ids.size))
+                best = np.broadcast_to(
+                    np.arange(candidate_ids.size), (queries.shape[0], candidate_ids.size)
+                )
             chosen = np.unique(candidate_ids[best])
             if data.rows is not None:
                 vectors = data.rows[np.searchsorted(data.ids, chosen)]
@@ -365,7 +410,9 @@ class Searcher:
                 return prepared.data[np.searchsorted(prepared.ids, ids)]
         return self.index.store.read_rows(mode, ids)
 
-    def _hybrid_vectors(self, query: Any, modes: Sequence[str]) -> tuple[dict[str, list[np.ndarray]], list[int]]:
+    def _hybrid_vectors(
+        self, query: Any, modes: Sequence[str]
+    ) -> tuple[dict[str, list[np.ndarray]], list[int]]:
         """Each mode's feature rows for one query (decoding each image once) and the ids it names."""
         items = list(query) if _is_batch(query) else [query]
         if not items:
@@ -380,9 +427,12 @@ class Searcher:
                     rows[mode].append(self._stored_row(mode, int(item)))
                 continue
             if isinstance(item, np.ndarray) and item.ndim == 1:
-                raise ValueError("a feature vector belongs to one mode; hybrid search needs images or ids")
+                raise ValueError(
+                    "a feature vector belongs to one mode; hybrid search needs images or ids"
+                )
             _decoded, values, model_input = _decode_query(
-                {mode: extractors[mode] for mode in modes}, Path(item) if isinstance(item, str) else item
+                {mode: extractors[mode] for mode in modes},
+                Path(item) if isinstance(item, str) else item,
             )
             for mode in modes:
                 if mode == "embedding":
@@ -419,8 +469,14 @@ class Searcher:
         ok = self.ok_ids()
         candidates = ok if allowed is None else allowed
         in_memory = sum(self._feature_bytes(mode, len(ok)) for mode in parts) <= self.memory_budget
-        prepared = {mode: self.prepared(mode, name) for mode, (_w, name) in parts.items()} if in_memory else {}
-        factors = {mode: weight / self.distance_scale(mode, name) for mode, (weight, name) in parts.items()}
+        prepared = (
+            {mode: self.prepared(mode, name) for mode, (_w, name) in parts.items()}
+            if in_memory
+            else {}
+        )
+        factors = {
+            mode: weight / self.distance_scale(mode, name) for mode, (weight, name) in parts.items()
+        }
 
         matrices: dict[str, list[np.ndarray]] = {mode: [] for mode in parts}
         excluded = []
@@ -428,7 +484,9 @@ class Searcher:
             rows, self_ids = self._hybrid_vectors(query, list(parts))
             for mode, (_w, name) in parts.items():
                 vectors = np.stack(rows[mode])
-                matrices[mode].append(search.combine_queries(vectors, name) if len(vectors) > 1 else vectors[0])
+                matrices[mode].append(
+                    search.combine_queries(vectors, name) if len(vectors) > 1 else vectors[0]
+                )
             excluded.append(set(self_ids) if exclude_self else set())
         stacked = {mode: np.stack(vectors) for mode, vectors in matrices.items()}
         kk = int(k) + max(len(e) for e in excluded)
@@ -439,14 +497,22 @@ class Searcher:
                 block_ids = candidates[start : start + step]
                 fused = np.zeros((len(queries), block_ids.size), dtype=np.float32)
                 for mode, (_w, name) in parts.items():
-                    block = self._hybrid_block(mode, name, prepared.get(mode), block_ids, start, allowed is None)
+                    block = self._hybrid_block(
+                        mode, name, prepared.get(mode), block_ids, start, allowed is None
+                    )
                     fused += factors[mode] * search.distances(stacked[mode], block, name)
                 best.update(np.broadcast_to(block_ids, fused.shape), fused)
         found_ids, found_dist = best.result()
         return self._trimmed(found_ids, found_dist, excluded, k, HYBRID_MODE, metric, started)
 
     def _hybrid_block(
-        self, mode: str, metric: str, prepared: search.PreparedData | None, block_ids: np.ndarray, start: int, everything: bool
+        self,
+        mode: str,
+        metric: str,
+        prepared: search.PreparedData | None,
+        block_ids: np.ndarray,
+        start: int,
+        everything: bool,
     ) -> search.PreparedData:
         if prepared is None:
             return search.prepare(self.index.store.read_rows(mode, block_ids), metric)
@@ -457,7 +523,9 @@ class Searcher:
         norms = prepared.norms[rows] if prepared.norms is not None else None
         return search.prepare(prepared.data[rows], metric, data_norms=norms)
 
-    def _results(self, ids: Any, distances: Any, mode: str, metric: str, started: float) -> SearchResults:
+    def _results(
+        self, ids: Any, distances: Any, mode: str, metric: str, started: float
+    ) -> SearchResults:
         ids = [int(i) for i in ids]
         paths = self.index.paths(ids) if ids else []
         hits = [
@@ -469,5 +537,7 @@ class Searcher:
             mode=mode,
             metric=metric,
             seconds=time.perf_counter() - started,
-            thumbnails=self.index.thumbnail_bytes if "thumb" in self.index.settings["features"] else None,
+            thumbnails=self.index.thumbnail_bytes
+            if "thumb" in self.index.settings["features"]
+            else None,
         )

@@ -17,12 +17,23 @@ from .index import DEFAULT_SETTINGS
 from .mapdata import PALETTE
 from .store import FeatureStore
 
-MAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "pca_dims": 50, "sample_size": 20_000, "random_state": 42}
+MAP_PARAMS = {
+    "n_neighbors": 15,
+    "min_dist": 0.1,
+    "pca_dims": 50,
+    "sample_size": 20_000,
+    "random_state": 42,
+}
 """The map parameters recorded for a synthetic map (the defaults of ``projection.compute``)."""
 
 
 def write_map_index(
-    index_dir: str | Path, rows: int, *, groups: int = 5, thumb_size: int = 16, seed: int = 0,
+    index_dir: str | Path,
+    rows: int,
+    *,
+    groups: int = 5,
+    thumb_size: int = 16,
+    seed: int = 0,
     chunk: int = 200_000,
 ) -> Path:
     """An index of ``rows`` images with a fresh cached rgb map of ``groups`` gaussian blobs.
@@ -35,7 +46,9 @@ def write_map_index(
     catalog = Catalog(index_dir / "catalog.sqlite")
     store = FeatureStore(index_dir / "features.zarr")
     bins = DEFAULT_SETTINGS["bins"]
-    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["rgb", "thumb"], thumb_size=thumb_size))
+    catalog.set_meta(
+        "settings", dict(DEFAULT_SETTINGS, features=["rgb", "thumb"], thumb_size=thumb_size)
+    )
     store.ensure("rgb", (3 * bins,), "float32")
     store.ensure("thumb", (thumb_size, thumb_size, 3), "uint8")
     store.ensure("umap/rgb", (2,), "float32", fill_value=np.nan)
@@ -47,17 +60,35 @@ def write_map_index(
         labels = (ids % groups).astype(np.int32)
         store.write_rows("rgb", ids, rng.random((ids.size, 3 * bins), dtype=np.float32))
         thumbs = colors[labels % len(colors)][:, None, None]
-        store.write_rows("thumb", ids, np.broadcast_to(thumbs, (ids.size, thumb_size, thumb_size, 3)))
-        store.write_rows("umap/rgb", ids, (centres[labels] + rng.normal(0, 1.5, (ids.size, 2))).astype(np.float32))
+        store.write_rows(
+            "thumb", ids, np.broadcast_to(thumbs, (ids.size, thumb_size, thumb_size, 3))
+        )
+        store.write_rows(
+            "umap/rgb",
+            ids,
+            (centres[labels] + rng.normal(0, 1.5, (ids.size, 2))).astype(np.float32),
+        )
         store.write_rows("cluster/rgb", ids, labels)
         catalog.commit_entries(
-            Entry(int(i), f"group{int(i) % groups}/{int(i):07d}.jpg", 1, 1, thumb_size, thumb_size, "JPEG")
+            Entry(
+                int(i),
+                f"group{int(i) % groups}/{int(i):07d}.jpg",
+                1,
+                1,
+                thumb_size,
+                thumb_size,
+                "JPEG",
+            )
             for i in ids
         )
     catalog.set_meta(
         "projection/rgb",
-        {"params": MAP_PARAMS, "clusters": {"clusters": groups, "min_cluster_size": None},
-         "updated_at": time.time(), "fitted": rows},
+        {
+            "params": MAP_PARAMS,
+            "clusters": {"clusters": groups, "min_cluster_size": None},
+            "updated_at": time.time(),
+            "fitted": rows,
+        },
     )
     catalog.close()
     return index_dir

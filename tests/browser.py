@@ -440,9 +440,7 @@ def wait_for_file(
 
 
 @contextlib.contextmanager
-def chromium(
-    *, slow_mo: float | None = None, args: Sequence[str] = CHROMIUM_ARGS
-) -> Iterator[Any]:
+def chromium(*, slow_mo: float | None = None, args: Sequence[str] = CHROMIUM_ARGS) -> Iterator[Any]:
     """Start Playwright + Debian's headless Chromium with ``args``; yields a Browser."""
     executable = require_browser()
     from playwright.sync_api import sync_playwright

@@ -43,7 +43,17 @@ def copies(image: Image.Image) -> Iterator[tuple[str, Image.Image]]:
     yield "small", image.resize((width // 2, height // 2), Image.Resampling.LANCZOS)
     yield "recompressed", _jpeg(image, 30)
     red, green, blue = ImageEnhance.Color(image).enhance(1.5).split()
-    yield "warm", Image.merge("RGB", (red.point(lambda v: min(255, int(v * 1.15))), green, blue.point(lambda v: int(v * 0.8))))
+    yield (
+        "warm",
+        Image.merge(
+            "RGB",
+            (
+                red.point(lambda v: min(255, int(v * 1.15))),
+                green,
+                blue.point(lambda v: int(v * 0.8)),
+            ),
+        ),
+    )
     yield "dark", ImageEnhance.Brightness(image).enhance(0.7)
 
 

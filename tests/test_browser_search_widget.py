@@ -159,7 +159,9 @@ def open_search_notebook(server, browser, photos: tuple[Path, Path]) -> Lab:
     except BaseException:
         dump_failure(page, server, f"search_widget_open_{server.app}_FAILED")
         raise
-    print(f"\nsearch widget browser ({server.app}): notebook open + run {time.monotonic() - t0:.1f}s")
+    print(
+        f"\nsearch widget browser ({server.app}): notebook open + run {time.monotonic() - t0:.1f}s"
+    )
     lab = Lab(page, server, folder)
     lab.state(lambda s: s["mode"] == "rgb" and s["results"] == [])
     return lab
@@ -218,7 +220,9 @@ def check_upload(lab: Lab, screenshot_name: str) -> None:
     assert title.startswith(state["results"][0]["path"])  # hover shows the full path
     page.locator(".imrec-search").scroll_into_view_if_needed()
     assert screenshot(page, screenshot_name).exists()
-    page.locator(".imrec-search").screenshot(path=str(ARTIFACTS_DIR / f"{screenshot_name}_element.png"))
+    page.locator(".imrec-search").screenshot(
+        path=str(ARTIFACTS_DIR / f"{screenshot_name}_element.png")
+    )
 
 
 def test_a_results_repr_below_the_widget_stays_a_grid(step):
@@ -487,8 +491,10 @@ def test_hybrid_weight_sliders_line_up_when_they_wrap(step):
     sliders.first.wait_for(state="visible")
 
     def rows() -> list[list[dict]]:
-        boxes = sorted((sliders.nth(i).bounding_box() for i in range(sliders.count())),
-                       key=lambda box: (round(box["y"]), box["x"]))
+        boxes = sorted(
+            (sliders.nth(i).bounding_box() for i in range(sliders.count())),
+            key=lambda box: (round(box["y"]), box["x"]),
+        )
         grouped: list[list[dict]] = []
         for box in boxes:
             if grouped and abs(grouped[-1][0]["y"] - box["y"]) < 2:

@@ -181,7 +181,9 @@ class MapPage:
         """Screen (page) positions of map coordinates ``xy``."""
         maps = maps or self.maps()
         (ax, bx), (ay, by) = maps["x"], maps["y"]
-        return np.column_stack([maps["left"] + ax * xy[:, 0] + bx, maps["top"] + ay * xy[:, 1] + by])
+        return np.column_stack(
+            [maps["left"] + ax * xy[:, 0] + bx, maps["top"] + ay * xy[:, 1] + by]
+        )
 
     def tool(self, name: str) -> None:
         self.page.locator(".imrec-umap-tool button", has_text=name).click()
@@ -226,7 +228,9 @@ def _near_edges(points: np.ndarray, polygon: np.ndarray, distance: float) -> np.
     return near
 
 
-def _assert_selected(state: dict, ids: np.ndarray, screen_xy: np.ndarray, *shapes: np.ndarray) -> list[int]:
+def _assert_selected(
+    state: dict, ids: np.ndarray, screen_xy: np.ndarray, *shapes: np.ndarray
+) -> list[int]:
     """``state["selected"]`` is exactly the points inside the ``shapes``, but for points on an edge."""
     points = MapPoints(ids, screen_xy)
     inside = np.zeros(len(ids), dtype=bool)
@@ -236,7 +240,9 @@ def _assert_selected(state: dict, ids: np.ndarray, screen_xy: np.ndarray, *shape
         unsure |= _near_edges(screen_xy, shape, EDGE_PX)
     selected = np.isin(ids, state["selected"])
     wrong = np.flatnonzero((selected != inside) & ~unsure)
-    assert wrong.size == 0, f"{wrong.size} points wrongly (un)selected, e.g. ids {ids[wrong[:5]].tolist()}"
+    assert wrong.size == 0, (
+        f"{wrong.size} points wrongly (un)selected, e.g. ids {ids[wrong[:5]].tolist()}"
+    )
     return sorted(ids[inside & ~unsure].tolist())
 
 
@@ -247,7 +253,8 @@ def _open(server, browser, name: str, cells: list[str], state: str, points: int)
         open_notebook(page, server, f"{name}.ipynb")
         run_all_cells(page, timeout=240)
         page.wait_for_function(
-            f"() => {{ const m = ({_JS_MAPS})(); return m && m.points === {points}; }}", timeout=120_000
+            f"() => {{ const m = ({_JS_MAPS})(); return m && m.points === {points}; }}",
+            timeout=120_000,
         )
     except BaseException:
         dump_failure(page, server, f"{name}_open_FAILED")
@@ -281,8 +288,12 @@ def webgl_browser():
 def lab(server, webgl_browser, synthetic):
     """The synthetic 20,000-point map, for the gesture tests."""
     root, index_dir = synthetic
-    cells = _cells(SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "synthetic_state.json")
-    map_page = _open(server, webgl_browser, "synthetic", cells, "synthetic_state.json", SYNTHETIC_POINTS)
+    cells = _cells(
+        SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "synthetic_state.json"
+    )
+    map_page = _open(
+        server, webgl_browser, "synthetic", cells, "synthetic_state.json", SYNTHETIC_POINTS
+    )
     assert len(map_page.points()[0]) == SYNTHETIC_POINTS
     assert map_page.state()["renderer"] == "webgl" and map_page.maps()["webgl"] == "1"
     yield map_page
@@ -293,7 +304,9 @@ def lab(server, webgl_browser, synthetic):
 def photo_lab(server, webgl_browser, photos):
     """The 18 sample photos with a linked SearchWidget, for search, hover and theme tests."""
     folder, index_dir = photos
-    cells = _cells(PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "photo_state.json")
+    cells = _cells(
+        PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "photo_state.json"
+    )
     map_page = _open(server, webgl_browser, "photos", cells, "photo_state.json", PHOTOS)
     assert len(map_page.points()[0]) == PHOTOS
     yield map_page
@@ -325,7 +338,12 @@ def test_lasso_selects_exactly_the_points_inside(lab, run, cpu_hog):
     expected = _assert_selected(state, ids, screen_xy, shape)
     assert 0 < len(expected) < SYNTHETIC_POINTS
     lab.page.wait_for_function(_JS_OUTLINES + " === 1")  # the outline stays until cleared
-    assert lab.page.locator(".imrec-umap-count").inner_text().strip().startswith(f"{len(state['selected']):,} of")
+    assert (
+        lab.page.locator(".imrec-umap-count")
+        .inner_text()
+        .strip()
+        .startswith(f"{len(state['selected']):,} of")
+    )
     if run == REPEATS - 1:
         screenshot(lab.page, "umap_explorer_lasso")
     lab.clear()
@@ -399,8 +417,14 @@ def test_shift_adds_and_a_click_clears(lab):
     ids, xy = lab.points()
     screen_xy = lab.screen(xy, maps)
     left, top, width, height = maps["left"], maps["top"], maps["width"], maps["height"]
-    first = np.array([[left + 0.1 * width, top + 0.1 * height], [left + 0.45 * width, top + 0.1 * height],
-                      [left + 0.45 * width, top + 0.9 * height], [left + 0.1 * width, top + 0.9 * height]])
+    first = np.array(
+        [
+            [left + 0.1 * width, top + 0.1 * height],
+            [left + 0.45 * width, top + 0.1 * height],
+            [left + 0.45 * width, top + 0.9 * height],
+            [left + 0.1 * width, top + 0.9 * height],
+        ]
+    )
     second = first + np.array([0.45 * width, 0.0])
     lab.drag([*first.tolist(), first[0].tolist()])
     state = lab.state(lambda s: s["selected"])
@@ -469,7 +493,9 @@ def test_lasso_in_notebook_7(webgl_browser, synthetic):
     from browser import JupyterLabServer
 
     root, index_dir = synthetic
-    cells = _cells(SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "nb7_state.json")
+    cells = _cells(
+        SYNTHETIC_CELL.format(root=str(root), index_dir=str(index_dir)), "nb7_state.json"
+    )
     with JupyterLabServer(app="notebook") as notebook7:
         map_page = _open(notebook7, webgl_browser, "nb7", cells, "nb7_state.json", SYNTHETIC_POINTS)
         try:
@@ -547,9 +573,13 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
     assert clicked not in state["results"] and state["selected"] == []  # a click does not select
     contrasts = {}
     for theme in ("JupyterLab Light", "JupyterLab Dark"):
-        page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+        page.evaluate(
+            f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})"
+        )
         light = "true" if theme.endswith("Light") else "false"
-        page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=30_000)
+        page.wait_for_function(
+            f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=30_000
+        )
         colours = page.wait_for_function(
             f"""() => {{ const c = ({_JS_RING_COLOURS})();
               const dark = c && c.background.match(/\\d+/g).slice(0, 3).reduce((a, b) => a + Number(b), 0) < 300;
@@ -560,8 +590,12 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
         page.locator(".imrec-umap-explorer").scroll_into_view_if_needed()
         screenshot(page, f"umap_explorer_{theme.split()[-1].lower()}")
         if theme.endswith("Light"):  # the README's picture (docs/screenshots.md)
-            page.locator(".imrec-umap-explorer").screenshot(path=str(ARTIFACTS_DIR / "umap_explorer_element.png"))
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+            page.locator(".imrec-umap-explorer").screenshot(
+                path=str(ARTIFACTS_DIR / "umap_explorer_element.png")
+            )
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})"
+    )
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
     assert all(value >= 4.5 for value in contrasts.values()), contrasts
     photo_lab.tool("lasso")
@@ -572,7 +606,9 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
 
 def test_without_webgl_the_map_is_svg_says_so_and_still_selects(server, webgl_browser, photos):
     folder, index_dir = photos
-    cells = _cells(PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "svg_state.json")
+    cells = _cells(
+        PHOTO_CELL.format(root=str(folder), index_dir=str(index_dir), k=K), "svg_state.json"
+    )
     # a second Chromium from the same Playwright, with WebGL switched off
     browser = webgl_browser.browser_type.launch(
         executable_path=CHROMIUM_PATH, args=NO_WEBGL_CHROMIUM_ARGS, headless=True
@@ -592,9 +628,14 @@ def test_without_webgl_the_map_is_svg_says_so_and_still_selects(server, webgl_br
             maps = map_page.maps()
             ids, xy = map_page.points()
             screen_xy = map_page.screen(xy, maps)
-            box = np.array([[maps["left"] + 5, maps["top"] + 5], [maps["left"] + maps["width"] - 5, maps["top"] + 5],
-                            [maps["left"] + maps["width"] - 5, maps["top"] + maps["height"] - 5],
-                            [maps["left"] + 5, maps["top"] + maps["height"] - 5]])
+            box = np.array(
+                [
+                    [maps["left"] + 5, maps["top"] + 5],
+                    [maps["left"] + maps["width"] - 5, maps["top"] + 5],
+                    [maps["left"] + maps["width"] - 5, maps["top"] + maps["height"] - 5],
+                    [maps["left"] + 5, maps["top"] + maps["height"] - 5],
+                ]
+            )
             map_page.drag([*box.tolist(), box[0].tolist()])
             state = map_page.state(lambda s: len(s["selected"]) == PHOTOS)
             _assert_selected(state, ids, screen_xy, box)
@@ -611,7 +652,8 @@ def test_a_million_points_drawn_and_all_selected(server, webgl_browser, tmp_path
     write_map_index(base / "index", rows)
     cells = [
         DUMP_JSON_HELPER,
-        "import time\n_t0 = time.time()\n" + SYNTHETIC_CELL.format(root=str(base / "root"), index_dir=str(base / "index")),
+        "import time\n_t0 = time.time()\n"
+        + SYNTHETIC_CELL.format(root=str(base / "root"), index_dir=str(base / "index")),
         """def _dump_big(change=None):
     dump_json("million.json", {"at": time.time(), "created": _t0, "selected": len(ex.selected),
                                "first": ex.selected[:3], "count": ex.count.value})
@@ -626,14 +668,20 @@ _dump_big()""",
         maps = map_page.maps()
         map_page.tool("brush")
         released = time.time()
-        map_page.drag([(maps["left"] + 1, maps["top"] + 1),
-                       (maps["left"] + maps["width"] - 1, maps["top"] + maps["height"] - 1)])
+        map_page.drag(
+            [
+                (maps["left"] + 1, maps["top"] + 1),
+                (maps["left"] + maps["width"] - 1, maps["top"] + maps["height"] - 1),
+            ]
+        )
         state = map_page.state(lambda s: s["selected"] > 0, timeout=120)
         assert state["selected"] == rows and state["first"] == [0, 1, 2]
         assert "1,000,000 of 1,000,000 selected" in state["count"]
         map_page.page.wait_for_function(_JS_THUMBS_DECODED, arg=40, timeout=60_000)
         screenshot(map_page.page, "umap_explorer_million")
-        print(f"\n1M points: run -> drawn {drawn:.1f}s, brush release -> Python {state['at'] - released:.2f}s")
+        print(
+            f"\n1M points: run -> drawn {drawn:.1f}s, brush release -> Python {state['at'] - released:.2f}s"
+        )
     finally:
         _close(map_page)
     with contextlib.suppress(OSError):

@@ -21,11 +21,15 @@ from imrec_widgets.cli import lab_command, main
 
 
 def imrec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "imrec_widgets.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "imrec_widgets.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_index_then_info(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["index", str(photos), "--features", "rgb,dhash,thumb", "-q", "--workers", "0"]) == 0
+    assert (
+        main(["index", str(photos), "--features", "rgb,dhash,thumb", "-q", "--workers", "0"]) == 0
+    )
     line = capsys.readouterr().out.strip()
     count = len(list(photos.rglob("*.jpg")))
     assert re.fullmatch(
@@ -49,13 +53,30 @@ def test_index_then_info(photos: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_index_dir_option(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "kept-elsewhere"
-    assert main(["index", str(photos), "--index-dir", str(target), "--features", "ahash", "-q"]) == 0
+    assert (
+        main(["index", str(photos), "--index-dir", str(target), "--features", "ahash", "-q"]) == 0
+    )
     assert (target / "catalog.sqlite").exists()
     assert not (photos / ".imrec").exists()
 
 
 def test_index_vector_dtype_option(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["index", str(photos), "--features", "rgb", "--vector-dtype", "int8", "-q", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(photos),
+                "--features",
+                "rgb",
+                "--vector-dtype",
+                "int8",
+                "-q",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert (photos / ".imrec" / "features.zarr" / "quantizer" / "rgb").is_dir()
     capsys.readouterr()
     assert main(["info", str(photos), "--json"]) == 0
@@ -65,7 +86,10 @@ def test_index_vector_dtype_option(photos: Path, capsys: pytest.CaptureFixture[s
 def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     result = imrec("index", str(tmp_path / "missing"))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"imrec index: error: image folder not found: {tmp_path / 'missing'}"
+    assert (
+        result.stderr.strip()
+        == f"imrec index: error: image folder not found: {tmp_path / 'missing'}"
+    )
     assert "Traceback" not in result.stderr
 
     result = imrec("index", str(tmp_path), "--features", "colour")
@@ -132,6 +156,7 @@ def test_demo_folder_default_is_the_one_the_readme_names() -> None:
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "DEMO_DIR ?= $(HOME)/imrec-demo" in makefile
 
+
 def test_lab_command_allows_root_only_as_root(tmp_path: Path) -> None:
     as_root = lab_command(tmp_path, open_browser=True, as_root=True)
     assert "--allow-root" in as_root and "--no-browser" not in as_root
@@ -150,12 +175,21 @@ def test_demo_starts_jupyterlab_and_prints_its_url(demo: tuple[Path, str], tmp_p
     """`imrec demo` as it runs here (root in CI): the printed URL answers, token and all."""
     folder, _out = demo
     # Jupyter's own folders in tmp_path: no user config, and the server's files land here.
-    env = {**os.environ, **{name: str(tmp_path / name.lower()) for name in
-                            ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}}
+    env = {
+        **os.environ,
+        **{
+            name: str(tmp_path / name.lower())
+            for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")
+        },
+    }
     with open(tmp_path / "stderr.log", "wb") as stderr:
         server = subprocess.Popen(
             [sys.executable, "-m", "imrec_widgets.cli", "demo", str(folder), "--no-browser", "-q"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
     printed: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(server.stdout, printed), daemon=True).start()
@@ -204,7 +238,9 @@ def test_info_on_a_folder_above_an_index_lists_the_indexes_below(
     assert json.loads(capsys.readouterr().out)["indexes_below"] == [str(photos)]
 
 
-def test_info_errors_lists_the_unreadable_files(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_errors_lists_the_unreadable_files(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (photos / "notes.jpg").write_text("not a picture\n")
     assert main(["index", str(photos), "--features", "dhash", "-q", "--workers", "0"]) == 0
     capsys.readouterr()
@@ -222,7 +258,9 @@ def test_info_errors_lists_the_unreadable_files(photos: Path, capsys: pytest.Cap
 def test_cli_errors_say_what_to_type(photos: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = imrec("search", str(photos / "animals" / "chelsea.jpg"), "--root", str(empty), "--mode", "rgb")
+    result = imrec(
+        "search", str(photos / "animals" / "chelsea.jpg"), "--root", str(empty), "--mode", "rgb"
+    )
     assert result.returncode == 1 and "update()" not in result.stderr
     assert result.stderr.strip().endswith(f"run `imrec index {empty}`")
 
@@ -247,12 +285,19 @@ def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
     repo = Path(__file__).resolve().parents[1]
     steps = subprocess.run(
         ["make", "-n", "-B", "venv", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
-        cwd=repo, capture_output=True, text=True, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     installs = [i for i, step in enumerate(steps) if "pip install" in step]
-    announced = [i for i, step in enumerate(steps) if step.startswith("echo") and "a few minutes" in step]
+    announced = [
+        i for i, step in enumerate(steps) if step.startswith("echo") and "a few minutes" in step
+    ]
     assert installs and announced and announced[0] < installs[0], steps
-    assert "torch torchvision --index-url https://download.pytorch.org/whl/cpu" in steps[installs[0]]
+    assert (
+        "torch torchvision --index-url https://download.pytorch.org/whl/cpu" in steps[installs[0]]
+    )
     troubleshooting = (repo / "README.md").read_text().split("## Troubleshooting", 1)[1]
     assert "--index-url https://download.pytorch.org/whl/cpu" in troubleshooting
     assert "CUDA" in troubleshooting and "GB" in troubleshooting

@@ -10,7 +10,13 @@ import pytest
 from imrec_widgets import ImageIndex
 from imrec_widgets.compact import Quantizer, QuantizerMismatchWarning, approximate_scores, build
 
-FLOAT_CASES = [("embedding", "cosine"), ("embedding", "euclidean"), ("embedding", "manhattan"), ("rgb", "euclidean"), ("rgb", "cosine")]
+FLOAT_CASES = [
+    ("embedding", "cosine"),
+    ("embedding", "euclidean"),
+    ("embedding", "manhattan"),
+    ("rgb", "euclidean"),
+    ("rgb", "cosine"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +40,29 @@ def top_ids(idx: ImageIndex, mode: str, metric: str, k: int) -> list[list[int]]:
     return [[hit.id for hit in found] for found in idx.search_many(queries, mode, metric, k)]
 
 
-def assert_same_answers(found: ImageIndex, expected: ImageIndex, mode: str, metric: str, k: int) -> None:
+def assert_same_answers(
+    found: ImageIndex, expected: ImageIndex, mode: str, metric: str, k: int
+) -> None:
     """Same ids, same distances; ids may swap only between equal distances (float rounding)."""
     queries = [int(i) for i in expected.ids()]
-    pairs = zip(found.search_many(queries, mode, metric, k), expected.search_many(queries, mode, metric, k), strict=True)
+    pairs = zip(
+        found.search_many(queries, mode, metric, k),
+        expected.search_many(queries, mode, metric, k),
+        strict=True,
+    )
     for got, want in pairs:
-        np.testing.assert_allclose([h.distance for h in got], [h.distance for h in want], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            [h.distance for h in got], [h.distance for h in want], rtol=1e-5, atol=1e-6
+        )
         for a, b in zip(got, want, strict=True):
             assert a.id == b.id or abs(a.distance - b.distance) < 1e-6
 
 
 @pytest.mark.parametrize("vector_dtype", ["float16", "int8"])
 @pytest.mark.parametrize(("mode", "metric"), FLOAT_CASES)
-def test_compact_search_matches_float32(indexed: ImageIndex, vector_dtype: str, mode: str, metric: str) -> None:
+def test_compact_search_matches_float32(
+    indexed: ImageIndex, vector_dtype: str, mode: str, metric: str
+) -> None:
     exact = reopened(indexed, "float32")
     for k, rerank in ((10, None), (3, 2)):
         compact = reopened(indexed, vector_dtype, rerank)
@@ -73,7 +89,9 @@ def test_quantizer_survives_reopen(indexed: ImageIndex) -> None:
     trained = Quantizer.train(sample)
     np.testing.assert_array_equal(stored.offset, trained.offset)
     np.testing.assert_array_equal(stored.scale, trained.scale)
-    assert np.abs(stored.decode(stored.encode(sample)) - sample).max() <= stored.scale.max() / 2 + 1e-6
+    assert (
+        np.abs(stored.decode(stored.encode(sample)) - sample).max() <= stored.scale.max() / 2 + 1e-6
+    )
 
 
 def test_quantizer_from_other_settings_is_not_used(indexed: ImageIndex, tmp_path: Path) -> None:
@@ -81,7 +99,11 @@ def test_quantizer_from_other_settings_is_not_used(indexed: ImageIndex, tmp_path
     shutil.copytree(indexed.index_dir, copy)
     idx = ImageIndex.open(indexed.root, copy, vector_dtype="int8")
     values, attrs = idx.store.get_small("quantizer/embedding")
-    idx.store.put_small("quantizer/embedding", values * 3, dict(attrs, feature_config={"backbone": "resnet18", "dim": 512}))
+    idx.store.put_small(
+        "quantizer/embedding",
+        values * 3,
+        dict(attrs, feature_config={"backbone": "resnet18", "dim": 512}),
+    )
     with pytest.warns(QuantizerMismatchWarning, match="trained on"):
         assert_same_answers(idx, reopened(indexed, "float32"), "embedding", "cosine", 10)
 
@@ -106,13 +128,17 @@ def test_unknown_vector_dtype_is_a_readable_error(indexed: ImageIndex) -> None:
 def test_approximate_scores_order_like_exact(metric: str) -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, 64)).astype(np.float32)
-    data = (centres[rng.integers(20, size=2000)] + 0.3 * rng.normal(size=(2000, 64))).astype(np.float32)
+    data = (centres[rng.integers(20, size=2000)] + 0.3 * rng.normal(size=(2000, 64))).astype(
+        np.float32
+    )
     queries = data[:5] + 0.01
     from imrec_widgets import search
 
     exact_ids, _ = search.topk(queries, data, metric, 10)
     for quantizer in (Quantizer.train(data), None):
-        compact = build([(np.arange(2000), data)], 2000, 64, "int8" if quantizer else "float16", quantizer)
+        compact = build(
+            [(np.arange(2000), data)], 2000, 64, "int8" if quantizer else "float16", quantizer
+        )
         scores = approximate_scores(queries, compact, metric)
         candidates = np.argsort(scores, axis=1)[:, :40]
         for row, ids in zip(candidates, exact_ids, strict=True):

@@ -39,7 +39,10 @@ def client() -> Iterator[distributed.Client]:
 
 
 def snapshot(index: ImageIndex) -> tuple[list[tuple], dict[str, np.ndarray]]:
-    rows = [(r.id, r.path, r.size, r.mtime_ns, r.width, r.height, r.format, r.status, r.error) for r in index.records()]
+    rows = [
+        (r.id, r.path, r.size, r.mtime_ns, r.width, r.height, r.format, r.status, r.error)
+        for r in index.records()
+    ]
     ids = [r[0] for r in rows if r[7] == "ok"]
     return rows, {name: index.store.read_rows(name, ids) for name in index.settings["features"]}
 
@@ -48,10 +51,14 @@ def assert_same_index(got: ImageIndex, expected: ImageIndex) -> None:
     got_rows, got_values = snapshot(got)
     expected_rows, expected_values = snapshot(expected)
     assert got_rows == expected_rows
-    assert set(got_values) == set(expected_values) == {"embedding", "rgb", "ahash", "dhash", "thumb"}
+    assert (
+        set(got_values) == set(expected_values) == {"embedding", "rgb", "ahash", "dhash", "thumb"}
+    )
     for name in ("rgb", "ahash", "dhash", "thumb"):
         np.testing.assert_array_equal(got_values[name], expected_values[name], err_msg=name)
-    np.testing.assert_allclose(got_values["embedding"], expected_values["embedding"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got_values["embedding"], expected_values["embedding"], rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +88,15 @@ def test_dask_index_equals_local_index(dask_index: ImageIndex, local_index: Imag
 
 
 @pytest.mark.slow
-def test_rerun_on_dask_is_incremental(photos: Path, tmp_path: Path, client: distributed.Client) -> None:
+def test_rerun_on_dask_is_incremental(
+    photos: Path, tmp_path: Path, client: distributed.Client
+) -> None:
     index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=CHEAP_FEATURES)
     index.update(progress=False, client=client)
     (photos / "animals" / "chelsea.jpg").unlink()
-    Image.open(photos / "objects" / "coffee.jpg").rotate(90, expand=True).save(photos / "rotated.jpg")
+    Image.open(photos / "objects" / "coffee.jpg").rotate(90, expand=True).save(
+        photos / "rotated.jpg"
+    )
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     report = index.update(progress=False, client=client)
     assert (report.new, report.changed, report.removed, report.errors) == (2, 0, 1, 1)
@@ -95,11 +106,15 @@ def test_rerun_on_dask_is_incremental(photos: Path, tmp_path: Path, client: dist
     reference = ImageIndex.open(photos, index_dir=tmp_path / "reference", features=CHEAP_FEATURES)
     reference.update(progress=False, workers=0)
     ok = reference.ids()
-    assert sorted(p.name for p in index.paths(index.ids())) == sorted(p.name for p in reference.paths(ok))
+    assert sorted(p.name for p in index.paths(index.ids())) == sorted(
+        p.name for p in reference.paths(ok)
+    )
     by_path = {r.path: r.id for r in index.records() if r.status == "ok"}
     ids = [by_path[r.path] for r in reference.records(ok)]
     for name in CHEAP_FEATURES:
-        np.testing.assert_array_equal(index.features(name, ids), reference.features(name, ok), err_msg=name)
+        np.testing.assert_array_equal(
+            index.features(name, ids), reference.features(name, ok), err_msg=name
+        )
 
 
 @pytest.mark.slow
@@ -120,7 +135,9 @@ def test_worker_killed_mid_run_still_ends_with_a_complete_index(
             # them, running or finished but not yet gathered (a fast engine finishes them before
             # the writer asks); either way their work is lost with the worker and must be redone.
             processing, held = client.processing(), client.has_what()
-            load = {a: len(processing.get(a, ())) + len(held.get(a, ())) for a in {*processing, *held}}
+            load = {
+                a: len(processing.get(a, ())) + len(held.get(a, ())) for a in {*processing, *held}
+            }
             busiest = max(load, key=load.__getitem__)
             assert load[busiest], "no batch was running on or held by a worker"
             pid = client.run(os.getpid, workers=[busiest])[busiest]
@@ -147,13 +164,17 @@ def test_path_map_lets_workers_read_the_images_elsewhere(
     alias.parent.mkdir()
     alias.symlink_to(sample_folder, target_is_directory=True)
     index = ImageIndex.open(sample_folder, index_dir=tmp_path / "index")
-    index.update(progress=False, client=client, batch_size=8, path_map={str(sample_folder): str(alias)})
+    index.update(
+        progress=False, client=client, batch_size=8, path_map={str(sample_folder): str(alias)}
+    )
     assert_same_index(index, local_index)
 
     # Workers that cannot see the mapped folder: a clear error, and no file recorded as broken.
     missing = tmp_path / "not-mounted"
     index = ImageIndex.open(sample_folder, index_dir=tmp_path / "missing", features=CHEAP_FEATURES)
-    with pytest.raises(FileNotFoundError, match=rf"workers cannot read {re.escape(str(missing))}/.*path_map"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"workers cannot read {re.escape(str(missing))}/.*path_map"
+    ):
         index.update(progress=False, client=client, path_map={str(sample_folder): str(missing)})
     assert len(index) == 0 and index.errors() == []
 
@@ -183,8 +204,14 @@ def test_path_rules_map_whole_folders_longest_prefix_first(tmp_path: Path) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "metric"),
-    [("embedding", "cosine"), ("embedding", "euclidean"), ("embedding", "manhattan"),
-     ("rgb", "euclidean"), ("ahash", "hamming"), ("dhash", "hamming")],
+    [
+        ("embedding", "cosine"),
+        ("embedding", "euclidean"),
+        ("embedding", "manhattan"),
+        ("rgb", "euclidean"),
+        ("ahash", "hamming"),
+        ("dhash", "hamming"),
+    ],
 )
 def test_search_on_workers_equals_local_search(
     dask_index: ImageIndex, client: distributed.Client, mode: str, metric: str
@@ -194,10 +221,14 @@ def test_search_on_workers_equals_local_search(
     remote = dask_index.search_many(queries, mode, metric, k=8, client=client)
     for mine, theirs in zip(remote, local, strict=True):
         assert [hit.id for hit in mine] == [hit.id for hit in theirs]
-        np.testing.assert_allclose([h.distance for h in mine], [h.distance for h in theirs], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            [h.distance for h in mine], [h.distance for h in theirs], rtol=1e-5, atol=1e-5
+        )
     some = dask_index.ids()[::2]
     restricted = dask_index.search(2, mode, metric, k=5, ids=some, client=client)
-    assert [h.id for h in restricted] == [h.id for h in dask_index.search(2, mode, metric, k=5, ids=some)]
+    assert [h.id for h in restricted] == [
+        h.id for h in dask_index.search(2, mode, metric, k=5, ids=some)
+    ]
     assert {h.id for h in restricted} <= set(some.tolist())
 
 
@@ -224,7 +255,9 @@ def test_search_on_workers_skips_removed_and_broken_rows(
 
 
 @pytest.mark.slow
-def test_topk_over_many_chunks_equals_one_topk(dask_index: ImageIndex, client: distributed.Client) -> None:
+def test_topk_over_many_chunks_equals_one_topk(
+    dask_index: ImageIndex, client: distributed.Client
+) -> None:
     rng = np.random.default_rng(0)
     ok = dask_index.ids()
     allowed = np.sort(rng.choice(ok, size=len(ok) - 4, replace=False))
@@ -232,7 +265,9 @@ def test_topk_over_many_chunks_equals_one_topk(dask_index: ImageIndex, client: d
         data = dask_index.features(mode, allowed)
         queries = dask_index.features(mode, ok[:3])
         expected = search.topk(queries, data, metric, 6, ids=allowed)
-        got = topk_dask(client, dask_index.store.path, mode, queries, metric, 6, allowed, chunk_rows=4)
+        got = topk_dask(
+            client, dask_index.store.path, mode, queries, metric, 6, allowed, chunk_rows=4
+        )
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_allclose(got[1], expected[1], rtol=1e-5, atol=1e-6)
     nothing = np.zeros((3, 512), np.float32)
@@ -257,7 +292,9 @@ def test_store_opened_by_file_url(
     assert by_url.info()["features_bytes"] == dask_index.info()["features_bytes"] > 0
 
     # Written through the URL too.
-    written = ImageIndex.open(photos, index_dir=(tmp_path / "url-index").as_uri(), features=CHEAP_FEATURES)
+    written = ImageIndex.open(
+        photos, index_dir=(tmp_path / "url-index").as_uri(), features=CHEAP_FEATURES
+    )
     written.update(progress=False, workers=0)
     by_path = ImageIndex.open(photos, index_dir=tmp_path / "url-index")
     assert len(by_path) == len(written) > 0
@@ -276,17 +313,38 @@ def test_cli_index_on_a_scheduler_and_on_a_local_cluster(
     alias.symlink_to(photos, target_is_directory=True)
     args = ["--features", "rgb,dhash,thumb", "-q"]
     address = client.scheduler.address
-    assert main(["index", str(photos), *args, "--dask", address, "--path-map", f"{photos}={alias}"]) == 0
+    assert (
+        main(["index", str(photos), *args, "--dask", address, "--path-map", f"{photos}={alias}"])
+        == 0
+    )
     assert f"{count} new, 0 changed, 0 removed, 0 errors" in capsys.readouterr().out
     assert client.status == "running", "the CLI closes only its own client"
 
     children = {p.pid for p in multiprocessing.active_children()}
     elsewhere = tmp_path / "local-index"
-    assert main(["index", str(photos), *args, "--index-dir", str(elsewhere), "--dask", "local", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(photos),
+                *args,
+                "--index-dir",
+                str(elsewhere),
+                "--dask",
+                "local",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert f"{count} new, 0 changed" in capsys.readouterr().out
-    assert {p.pid for p in multiprocessing.active_children()} <= children, "the local cluster was closed"
+    assert {p.pid for p in multiprocessing.active_children()} <= children, (
+        "the local cluster was closed"
+    )
     np.testing.assert_array_equal(
-        ImageIndex.open(photos, index_dir=elsewhere).features("dhash"), ImageIndex.open(photos).features("dhash")
+        ImageIndex.open(photos, index_dir=elsewhere).features("dhash"),
+        ImageIndex.open(photos).features("dhash"),
     )
 
     assert main(["index", str(photos), "--path-map", "/a=/b", "-q"]) == 1
@@ -311,7 +369,9 @@ def test_package_indexes_locally_without_dask(photos: Path) -> None:
         print("exit", main(["index", {str(photos)!r}, "--dask", "local", "-q"]))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT_S)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT_S
+    )
     assert result.returncode == 0, result.stderr
     count = len(list(photos.rglob("*.jpg")))
     assert f"{count} new, 0 changed" in result.stdout

@@ -34,7 +34,9 @@ def test_dhash_finds_rescaled_and_recompressed_copies(labeled_index: ImageIndex)
         assert found.get(f"{label}/recompressed.jpg", 99) <= 3
 
 
-def test_groups_hold_the_planted_copies_and_nothing_else(labeled_index: ImageIndex, groups: DuplicateGroups) -> None:
+def test_groups_hold_the_planted_copies_and_nothing_else(
+    labeled_index: ImageIndex, groups: DuplicateGroups
+) -> None:
     assert (groups.mode, groups.metric, groups.max_distance) == ("dhash", "hamming", 4.0)
     # Different photos are 15+ bits apart, so no group mixes them; one group per photo.
     labels = [{p.split("/")[0] for p in relative(labeled_index, g.paths)} for g in groups]
@@ -65,7 +67,9 @@ def test_threshold_controls_the_links(labeled_index: ImageIndex, groups: Duplica
         assert max(group.distances) <= 0.05 * len(group.ids)
 
 
-def test_identical_files_are_found_by_content_hash(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identical_files_are_found_by_content_hash(
+    photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     coffee = photos / "objects" / "coffee.jpg"
     shutil.copy(coffee, photos / "copy_one.jpg")
     shutil.copy(coffee, photos / "copy_two.jpg")
@@ -96,7 +100,9 @@ def test_html_view_shows_every_image(groups: DuplicateGroups) -> None:
     assert page.count("<img ") == groups.images
     assert page.count("data:image/jpeg;base64,/9j/") == groups.images  # real JPEG thumbnails
     assert "12 groups of near-duplicates" in page and "group 12:" in page
-    assert groups._repr_html_(max_groups=2).count("<img ") == len(groups[0].ids) + len(groups[1].ids)
+    assert groups._repr_html_(max_groups=2).count("<img ") == len(groups[0].ids) + len(
+        groups[1].ids
+    )
     assert "10 more groups" in groups._repr_html_(max_groups=2)
 
 
@@ -106,7 +112,9 @@ def test_cli_duplicates(labeled_index: ImageIndex, capsys: pytest.CaptureFixture
     assert document["mode"] == "dhash" and document["max_distance"] == 4.0
     assert len(document["groups"]) == 12
     assert all(Path(p).is_file() for g in document["groups"] for p in g["paths"])
-    assert main(["duplicates", str(labeled_index.root), "--mode", "ahash", "--max-distance", "1"]) == 0
+    assert (
+        main(["duplicates", str(labeled_index.root), "--mode", "ahash", "--max-distance", "1"]) == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("") and "by ahash/hamming <= 1" in out.splitlines()[0]
     assert "group 1:" in out
@@ -126,18 +134,26 @@ def test_bad_arguments(labeled_index: ImageIndex, photos: Path) -> None:
 
 
 @pytest.mark.parametrize("metric", ["hamming", "cosine", "euclidean", "manhattan"])
-def test_close_pairs_matches_brute_force_over_many_blocks(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_pairs_matches_brute_force_over_many_blocks(
+    metric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(3)
     if metric == "hamming":
         data = rng.integers(0, 256, size=(300, 2), dtype=np.uint8)
-        data[150:] = data[:150] ^ (rng.random((150, 2)) < 0.05).astype(np.uint8)  # planted neighbours
+        data[150:] = data[:150] ^ (rng.random((150, 2)) < 0.05).astype(
+            np.uint8
+        )  # planted neighbours
         bits = np.unpackbits(data, axis=1).astype(bool)
         reference = cdist(bits, bits, "hamming") * 16
         threshold = 2.0
     else:
         data = rng.normal(size=(300, 6)).astype(np.float32)
         data[150:] = data[:150] + rng.normal(scale=0.05, size=(150, 6)).astype(np.float32)
-        reference = cdist(data.astype(np.float64), data.astype(np.float64), {"manhattan": "cityblock"}.get(metric, metric))
+        reference = cdist(
+            data.astype(np.float64),
+            data.astype(np.float64),
+            {"manhattan": "cityblock"}.get(metric, metric),
+        )
         threshold = float(np.quantile(reference[np.triu_indices(300, 1)], 0.01))
     monkeypatch.setattr(duplicates, "_BLOCK_BYTES", 4 * 300 * 7)  # 7 rows per block
     first, second = close_pairs(search.prepare(data, metric), metric, threshold)

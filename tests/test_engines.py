@@ -23,7 +23,9 @@ from imrec_widgets.features.engines import EngineFallbackWarning
 
 REPO = Path(__file__).resolve().parents[1]
 ONNX_ENGINES = [
-    pytest.param(name, marks=pytest.mark.skipif(not engines.installed(name), reason=f"{name} not installed"))
+    pytest.param(
+        name, marks=pytest.mark.skipif(not engines.installed(name), reason=f"{name} not installed")
+    )
     for name in ("onnxruntime", "openvino")
 ]
 CATS = range(281, 286)
@@ -90,8 +92,13 @@ def test_engine_search_and_update_match_torch(
 
     rebuilt = ImageIndex.open(sample_folder, tmp_path / "index", engine=engine)
     rebuilt.update(progress=False, workers=1)
-    assert [str(p) for p in rebuilt.paths(range(18))] == [str(p) for p in torch_index.paths(range(18))]
-    assert cosine_rows(rebuilt.features("embedding"), torch_index.features("embedding")).min() >= 0.9999
+    assert [str(p) for p in rebuilt.paths(range(18))] == [
+        str(p) for p in torch_index.paths(range(18))
+    ]
+    assert (
+        cosine_rows(rebuilt.features("embedding"), torch_index.features("embedding")).min()
+        >= 0.9999
+    )
 
 
 def test_auto_prefers_the_fastest_installed_cpu_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +156,9 @@ def test_query_path_never_imports_torch_once_the_graph_is_cached(
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = [
-        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+        )
         for _ in range(2)  # the first may export the graph; the second finds it cached
     ]
     report = json.loads(runs[1].stdout)
@@ -168,7 +177,10 @@ def fallback(feature: EmbeddingFeature, batch: np.ndarray, match: str) -> np.nda
 
 @pytest.mark.parametrize("engine", ONNX_ENGINES)
 def test_failed_export_leaves_no_graph_and_falls_back(
-    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_model: EmbeddingFeature,
+    engine: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    torch_model: EmbeddingFeature,
     prepared: np.ndarray,
 ) -> None:
     import torch.onnx
@@ -184,7 +196,9 @@ def test_failed_export_leaves_no_graph_and_falls_back(
     assert list((tmp_path / "cache" / "onnx").iterdir()) == []
 
 
-def test_unwritable_cache_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prepared: np.ndarray) -> None:
+def test_unwritable_cache_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prepared: np.ndarray
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv(engines.CACHE_ENV, str(blocker))
@@ -215,15 +229,24 @@ def test_missing_or_broken_engine_package_falls_back(
 
     broken = tmp_path / "site" / "onnxruntime"
     broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise ImportError('libonnxruntime.so: cannot open shared object file')\n")
+    (broken / "__init__.py").write_text(
+        "raise ImportError('libonnxruntime.so: cannot open shared object file')\n"
+    )
     monkeypatch.syspath_prepend(str(broken.parent))
     monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
     monkeypatch.setattr(embeddings, "_SESSIONS", {})
-    fallback(EmbeddingFeature(engine="onnxruntime"), prepared[:1], "onnxruntime is not installed or broken")
+    fallback(
+        EmbeddingFeature(engine="onnxruntime"),
+        prepared[:1],
+        "onnxruntime is not installed or broken",
+    )
 
 
 def test_update_with_a_broken_engine_warns_once_and_indexes(
-    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["index", str(photos), "--engine", "onnxruntime", "-q", "--workers", "0"]) == 0
@@ -233,9 +256,19 @@ def test_update_with_a_broken_engine_warns_once_and_indexes(
 
 
 @pytest.mark.parametrize("engine", ONNX_ENGINES)
-def test_cli_engine_option(engine: str, torch_index: ImageIndex, sample_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_engine_option(
+    engine: str, torch_index: ImageIndex, sample_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     query = str(sorted(sample_folder.rglob("*.jpg"))[0])
-    args = ["search", query, "--root", str(sample_folder), "--index-dir", str(torch_index.index_dir), "--json"]
+    args = [
+        "search",
+        query,
+        "--root",
+        str(sample_folder),
+        "--index-dir",
+        str(torch_index.index_dir),
+        "--json",
+    ]
     assert main([*args, "--engine", engine]) == 0
     got = json.loads(capsys.readouterr().out)
     assert main([*args, "--engine", "torch"]) == 0

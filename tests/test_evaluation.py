@@ -71,7 +71,9 @@ def test_labels_from_csv_and_mapping_match_folder_labels(
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
         for i, record in enumerate(records):
-            name = record.path if i % 2 else str(labeled_index.root / record.path)  # relative or absolute
+            name = (
+                record.path if i % 2 else str(labeled_index.root / record.path)
+            )  # relative or absolute
             writer.writerow([name, record.path.split("/")[0]])
         writer.writerow(["not/indexed.jpg", "ghost"])
     by_id = tmp_path / "by_id.csv"
@@ -92,7 +94,9 @@ def test_labels_from_csv_and_mapping_match_folder_labels(
 def test_only_labelled_images_are_searched_and_scored(labeled_index: ImageIndex) -> None:
     # Two labels of six images each; the other 60 images are not searched at all.
     records = labeled_index.records(labeled_index.ids())
-    labels = {r.id: r.path.split("/")[0] for r in records if r.path.startswith(("brick/", "camera/"))}
+    labels = {
+        r.id: r.path.split("/")[0] for r in records if r.path.startswith(("brick/", "camera/"))
+    }
     labels[records[0].id] = "alone"  # a label of one image: searchable, never a query
     report = labeled_index.evaluate(labels=labels, k=3, modes=["embedding:cosine"])
     assert (report.images, report.labels, report[0]["queries"]) == (13, 3, 12)
@@ -128,17 +132,37 @@ def test_save_html_and_chart(report: EvaluationReport, tmp_path: Path) -> None:
         report.chart(["accuracy"])
 
 
-def test_cli_evaluate(labeled_index: ImageIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate(
+    labeled_index: ImageIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results.json"
-    code = main(["evaluate", str(labeled_index.root), "-k", "5", "--modes", "dhash", "rgb:cosine,hybrid",
-                 "--weights", "rgb=1,dhash=1", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            str(labeled_index.root),
+            "-k",
+            "5",
+            "--modes",
+            "dhash",
+            "rgb:cosine,hybrid",
+            "--weights",
+            "rgb=1,dhash=1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split()[:3] == ["mode", "metric", "P@5"]
     assert [line.split()[0] for line in printed[1:5]] == ["dhash", "rgb", "hybrid", "random"]
     assert "72 labelled images, 12 labels, 72 queries, k=5" in printed[5]
     assert printed[-1] == f"wrote {out}"
-    assert [row["mode"] for row in json.loads(out.read_text())["rows"]] == ["dhash", "rgb", "hybrid", "random"]
+    assert [row["mode"] for row in json.loads(out.read_text())["rows"]] == [
+        "dhash",
+        "rgb",
+        "hybrid",
+        "random",
+    ]
 
     labels = tmp_path / "labels.csv"
     labels.write_text("file,label\na.jpg,x\n")
@@ -162,7 +186,9 @@ def test_bad_arguments(labeled_index: ImageIndex, photos: Path) -> None:
     cheap = ImageIndex.open(photos, features=["rgb", "dhash", "thumb"])
     cheap.update(progress=False)
     labels = folder_labels(cheap)
-    assert len(labels) == len(cheap) - 1 and "loose.jpg" not in {r.path for r in cheap.records(list(labels))}
+    assert len(labels) == len(cheap) - 1 and "loose.jpg" not in {
+        r.path for r in cheap.records(list(labels))
+    }
     report = cheap.evaluate(k=3)
     assert [row["mode"] for row in report] == ["rgb", "rgb", "rgb", "dhash", "random"]
     with pytest.raises(ValueError, match="not in this index"):

@@ -60,7 +60,10 @@ def custom(widget, content, buffers=()):
 def front_end_sets(widget, **state):
     """``model.set(...); model.save_changes()`` from the browser."""
     widget._handle_msg(
-        {"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []}
+        {
+            "content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
+            "buffers": [],
+        }
     )
 
 
@@ -119,7 +122,14 @@ def test_the_browser_may_set_its_controls(widget):
 
 @pytest.mark.parametrize(
     "state",
-    [{"k": "ten"}, {"k": 2.5}, {"k": True}, {"mode": 3}, {"weights": [1]}, {"weights": {"rgb": "a"}}],
+    [
+        {"k": "ten"},
+        {"k": 2.5},
+        {"k": True},
+        {"mode": 3},
+        {"weights": [1]},
+        {"weights": {"rgb": "a"}},
+    ],
 )
 def test_controls_of_the_wrong_type_are_refused_readably(widget, state):
     before = (widget.mode, widget.k, dict(widget.weights))
@@ -152,7 +162,9 @@ def test_unknown_messages_are_counted_and_ignored(widget):
 def test_a_valid_upload_still_works(widget, sample_folder):
     data = next(sample_folder.rglob("*.jpg")).read_bytes()
     custom(widget, {"type": "chunk", "upload": "v", "file": 0, "offset": 0}, [memoryview(data)])
-    custom(widget, {"type": "query", "upload": "v", "files": [{"name": "a.jpg", "size": len(data)}]})
+    custom(
+        widget, {"type": "query", "upload": "v", "files": [{"name": "a.jpg", "size": len(data)}]}
+    )
     assert widget.error == "" and len(widget.results) == widget.k
 
 
@@ -223,7 +235,9 @@ def test_an_image_over_the_pixel_cap_is_an_error_naming_the_cap(tmp_path, monkey
     assert len(index) == 1 and report.errors == 1
     [(path, message)] = index.errors()
     assert path.name == "huge.png"
-    assert "6,000,000 pixels" in message and "5,000,000" in message and "IMREC_MAX_PIXELS" in message
+    assert (
+        "6,000,000 pixels" in message and "5,000,000" in message and "IMREC_MAX_PIXELS" in message
+    )
     monkeypatch.setenv(MAX_PIXELS_VARIABLE, "7000000")
     assert decode(folder / "huge.png", min_side=256).width == 3000
 
@@ -265,7 +279,8 @@ except KeyboardInterrupt:
 def test_ctrl_c_stops_a_where(cheap_index):
     child = subprocess.Popen(
         [sys.executable, "-c", INTERRUPT_CHILD, str(cheap_index.catalog_path), FOREVER],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "running"
@@ -289,15 +304,23 @@ def test_a_where_cannot_write(cheap_index):
 
 
 def test_folder_and_path_glob_filter_without_sql(cheap_index):
-    paths = {p.relative_to(cheap_index.root).as_posix() for p in cheap_index.paths(cheap_index.ids())}
+    paths = {
+        p.relative_to(cheap_index.root).as_posix() for p in cheap_index.paths(cheap_index.ids())
+    }
     folder = sorted({p.split("/")[0] for p in paths if "/" in p})[0]
     under = {p for p in paths if p.startswith(folder + "/")}
     hits = cheap_index.search(0, mode="ahash", k=50, folder=folder, exclude_self=False)
     assert {p.relative_to(cheap_index.root).as_posix() for p in hits.paths} == under
-    hits = cheap_index.search(0, mode="ahash", k=50, folder=cheap_index.root / folder, exclude_self=False)
+    hits = cheap_index.search(
+        0, mode="ahash", k=50, folder=cheap_index.root / folder, exclude_self=False
+    )
     assert len(hits) == len(under)
-    hits = cheap_index.search(0, mode="ahash", k=50, path_glob=f"{folder}/*.jpg", exclude_self=False)
-    assert {p.relative_to(cheap_index.root).as_posix() for p in hits.paths} == {p for p in under if p.endswith(".jpg")}
+    hits = cheap_index.search(
+        0, mode="ahash", k=50, path_glob=f"{folder}/*.jpg", exclude_self=False
+    )
+    assert {p.relative_to(cheap_index.root).as_posix() for p in hits.paths} == {
+        p for p in under if p.endswith(".jpg")
+    }
     assert len(cheap_index.search(0, mode="ahash", folder=folder.upper() + "x")) == 0
     with pytest.raises(ValueError, match="not inside the index root"):
         cheap_index.search(0, mode="ahash", folder="/elsewhere")
@@ -320,7 +343,14 @@ def mapped_index(variant_folder, tmp_path):
     return index
 
 
-PUBLISH_STEPS = ["staging", "switching", "moving the placement", "copying", "copying labels", "finishing"]
+PUBLISH_STEPS = [
+    "staging",
+    "switching",
+    "moving the placement",
+    "copying",
+    "copying labels",
+    "finishing",
+]
 
 
 @pytest.mark.parametrize("step", PUBLISH_STEPS)
@@ -336,7 +366,9 @@ def test_a_refit_killed_at_any_step_leaves_one_whole_map(mapped_index, monkeypat
     with pytest.raises(Killed):
         mapped_index.umap("rgb", sample_size=40, clusters=4, refit=True, random_state=7)
     monkeypatch.undo()
-    new = projection.compute(mapped_index, "rgb", sample_size=40, clusters=4, refit=True, random_state=7)
+    new = projection.compute(
+        mapped_index, "rgb", sample_size=40, clusters=4, refit=True, random_state=7
+    )
 
     seen = projection.load(mapped_index, "rgb")  # after the repair: the new map
     np.testing.assert_array_equal(seen.xy, new.xy)
@@ -367,7 +399,9 @@ def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatc
     monkeypatch.undo()
     seen = projection.load(mapped_index, "rgb")
     is_old = np.array_equal(seen.xy, old.xy) and np.array_equal(seen.clusters, old.clusters)
-    is_new = np.array_equal(seen.xy, fresh_fit["xy"]) and np.array_equal(seen.clusters, fresh_fit["labels"])
+    is_new = np.array_equal(seen.xy, fresh_fit["xy"]) and np.array_equal(
+        seen.clusters, fresh_fit["labels"]
+    )
     assert is_old != is_new, "a reader saw a mixture of two fits"
     assert is_old == (step in ("staging", "switching"))
     # A query is placed by the model of the map the reader sees, never the other fit's.
@@ -442,7 +476,13 @@ def test_an_unreadable_root_removes_nothing(two_folders, monkeypatch):
     count = len(index)
     real = os.scandir
     monkeypatch.setattr(
-        os, "scandir", lambda path=".": real(path) if Path(path) != index.root else (_ for _ in ()).throw(OSError(5, "I/O error"))
+        os,
+        "scandir",
+        lambda path=".": (
+            real(path)
+            if Path(path) != index.root
+            else (_ for _ in ()).throw(OSError(5, "I/O error"))
+        ),
     )
     report = index.update(progress=False, workers=0)
     assert report.removed == 0 and len(index) == count
@@ -451,11 +491,17 @@ def test_an_unreadable_root_removes_nothing(two_folders, monkeypatch):
 # -- a stopped rebuild: searching the half-rebuilt feature is a clear error ------------------------
 
 
-def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(sample_folder, tmp_path, monkeypatch):
+def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(
+    sample_folder, tmp_path, monkeypatch
+):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
-    ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"]).update(progress=False, workers=0)
-    index = ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], rebuild=["rgb"])
+    ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"]).update(
+        progress=False, workers=0
+    )
+    index = ImageIndex.open(
+        root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], rebuild=["rgb"]
+    )
 
     def killed(*args, **kwargs):
         raise Killed("update")
@@ -474,10 +520,14 @@ def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(sample_f
     assert len(reader.search(0, mode="rgb")) == 10
 
 
-def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(sample_folder, tmp_path, monkeypatch, capsys):
+def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(
+    sample_folder, tmp_path, monkeypatch, capsys
+):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
-    open_index = lambda **kw: ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], **kw)  # noqa: E731
+    open_index = lambda **kw: ImageIndex.open(
+        root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], **kw
+    )  # noqa: E731
     open_index().update(progress=False, workers=0)
     real_write = indexer.write_batch
     calls = []
@@ -509,7 +559,11 @@ def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(sample_fold
 
 @pytest.mark.parametrize("mode", ["P", "PA", "1", "I;16", "LA", "CMYK", "F"])
 def test_every_mode_is_reduced_to_the_right_colour(mode):
-    image = Image.new("RGB", (1200, 1100), (200, 40, 40)).convert(mode, dither=Image.Dither.NONE) if mode not in ("I;16", "F", "1") else Image.new(mode, (1200, 1100), 1)
+    image = (
+        Image.new("RGB", (1200, 1100), (200, 40, 40)).convert(mode, dither=Image.Dither.NONE)
+        if mode not in ("I;16", "F", "1")
+        else Image.new(mode, (1200, 1100), 1)
+    )
     expected = np.asarray(to_rgb(image.copy()))[0, 0].astype(int)
     reduced = decode(image, min_side=200).image
     assert reduced.size == (600, 550) and reduced.mode == "RGB"  # factor 1100 // 400

@@ -36,7 +36,11 @@ def original(index: ImageIndex, label: str, copy: str = "original") -> int:
         ({"rgb": 1, "dhash": 3}, {"rgb": (0.25, "euclidean"), "dhash": (0.75, "hamming")}),
         (
             {"embedding": (2.0, "euclidean"), "rgb": (1.0, "manhattan"), "ahash": 1.0},
-            {"embedding": (0.5, "euclidean"), "rgb": (0.25, "manhattan"), "ahash": (0.25, "hamming")},
+            {
+                "embedding": (0.5, "euclidean"),
+                "rgb": (0.25, "manhattan"),
+                "ahash": (0.25, "hamming"),
+            },
         ),
     ],
 )
@@ -59,7 +63,9 @@ def test_fused_distance_is_the_weighted_mean_of_scaled_distances(
             assert got[id_] == pytest.approx(value, rel=1e-3, abs=1e-3)
     assert hits.distances == sorted(hits.distances)
     # Exact top-k: the 5 best agree with the reference ranking wherever it has no near-tie.
-    reference = sorted((value, id_) for id_, value in zip(ids.tolist(), expected, strict=True) if id_ != query)
+    reference = sorted(
+        (value, id_) for id_, value in zip(ids.tolist(), expected, strict=True) if id_ != query
+    )
     top = labeled_index.search(query, mode="hybrid", weights=weights, k=5)
     for rank, hit in enumerate(top):
         close = [id_ for value, id_ in reference if abs(value - reference[rank][0]) < 1e-3]
@@ -75,7 +81,9 @@ def test_distance_scale_is_the_typical_pair_distance(labeled_index: ImageIndex) 
             bits = np.unpackbits(stored, axis=1).astype(bool)
             pairs = cdist(bits, bits, "hamming") * bits.shape[1]
         else:
-            pairs = cdist(stored.astype(np.float64), stored.astype(np.float64), SCIPY_METRIC[metric])
+            pairs = cdist(
+                stored.astype(np.float64), stored.astype(np.float64), SCIPY_METRIC[metric]
+            )
         median = np.median(pairs[np.triu_indices(len(stored), 1)])
         assert 0.8 * median <= scale <= 1.25 * median, (mode, scale, median)
 
@@ -85,7 +93,9 @@ def test_one_weight_ranks_like_that_mode(labeled_index: ImageIndex) -> None:
     plain = labeled_index.search(query, mode="rgb", k=10)
     fused = labeled_index.search(query, mode="hybrid", weights={"rgb": 5.0}, k=10)
     scale = labeled_index.searcher.distance_scale("rgb", "euclidean")
-    np.testing.assert_allclose(fused.distances, np.array(plain.distances) / scale, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        fused.distances, np.array(plain.distances) / scale, rtol=1e-3, atol=1e-4
+    )
     assert fused.ids[:3] == plain.ids[:3]
 
 
@@ -96,7 +106,9 @@ def test_hybrid_is_at_least_as_good_as_its_parts(labeled_index: ImageIndex) -> N
     assert by_mode["hybrid"] >= max(by_mode["embedding"], by_mode["rgb"]) - 1e-9
 
     weights = {"rgb": 0.5, "dhash": 0.5}
-    report = labeled_index.evaluate(k=5, modes=["rgb:euclidean", "dhash", "hybrid"], weights=weights)
+    report = labeled_index.evaluate(
+        k=5, modes=["rgb:euclidean", "dhash", "hybrid"], weights=weights
+    )
     by_mode = {row["mode"]: row["mAP"] for row in report}
     # Measured: rgb 0.591, dhash 0.855, their hybrid 0.967: the fusion beats both parts.
     assert by_mode["hybrid"] > max(by_mode["rgb"], by_mode["dhash"]) + 0.05
@@ -109,19 +121,27 @@ def test_queries_by_file_list_restriction_and_many(labeled_index: ImageIndex) ->
     assert hits[0].path == file and hits[0].distance < 0.02
 
     query = original(labeled_index, "rocket")
-    only = [r.id for r in labeled_index.records(labeled_index.ids()) if r.path.startswith(("rocket/", "coins/"))]
+    only = [
+        r.id
+        for r in labeled_index.records(labeled_index.ids())
+        if r.path.startswith(("rocket/", "coins/"))
+    ]
     restricted = labeled_index.search(query, mode="hybrid", k=50, ids=only)
     assert sorted(restricted.ids) == sorted(set(only) - {query})
     where = labeled_index.search(query, mode="hybrid", k=50, where="path LIKE 'coins/%'")
     assert label_of(labeled_index, where.ids) == ["coins"] * 6
     assert labeled_index.search(query, mode="hybrid", ids=[]) == []
 
-    combined = labeled_index.search([query, original(labeled_index, "rocket", "dark")], mode="hybrid", k=4)
+    combined = labeled_index.search(
+        [query, original(labeled_index, "rocket", "dark")], mode="hybrid", k=4
+    )
     assert label_of(labeled_index, combined.ids) == ["rocket"] * 4
 
     queries = [original(labeled_index, label) for label in ("brick", "flower", "retina")]
     many = labeled_index.search_many(queries, mode="hybrid", k=5)
-    assert [label_of(labeled_index, r.ids) for r in many] == [[label] * 5 for label in ("brick", "flower", "retina")]
+    assert [label_of(labeled_index, r.ids) for r in many] == [
+        [label] * 5 for label in ("brick", "flower", "retina")
+    ]
     for query, results in zip(queries, many, strict=True):
         assert results.ids == labeled_index.search(query, mode="hybrid", k=5).ids
 
@@ -173,15 +193,46 @@ def test_check_hybrid_weights_defaults_to_what_the_index_has() -> None:
         check_hybrid_weights(None, ["dhash"])
     with pytest.raises(ValueError, match="not in this index"):
         check_hybrid_weights({"embedding": 1.0}, ["rgb", "dhash"])
-    assert check_hybrid_weights({"rgb": np.float32(2), "dhash": 0}, ["rgb", "dhash"]) == {"rgb": (1.0, "euclidean")}
+    assert check_hybrid_weights({"rgb": np.float32(2), "dhash": 0}, ["rgb", "dhash"]) == {
+        "rgb": (1.0, "euclidean")
+    }
 
 
 def test_cli_search_hybrid(labeled_index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None:
     query = labeled_index.root / "flower" / "dark.jpg"
-    assert main(["search", str(query), "--root", str(labeled_index.root), "--mode", "hybrid",
-                 "--weights", "rgb=0.5,dhash=0.5:hamming", "-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(query),
+                "--root",
+                str(labeled_index.root),
+                "--mode",
+                "hybrid",
+                "--weights",
+                "rgb=0.5,dhash=0.5:hamming",
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 nearest by hybrid/0.5 rgb/euclidean + 0.5 dhash/hamming" in out
     assert out.count("flower/") == 3
-    assert main(["search", str(query), "--root", str(labeled_index.root), "--mode", "hybrid", "--weights", "rgb"]) == 1
+    assert (
+        main(
+            [
+                "search",
+                str(query),
+                "--root",
+                str(labeled_index.root),
+                "--mode",
+                "hybrid",
+                "--weights",
+                "rgb",
+            ]
+        )
+        == 1
+    )
     assert "MODE=WEIGHT" in capsys.readouterr().err

@@ -97,7 +97,12 @@ def test_large_jpeg_is_draft_decoded(tmp_path: Path) -> None:
 def test_decompression_bomb_is_refused(tmp_path: Path) -> None:
     # A valid PNG header claiming 100000 x 100000 pixels: nothing is decoded.
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     path = tmp_path / "bomb.png"

@@ -27,7 +27,10 @@ def cheap_index(root: Path, **kwargs: object) -> ImageIndex:
 
 
 def snapshot(index: ImageIndex) -> tuple[list[tuple], dict[str, np.ndarray]]:
-    rows = [(r.id, r.path, r.size, r.mtime_ns, r.width, r.height, r.format, r.status, r.error) for r in index.records()]
+    rows = [
+        (r.id, r.path, r.size, r.mtime_ns, r.width, r.height, r.format, r.status, r.error)
+        for r in index.records()
+    ]
     ids = [r[0] for r in rows if r[7] == "ok"]
     return rows, {name: index.store.read_rows(name, ids) for name in index.settings["features"]}
 
@@ -50,7 +53,11 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     assert index.features("ahash").shape == (count, 8) and index.features("dhash").dtype == np.uint8
     assert index.features("thumb").shape == (count, 64, 64, 3)
 
-    coffee = next(i for i, p in zip(index.ids(), index.paths(index.ids()), strict=True) if p.name == "coffee.jpg")
+    coffee = next(
+        i
+        for i, p in zip(index.ids(), index.paths(index.ids()), strict=True)
+        if p.name == "coffee.jpg"
+    )
     record = index.records([coffee])[0]
     assert (record.width, record.height, record.format, record.status) == (600, 400, "JPEG", "ok")
     thumb = np.asarray(index.thumbnail(coffee))
@@ -65,7 +72,9 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     assert ids == list(range(count))
 
 
-def test_rerun_with_nothing_changed_decodes_nothing(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_with_nothing_changed_decodes_nothing(
+    photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     index = cheap_index(photos)
     index.update(progress=False, workers=0)
     before = snapshot(index)
@@ -75,7 +84,13 @@ def test_rerun_with_nothing_changed_decodes_nothing(photos: Path, monkeypatch: p
 
     monkeypatch.setattr(indexer_module, "decode", fail)
     report = cheap_index(photos).update(progress=False, workers=0)
-    assert (report.new, report.changed, report.removed, report.errors, report.processed) == (0, 0, 0, 0, 0)
+    assert (report.new, report.changed, report.removed, report.errors, report.processed) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     assert "0 new, 0 changed, 0 removed" in str(report)
     rows, _values = snapshot(index)
     assert rows == before[0]
@@ -121,7 +136,9 @@ def test_broken_files_are_recorded_not_fatal(tmp_path: Path) -> None:
     astronaut.save(buffer, format="JPEG")
     (root / "truncated.jpg").write_bytes(buffer.getvalue()[:3000])
     (root / "text.png").write_text("not a png\n")
-    Image.fromarray(np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257).save(root / "gray16.png")
+    Image.fromarray(np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257).save(
+        root / "gray16.png"
+    )
     astronaut.convert("CMYK").save(root / "cmyk.jpg")
     rgba = astronaut.convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
@@ -152,7 +169,9 @@ def test_broken_files_are_recorded_not_fatal(tmp_path: Path) -> None:
     assert {path.name for path, _ in index.errors()} == set(errors)
 
 
-def test_scan_skips_index_hidden_loops_and_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_skips_index_hidden_loops_and_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "root"
     (root / "a" / "b").mkdir(parents=True)
     (root / ".hidden").mkdir()
@@ -213,17 +232,31 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_p
     clean_root, killed_root = tmp_path / "clean", tmp_path / "killed"
     shutil.copytree(sample_folder, clean_root)
     shutil.copytree(sample_folder, killed_root)
-    for src, dst in zip(sorted(clean_root.rglob("*.jpg")), sorted(killed_root.rglob("*.jpg")), strict=True):
+    for src, dst in zip(
+        sorted(clean_root.rglob("*.jpg")), sorted(killed_root.rglob("*.jpg")), strict=True
+    ):
         os.utime(dst, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))
     batch = 2
-    args = ["--features", "embedding,rgb,dhash,thumb", "--batch-size", str(batch), "-q", "--workers", "1"]
+    args = [
+        "--features",
+        "embedding,rgb,dhash,thumb",
+        "--batch-size",
+        str(batch),
+        "-q",
+        "--workers",
+        "1",
+    ]
     command = [sys.executable, "-m", "imrec_widgets.cli", "index"]
     subprocess.run([*command, str(clean_root), *args], check=True, capture_output=True)
 
     catalog = killed_root / ".imrec" / "catalog.sqlite"
     kills = 0
     for target in (2, 5):  # kill twice, each time once a few batches have committed
-        process = subprocess.Popen([*command, str(killed_root), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*command, str(killed_root), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -239,12 +272,16 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_p
             time.sleep(0.02)
         process.wait(timeout=60)
     assert kills == 2, "the run finished before it could be killed"
-    result = subprocess.run([*command, str(killed_root), *args], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [*command, str(killed_root), *args], capture_output=True, text=True, check=True
+    )
     assert "errors" in result.stdout
 
     clean = snapshot(ImageIndex.open(clean_root))
     resumed = snapshot(ImageIndex.open(killed_root))
-    strip = [row[:2] + row[4:] for row in clean[0]]  # size/mtime equal by construction; compare rest
+    strip = [
+        row[:2] + row[4:] for row in clean[0]
+    ]  # size/mtime equal by construction; compare rest
     assert [row[:2] + row[4:] for row in resumed[0]] == strip
     assert len(resumed[0]) == len(list(killed_root.rglob("*.jpg"))), "no duplicate rows"
     for name in ("rgb", "dhash", "thumb"):

@@ -17,7 +17,9 @@ def layer() -> MapLayer:
 
 def _from_front_end(layer: MapLayer, content, buffers=()) -> None:
     """Deliver ``content`` as the browser would: a comm message of method "custom"."""
-    layer._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)})
+    layer._handle_msg(
+        {"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)}
+    )
 
 
 def test_points_cross_as_binary_arrays(layer: MapLayer) -> None:
@@ -40,7 +42,9 @@ def test_valid_messages_reach_the_handler(layer: MapLayer) -> None:
     layer.on_event(lambda message, buffers: seen.append(message))
     _from_front_end(layer, {"event": "lasso", "polygon": [[0, 0], [1, 0], [0, 1]], "add": True})
     _from_front_end(layer, {"event": "brush", "x": [0.1, 0.5], "y": [0.9, 0.2], "add": False})
-    _from_front_end(layer, {"event": "hover", "x": 0.5, "y": 0.5, "dx": 0.01, "dy": 0.02, "radius": 8})
+    _from_front_end(
+        layer, {"event": "hover", "x": 0.5, "y": 0.5, "dx": 0.01, "dy": 0.02, "radius": 8}
+    )
     assert [m["event"] for m in seen] == ["lasso", "brush", "hover"]
     assert seen[0]["polygon"].shape == (3, 2) and seen[0]["add"] is True
     assert seen[1]["x"] == (0.1, 0.5) and seen[1]["y"] == (0.9, 0.2)
@@ -75,13 +79,29 @@ def test_malformed_messages_are_refused(layer: MapLayer, content) -> None:
 
 def test_the_front_end_cannot_write_python_owned_state(layer: MapLayer) -> None:
     layer.set_points(np.zeros((3, 2), np.float32), np.zeros(3), ["#000000"])
-    before = {name: getattr(layer, name) for name in ("x", "codes", "palette", "mask", "tool", "point_size")}
-    layer._handle_msg({"content": {"data": {"method": "update", "state": {
-        "tool": "click", "palette": ["#ffffff"], "point_size": 1e9}, "buffer_paths": []}}, "buffers": []})
+    before = {
+        name: getattr(layer, name)
+        for name in ("x", "codes", "palette", "mask", "tool", "point_size")
+    }
+    layer._handle_msg(
+        {
+            "content": {
+                "data": {
+                    "method": "update",
+                    "state": {"tool": "click", "palette": ["#ffffff"], "point_size": 1e9},
+                    "buffer_paths": [],
+                }
+            },
+            "buffers": [],
+        }
+    )
     assert {name: getattr(layer, name) for name in before} == before
 
 
 def test_status_messages_are_short_strings() -> None:
     assert parse_message({"event": "webgl", "message": "x" * 10_000})["message"] == "x" * 500
     assert parse_message({"event": "error", "message": {"nested": 1}})["message"] == ""
-    assert parse_message({"event": "click", "x": 1, "y": 2, "dx": 1, "dy": 1, "radius": 1e6})["radius"] == 50.0
+    assert (
+        parse_message({"event": "click", "x": 1, "y": 2, "dx": 1, "dy": 1, "radius": 1e6})["radius"]
+        == 50.0
+    )

@@ -53,7 +53,9 @@ def test_categories_are_ordered_by_size_with_codes_that_match() -> None:
 
 def test_categories_beyond_the_palette_share_one_other_entry() -> None:
     # category k has 100 - k members, so the order is known; noise is the largest but comes last
-    values = np.concatenate([np.full(100 - k, k) for k in range(len(PALETTE) + 5)] + [np.full(500, -1)])
+    values = np.concatenate(
+        [np.full(100 - k, k) for k in range(len(PALETTE) + 5)] + [np.full(500, -1)]
+    )
     cats = cluster_categories(values)
     assert len(cats.names) == len(PALETTE) + 2
     assert cats.names[: len(PALETTE)] == [f"cluster {k}" for k in range(len(PALETTE))]
@@ -73,7 +75,9 @@ def test_no_values_no_categories() -> None:
 
 
 def test_box_includes_edges_and_takes_either_order() -> None:
-    points = MapPoints(np.array([10, 11, 12, 13]), np.array([[0, 0], [1, 1], [2, 2], [1, 5]], dtype=np.float32))
+    points = MapPoints(
+        np.array([10, 11, 12, 13]), np.array([[0, 0], [1, 1], [2, 2], [1, 5]], dtype=np.float32)
+    )
     assert points.ids[points.in_box([0.5, 2.0], [0.0, 2.0])].tolist() == [11, 12]
     assert points.ids[points.in_box([2.0, 0.5], [2.0, 0.0])].tolist() == [11, 12]
     assert not points.in_box([5, 6], [5, 6]).any()
@@ -97,7 +101,9 @@ def test_polygon_matches_plain_ray_casting(turns: float) -> None:
 
 
 def test_degenerate_polygons_select_nothing() -> None:
-    points = MapPoints(np.arange(4), np.array([[0, 0], [1, 1], [2, 2], [0.5, 0.5]], dtype=np.float32))
+    points = MapPoints(
+        np.arange(4), np.array([[0, 0], [1, 1], [2, 2], [0.5, 0.5]], dtype=np.float32)
+    )
     assert not points.in_polygon([]).any()
     assert not points.in_polygon([[0, 0], [2, 2]]).any()
     assert not points.in_polygon([[0, 0], [1, 1], [2, 2]]).any()  # zero area
@@ -114,14 +120,18 @@ def test_a_million_points_every_one_inside() -> None:
     ring = _star((0.0, 0.0), np.full(400, 1.0))
     inside = points.in_polygon(ring)
     sample = rng.choice(len(xy), 2000, replace=False)
-    np.testing.assert_array_equal(inside[sample], _inside_reference(xy[sample].astype(np.float64), ring))
+    np.testing.assert_array_equal(
+        inside[sample], _inside_reference(xy[sample].astype(np.float64), ring)
+    )
 
 
 def test_thin_polygon_keeps_at_most_the_limit() -> None:
     polygon = np.arange(50_000 * 2, dtype=float).reshape(-1, 2)
     thinned = thin_polygon(polygon, 1000)
     assert len(thinned) <= 1000 and thinned[0].tolist() == polygon[0].tolist()
-    assert thin_polygon(polygon[:10], 1000) is not None and len(thin_polygon(polygon[:10], 1000)) == 10
+    assert (
+        thin_polygon(polygon[:10], 1000) is not None and len(thin_polygon(polygon[:10], 1000)) == 10
+    )
 
 
 def test_nearest_measures_on_screen_and_honours_the_radius() -> None:

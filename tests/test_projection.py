@@ -220,7 +220,9 @@ def test_a_feature_rebuilt_with_other_settings_is_fitted_again(index: ImageIndex
     assert status(rebuilt, "rgb") == {"state": "stale", "pending": len(rebuilt)}
     again = rebuilt.umap("rgb", sample_size=40, clusters=4)
     assert again.fitted == 40 and again.transformed == len(rebuilt) - 40
-    assert np.isfinite(projection.place(rebuilt, "rgb", rebuilt.root / rebuilt.records()[0].path)).all()
+    assert np.isfinite(
+        projection.place(rebuilt, "rgb", rebuilt.root / rebuilt.records()[0].path)
+    ).all()
 
 
 def test_query_images_land_where_their_indexed_copies_are(index: ImageIndex) -> None:
@@ -264,7 +266,9 @@ def test_placement_is_exact_knn_and_umaps_own_start_of_transform(digits, monkeyp
     )
     graph = coo_matrix((strengths, (rows, cols)), shape=(len(new), len(fit))).tocsr()
     spread = np.ptp(xy, axis=0).max()
-    np.testing.assert_allclose(model.place(new), init_graph_transform(graph, xy[:1000]), atol=1e-5 * spread)
+    np.testing.assert_allclose(
+        model.place(new), init_graph_transform(graph, xy[:1000]), atol=1e-5 * spread
+    )
     np.testing.assert_array_equal(model.place(fit[:50]), xy[:50])  # fitted rows: their own points
 
 
@@ -275,7 +279,9 @@ def test_hash_placement_ranks_by_hamming_distance(digits) -> None:
     bits = (values > 4).astype(np.float32)  # 64 real bits per digit, as unpacked hashes are
     model = projection.Placement(None, None, bits[:1000], xy[:1000], "hamming", 10)
     _, distances = model.nearest(bits[1000:])
-    exact, _ = NearestNeighbors(n_neighbors=10, metric="hamming").fit(bits[:1000]).kneighbors(bits[1000:])
+    exact, _ = (
+        NearestNeighbors(n_neighbors=10, metric="hamming").fit(bits[:1000]).kneighbors(bits[1000:])
+    )
     np.testing.assert_allclose(distances, exact, atol=1e-6)  # neighbours may differ among ties
 
 
@@ -286,12 +292,21 @@ def test_placement_file_round_trips_as_plain_arrays(index: ImageIndex) -> None:
     assert token == index.catalog.get_meta("projection/rgb")["placement"]
     with np.load(path, allow_pickle=False) as stored:
         assert sorted(stored.files) == [
-            "ids", "metric", "n_neighbors", "pca_components", "pca_mean", "token", "vectors",
-            "version", "xy",
+            "ids",
+            "metric",
+            "n_neighbors",
+            "pca_components",
+            "pca_mean",
+            "token",
+            "vectors",
+            "version",
+            "xy",
         ]
         assert stored["vectors"].shape == (60, 50) and stored["pca_components"].shape == (50, 512)
         assert str(stored["metric"]) == "euclidean" and int(stored["n_neighbors"]) == 15
-        np.testing.assert_array_equal(index.store.read_rows("umap/rgb", stored["ids"]), stored["xy"])
+        np.testing.assert_array_equal(
+            index.store.read_rows("umap/rgb", stored["ids"]), stored["xy"]
+        )
     assert model.input_size == 512
 
 
@@ -303,7 +318,9 @@ def test_a_reextracted_image_makes_the_map_stale(index: ImageIndex) -> None:
     record = next(r for r in index.records() if Path(r.path).stem == "coffee")
     Image.fromarray(data.astronaut()).save(index.root / record.path)
     index.update(progress=False, workers=0)
-    assert index.catalog.ids_indexed_after(index.catalog.get_meta("projection/rgb")["updated_at"]) == [record.id]
+    assert index.catalog.ids_indexed_after(
+        index.catalog.get_meta("projection/rgb")["updated_at"]
+    ) == [record.id]
     assert status(index, "rgb") == {"state": "stale", "pending": 1}
     extended = index.umap("rgb", sample_size=40, clusters=4)
     assert extended.transformed == 1 and status(index, "rgb")["state"] == "fresh"
@@ -319,12 +336,16 @@ def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     folder = tmp_path / "cache" / "imrec-widgets" / "numba"
     assert out.stdout.split() == [str(folder), str(folder)] and folder.is_dir()
 
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == [str(tmp_path / "mine")] * 2, "a folder the user chose is kept"
 
 
@@ -344,7 +365,9 @@ def test_umap_is_imported_with_its_compiled_code_cached() -> None:
 # -- progress ------------------------------------------------------------------------------------
 
 
-def test_progress_reports_each_stage_in_order(index: ImageIndex, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_reports_each_stage_in_order(
+    index: ImageIndex, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls: list[tuple[str, int, int]] = []
     index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
     stages = list(dict.fromkeys(stage for stage, _, _ in calls))
@@ -357,7 +380,10 @@ def test_progress_reports_each_stage_in_order(index: ImageIndex, capsys: pytest.
 
     calls.clear()
     index.umap("rgb", sample_size=60, clusters=4, progress=lambda *call: calls.append(call))
-    assert [stage for stage, _, _ in calls] == ["clustering", "clustering"]  # nothing to fit or place
+    assert [stage for stage, _, _ in calls] == [
+        "clustering",
+        "clustering",
+    ]  # nothing to fit or place
 
     index.umap("rgb", sample_size=60, clusters=4, refit=True, progress=True)
     shown = capsys.readouterr().err

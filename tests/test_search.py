@@ -40,7 +40,9 @@ def query_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def reference(index: ImageIndex, mode: str, metric: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reference(
+    index: ImageIndex, mode: str, metric: str, vector: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     ids = index.ids()
     stored = index.features(mode, ids)
     if metric == "hamming":
@@ -48,13 +50,19 @@ def reference(index: ImageIndex, mode: str, metric: str, vector: np.ndarray) -> 
         query = np.unpackbits(vector[None], axis=1).astype(bool)
         distances = cdist(query, bits, "hamming")[0] * bits.shape[1]
     else:
-        distances = cdist(vector[None].astype(np.float64), stored.astype(np.float64), SCIPY_METRIC[metric])[0]
+        distances = cdist(
+            vector[None].astype(np.float64), stored.astype(np.float64), SCIPY_METRIC[metric]
+        )[0]
     order = np.lexsort((ids, distances))
     return ids[order], distances[order]
 
 
-@pytest.mark.parametrize(("mode", "metric"), [(m, x) for m, metrics in MODE_METRICS.items() for x in metrics])
-def test_matches_brute_force_for_every_mode_and_metric(index: ImageIndex, query_file: Path, mode: str, metric: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "metric"), [(m, x) for m, metrics in MODE_METRICS.items() for x in metrics]
+)
+def test_matches_brute_force_for_every_mode_and_metric(
+    index: ImageIndex, query_file: Path, mode: str, metric: str
+) -> None:
     vector, _ = index.searcher.vectors(query_file, mode)
     ref_ids, ref_dist = reference(index, mode, metric, vector[0])
     for k in (1, 7, len(index) + 5):
@@ -80,7 +88,9 @@ def test_default_metrics_and_wrong_pairs(index: ImageIndex, query_file: Path) ->
         index.search(query_file, mode="rgb", metric="hamming")
     with pytest.raises(ValueError, match="choose from hamming"):
         index.search(query_file, mode="ahash", metric="cosine")
-    with pytest.raises(ValueError, match="unknown mode 'colour'; choose from embedding, rgb, ahash, dhash"):
+    with pytest.raises(
+        ValueError, match="unknown mode 'colour'; choose from embedding, rgb, ahash, dhash"
+    ):
         index.search(query_file, mode="colour")
     for bad_k in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="k must be a positive integer"):
@@ -104,7 +114,11 @@ def test_query_by_id_excludes_itself(index: ImageIndex) -> None:
     coffee = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
     hits = index.search(coffee, mode="embedding", k=4)
     assert coffee not in hits.ids
-    assert {h.path.name for h in hits[:3]} == {"coffee_warm.jpg", "coffee_mirror.jpg", "coffee_small.jpg"}
+    assert {h.path.name for h in hits[:3]} == {
+        "coffee_warm.jpg",
+        "coffee_mirror.jpg",
+        "coffee_small.jpg",
+    }
     kept = index.search(coffee, mode="embedding", k=4, exclude_self=False)
     assert kept[0].id == coffee and kept[0].distance == pytest.approx(0, abs=1e-5)
     with pytest.raises(ValueError, match="no searchable image with id 99999"):
@@ -201,21 +215,59 @@ def test_results_html_grid(index: ImageIndex, query_file: Path) -> None:
     # The SearchWidget's stylesheet is global to the page: the repr shares none of its classes.
     widget_css = (Path(__file__).resolve().parents[1] / "js" / "search_widget.css").read_text()
     widget_classes = set(re.findall(r"\.(imrec-[\w-]+)", widget_css))
-    repr_classes = {name for value in re.findall(r'class="([^"]*)"', page) for name in value.split()}
+    repr_classes = {
+        name for value in re.findall(r'class="([^"]*)"', page) for name in value.split()
+    }
     assert repr_classes and not repr_classes & widget_classes, repr_classes & widget_classes
 
 
 def test_long_names_in_the_html_grid_keep_their_end() -> None:
     assert short_name("coffee.jpg") == "coffee.jpg"
     name = short_name("immunohistochemistry_mirror.jpg")
-    assert len(name) == 26 and name.endswith("_mirror.jpg") and name.startswith("immuno") and "…" in name
+    assert (
+        len(name) == 26
+        and name.endswith("_mirror.jpg")
+        and name.startswith("immuno")
+        and "…" in name
+    )
 
 
-def test_cli_search(index: ImageIndex, query_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["search", str(query_file), "--root", str(index.root), "--mode", "rgb", "-k", "3", "--json"]) == 0
+def test_cli_search(
+    index: ImageIndex, query_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "search",
+                str(query_file),
+                "--root",
+                str(index.root),
+                "--mode",
+                "rgb",
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in out["hits"]] == index.search(query_file, mode="rgb", k=3).ids
-    assert main(["search", str(query_file), "--root", str(index.root), "--mode", "rgb", "--metric", "hamming"]) == 1
+    assert (
+        main(
+            [
+                "search",
+                str(query_file),
+                "--root",
+                str(index.root),
+                "--mode",
+                "rgb",
+                "--metric",
+                "hamming",
+            ]
+        )
+        == 1
+    )
     assert "not allowed for mode 'rgb'" in capsys.readouterr().err
     coffee = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
     assert main(["search", str(coffee), "--root", str(index.root), "-k", "2"]) == 0

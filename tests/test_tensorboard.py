@@ -56,7 +56,9 @@ def odd_index(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     photos = sorted(sample_folder.rglob("*.jpg"))[: len(ODD_NAMES)]
     for photo, name in zip(photos, ODD_NAMES, strict=True):
         shutil.copy(photo, folder / "odd folder" / name)
-    idx = ImageIndex.open(folder, index_dir=tmp_path_factory.mktemp("odd-idx"), features=["rgb", "thumb"])
+    idx = ImageIndex.open(
+        folder, index_dir=tmp_path_factory.mktemp("odd-idx"), features=["rgb", "thumb"]
+    )
     idx.update(progress=False, workers=0)
     ids = idx.ids()
     idx.store.ensure("cluster/rgb", (), "int32")
@@ -65,7 +67,9 @@ def odd_index(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def logdir(index: ImageIndex, odd_index: ImageIndex, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def logdir(
+    index: ImageIndex, odd_index: ImageIndex, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     logs = tmp_path_factory.mktemp("logs")
     index.export_tensorboard(logs, "embedding", run="embedding")
     index.export_tensorboard(logs, "dhash", run="dhash")
@@ -105,8 +109,17 @@ def tensorboard(logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     home = tmp_path_factory.mktemp("tensorboard")
     log = home / "tensorboard.log"
     port = _free_port()
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     # TensorBoard keeps its instance files in the temp folder: give it its own.
     env = {**os.environ, "TMPDIR": str(home)}
     with open(log, "wb") as output:
@@ -114,8 +127,11 @@ def tensorboard(logdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     base = f"http://127.0.0.1:{port}"
     try:
         expected = {"embedding", "dhash", "sample", "odd"}
-        _poll(lambda: set(json.loads(_get(f"{base}/data/plugin/projector/runs"))) == expected,
-              f"projector runs {sorted(expected)} not listed", log)
+        _poll(
+            lambda: set(json.loads(_get(f"{base}/data/plugin/projector/runs"))) == expected,
+            f"projector runs {sorted(expected)} not listed",
+            log,
+        )
         yield base
     finally:
         process.terminate()
@@ -160,7 +176,9 @@ def test_served_hash_is_unpacked_bits(tensorboard: str, index: ImageIndex) -> No
     assert set(np.unique(served).tolist()) == {0.0, 1.0}
 
 
-def test_served_metadata_has_a_header_and_one_row_per_point(tensorboard: str, index: ImageIndex) -> None:
+def test_served_metadata_has_a_header_and_one_row_per_point(
+    tensorboard: str, index: ImageIndex
+) -> None:
     lines = _projector(tensorboard, "metadata", "embedding", "embedding").decode().split("\n")
     assert lines[-1] == ""
     header, *rows = lines[:-1]
@@ -172,7 +190,9 @@ def test_served_metadata_has_a_header_and_one_row_per_point(tensorboard: str, in
 
 
 def test_served_sprite_is_the_thumbnail_grid(tensorboard: str, index: ImageIndex) -> None:
-    sprite = Image.open(io.BytesIO(_projector(tensorboard, "sprite_image", "embedding", "embedding")))
+    sprite = Image.open(
+        io.BytesIO(_projector(tensorboard, "sprite_image", "embedding", "embedding"))
+    )
     columns = math.ceil(math.sqrt(len(index)))
     assert sprite.size == (columns * 64, columns * 64)
     pixels = np.asarray(sprite.convert("RGB"), dtype=np.int16)
@@ -200,8 +220,9 @@ def test_tabs_and_newlines_in_names_are_escaped(tensorboard: str, odd_index: Ima
     assert len(lines) == 1 + len(odd_index)
     assert all(line.count("\t") == 4 for line in lines)
     rows = [line.split("\t") for line in lines[1:]]
-    assert sorted(row[1] for row in rows) == sorted(name.replace("\t", "\\t").replace("\n", "\\n")
-                                                    for name in ODD_NAMES)
+    assert sorted(row[1] for row in rows) == sorted(
+        name.replace("\t", "\\t").replace("\n", "\\n") for name in ODD_NAMES
+    )
     assert {row[2] for row in rows} == {"odd folder"}
     assert [row[3] for row in rows] == ["-1", "0", "1"]
 
@@ -283,10 +304,21 @@ def test_export_errors(index: ImageIndex, sample_folder: Path, tmp_path: Path) -
 
 
 # -- command line ------------------------------------------------------------------------------------
-def test_cli_export_tensorboard(index: ImageIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_tensorboard(
+    index: ImageIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "logs"
-    argv = ["export", "tensorboard", str(index.root), "--index-dir", str(index.index_dir),
-            "--feature", "dhash", "--out", str(out)]
+    argv = [
+        "export",
+        "tensorboard",
+        str(index.root),
+        "--index-dir",
+        str(index.index_dir),
+        "--feature",
+        "dhash",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     run = out.resolve() / f"{index.root.name}-dhash"
     assert capsys.readouterr().out.splitlines() == [
@@ -297,10 +329,20 @@ def test_cli_export_tensorboard(index: ImageIndex, tmp_path: Path, capsys: pytes
     assert len((run / "metadata.tsv").read_text().splitlines()) == len(index) + 1
 
 
-def test_cli_export_unknown_feature_is_one_line(index: ImageIndex, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["export", "tensorboard", str(index.root), "--index-dir", str(index.index_dir),
-            "--feature", "colour", "--out", str(tmp_path / "logs")]
+def test_cli_export_unknown_feature_is_one_line(
+    index: ImageIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "export",
+        "tensorboard",
+        str(index.root),
+        "--index-dir",
+        str(index.index_dir),
+        "--feature",
+        "colour",
+        "--out",
+        str(tmp_path / "logs"),
+    ]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -101,7 +101,9 @@ def _gesture(explorer: UmapExplorer, content: dict) -> None:
 
 def _replies(explorer: UmapExplorer, monkeypatch) -> list[tuple[dict, list]]:
     sent: list[tuple[dict, list]] = []
-    monkeypatch.setattr(explorer.layer, "send", lambda content, buffers=None: sent.append((content, buffers)))
+    monkeypatch.setattr(
+        explorer.layer, "send", lambda content, buffers=None: sent.append((content, buffers))
+    )
     return sent
 
 
@@ -185,14 +187,18 @@ def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> No
 
     csv = tmp_path / "labels.csv"
     records = mapped.records(explorer.points.ids)
-    csv.write_text("path,label\n" + "".join(
-        f"{r.path},{'warm' if 'warm' in r.path else 'plain'}\n" for r in records))
+    csv.write_text(
+        "path,label\n"
+        + "".join(f"{r.path},{'warm' if 'warm' in r.path else 'plain'}\n" for r in records)
+    )
     labelled = UmapExplorer(mapped, feature="rgb", compute=False, color_by="label", labels=csv)
     names = labelled.categories().names
     got = [names[c] for c in np.frombuffer(labelled.layer.codes, np.uint8).tolist()]
     assert got == ["warm" if "warm" in r.path else "plain" for r in records]
-    assert set(labelled.categories().counts) == {sum("warm" in r.path for r in records),
-                                                 sum("warm" not in r.path for r in records)}
+    assert set(labelled.categories().counts) == {
+        sum("warm" in r.path for r in records),
+        sum("warm" not in r.path for r in records),
+    }
 
 
 def test_colour_by_status_tells_fitted_from_placed(built, tmp_path) -> None:
@@ -217,7 +223,10 @@ def test_lasso_selects_every_point_inside_and_shows_it(explorer: UmapExplorer) -
     xy = explorer.points.xy
     centre = np.median(xy, axis=0)
     radius = 0.3 * np.ptp(xy, axis=0).max()
-    polygon = [(centre[0] + radius * np.cos(a), centre[1] + radius * np.sin(a)) for a in np.linspace(0, 6.28, 40)]
+    polygon = [
+        (centre[0] + radius * np.cos(a), centre[1] + radius * np.sin(a))
+        for a in np.linspace(0, 6.28, 40)
+    ]
     expected = sorted(explorer.points.ids[explorer.points.in_polygon(polygon)].tolist())
     assert 0 < len(expected) < 90
     _gesture(explorer, {"event": "lasso", "polygon": [list(p) for p in polygon], "add": False})
@@ -225,7 +234,9 @@ def test_lasso_selects_every_point_inside_and_shows_it(explorer: UmapExplorer) -
     assert f"{len(expected)} of 90 selected" in explorer.count.value
     paths = [r.path for r in explorer.index.records(expected)]
     assert _thumb_titles(explorer) == paths[:PAGE_SIZE]
-    assert explorer.gallery.value.count('src="data:image/jpeg;base64,/9j/') == min(len(expected), PAGE_SIZE)
+    assert explorer.gallery.value.count('src="data:image/jpeg;base64,/9j/') == min(
+        len(expected), PAGE_SIZE
+    )
     assert _mask(explorer) == np.isin(explorer.points.ids, expected).astype(int).tolist()
     assert repr(explorer) == f"UmapExplorer('rgb', 90 points, {len(expected)} selected)"
 
@@ -292,7 +303,9 @@ def test_gallery_pages_and_clamps(explorer: UmapExplorer) -> None:
         explorer.next_button.click()
     assert [count for _label, count in pages] == [PAGE_SIZE, PAGE_SIZE, 10, 10]
     assert "page 3/3" in pages[-1][0]
-    assert _thumb_titles(explorer) == [r.path for r in explorer.index.records(explorer.selected[80:])]
+    assert _thumb_titles(explorer) == [
+        r.path for r in explorer.index.records(explorer.selected[80:])
+    ]
     for _ in range(5):
         explorer.prev_button.click()
     assert "page 1/3" in explorer.page_label.value
@@ -304,8 +317,10 @@ def test_gallery_pages_and_clamps(explorer: UmapExplorer) -> None:
 def test_hover_answers_with_the_thumbnail_and_name(explorer: UmapExplorer, monkeypatch) -> None:
     sent = _replies(explorer, monkeypatch)
     x, y = (float(v) for v in explorer.points.xy[7])
-    _gesture(explorer, {"event": "hover", "x": x + 0.001, "y": y, "dx": 0.01, "dy": 0.01, "radius": 8})
-    (reply, buffers), = sent
+    _gesture(
+        explorer, {"event": "hover", "x": x + 0.001, "y": y, "dx": 0.01, "dy": 0.01, "radius": 8}
+    )
+    ((reply, buffers),) = sent
     record = explorer.index.records([int(explorer.points.ids[7])])[0]
     assert reply["id"] == record.id and reply["name"] == record.path
     assert (reply["x"], reply["y"]) == (x, y)
@@ -324,7 +339,9 @@ def test_without_webgl_the_map_falls_back_to_svg_and_says_so(mapped: ImageIndex)
     assert "drawn as SVG" in explorer.message.value and "no WebGL context" in explorer.message.value
     scatter = explorer.figure.marks[0]
     assert len(scatter.x) == 90 and scatter.selected is None and scatter.unselected_style == {}
-    np.testing.assert_array_equal(np.asarray(scatter.color), cluster_categories(explorer.projection.clusters).codes)
+    np.testing.assert_array_equal(
+        np.asarray(scatter.color), cluster_categories(explorer.projection.clusters).codes
+    )
     explorer.select(explorer.points.ids[[4, 9]])
     assert sorted(np.asarray(scatter.selected).tolist()) == [4, 9]
     assert scatter.unselected_style == {"opacity": 0.2}
@@ -344,7 +361,9 @@ def test_search_results_and_query_are_marked_on_the_map(linked) -> None:
     results = search.search(_photo(index, "coffee"))
     assert len(results.ids) == 5
     expected = explorer.points.xy[_positions(explorer, results.ids)]
-    np.testing.assert_array_equal(np.sort(_marked(explorer.hits), axis=0), np.sort(expected, axis=0))
+    np.testing.assert_array_equal(
+        np.sort(_marked(explorer.hits), axis=0), np.sort(expected, axis=0)
+    )
     np.testing.assert_array_equal(_marked(explorer.hit_halo), _marked(explorer.hits))
     # ring colours follow the theme (readable on light and dark backgrounds)
     assert explorer.hits.stroke.startswith("var(--jp-ui-font-color0")
@@ -352,7 +371,9 @@ def test_search_results_and_query_are_marked_on_the_map(linked) -> None:
 
     query = _marked(explorer.query_mark)
     assert query.shape == (1, 2) and np.isfinite(query).all()
-    np.testing.assert_allclose(query, projection_module.place(index, "rgb", _photo(index, "coffee")))
+    np.testing.assert_allclose(
+        query, projection_module.place(index, "rgb", _photo(index, "coffee"))
+    )
     own = explorer.points.xy[_positions(explorer, [_id(index, "coffee")])[0]]
     spread = np.ptp(explorer.points.xy, axis=0).max()
     assert np.linalg.norm(query[0] - own) < 0.2 * spread
@@ -407,7 +428,9 @@ def test_search_only_inside_the_selection(linked) -> None:
 def test_clicking_inside_a_scoped_selection_keeps_the_scope(linked) -> None:
     explorer, search = linked
     index = explorer.index
-    inside = [_id(index, n) for n in ("chelsea", "chelsea_crop", "chelsea_mirror", "page", "flower")]
+    inside = [
+        _id(index, n) for n in ("chelsea", "chelsea_crop", "chelsea_mirror", "page", "flower")
+    ]
     explorer.select(inside)
     explorer.search_in_selection = True
     explorer.tool.value = "click"
@@ -526,5 +549,7 @@ def test_a_stale_map_says_images_are_missing(mapped: ImageIndex, tmp_path: Path)
 
 
 def test_a_bad_colour_choice_is_a_readable_error(mapped: ImageIndex) -> None:
-    with pytest.raises(Exception, match="color_by must be one of cluster, folder, status; got 'label'"):
+    with pytest.raises(
+        Exception, match="color_by must be one of cluster, folder, status; got 'label'"
+    ):
         UmapExplorer(mapped, feature="rgb", compute=False, color_by="label")

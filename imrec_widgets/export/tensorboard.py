@@ -101,7 +101,9 @@ def export_tensorboard(
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "sprite.jpg").unlink()
 
-    config = projector_config(feature, tensor_file, (chosen.size, dim), "metadata.tsv", sprite_entry)
+    config = projector_config(
+        feature, tensor_file, (chosen.size, dim), "metadata.tsv", sprite_entry
+    )
     _write_atomic(run_dir / CONFIG_NAME, config.encode())
     if not any(run_dir.glob("events.out.tfevents.*")):
         _write_atomic(run_dir / f"events.out.tfevents.{int(time.time())}.imrec", _event_file())
@@ -113,7 +115,9 @@ def tensorboard_command(logdir: str | os.PathLike[str]) -> str:
     return f"tensorboard --logdir {shlex.quote(str(logdir))}"
 
 
-def sprite_layout(count: int, thumb_size: int = 64, max_side: int = MAX_SPRITE_SIDE) -> tuple[int, int]:
+def sprite_layout(
+    count: int, thumb_size: int = 64, max_side: int = MAX_SPRITE_SIDE
+) -> tuple[int, int]:
     """``(cell side, columns)`` of a square sprite grid for ``count`` thumbnails.
 
     ``columns = ceil(sqrt(count))``; the cell is the stored thumbnail size, or less so that
@@ -222,12 +226,16 @@ def _chosen_ids(
         if unknown.size:
             raise ValueError(f"id {int(unknown[0])} is not a searchable image of this index")
     if chosen.size == 0:
-        raise ValueError(f"nothing to export: no searchable images; run `imrec index {index.root}` first")
+        raise ValueError(
+            f"nothing to export: no searchable images; run `imrec index {index.root}` first"
+        )
     if max_points is not None:
         if max_points < 1:
             raise ValueError(f"max_points must be at least 1, not {max_points}")
         if chosen.size > max_points:
-            keep = np.random.default_rng(_SAMPLE_SEED).choice(chosen.size, max_points, replace=False)
+            keep = np.random.default_rng(_SAMPLE_SEED).choice(
+                chosen.size, max_points, replace=False
+            )
             chosen = chosen[np.sort(keep)]
     return chosen
 
@@ -250,7 +258,9 @@ def _write_sprite(path: Path, index: ImageIndex, ids: np.ndarray) -> int:
         thumbs = index.features("thumb", ids[start : start + _ROWS_PER_BLOCK])
         for offset, pixels in enumerate(thumbs):
             if cell != thumbs.shape[1]:
-                pixels = np.asarray(Image.fromarray(pixels).resize((cell, cell), Image.Resampling.BOX))
+                pixels = np.asarray(
+                    Image.fromarray(pixels).resize((cell, cell), Image.Resampling.BOX)
+                )
             row, column = divmod(start + offset, columns)
             sheet[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = pixels
     with _atomic_file(path) as out:

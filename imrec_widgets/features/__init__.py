@@ -57,7 +57,8 @@ def check_hybrid_weights(
     """
     if weights is None:
         weights = {
-            mode: weight for mode, weight in DEFAULT_HYBRID_WEIGHTS.items()
+            mode: weight
+            for mode, weight in DEFAULT_HYBRID_WEIGHTS.items()
             if available is None or mode in available
         }
         if not weights:
@@ -66,15 +67,27 @@ def check_hybrid_weights(
                 "index lacks; pass weights={mode: weight} for the modes it has"
             )
     if not isinstance(weights, Mapping):
-        raise ValueError(f"weights must map modes to weights, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}")
+        raise ValueError(
+            f"weights must map modes to weights, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}"
+        )
     chosen: dict[str, tuple[float, str]] = {}
     for mode, value in weights.items():
         if mode not in MODE_METRICS:
-            raise ValueError(f"unknown mode {mode!r} in weights; choose from {', '.join(MODE_METRICS)}")
+            raise ValueError(
+                f"unknown mode {mode!r} in weights; choose from {', '.join(MODE_METRICS)}"
+            )
         if available is not None and mode not in available:
-            raise ValueError(f"mode {mode!r} in weights is not in this index; it has {', '.join(available)}")
-        weight, metric = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, None)
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(
+                f"mode {mode!r} in weights is not in this index; it has {', '.join(available)}"
+            )
+        weight, metric = (
+            value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, None)
+        )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, numbers.Real)
+            or not math.isfinite(weight)
+        ):
             raise ValueError(f"the weight of {mode!r} must be a finite number, not {weight!r}")
         if weight < 0:
             raise ValueError(f"the weight of {mode!r} must not be negative, not {weight}")
@@ -93,7 +106,8 @@ def build_feature(name: str, settings: dict[str, Any]) -> Feature:
         from .embeddings import EmbeddingFeature
 
         return EmbeddingFeature(
-            backbone=settings["backbone"], weights=settings.get("weights"),
+            backbone=settings["backbone"],
+            weights=settings.get("weights"),
             engine=settings.get("engine") or "auto",
         )
     if name == "rgb":

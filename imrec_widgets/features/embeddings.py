@@ -123,9 +123,15 @@ def _weights_file(backbone: str, weights: Path | None) -> Path | None:
     if "torch" in sys.modules:  # honours torch.hub.set_dir
         hub = Path(sys.modules["torch"].hub.get_dir())
     else:  # torch.hub.get_dir's own rule
-        hub = Path(os.environ.get("TORCH_HOME") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
-        )).expanduser() / "hub"
+        hub = (
+            Path(
+                os.environ.get("TORCH_HOME")
+                or os.path.join(
+                    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+                )
+            ).expanduser()
+            / "hub"
+        )
     cached = hub / "checkpoints" / RESNET18_FILENAME
     return cached if cached.is_file() else None
 
@@ -161,7 +167,9 @@ class EmbeddingFeature:
         engine: str = "auto",
     ) -> None:
         if engine not in engines.ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(engines.ENGINES)}")
+            raise ValueError(
+                f"unknown engine {engine!r}; choose one of {', '.join(engines.ENGINES)}"
+            )
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
         if batch_size < 1:
@@ -201,7 +209,11 @@ class EmbeddingFeature:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_session": None}  # pickles (to worker processes) stay small
+        return {
+            **self.__dict__,
+            "_model": None,
+            "_session": None,
+        }  # pickles (to worker processes) stay small
 
     def __repr__(self) -> str:
         return (
@@ -331,7 +343,8 @@ class EmbeddingFeature:
         except engines.EngineUnavailableError as exc:
             warnings.warn(
                 f"imrec-widgets: engine {engine} unavailable: {exc}; using torch",
-                engines.EngineFallbackWarning, stacklevel=4,
+                engines.EngineFallbackWarning,
+                stacklevel=4,
             )
             self._engine_used = "torch"
             return None

@@ -140,9 +140,18 @@ def export(body: Any, head: Any, input_size: int, dest: Path) -> None:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                graph, (sample,), tmp, dynamo=False, opset_version=17,
-                input_names=["images"], output_names=["embedding", "logits"],
-                dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}, "logits": {0: "batch"}},
+                graph,
+                (sample,),
+                tmp,
+                dynamo=False,
+                opset_version=17,
+                input_names=["images"],
+                output_names=["embedding", "logits"],
+                dynamic_axes={
+                    "images": {0: "batch"},
+                    "embedding": {0: "batch"},
+                    "logits": {0: "batch"},
+                },
             )
         os.replace(tmp, dest)
     except EngineUnavailableError:

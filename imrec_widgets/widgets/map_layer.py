@@ -71,7 +71,9 @@ def parse_message(content: Any) -> dict[str, Any]:
             vertices = np.asarray(polygon, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise MapMessageError("'polygon' must hold [x, y] number pairs") from exc
-        if vertices.size and (vertices.ndim != 2 or vertices.shape[1] != 2 or not np.isfinite(vertices).all()):
+        if vertices.size and (
+            vertices.ndim != 2 or vertices.shape[1] != 2 or not np.isfinite(vertices).all()
+        ):
             raise MapMessageError("'polygon' must hold finite [x, y] pairs")
         return {"event": "lasso", "polygon": vertices.reshape(-1, 2), "add": add}
     if event == "brush":
@@ -80,7 +82,9 @@ def parse_message(content: Any) -> dict[str, Any]:
         parsed = {"event": event, "add": add}
         for key in ("x", "y", "dx", "dy"):
             parsed[key] = _number(content, key)
-        parsed["radius"] = min(max(_number(content, "radius"), 0.0), 50.0) if "radius" in content else 8.0
+        parsed["radius"] = (
+            min(max(_number(content, "radius"), 0.0), 50.0) if "radius" in content else 8.0
+        )
         return parsed
     raise MapMessageError(f"unknown map event {event!r}")
 
@@ -157,7 +161,9 @@ class MapLayer(anywidget.AnyWidget):
 
     def set_selection(self, mask: np.ndarray | None) -> None:
         """Show ``mask`` (bool per drawn point) as selected; None or no True shows no selection."""
-        self.mask = b"" if mask is None or not np.any(mask) else np.asarray(mask, dtype=np.uint8).tobytes()
+        self.mask = (
+            b"" if mask is None or not np.any(mask) else np.asarray(mask, dtype=np.uint8).tobytes()
+        )
 
     def clear_outlines(self) -> None:
         """Remove the lasso and brush outlines the browser keeps after a gesture."""

@@ -51,7 +51,9 @@ _RING_HALO = "var(--jp-layout-color0, #ffffff)"
 _QUERY_FILL = "#ffd400"
 
 
-def gallery_page(ids: Sequence[int], page: int, page_size: int = PAGE_SIZE) -> tuple[list[int], int, int]:
+def gallery_page(
+    ids: Sequence[int], page: int, page_size: int = PAGE_SIZE
+) -> tuple[list[int], int, int]:
     """The ids on ``page`` (clamped), the clamped page number and the page count."""
     pages = max(1, -(-len(ids) // page_size))
     page = min(max(0, page), pages - 1)
@@ -127,7 +129,8 @@ class UmapExplorer(ipywidgets.VBox):
 
         proj = self.projection
         self.points = MapPoints(
-            proj.ids if proj else np.empty(0, np.int64), proj.xy if proj else np.empty((0, 2), np.float32)
+            proj.ids if proj else np.empty(0, np.int64),
+            proj.xy if proj else np.empty((0, 2), np.float32),
         )
         self._clusters = proj.clusters if proj else np.empty(0, np.int32)
         self._selected_mask = np.zeros(len(self.points), dtype=bool)
@@ -144,48 +147,99 @@ class UmapExplorer(ipywidgets.VBox):
         self.reset_view()
         scales = {"x": self.x_scale, "y": self.y_scale}
         # Result rings: a light halo under a dark ring (theme colours), readable on any background.
-        self.hit_halo = Scatter(x=[], y=[], scales=scales, default_size=90, colors=["transparent"], fill=False,
-                                stroke=_RING_HALO, stroke_width=4.5, marker="circle")
-        self.hits = Scatter(x=[], y=[], scales=scales, default_size=90, colors=["transparent"], fill=False,
-                            stroke=_RING_COLOR, stroke_width=2.0, marker="circle")
-        self.query_mark = Scatter(x=[], y=[], scales=scales, default_size=240, colors=[_QUERY_FILL],
-                                  stroke=_RING_COLOR, stroke_width=1.5, marker="cross")
+        self.hit_halo = Scatter(
+            x=[],
+            y=[],
+            scales=scales,
+            default_size=90,
+            colors=["transparent"],
+            fill=False,
+            stroke=_RING_HALO,
+            stroke_width=4.5,
+            marker="circle",
+        )
+        self.hits = Scatter(
+            x=[],
+            y=[],
+            scales=scales,
+            default_size=90,
+            colors=["transparent"],
+            fill=False,
+            stroke=_RING_COLOR,
+            stroke_width=2.0,
+            marker="circle",
+        )
+        self.query_mark = Scatter(
+            x=[],
+            y=[],
+            scales=scales,
+            default_size=240,
+            colors=[_QUERY_FILL],
+            stroke=_RING_COLOR,
+            stroke_width=1.5,
+            marker="cross",
+        )
         # The map layer zooms with the wheel under every tool; bqplot's PanZoom pans.
         self.panzoom = PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]}, allow_zoom=False)
         self.figure = Figure(
-            marks=[self.hit_halo, self.hits, self.query_mark], interaction=None,
+            marks=[self.hit_halo, self.hits, self.query_mark],
+            interaction=None,
             fig_margin={"top": 10, "bottom": 10, "left": 10, "right": 10},
             layout=ipywidgets.Layout(width="560px", height="520px"),
-            animation_duration=0, display_toolbar=False,
+            animation_duration=0,
+            display_toolbar=False,
         )
         self.figure.add_class("imrec-umap")
         self.layer = MapLayer(figure=self.figure, x_scale=self.x_scale, y_scale=self.y_scale)
         self.layer.on_event(self._on_map_event)
 
         self.tool = ipywidgets.ToggleButtons(
-            options=["lasso", "brush", "pan/zoom", "click"], value="lasso", style={"button_width": "auto"},
-            tooltips=["draw around points to select them (shift adds)", "drag a rectangle to select points (shift adds)",
-                      "drag to pan (the wheel zooms with every tool)", "click a point to search for images like it"],
+            options=["lasso", "brush", "pan/zoom", "click"],
+            value="lasso",
+            style={"button_width": "auto"},
+            tooltips=[
+                "draw around points to select them (shift adds)",
+                "drag a rectangle to select points (shift adds)",
+                "drag to pan (the wheel zooms with every tool)",
+                "click a point to search for images like it",
+            ],
         )
         self.tool.layout = ipywidgets.Layout(width="auto")
         self.tool.add_class("imrec-umap-tool")
         color_options = [c for c in COLOR_BY if c != "label" or labels is not None]
-        self.color_menu = ipywidgets.Dropdown(options=color_options, value=color_by, description="colour",
-                                              layout=ipywidgets.Layout(width="170px"))
+        self.color_menu = ipywidgets.Dropdown(
+            options=color_options,
+            value=color_by,
+            description="colour",
+            layout=ipywidgets.Layout(width="170px"),
+        )
         self.color_menu.add_class("imrec-umap-color-by")
         self.count = ipywidgets.HTML(layout=ipywidgets.Layout(width="auto"))
         self.count.add_class("imrec-umap-count")
         self.legend = ipywidgets.HTML(layout=ipywidgets.Layout(width="200px"))
-        self.scope_box = ipywidgets.Checkbox(description="search only inside the selection", indent=False,
-                                             layout=ipywidgets.Layout(width="auto"))
-        self.clear_button = ipywidgets.Button(description="clear", layout=ipywidgets.Layout(width="60px"),
-                                              tooltip="forget the selection")
+        self.scope_box = ipywidgets.Checkbox(
+            description="search only inside the selection",
+            indent=False,
+            layout=ipywidgets.Layout(width="auto"),
+        )
+        self.clear_button = ipywidgets.Button(
+            description="clear",
+            layout=ipywidgets.Layout(width="60px"),
+            tooltip="forget the selection",
+        )
         self.clear_button.add_class("imrec-umap-clear")
-        self.reset_button = ipywidgets.Button(description="whole map", layout=ipywidgets.Layout(width="auto"),
-                                              tooltip="zoom out to show every point")
+        self.reset_button = ipywidgets.Button(
+            description="whole map",
+            layout=ipywidgets.Layout(width="auto"),
+            tooltip="zoom out to show every point",
+        )
         self.reset_button.add_class("imrec-umap-reset")
-        self.prev_button = ipywidgets.Button(description="◀", layout=ipywidgets.Layout(width="36px"))
-        self.next_button = ipywidgets.Button(description="▶", layout=ipywidgets.Layout(width="36px"))
+        self.prev_button = ipywidgets.Button(
+            description="◀", layout=ipywidgets.Layout(width="36px")
+        )
+        self.next_button = ipywidgets.Button(
+            description="▶", layout=ipywidgets.Layout(width="36px")
+        )
         self.page_label = ipywidgets.HTML()
         self.gallery = ipywidgets.HTML(layout=ipywidgets.Layout(width="420px"))
         self.gallery.add_class("imrec-umap-gallery")
@@ -199,20 +253,34 @@ class UmapExplorer(ipywidgets.VBox):
         traitlets.link((self.scope_box, "value"), (self, "search_in_selection"))
 
         toolbar = ipywidgets.HBox(
-            [self.tool, self.reset_button, self.color_menu, self.count, self.clear_button, self.scope_box],
-            layout=ipywidgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px 8px"),
+            [
+                self.tool,
+                self.reset_button,
+                self.color_menu,
+                self.count,
+                self.clear_button,
+                self.scope_box,
+            ],
+            layout=ipywidgets.Layout(
+                flex_flow="row wrap", align_items="center", grid_gap="4px 8px"
+            ),
         )
         pager = ipywidgets.HBox([self.prev_button, self.page_label, self.next_button])
         self.children = [
-            self.message, toolbar,
-            ipywidgets.HBox([self.figure, ipywidgets.VBox([self.legend, pager, self.gallery]), self.layer]),
+            self.message,
+            toolbar,
+            ipywidgets.HBox(
+                [self.figure, ipywidgets.VBox([self.legend, pager, self.gallery]), self.layer]
+            ),
         ]
         self.add_class("imrec-umap-explorer")
         self._recolor()
         self._update_count()
         self._show_page(0)
 
-    def _load_projection(self, compute: bool, umap_params: dict[str, Any]) -> projection_module.Projection | None:
+    def _load_projection(
+        self, compute: bool, umap_params: dict[str, Any]
+    ) -> projection_module.Projection | None:
         index, feature = self.index, self.feature
         try:
             cached = None
@@ -225,7 +293,9 @@ class UmapExplorer(ipywidgets.VBox):
             if cached is None:
                 return projection_module.load(index, feature)  # raises, saying how to make one
             if cached.pending:
-                self._say(f"The map misses {cached.pending} new or changed images; run idx.umap({feature!r}) to add them.")
+                self._say(
+                    f"The map misses {cached.pending} new or changed images; run idx.umap({feature!r}) to add them."
+                )
             return cached
         except (ProjectionError, ValueError) as exc:
             self._say(str(exc))
@@ -236,7 +306,11 @@ class UmapExplorer(ipywidgets.VBox):
 
     # -- messages ---------------------------------------------------------------------------------
     def _say(self, text: str, level: str = "error") -> None:
-        color = "var(--jp-error-color1, #d32f2f)" if level == "error" else "var(--jp-ui-font-color2, #555)"
+        color = (
+            "var(--jp-error-color1, #d32f2f)"
+            if level == "error"
+            else "var(--jp-ui-font-color2, #555)"
+        )
         self.message.value = f'<div style="color:{color};font-size:13px">{html.escape(text)}</div>'
 
     # -- colours ------------------------------------------------------------------------------------
@@ -262,7 +336,11 @@ class UmapExplorer(ipywidgets.VBox):
             from imrec_widgets.evaluation import read_labels
 
             labels = self._labels
-            label_of = {int(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else read_labels(self.index, labels)
+            label_of = (
+                {int(k): str(v) for k, v in labels.items()}
+                if isinstance(labels, Mapping)
+                else read_labels(self.index, labels)
+            )
             return mapdata.categorize([label_of.get(int(i), "(no label)") for i in ids.tolist()])
         raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}; got {kind!r}")
 
@@ -271,7 +349,9 @@ class UmapExplorer(ipywidgets.VBox):
         value = proposal["value"]
         allowed = [c for c in COLOR_BY if c != "label" or self._labels is not None]
         if value not in allowed:
-            raise traitlets.TraitError(f"color_by must be one of {', '.join(allowed)}; got {value!r}")
+            raise traitlets.TraitError(
+                f"color_by must be one of {', '.join(allowed)}; got {value!r}"
+            )
         return value
 
     @traitlets.observe("color_by")
@@ -285,7 +365,9 @@ class UmapExplorer(ipywidgets.VBox):
         if self.renderer == "svg":
             self._draw_svg()
             return
-        self.layer.set_points(self.points.xy[self._drawn], categories.codes[self._drawn], categories.colors)
+        self.layer.set_points(
+            self.points.xy[self._drawn], categories.codes[self._drawn], categories.colors
+        )
         self.layer.set_selection(self._selected_mask[self._drawn])
 
     # -- SVG fallback -----------------------------------------------------------------------------
@@ -308,12 +390,17 @@ class UmapExplorer(ipywidgets.VBox):
 
         categories = self.categories()
         colors = categories.colors or ["#4e79a7"]
-        color_scale = ColorScale(colors=colors if len(colors) > 1 else colors * 2, min=0, max=max(1, len(colors) - 1))
+        color_scale = ColorScale(
+            colors=colors if len(colors) > 1 else colors * 2, min=0, max=max(1, len(colors) - 1)
+        )
         xy = self.points.xy[self._drawn]
         scatter = Scatter(
-            x=xy[:, 0], y=xy[:, 1], color=categories.codes[self._drawn].astype(np.float32),
+            x=xy[:, 0],
+            y=xy[:, 1],
+            color=categories.codes[self._drawn].astype(np.float32),
             scales={"x": self.x_scale, "y": self.y_scale, "color": color_scale},
-            default_size=16, stroke=None,
+            default_size=16,
+            stroke=None,
         )
         marks = [m for m in self.figure.marks if m is not self._svg_scatter]
         self._svg_scatter = scatter
@@ -345,8 +432,11 @@ class UmapExplorer(ipywidgets.VBox):
         elif event == "hover":
             self._hovered(message)
         elif event in ("webgl", "unsupported"):
-            self._use_svg(f"No WebGL map in this browser ({message['message']})" if event == "webgl"
-                          else f"This bqplot version is not supported by the map ({message['message']})")
+            self._use_svg(
+                f"No WebGL map in this browser ({message['message']})"
+                if event == "webgl"
+                else f"This bqplot version is not supported by the map ({message['message']})"
+            )
         elif event == "error":
             self._say(f"The map could not start: {message['message']}")
 
@@ -372,7 +462,9 @@ class UmapExplorer(ipywidgets.VBox):
     def _selected_changed(self, change: dict[str, Any]) -> None:
         if not self._setting_mask:
             # Assigned from outside: on-map ids only.
-            self._selected_mask = np.isin(self.points.ids, np.asarray(change["new"], dtype=np.int64))
+            self._selected_mask = np.isin(
+                self.points.ids, np.asarray(change["new"], dtype=np.int64)
+            )
             on_map = self.points.ids[self._selected_mask].tolist()
             if on_map != change["new"]:
                 self._set_selection(self._selected_mask)
@@ -394,7 +486,9 @@ class UmapExplorer(ipywidgets.VBox):
 
     def _apply_scope(self) -> None:
         if self._linked is not None:
-            self._linked.scope = list(self.selected) if self.search_in_selection and self.selected else None
+            self._linked.scope = (
+                list(self.selected) if self.search_in_selection and self.selected else None
+            )
 
     def select(self, ids: Sequence[int] | np.ndarray, *, add: bool = False) -> None:
         """Select these ids (those on the map; others are ignored)."""
@@ -404,7 +498,9 @@ class UmapExplorer(ipywidgets.VBox):
         """Select every point inside the rectangle [x0, x1] x [y0, y1] (map coordinates)."""
         self._set_selection(self.points.in_box((x0, x1), (y0, y1)), add)
 
-    def select_polygon(self, polygon: Sequence[Sequence[float]] | np.ndarray, *, add: bool = False) -> None:
+    def select_polygon(
+        self, polygon: Sequence[Sequence[float]] | np.ndarray, *, add: bool = False
+    ) -> None:
         """Select every point inside ``polygon`` ([(x, y), ...] in map coordinates, even-odd rule)."""
         self._set_selection(self.points.in_polygon(polygon), add)
 
@@ -442,7 +538,9 @@ class UmapExplorer(ipywidgets.VBox):
                 f'width="64" height="64" title="{html.escape(record.path)}" alt="{name}" '
                 'style="border-radius:3px;object-fit:contain">'
             )
-        self.gallery.value = f'<div style="display:flex;flex-wrap:wrap;gap:4px">{"".join(cells)}</div>'
+        self.gallery.value = (
+            f'<div style="display:flex;flex-wrap:wrap;gap:4px">{"".join(cells)}</div>'
+        )
 
     def _thumbnails(self, ids: Sequence[int]) -> list[bytes]:
         if "thumb" not in self.index.settings["features"]:
@@ -464,7 +562,10 @@ class UmapExplorer(ipywidgets.VBox):
         id_ = int(self._drawn_points.ids[position])
         record = self.index.records([id_])[0]
         x, y = (float(v) for v in self._drawn_points.xy[position])
-        self.layer.send({"event": "hover", "id": id_, "name": record.path, "x": x, "y": y}, buffers=self._thumbnails([id_]))
+        self.layer.send(
+            {"event": "hover", "id": id_, "name": record.path, "x": x, "y": y},
+            buffers=self._thumbnails([id_]),
+        )
 
     def _map_clicked(self, message: dict[str, Any]) -> None:
         if message.get("add"):
