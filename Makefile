@@ -32,10 +32,12 @@ demo: venv
 
 test: venv browser
 	$(BIN)/ruff check imrec_widgets tests benchmarks
+	$(BIN)/ruff format --check imrec_widgets tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check imrec_widgets tests benchmarks
+	$(BIN)/ruff format --check imrec_widgets tests benchmarks
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache test-artifacts

@@ -525,9 +525,12 @@ def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(
 ):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
-    open_index = lambda **kw: ImageIndex.open(
-        root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], **kw
-    )  # noqa: E731
+
+    def open_index(**settings):
+        return ImageIndex.open(
+            root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], **settings
+        )
+
     open_index().update(progress=False, workers=0)
     real_write = indexer.write_batch
     calls = []
