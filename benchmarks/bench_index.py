@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from imrec_widgets import ImageIndex
+from imrec_widgets.errors import EngineFallbackWarning
 from imrec_widgets.features import engines
 from imrec_widgets.features.embeddings import EmbeddingFeature
 from imrec_widgets.imageio import load_rgb
@@ -91,7 +92,7 @@ def main() -> None:
             [models[names[0]].prepare(load_rgb(p, min_side=DECODE_MIN_SIDE)) for p in paths]
         )
         with warnings.catch_warnings():
-            warnings.simplefilter("error", engines.EngineFallbackWarning)
+            warnings.simplefilter("error", EngineFallbackWarning)
             for model in models.values():  # load (and export) once, as the index's instance will
                 model.embed(tensors[:8])
                 with model.using_threads(pipeline_threads or 1):

@@ -77,7 +77,7 @@ from browser import (  # noqa: E402  (tests/ is not a package)
 )
 
 from imrec_widgets.catalog import Catalog, Entry  # noqa: E402
-from imrec_widgets.index import DEFAULT_SETTINGS  # noqa: E402
+from imrec_widgets.settings import DEFAULT_SETTINGS  # noqa: E402
 from imrec_widgets.store import FeatureStore  # noqa: E402
 from imrec_widgets.synthetic import write_map_index  # noqa: E402
 

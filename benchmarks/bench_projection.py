@@ -32,7 +32,7 @@ import numpy as np
 
 from imrec_widgets import ImageIndex, projection
 from imrec_widgets.catalog import Catalog, Entry
-from imrec_widgets.index import DEFAULT_SETTINGS
+from imrec_widgets.settings import DEFAULT_SETTINGS
 from imrec_widgets.store import FeatureStore
 
 
@@ -177,7 +177,8 @@ started = time.perf_counter()
 import numpy as np
 from imrec_widgets import projection
 from imrec_widgets.catalog import Catalog, Entry
-from imrec_widgets.index import DEFAULT_SETTINGS, ImageIndex
+from imrec_widgets import ImageIndex
+from imrec_widgets.settings import DEFAULT_SETTINGS
 from imrec_widgets.store import FeatureStore
 from pathlib import Path
 work = Path(sys.argv[1])

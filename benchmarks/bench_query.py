@@ -36,9 +36,9 @@ from imrec_widgets import ImageIndex, search
 from imrec_widgets.catalog import Catalog, Entry
 from imrec_widgets.features import engines
 from imrec_widgets.imageio import load_rgb
-from imrec_widgets.index import DEFAULT_SETTINGS
 from imrec_widgets.indexer import DECODE_MIN_SIDE
 from imrec_widgets.searcher import _blas_single_thread
+from imrec_widgets.settings import DEFAULT_SETTINGS
 from imrec_widgets.store import FeatureStore
 
 

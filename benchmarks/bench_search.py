@@ -296,7 +296,7 @@ def write_compact_index(index_dir: Path, n: int, data: RealLike) -> Path:
     """An index of ``n`` embeddings (no image files) written through Catalog and FeatureStore."""
     from imrec_widgets.catalog import Catalog, Entry
     from imrec_widgets.compact import Quantizer, training_sample
-    from imrec_widgets.index import DEFAULT_SETTINGS
+    from imrec_widgets.settings import DEFAULT_SETTINGS
     from imrec_widgets.store import FeatureStore
 
     done = index_dir / "complete"

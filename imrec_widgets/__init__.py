@@ -7,32 +7,56 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import (
+    EmptyIndexError,
+    EngineFallbackWarning,
+    EngineUnavailableError,
+    ImageDecodeError,
+    ImrecError,
+    ImrecWarning,
+    IndexConfigError,
+    IndexLockedError,
+    MapMessageError,
+    ProjectionError,
+    QuantizerMismatchWarning,
+    WeightsUnavailableError,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "EmptyIndexError",
+    "EngineFallbackWarning",
+    "EngineUnavailableError",
     "Hit",
+    "ImageDecodeError",
     "ImageIndex",
+    "ImrecError",
+    "ImrecWarning",
     "IndexConfigError",
     "IndexLockedError",
+    "MapMessageError",
+    "ProjectionError",
+    "QuantizerMismatchWarning",
     "SearchResults",
     "SearchWidget",
     "UmapExplorer",
+    "WeightsUnavailableError",
+    "WriteLock",
     "__version__",
 ]
 
 if TYPE_CHECKING:
-    from .index import EmptyIndexError, ImageIndex, IndexConfigError, IndexLockedError
+    from .index import ImageIndex
+    from .indexer import WriteLock
     from .results import Hit, SearchResults
     from .widgets.search_widget import SearchWidget
     from .widgets.umap_explorer import App, UmapExplorer
 
 _LAZY = {
-    "EmptyIndexError": "index",
     "ImageIndex": "index",
-    "IndexConfigError": "index",
-    "IndexLockedError": "index",
+    "WriteLock": "indexer",
     "Hit": "results",
     "SearchResults": "results",
     "SearchWidget": "widgets.search_widget",

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import QuantizerMismatchWarning
+
 VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_RERANK = 8
 """Candidates re-ranked exactly per result: ``rerank * k`` rows are read as float32."""
@@ -34,10 +36,6 @@ def check_vector_dtype(value: Any) -> str:
     if value not in VECTOR_DTYPES:
         raise ValueError(f"unknown vector_dtype {value!r}; choose from {', '.join(VECTOR_DTYPES)}")
     return str(value)
-
-
-class QuantizerMismatchWarning(UserWarning):
-    """The stored quantizer does not fit the feature; a fresh one was trained in memory."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +229,7 @@ def build(
             handle.write(np.ascontiguousarray(block).tobytes())
         at += n
     rows = existing
-    if handle is not None:
+    if handle is not None and rows_file is not None:
         rows = rows_file.commit(handle) if at == count else None
     return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows)
 
@@ -289,7 +287,7 @@ def _l1(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -> 
 
 def _kernels() -> Any:
     """The int8 scan kernels, compiled by numba on first use (and cached on disk)."""
-    from .projection import use_numba_cache
+    from .numba_cache import use_numba_cache
 
     use_numba_cache()
     from . import _compact_kernels

@@ -23,7 +23,7 @@ from . import search
 from .features import check_mode_metric
 
 if TYPE_CHECKING:
-    from .index import ImageIndex
+    from .protocols import IndexView
 
 DEFAULT_MAX_BITS_PER_64 = 4
 """Default ``max_distance`` for hashes: 4 differing bits per 64 (about 6%).
@@ -133,7 +133,7 @@ class DuplicateGroups(list):
         )
 
 
-def default_max_distance(index: ImageIndex, mode: str, metric: str) -> float:
+def default_max_distance(index: IndexView, mode: str, metric: str) -> float:
     """4 bits per 64 for hash modes; other modes need an explicit ``max_distance``."""
     if metric == "hamming":
         bits = int(index.settings.get("hash_size", 8)) ** 2
@@ -144,7 +144,7 @@ def default_max_distance(index: ImageIndex, mode: str, metric: str) -> float:
 
 
 def find_duplicates(
-    index: ImageIndex,
+    index: IndexView,
     mode: str = "dhash",
     max_distance: float | None = None,
     metric: str | None = None,
@@ -167,7 +167,7 @@ def find_duplicates(
         raise ValueError(f"max_distance must be a number >= 0, not {max_distance!r}")
     ids = index.searcher.ok_ids()
     if ids.size == 0:
-        from .index import EmptyIndexError
+        from .errors import EmptyIndexError
 
         raise EmptyIndexError(
             f"the index of {index.root} has no searchable images yet; run idx.update() first"

@@ -35,7 +35,7 @@ from .features import (
 )
 
 if TYPE_CHECKING:
-    from .index import ImageIndex
+    from .protocols import IndexView
 
 RANDOM_MODE = "random"
 """The baseline row: a seeded random ranking of the labelled images."""
@@ -44,7 +44,7 @@ COLUMNS = ("mode", "metric", "k", "queries", "precision", "recall", "mAP", "ms_p
 """Keys of every row of an ``EvaluationReport`` (and columns of its CSV)."""
 
 
-def folder_labels(index: ImageIndex) -> dict[int, str]:
+def folder_labels(index: IndexView) -> dict[int, str]:
     """``{id: label}`` where the label is the name of the image's parent folder.
 
     ``cats/a.jpg`` and ``pets/cats/b.jpg`` are both labelled ``cats``; images directly in the
@@ -58,7 +58,7 @@ def folder_labels(index: ImageIndex) -> dict[int, str]:
     return labels
 
 
-def read_labels(index: ImageIndex, path: str | os.PathLike[str]) -> dict[int, str]:
+def read_labels(index: IndexView, path: str | os.PathLike[str]) -> dict[int, str]:
     """``{id: label}`` from a CSV file with a header row naming ``id`` or ``path``, and ``label``.
 
     Paths are relative to the indexed folder (as ``imrec search`` prints them) or absolute.
@@ -102,7 +102,7 @@ def read_labels(index: ImageIndex, path: str | os.PathLike[str]) -> dict[int, st
 
 
 def evaluate(
-    index: ImageIndex,
+    index: IndexView,
     labels: str | os.PathLike[str] | Mapping[int, str] | None = None,
     k: int = 10,
     modes: Sequence[str] | None = None,
@@ -132,12 +132,8 @@ def evaluate(
     searchable = set(index.ids().tolist())
     label_of = {id_: label for id_, label in label_of.items() if id_ in searchable}
     gallery = np.array(sorted(label_of), dtype=np.int64)
-    names, codes = (
-        np.unique([label_of[int(i)] for i in gallery], return_inverse=True)
-        if gallery.size
-        else ([], [])
-    )
-    codes = np.asarray(codes, dtype=np.int64)
+    names, codes = np.unique([label_of[int(i)] for i in gallery], return_inverse=True)
+    codes = np.asarray(codes, dtype=np.int64).ravel()
     counts = np.bincount(codes, minlength=len(names)) if gallery.size else np.zeros(0, np.int64)
     is_query = counts[codes] >= 2 if gallery.size else np.zeros(0, bool)
     if not is_query.any():
@@ -188,7 +184,7 @@ def evaluate(
 
 
 def _configurations(
-    index: ImageIndex, modes: Sequence[str] | None, weights: Mapping[str, Any] | None
+    index: IndexView, modes: Sequence[str] | None, weights: Mapping[str, Any] | None
 ) -> list[tuple[str, str]]:
     available = [mode for mode in SEARCH_MODES if mode in index.settings["features"]]
     if modes is None:

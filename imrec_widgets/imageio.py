@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageDecodeError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 """File name suffixes (compared lower-case) that are indexed as images."""
 
@@ -56,10 +58,6 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"MM\x00*"),  # TIFF big-endian
     (8, b"WEBP"),
 )
-
-
-class ImageDecodeError(ValueError):
-    """A file or buffer that is not a readable image (or one refused as too large)."""
 
 
 def has_image_suffix(name: str | os.PathLike[str]) -> bool:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .catalog import SCHEMA_VERSION, Catalog, Record
 from .compact import Quantizer, check_vector_dtype, training_sample
+from .errors import EmptyIndexError, IndexConfigError
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .indexer import (
-    INHERITED_FDS,
     UpdateReport,
-    _batched,
+    WriteLock,
+    batched,
     default_workers,
     run_batches,
     scan,
@@ -27,39 +27,13 @@ from .indexer import (
 )
 from .results import SearchResults
 from .searcher import Searcher
+from .settings import DEFAULT_SETTINGS, SETTING_FEATURES, IndexSettings
 from .store import FeatureStore
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 INDEX_DIRNAME = ".imrec"
-
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "features": list(FEATURE_NAMES),
-    "backbone": "efficientnet_lite0",
-    "weights": None,
-    "bins": 8,
-    "hash_size": 8,
-    "thumb_size": 64,
-    "vector_dtype": "float32",
-}
-
-# Settings that change stored values, and the features each one belongs to.
-_SETTING_FEATURES = {
-    "backbone": ("embedding",),
-    "bins": ("rgb",),
-    "hash_size": ("ahash", "dhash"),
-    "thumb_size": ("thumb",),
-}
-
-
-class IndexConfigError(ValueError):
-    """The index on disk was built with other settings than the ones asked for."""
-
-
-class IndexLockedError(RuntimeError):
-    """Another process is writing to this index."""
-
-
-class EmptyIndexError(ValueError):
-    """The index holds no searchable images yet."""
 
 
 def find_indexes(
@@ -96,45 +70,6 @@ def find_indexes(
     return found
 
 
-class _WriteLock:
-    """An exclusive ``flock`` on ``<index>/write.lock``; released by the OS if the holder dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> _WriteLock:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise IndexLockedError(
-                    f"index {self.path.parent} is locked by pid {holder} (another update is "
-                    "running); wait for it to finish"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        INHERITED_FDS.add(fd)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import fcntl
-
-        if self._fd is not None:
-            INHERITED_FDS.discard(self._fd)
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
 class ImageIndex:
     """A searchable index of the images under ``root``, stored in ``index_dir``.
 
@@ -148,7 +83,7 @@ class ImageIndex:
         *,
         rebuild: Sequence[str] = (),
         engine: str = "auto",
-        **settings: Any,
+        **settings: Unpack[IndexSettings],
     ) -> None:
         from .features.engines import ENGINES
 
@@ -169,7 +104,7 @@ class ImageIndex:
             raise TypeError(
                 f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(DEFAULT_SETTINGS)}"
             )
-        self._requested = {k: v for k, v in settings.items() if v is not None}
+        self._requested: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
         unknown = set(rebuild) - set(FEATURE_NAMES)
         if unknown:
             raise ValueError(
@@ -190,7 +125,7 @@ class ImageIndex:
         *,
         rebuild: Sequence[str] = (),
         engine: str = "auto",
-        **settings: Any,
+        **settings: Unpack[IndexSettings],
     ) -> ImageIndex:
         """Open (or prepare to create) the index of ``root``.
 
@@ -261,7 +196,7 @@ class ImageIndex:
                 value = _checked_features(value)
             if key == "vector_dtype":
                 value = check_vector_dtype(value)
-            affected = _SETTING_FEATURES.get(key, ())
+            affected = SETTING_FEATURES.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:
                     raise IndexConfigError(
@@ -333,7 +268,7 @@ class ImageIndex:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         started = time.perf_counter()
         self.index_dir.mkdir(parents=True, exist_ok=True)
-        with _WriteLock(self.index_dir / "write.lock"):
+        with WriteLock(self.index_dir / "write.lock"):
             self.close()
             catalog = Catalog(self.catalog_path)
             self._catalog = catalog
@@ -411,7 +346,7 @@ class ImageIndex:
                 report.processed += len(decoded)
                 bar.update(len(decoded))
 
-            batches = list(_batched(tasks, batch_size))
+            batches = list(batched(tasks, batch_size))
             try:
                 if client is None:
                     run_batches(

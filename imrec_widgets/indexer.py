@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import stat
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from .catalog import Catalog, Entry
-from .imageio import DecodedImage, ImageDecodeError, decode, has_image_suffix, sniff_image
+from .errors import ImageDecodeError, IndexLockedError
+from .imageio import DecodedImage, decode, has_image_suffix, sniff_image
 from .store import FeatureStore
 
 DECODE_MIN_SIDE = 256
@@ -168,7 +170,7 @@ def scan(
 _EXTRACTORS: dict[str, Any] = {}
 
 
-def _worker_setup(settings: dict[str, Any]) -> dict[str, Any]:
+def worker_setup(settings: dict[str, Any]) -> dict[str, Any]:
     key = repr(sorted(settings.items()))
     if key not in _EXTRACTORS:
         from .features import build_features
@@ -208,22 +210,32 @@ def decode_one(
 
 def process_batch(settings: dict[str, Any], tasks: list[tuple[int, ScannedFile]]) -> list[Decoded]:
     """Decode each file of a batch and compute its cheap features; errors become entries."""
-    features = _worker_setup(settings)
+    features = worker_setup(settings)
     out = []
     for id_, scanned in tasks:
-        base = {"id": id_, "path": scanned.path, "size": scanned.size, "mtime_ns": scanned.mtime_ns}
         try:
             decoded, values, model_input = decode_one(features, scanned.abspath)
         except (ImageDecodeError, OSError) as exc:
-            out.append(Decoded(Entry(**base, error=str(exc) or type(exc).__name__)))
+            error = str(exc) or type(exc).__name__
+            out.append(
+                Decoded(Entry(id_, scanned.path, scanned.size, scanned.mtime_ns, error=error))
+            )
             continue
-        entry = Entry(**base, width=decoded.width, height=decoded.height, format=decoded.format)
+        entry = Entry(
+            id_,
+            scanned.path,
+            scanned.size,
+            scanned.mtime_ns,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+        )
         out.append(Decoded(entry, values, model_input))
     return out
 
 
 # -- the writer ---------------------------------------------------------------------------------
-def _batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+def batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
@@ -309,7 +321,7 @@ def write_batch(
             if name == "embedding":
                 values = _embeddings(features["embedding"], ok)
             else:
-                values = np.stack([d.features[name] for d in ok])
+                values = np.stack([d.features[name] for d in ok if d.features is not None])
             store.write_rows(name, ids, values)
     catalog.commit_entries(d.entry for d in decoded)
     return len(decoded) - len(ok)
@@ -319,11 +331,63 @@ def _embeddings(feature: Any, ok: list[Decoded]) -> np.ndarray:
     """Embeddings of ``ok``: precomputed ones as they are, the rest through the local model."""
     missing = [i for i, d in enumerate(ok) if d.embedding is None]
     if len(missing) == len(ok):
-        return feature.embed(np.stack([d.model_input for d in ok]))
+        return feature.embed(model_inputs(ok))
     values = np.empty((len(ok), *feature.shape), dtype=feature.dtype)
     for i, d in enumerate(ok):
         if d.embedding is not None:
             values[i] = d.embedding
     if missing:
-        values[missing] = feature.embed(np.stack([ok[i].model_input for i in missing]))
+        values[missing] = feature.embed(model_inputs([ok[i] for i in missing]))
     return values
+
+
+def model_inputs(decoded: Sequence[Decoded]) -> np.ndarray:
+    """The model inputs of decoded files, as one batch (each must have one)."""
+    inputs = [d.model_input for d in decoded]
+    if any(x is None for x in inputs):
+        raise ValueError("a decoded file has no model input (the index has no embedding feature)")
+    return np.stack([x for x in inputs if x is not None])
+
+
+class WriteLock:
+    """The one writer of an index: an exclusive ``flock`` on ``<index>/write.lock``.
+
+    ``with WriteLock(index_dir / "write.lock"):`` raises ``IndexLockedError`` (naming the pid
+    holding it) when another process writes; the OS releases it if the holder dies. Readers
+    never take it. ``update()`` and map computation hold it while they write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriteLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise IndexLockedError(
+                    f"index {self.path.parent} is locked by pid {holder} (another update is "
+                    "running); wait for it to finish"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        INHERITED_FDS.add(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            INHERITED_FDS.discard(self._fd)
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

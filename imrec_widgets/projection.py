@@ -33,8 +33,11 @@ from uuid import uuid4
 
 import numpy as np
 
+from .errors import ProjectionError
+from .numba_cache import use_numba_cache
+
 if TYPE_CHECKING:
-    from .index import ImageIndex
+    from .protocols import IndexView
 
 PROJECTABLE = ("embedding", "rgb", "ahash", "dhash")
 MIN_IMAGES = 5
@@ -73,10 +76,6 @@ class Projection:
             f"Projection({self.feature!r}, {len(self)} points, {n_clusters} clusters, "
             f"fitted on {self.fitted}, transformed {self.transformed})"
         )
-
-
-class ProjectionError(ValueError):
-    """A map that cannot be made or read (feature missing, too few images, not computed yet)."""
 
 
 def _prepare_input(feature: str, values: np.ndarray) -> tuple[np.ndarray, str]:
@@ -285,21 +284,21 @@ def _reduce(
     return ((values - mean) @ components.T).astype(np.float32, copy=False)
 
 
-def _input_size(index: ImageIndex, feature: str, ids: np.ndarray) -> int:
+def _input_size(index: IndexView, feature: str, ids: np.ndarray) -> int:
     """Length of the rows ``_prepare_input`` makes of ``feature`` as stored now."""
     return int(_prepare_input(feature, index.store.read_rows(feature, ids[:1]))[0].shape[1])
 
 
-def _placement_path(index: ImageIndex, feature: str) -> Path:
+def _placement_path(index: IndexView, feature: str) -> Path:
     return index.index_dir / f"umap_{feature}.npz"
 
 
-def _staged_placement_path(index: ImageIndex, feature: str) -> Path:
+def _staged_placement_path(index: IndexView, feature: str) -> Path:
     """Where a new fit's placement waits until its map is published."""
     return index.index_dir / f"umap_{feature}{_STAGED}.npz"
 
 
-def _placement_of(index: ImageIndex, feature: str, meta: dict[str, Any]) -> Placement | None:
+def _placement_of(index: IndexView, feature: str, meta: dict[str, Any]) -> Placement | None:
     """The placement of the map ``meta`` describes: at the staged path while a publish that
     moves it there is under way (or was stopped), else at the main one; None when neither holds it."""
     paths = [_placement_path(index, feature)]
@@ -312,7 +311,7 @@ def _placement_of(index: ImageIndex, feature: str, meta: dict[str, Any]) -> Plac
     return None
 
 
-def _legacy_reducer_path(index: ImageIndex, feature: str) -> Path:
+def _legacy_reducer_path(index: IndexView, feature: str) -> Path:
     """Where versions before the .npz pickled the reducer: never read, removed on a refit."""
     return index.index_dir / f"umap_{feature}.pkl"
 
@@ -328,7 +327,7 @@ def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
     return placement if token == meta.get("placement") else None
 
 
-def fitted_ids(index: ImageIndex, feature: str) -> np.ndarray | None:
+def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
     """Ids of the images the cached map was fitted on (the rest were placed by their neighbours);
     None when the map has no valid placement file (made by an older version, or synthetic)."""
     meta = index.catalog.get_meta(_meta_key(feature))
@@ -370,7 +369,7 @@ def publish_step(step: str) -> None:
     """Called before each step of publishing a map (a hook for tests that simulate a kill)."""
 
 
-def _finish_publish(index: ImageIndex, feature: str, meta: dict[str, Any]) -> dict[str, Any]:
+def _finish_publish(index: IndexView, feature: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Complete a publish that was killed after the switch: copy the staged map over the main one."""
     store = index.store
     for main, staged in (
@@ -390,7 +389,7 @@ def _finish_publish(index: ImageIndex, feature: str, meta: dict[str, Any]) -> di
 
 
 def _publish(
-    index: ImageIndex,
+    index: IndexView,
     feature: str,
     ids: np.ndarray,
     xy: np.ndarray,
@@ -440,7 +439,7 @@ class _MapState:
 
 
 def _map_state(
-    index: ImageIndex, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None
+    index: IndexView, feature: str, meta: dict[str, Any], ids: np.ndarray | None = None
 ) -> _MapState:
     """Where the cached map stands, from one read of ``umap/<feature>`` and one catalog query."""
     ids = index.ids() if ids is None else ids
@@ -456,7 +455,7 @@ def _map_state(
     return _MapState(ids, xy, pending)
 
 
-def status(index: ImageIndex, feature: str) -> dict[str, Any]:
+def status(index: IndexView, feature: str) -> dict[str, Any]:
     """``{"state": "missing" | "stale" | "fresh", "pending": n}``: is the cached map up to date?"""
     meta = index.catalog.get_meta(_meta_key(feature))
     if meta is None or f"umap/{feature}" not in index.store:
@@ -509,7 +508,7 @@ class _Stages:
 
 
 def compute(
-    index: ImageIndex,
+    index: IndexView,
     feature: str = "embedding",
     *,
     refit: bool = False,
@@ -544,7 +543,7 @@ def compute(
         raise ProjectionError(
             f"a UMAP map needs at least {MIN_IMAGES} images; this index has {ids.size}"
         )
-    params = {
+    params: dict[str, Any] = {
         "n_neighbors": int(min(n_neighbors, ids.size - 1)),
         "min_dist": float(min_dist),
         "pca_dims": int(pca_dims),
@@ -552,11 +551,11 @@ def compute(
         "random_state": int(random_state),
     }
     cluster_params = {"clusters": clusters, "min_cluster_size": min_cluster_size}
-    from .index import _WriteLock
+    from .indexer import WriteLock
 
     stages = _Stages(progress)
     try:
-        with _WriteLock(index.index_dir / "write.lock"):
+        with WriteLock(index.index_dir / "write.lock"):
             catalog, store = index.catalog, index.store
             if store.read_only:
                 index.close()
@@ -621,28 +620,6 @@ def compute(
     )
 
 
-def use_numba_cache() -> Path | None:
-    """Point numba's on-disk cache at the user's cache folder, unless ``NUMBA_CACHE_DIR`` is set.
-
-    ``$XDG_CACHE_HOME/imrec-widgets/numba`` (default ``~/.cache/...``), so the functions
-    umap-learn and pynndescent compile with ``cache=True`` are compiled once per machine even
-    where the installed packages are read-only. Returns the folder set, None when left alone.
-    """
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    folder = Path(base) / "imrec-widgets" / "numba"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    os.environ["NUMBA_CACHE_DIR"] = str(folder)
-    config = sys.modules.get("numba.core.config")
-    if config is not None and not getattr(config, "CACHE_DIR", ""):
-        config.CACHE_DIR = str(folder)  # numba read its environment already
-    return folder
-
-
 def _import_umap() -> Any:
     """``import umap``, keeping numba's compiled code on disk for the next process.
 
@@ -678,7 +655,7 @@ def _import_umap() -> Any:
 
 
 def _fit(
-    index: ImageIndex, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
+    index: IndexView, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
     import warnings
 
@@ -742,7 +719,7 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
     )
 
 
-def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:
+def load(index: IndexView, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:
     """The cached map of ``feature`` (ProjectionError when there is none)."""
     meta = index.catalog.get_meta(_meta_key(feature))
     if meta is None or f"umap/{feature}" not in index.store:
@@ -773,7 +750,7 @@ def load(index: ImageIndex, feature: str = "embedding", *, allow_stale: bool = T
 _PLACEMENTS: dict[tuple[str, int, int, str], Placement] = {}
 
 
-def place(index: ImageIndex, feature: str, query: Any) -> np.ndarray:
+def place(index: IndexView, feature: str, query: Any) -> np.ndarray:
     """Map position(s) (M x 2) of a query: stored for indexed ids, else placed on the map."""
     items = list(query) if isinstance(query, (list, tuple)) else [query]
     ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]

@@ -49,11 +49,12 @@ def _photo_loaders() -> Iterator[tuple[str, Callable[[], Image.Image]]]:
         from sklearn.datasets import load_sample_image
     except ImportError:
         return
+
+    def sklearn_photo(filename: str) -> Image.Image:
+        return Image.fromarray(load_sample_image(filename)).convert("RGB")
+
     for name, filename in SKLEARN_PHOTOS.items():
-        yield (
-            name,
-            lambda filename=filename: Image.fromarray(load_sample_image(filename)).convert("RGB"),
-        )
+        yield name, partial(sklearn_photo, filename)
 
 
 def sample_photos() -> Iterator[tuple[str, Image.Image]]:

@@ -347,7 +347,13 @@ class _Queries:
         return self._tiles
 
 
-def _matmul_scores(qs: _Queries, block: np.ndarray, aux: np.ndarray, metric: str) -> np.ndarray:
+def _matmul_scores(
+    qs: _Queries, block: np.ndarray, aux: np.ndarray | None, metric: str
+) -> np.ndarray:
+    """Cosine or euclidean scores from one matrix product; ``aux``: the rows' inverse norms
+    (cosine) or squared norms (euclidean), which both metrics have."""
+    if aux is None:
+        raise ValueError(f"{metric} scores need the rows' norms")
     scores = np.empty((qs.n, block.shape[0]), dtype=np.float32)
     lhs = qs.q if metric == "cosine" else qs.neg2
     np.matmul(lhs, block.T, out=scores)
@@ -470,7 +476,7 @@ def _hamming_scores(qs: _Queries, block: np.ndarray) -> np.ndarray:
         for s in range(start, stop, step):
             e = min(stop, s + step)
             r = e - s
-            if direct:
+            if words is not None:
                 src = words[s:e]
             else:
                 pbuf[:r, :n_bytes] = block[s:e]
@@ -745,7 +751,7 @@ def distances(queries: Any, data: Any, metric: str) -> np.ndarray:
         elif metric == "manhattan":
             block[...] = _manhattan_scores(qs, x[s:e])
         else:
-            block[...] = _matmul_scores(qs, x[s:e], aux[s:e], metric)
+            block[...] = _matmul_scores(qs, x[s:e], None if aux is None else aux[s:e], metric)
     if metric == "cosine":
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = np.where(qs.norm > 0, np.float32(1.0) / qs.norm, np.float32(0.0))

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import compact, search
+from .errors import ImageDecodeError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
-from .imageio import ImageDecodeError
 from .indexer import decode_one
 from .results import Hit, SearchResults
 
 if TYPE_CHECKING:
-    from .index import ImageIndex
+    from .protocols import IndexView
 
 
 def default_memory_budget() -> int:
@@ -98,7 +98,7 @@ def _paired_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 class Searcher:
     """Answers ``ImageIndex.search`` calls; one per index, holding its hot arrays."""
 
-    def __init__(self, index: ImageIndex, memory_budget: int | None = None) -> None:
+    def __init__(self, index: IndexView, memory_budget: int | None = None) -> None:
         self.index = index
         self.memory_budget = default_memory_budget() if memory_budget is None else memory_budget
         self._hot: dict[tuple[str, str], tuple[int, search.PreparedData]] = {}
@@ -226,7 +226,7 @@ class Searcher:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, not {k!r}")
         if not self.index.exists() or self.ok_ids().size == 0:
-            from .index import EmptyIndexError
+            from .errors import EmptyIndexError
 
             raise EmptyIndexError(
                 f"the index of {self.index.root} has no searchable images yet; run idx.update() first"

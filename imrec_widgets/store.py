@@ -32,6 +32,7 @@ class FeatureStore:
         self.path = path
         self.read_only = read_only
         self._arrays: dict[str, Any] = {}
+        self._group: Any  # a zarr Group (Any: zarr types a member as Array | Group), None if absent
         if read_only and not _exists(path):
             self._group = None
         else:

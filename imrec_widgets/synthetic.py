@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog, Entry
-from .index import DEFAULT_SETTINGS
 from .mapdata import PALETTE
+from .settings import DEFAULT_SETTINGS
 from .store import FeatureStore
 
 MAP_PARAMS = {

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from imrec_widgets import ImageIndex
-from imrec_widgets.compact import Quantizer, QuantizerMismatchWarning, approximate_scores, build
+from imrec_widgets.compact import Quantizer, approximate_scores, build
+from imrec_widgets.errors import QuantizerMismatchWarning
 
 FLOAT_CASES = [
     ("embedding", "cosine"),

@@ -17,9 +17,9 @@ from PIL import Image
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.cli import main
+from imrec_widgets.errors import EngineFallbackWarning
 from imrec_widgets.features import embeddings, engines
 from imrec_widgets.features.embeddings import EmbeddingFeature
-from imrec_widgets.features.engines import EngineFallbackWarning
 
 REPO = Path(__file__).resolve().parents[1]
 ONNX_ENGINES = [

@@ -20,13 +20,8 @@ from PIL import Image
 from imrec_widgets import ImageIndex, indexer, projection
 from imrec_widgets import catalog as catalog_module
 from imrec_widgets.cli import main
-from imrec_widgets.imageio import (
-    DEFAULT_MAX_PIXELS,
-    MAX_PIXELS_VARIABLE,
-    ImageDecodeError,
-    decode,
-    to_rgb,
-)
+from imrec_widgets.errors import ImageDecodeError
+from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode, to_rgb
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
     MAX_QUERY_IMAGES,

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from imrec_widgets.imageio import ImageDecodeError, decode, has_image_suffix, load_rgb, sniff_image
+from imrec_widgets.errors import ImageDecodeError
+from imrec_widgets.imageio import decode, has_image_suffix, load_rgb, sniff_image
 
 ASTRONAUT = Image.fromarray(data.astronaut())
 

@@ -16,9 +16,8 @@ from conftest import CHEAP_FEATURES
 from PIL import Image
 from skimage import data
 
-from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError
+from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError, WriteLock
 from imrec_widgets import indexer as indexer_module
-from imrec_widgets.index import _WriteLock
 from imrec_widgets.indexer import scan
 
 
@@ -221,7 +220,7 @@ def test_conflicting_configuration_is_a_clear_error(photos: Path) -> None:
 def test_second_writer_is_told_who_holds_the_lock(photos: Path) -> None:
     index = cheap_index(photos)
     index.update(progress=False, workers=0)
-    with _WriteLock(photos / ".imrec" / "write.lock"):
+    with WriteLock(photos / ".imrec" / "write.lock"):
         with pytest.raises(IndexLockedError, match=f"locked by pid {os.getpid()}"):
             cheap_index(photos).update(progress=False)
         assert len(cheap_index(photos)) == len(index), "readers work while a writer holds the lock"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from bqplot import Figure, LinearScale
 
-from imrec_widgets.widgets.map_layer import MAX_VERTICES, MapLayer, MapMessageError, parse_message
+from imrec_widgets.errors import MapMessageError
+from imrec_widgets.widgets.map_layer import MAX_VERTICES, MapLayer, parse_message
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from PIL import Image, ImageOps
 from skimage import data
 
 from imrec_widgets import ImageIndex, projection
-from imrec_widgets.projection import ProjectionError, status
+from imrec_widgets.errors import ProjectionError
+from imrec_widgets.projection import status
 
 FEATURES = ["rgb", "dhash", "thumb"]
 
@@ -331,7 +332,7 @@ def test_a_reextracted_image_makes_the_map_stale(index: ImageIndex) -> None:
 
 def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
     script = (
-        "from imrec_widgets.projection import use_numba_cache; import numba, os; "
+        "from imrec_widgets.numba_cache import use_numba_cache; import numba, os; "
         "use_numba_cache(); print(os.environ['NUMBA_CACHE_DIR']); print(numba.config.CACHE_DIR)"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}

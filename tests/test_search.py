@@ -14,8 +14,8 @@ from skimage import data
 
 from imrec_widgets import EmptyIndexError, ImageIndex
 from imrec_widgets.cli import main
+from imrec_widgets.errors import ImageDecodeError
 from imrec_widgets.features import MODE_METRICS
-from imrec_widgets.imageio import ImageDecodeError
 from imrec_widgets.results import short_name
 
 SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock"}

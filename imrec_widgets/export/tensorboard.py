@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from imrec_widgets.index import ImageIndex
+    from imrec_widgets.protocols import IndexView
 
 MAX_SPRITE_SIDE = 8192
 """The projector refuses sprite images wider or taller than this (``MAX_SPRITE_IMAGE_SIZE_PX``)."""
@@ -49,7 +49,7 @@ _SAMPLE_SEED = 0
 
 
 def export_tensorboard(
-    index: ImageIndex,
+    index: IndexView,
     logdir: str | os.PathLike[str],
     feature: str = "embedding",
     *,
@@ -189,7 +189,7 @@ def write_tensor(run_dir: Path, blocks: Callable[[], Iterator[np.ndarray]]) -> t
     return text.name, dim
 
 
-def write_metadata(path: Path, index: ImageIndex, ids: np.ndarray, feature: str) -> None:
+def write_metadata(path: Path, index: IndexView, ids: np.ndarray, feature: str) -> None:
     """``metadata.tsv`` for ``ids``: header row, then one escaped row per image."""
     cluster_array = f"cluster/{feature}"
     has_clusters = cluster_array in index.store.names()
@@ -215,7 +215,7 @@ def tsv_field(value: str) -> str:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _chosen_ids(
-    index: ImageIndex, ids: Sequence[int] | np.ndarray | None, max_points: int | None
+    index: IndexView, ids: Sequence[int] | np.ndarray | None, max_points: int | None
 ) -> np.ndarray:
     searchable = index.ids()
     if ids is None:
@@ -247,7 +247,7 @@ def _run_name(run: str | None, folder_name: str, feature: str) -> str:
     return name
 
 
-def _write_sprite(path: Path, index: ImageIndex, ids: np.ndarray) -> int:
+def _write_sprite(path: Path, index: IndexView, ids: np.ndarray) -> int:
     """Paste the thumbnails of ``ids`` on a square grid, row by row; return the cell side."""
     from PIL import Image
 

@@ -89,11 +89,12 @@ def check_hybrid_weights(
             or not math.isfinite(weight)
         ):
             raise ValueError(f"the weight of {mode!r} must be a finite number, not {weight!r}")
-        if weight < 0:
+        value = float(weight)
+        if value < 0:
             raise ValueError(f"the weight of {mode!r} must not be negative, not {weight}")
         metric = check_mode_metric(mode, metric)
-        if weight > 0:
-            chosen[mode] = (float(weight), metric)
+        if value > 0:
+            chosen[mode] = (value, metric)
     total = sum(weight for weight, _metric in chosen.values())
     if total <= 0:
         raise ValueError("hybrid weights are all zero; give at least one mode a positive weight")

@@ -20,11 +20,21 @@ class Feature(Protocol):
     opened with a different config for the same feature is refused.
     """
 
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    default_metric: str
-    metrics: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def default_metric(self) -> str | None:
+        """None for a feature that is stored but not searched (thumbnails)."""
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
 
     def config(self) -> dict[str, Any]: ...
 

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from imrec_widgets.errors import (
+    EngineFallbackWarning,
+    EngineUnavailableError,
+    WeightsUnavailableError,
+)
+
 from . import engines
+from .engines import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
     import torch
@@ -34,8 +41,6 @@ __all__ = ["BACKBONES", "EmbeddingFeature", "WeightsUnavailableError"]
 BACKBONES = ("efficientnet_lite0", "resnet18")
 _DIMS = {"efficientnet_lite0": 1280, "resnet18": 512}
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 RESNET18_FILENAME = "resnet18-f37072fd.pth"
 RESNET18_URL = f"https://download.pytorch.org/models/{RESNET18_FILENAME}"
@@ -68,10 +73,6 @@ _LITE0_INVERTED_RESIDUAL = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights for the requested backbone cannot be found or fetched."""
 
 
 @dataclass(frozen=True)
@@ -330,20 +331,20 @@ class EmbeddingFeature:
                 if key not in _SESSIONS:
                     try:
                         _SESSIONS[key] = engines.open_session(engine, path, self.threads)
-                    except engines.EngineUnavailableError:
+                    except EngineUnavailableError:
                         if installed_ok(engine):  # the package works, so the cached graph is bad
                             with contextlib.suppress(OSError):
                                 path.unlink()
-                            raise engines.EngineUnavailableError(
+                            raise EngineUnavailableError(
                                 f"cached graph {path} is unreadable and was removed "
                                 "(the next run exports it again)"
                             ) from None
                         raise
                 self._session, self._session_threads = _SESSIONS[key], self.threads
-        except engines.EngineUnavailableError as exc:
+        except EngineUnavailableError as exc:
             warnings.warn(
                 f"imrec-widgets: engine {engine} unavailable: {exc}; using torch",
-                engines.EngineFallbackWarning,
+                EngineFallbackWarning,
                 stacklevel=4,
             )
             self._engine_used = "torch"
@@ -353,7 +354,7 @@ class EmbeddingFeature:
     def _graph(self) -> Path:
         """The cached ONNX graph of this backbone and weights, exported from torch if missing."""
         if not engines.installed(self.engine_used):
-            raise engines.EngineUnavailableError(
+            raise EngineUnavailableError(
                 f"{self.engine_used} is not installed; `pip install {self.engine_used}`"
             )
         weights = _weights_file(self.backbone, self.weights)
@@ -395,14 +396,17 @@ def _build_model(backbone: str, weights: Path | None, device: str) -> _Model:
 
         net = timm.create_model("efficientnet_lite0", pretrained=False)
         net.load_state_dict(_efficientnet_lite0_state_dict(weights), strict=True)
-        head, net.classifier = net.classifier, torch.nn.Identity()
+        head = net.get_submodule("classifier")
+        net.classifier = torch.nn.Identity()
     else:
         import torchvision
 
         net = torchvision.models.resnet18(weights=None)
         net.load_state_dict(_resnet18_state_dict(weights), strict=True)
-        head, net.fc = net.fc, torch.nn.Identity()
-    net = net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+        head = net.get_submodule("fc")
+        net.fc = torch.nn.Identity()
+    # torch's type stubs lack Module.to(memory_format=), which torch accepts
+    net = net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     head = head.eval().requires_grad_(False).to(device)
     return _Model(net, head, device)
 

@@ -24,6 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from imrec_widgets.errors import EngineUnavailableError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The normalisation every backbone expects (applied inside the model, on 0..255 input)."""
+
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 """Engine names ``EmbeddingFeature(engine=...)`` accepts."""
 
@@ -36,14 +42,6 @@ GRAPH_VERSION = 1
 """Bumped when the exported graph's inputs or outputs change, so old cached graphs are not used."""
 
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-
-
-class EngineUnavailableError(RuntimeError):
-    """An engine cannot run here (package missing or broken, graph not exportable or loadable)."""
-
-
-class EngineFallbackWarning(UserWarning):
-    """An ONNX engine could not be used; the embedding runs on torch instead."""
 
 
 def cache_dir() -> Path:
@@ -114,8 +112,6 @@ def export(body: Any, head: Any, input_size: int, dest: Path) -> None:
     """Export torch ``body`` + ``head`` to ``dest`` atomically: a failed export leaves no file."""
     import torch
 
-    from .embeddings import IMAGENET_MEAN, IMAGENET_STD
-
     class Graph(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -124,7 +120,8 @@ def export(body: Any, head: Any, input_size: int, dest: Path) -> None:
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
         def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            mean, std = self.get_buffer("mean"), self.get_buffer("std")
+            x = (images.permute(0, 3, 1, 2).float() - mean) / std
             features = self.body(x)
             return features, self.head(features)
 

@@ -15,8 +15,8 @@ class ThumbnailFeature:
     """``size`` x ``size`` x 3 uint8 thumbnail of each image, centred on a white square."""
 
     name = "thumb"
-    default_metric = None
-    metrics = ()
+    default_metric: str | None = None
+    metrics: tuple[str, ...] = ()
     dtype = np.dtype("uint8")
 
     def __init__(self, size: int = 64) -> None:

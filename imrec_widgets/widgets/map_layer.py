@@ -18,6 +18,8 @@ import traitlets
 from bqplot import Figure, LinearScale
 from ipywidgets import widget_serialization
 
+from imrec_widgets.errors import MapMessageError
+
 from ._base import static_file
 
 TOOLS = ("lasso", "brush", "pan/zoom", "click")
@@ -27,10 +29,6 @@ MAX_VERTICES = 50_000
 """A lasso polygon with more vertices than this is refused (a front end cannot send a huge one)."""
 
 Handler = Callable[[dict[str, Any], list[bytes]], None]
-
-
-class MapMessageError(ValueError):
-    """A message from the front end that is not one this layer understands."""
 
 
 def _number(content: dict[str, Any], key: str) -> float:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
+from imrec_widgets.errors import ImageDecodeError
 from imrec_widgets.features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
@@ -22,7 +23,7 @@ from imrec_widgets.features import (
     check_hybrid_weights,
     check_mode_metric,
 )
-from imrec_widgets.imageio import ImageDecodeError, decode
+from imrec_widgets.imageio import decode
 
 from ._base import BaseWidget, esm_module, static_file
 

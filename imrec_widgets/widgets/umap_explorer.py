@@ -23,8 +23,8 @@ import traitlets
 
 from imrec_widgets import mapdata
 from imrec_widgets import projection as projection_module
+from imrec_widgets.errors import ProjectionError
 from imrec_widgets.mapdata import Categories, MapPoints, display_sample, padded_range
-from imrec_widgets.projection import ProjectionError
 
 from .map_layer import MapLayer
 
@@ -84,7 +84,7 @@ class UmapExplorer(ipywidgets.VBox):
     CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a mapping id -> label.
     """
 
-    selected = traitlets.List()
+    selected: Any = traitlets.List()
     """Ids inside the current selection, ascending (observable; assign a list to select)."""
 
     search_in_selection = traitlets.Bool(False)
@@ -336,6 +336,8 @@ class UmapExplorer(ipywidgets.VBox):
             from imrec_widgets.evaluation import read_labels
 
             labels = self._labels
+            if labels is None:
+                raise ValueError("color_by='label' needs labels= (a CSV path or {id: label})")
             label_of = (
                 {int(k): str(v) for k, v in labels.items()}
                 if isinstance(labels, Mapping)

@@ -1,0 +1,71 @@
+"""Every exception and warning the package raises on purpose, in one module every layer imports.
+
+Each error derives from ``ImrecError`` and from the built-in it always was (``ValueError``,
+``RuntimeError``), so ``except ImrecError`` catches them all and ``except ValueError`` still works.
+"""
+
+from __future__ import annotations
+
+
+class ImrecError(Exception):
+    """Base of the errors imrec-widgets raises for what a user can cause or fix."""
+
+
+class IndexConfigError(ImrecError, ValueError):
+    """The index on disk was built with other settings than the ones asked for."""
+
+
+class IndexLockedError(ImrecError, RuntimeError):
+    """Another process is writing to this index."""
+
+
+class EmptyIndexError(ImrecError, ValueError):
+    """The index holds no searchable images yet."""
+
+
+class ImageDecodeError(ImrecError, ValueError):
+    """A file or buffer that is not a readable image (or one refused as too large)."""
+
+
+class ProjectionError(ImrecError, ValueError):
+    """A map that cannot be made or read (feature missing, too few images, not computed yet)."""
+
+
+class MapMessageError(ImrecError, ValueError):
+    """A message from the front end that is not one the map layer understands."""
+
+
+class WeightsUnavailableError(ImrecError, RuntimeError):
+    """Pretrained weights for the requested backbone cannot be found or fetched."""
+
+
+class EngineUnavailableError(ImrecError, RuntimeError):
+    """An engine cannot run here (package missing or broken, graph not exportable or loadable)."""
+
+
+class ImrecWarning(UserWarning):
+    """Base of the warnings imrec-widgets gives (filter them all with this class)."""
+
+
+class EngineFallbackWarning(ImrecWarning):
+    """An ONNX engine could not be used; the embedding runs on torch instead."""
+
+
+class QuantizerMismatchWarning(ImrecWarning):
+    """The stored quantizer does not fit the feature; a fresh one was trained in memory."""
+
+
+__all__ = [
+    "EmptyIndexError",
+    "EngineFallbackWarning",
+    "EngineUnavailableError",
+    "ImageDecodeError",
+    "ImrecError",
+    "ImrecWarning",
+    "IndexConfigError",
+    "IndexLockedError",
+    "MapMessageError",
+    "ProjectionError",
+    "QuantizerMismatchWarning",
+    "WeightsUnavailableError",
+]

@@ -1,0 +1,50 @@
+"""The settings an index is built with: their names, types and defaults, in one place."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from .features import FEATURE_NAMES
+
+
+class IndexSettings(TypedDict, total=False):
+    """Keyword settings of ``ImageIndex.open`` (each optional; None or absent = the stored one).
+
+    An index remembers them; opening it with other values of the ones that change stored
+    features (``backbone``, ``bins``, ``hash_size``, ``thumb_size``) needs ``rebuild=``.
+    """
+
+    features: list[str] | tuple[str, ...] | None
+    """Which features to store (default: every one, ``FEATURE_NAMES``)."""
+    backbone: str | None
+    """CNN of the ``embedding`` feature: ``"efficientnet_lite0"`` (bundled weights) or ``"resnet18"``."""
+    weights: str | None
+    """Path of a weights file for the backbone (default: the bundled or cached one)."""
+    bins: int | None
+    """Histogram bins per channel of the ``rgb`` feature (``bins**3`` values)."""
+    hash_size: int | None
+    """Side of the ``ahash``/``dhash`` grids (``hash_size**2`` bits)."""
+    thumb_size: int | None
+    """Side in pixels of the stored thumbnails."""
+    vector_dtype: str | None
+    """Stored search copy of float features: ``"float32"``, ``"float16"`` or ``"int8"``."""
+
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "features": list(FEATURE_NAMES),
+    "backbone": "efficientnet_lite0",
+    "weights": None,
+    "bins": 8,
+    "hash_size": 8,
+    "thumb_size": 64,
+    "vector_dtype": "float32",
+}
+"""Settings of a new index where ``open`` is not given others."""
+
+SETTING_FEATURES: dict[str, tuple[str, ...]] = {
+    "backbone": ("embedding",),
+    "bins": ("rgb",),
+    "hash_size": ("ahash", "dhash"),
+    "thumb_size": ("thumb",),
+}
+"""Settings that change stored values, and the features each one belongs to."""

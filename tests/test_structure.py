@@ -1,0 +1,132 @@
+"""The shape of the code: imports point down only, errors live in one module and are exported."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import imrec_widgets
+from imrec_widgets import errors
+
+PACKAGE = Path(imrec_widgets.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """Module -> package modules it imports (anywhere in it, type-only imports included), and
+    every ``(module, imported module, name)`` that imports another module's private name."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    private = []
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [(alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package[: len(package) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                targets = [(f"{base}.{alias.name}", (base, alias.name)) for alias in node.names]
+            else:
+                continue
+            for target, origin in targets:
+                if target in modules:
+                    graph[name].add(target)
+                elif origin and origin[0] in modules:
+                    graph[name].add(origin[0])
+                    if origin[1].startswith("_") and not origin[1].startswith("__"):
+                        private.append((name, origin[0], origin[1]))
+        graph[name].discard(name)
+    return graph, private
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (each holds an import cycle)."""
+    order, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in order:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], order[other])
+        if low[node] == order[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in graph:
+        if node not in order:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_and_no_private_name_imported_across_modules():
+    graph, private = import_graph()
+    assert (
+        "imrec_widgets.protocols" in graph["imrec_widgets.searcher"]
+    )  # the graph sees type-only imports
+    assert cycles(graph) == []
+    assert private == []
+
+
+def test_services_below_the_index_never_import_it():
+    graph, _ = import_graph()
+    above = {"imrec_widgets", "imrec_widgets.index", "imrec_widgets.cli"}
+    for name, imported in graph.items():
+        if name not in above and not name.startswith("imrec_widgets.widgets"):
+            assert "imrec_widgets.index" not in imported, f"{name} imports the index facade"
+
+
+def test_every_exception_the_package_defines_lives_in_errors_and_is_exported():
+    defined = {}
+    for path in _modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(base, ast.Name) and base.id.endswith(("Error", "Warning", "Exception"))
+                for base in node.bases
+            ):
+                defined[node.name] = path.name
+    assert defined and set(defined.values()) == {"errors.py"}, defined
+    for name in defined:
+        assert getattr(imrec_widgets, name) is getattr(errors, name)
+        assert name in imrec_widgets.__all__
+
+
+def test_every_error_is_an_imrec_error_and_keeps_its_builtin_base():
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
+    raised = [c for c in classes if issubclass(c, Exception) and not issubclass(c, Warning)]
+    assert len(raised) >= 8
+    for error in raised:
+        assert issubclass(error, errors.ImrecError)
+        if error is not errors.ImrecError:
+            assert issubclass(error, (ValueError, RuntimeError)), error
+    for warning in (c for c in classes if issubclass(c, Warning)):
+        assert issubclass(warning, errors.ImrecWarning)
