@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= $(HOME)/imrec-demo
 
-.PHONY: demo test venv browser lint clean
+.PHONY: demo test test-fast venv browser lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: venv browser
 	$(BIN)/ruff check imrec_widgets tests benchmarks
 	$(BIN)/ruff format --check imrec_widgets tests benchmarks
 	$(BIN)/python -m pytest
+
+# The inner loop: no browser, no notebooks, nothing marked slow (under a minute on 2 cores).
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not browser and not slow" -q
 
 lint: venv
 	$(BIN)/ruff check imrec_widgets tests benchmarks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.samples import write_sample_photos
-
-CHEAP_FEATURES = ["rgb", "ahash", "dhash", "thumb"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,35 +58,3 @@ def labeled_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
     index = ImageIndex.open(root)
     index.update(progress=False)
     return index
-
-
-@pytest.fixture(scope="module")
-def server():
-    """A JupyterLab server on 127.0.0.1 for one test module (a missing browser fails in CI)."""
-    from browser import JupyterLabServer, require_browser
-
-    require_browser()
-    with JupyterLabServer() as lab_server:
-        yield lab_server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's headless Chromium driven by Playwright, for one test module."""
-    from browser import chromium
-
-    with chromium() as chromium_browser:
-        yield chromium_browser
-
-
-@pytest.fixture
-def step(lab, request):
-    """The module's open notebook (its ``lab`` fixture); on failure a screenshot and the logs."""
-    from browser import dump_failure
-
-    failures = request.session.testsfailed
-    started = time.monotonic()
-    yield lab
-    if request.session.testsfailed > failures:
-        dump_failure(lab.page, lab.server, f"{request.node.name}_FAILED")
-    print(f"\n{request.node.name}: {time.monotonic() - started:.1f}s")

@@ -114,6 +114,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return folder, result.stdout
 
 
+@pytest.mark.slow
 def test_demo_writes_indexes_and_copies_the_notebooks(demo: tuple[Path, str]) -> None:
     folder, out = demo
     photos = folder / "photos"
@@ -124,6 +125,7 @@ def test_demo_writes_indexes_and_copies_the_notebooks(demo: tuple[Path, str]) ->
     assert f"IMREC_PHOTOS={photos}" in out
 
 
+@pytest.mark.slow
 def test_demo_rerun_changes_nothing_that_exists(demo: tuple[Path, str]) -> None:
     folder, _out = demo
     photos = folder / "photos"

@@ -19,6 +19,9 @@ FLOAT_CASES = [
     ("rgb", "cosine"),
 ]
 
+# every test here searches an index of real embeddings (the CNN runs over 108 photos)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def indexed(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:

@@ -15,13 +15,13 @@ from pathlib import Path
 import distributed
 import numpy as np
 import pytest
-from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex, search
 from imrec_widgets import index as index_module
 from imrec_widgets.cli import main
 from imrec_widgets.distributed import map_path, parse_path_map, path_rules, topk_dask
+from imrec_widgets.features import MODEL_FREE_FEATURES
 
 WAIT_S = 120
 
@@ -91,7 +91,7 @@ def test_dask_index_equals_local_index(dask_index: ImageIndex, local_index: Imag
 def test_rerun_on_dask_is_incremental(
     photos: Path, tmp_path: Path, client: distributed.Client
 ) -> None:
-    index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=CHEAP_FEATURES)
+    index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=MODEL_FREE_FEATURES)
     index.update(progress=False, client=client)
     (photos / "animals" / "chelsea.jpg").unlink()
     Image.open(photos / "objects" / "coffee.jpg").rotate(90, expand=True).save(
@@ -103,7 +103,9 @@ def test_rerun_on_dask_is_incremental(
     assert [path.name for path, _message in index.errors()] == ["broken.jpg"]
     assert report.processed == 2
 
-    reference = ImageIndex.open(photos, index_dir=tmp_path / "reference", features=CHEAP_FEATURES)
+    reference = ImageIndex.open(
+        photos, index_dir=tmp_path / "reference", features=MODEL_FREE_FEATURES
+    )
     reference.update(progress=False, workers=0)
     ok = reference.ids()
     assert sorted(p.name for p in index.paths(index.ids())) == sorted(
@@ -111,7 +113,7 @@ def test_rerun_on_dask_is_incremental(
     )
     by_path = {r.path: r.id for r in index.records() if r.status == "ok"}
     ids = [by_path[r.path] for r in reference.records(ok)]
-    for name in CHEAP_FEATURES:
+    for name in MODEL_FREE_FEATURES:
         np.testing.assert_array_equal(
             index.features(name, ids), reference.features(name, ok), err_msg=name
         )
@@ -171,7 +173,9 @@ def test_path_map_lets_workers_read_the_images_elsewhere(
 
     # Workers that cannot see the mapped folder: a clear error, and no file recorded as broken.
     missing = tmp_path / "not-mounted"
-    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "missing", features=CHEAP_FEATURES)
+    index = ImageIndex.open(
+        sample_folder, index_dir=tmp_path / "missing", features=MODEL_FREE_FEATURES
+    )
     with pytest.raises(
         FileNotFoundError, match=rf"workers cannot read {re.escape(str(missing))}/.*path_map"
     ):
@@ -237,7 +241,7 @@ def test_search_on_workers_skips_removed_and_broken_rows(
     photos: Path, tmp_path: Path, client: distributed.Client
 ) -> None:
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
-    index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=CHEAP_FEATURES)
+    index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=MODEL_FREE_FEATURES)
     index.update(progress=False, client=client)
     (photos / "objects" / "coins.jpg").unlink()
     index.update(progress=False, client=client)
@@ -293,7 +297,7 @@ def test_store_opened_by_file_url(
 
     # Written through the URL too.
     written = ImageIndex.open(
-        photos, index_dir=(tmp_path / "url-index").as_uri(), features=CHEAP_FEATURES
+        photos, index_dir=(tmp_path / "url-index").as_uri(), features=MODEL_FREE_FEATURES
     )
     written.update(progress=False, workers=0)
     by_path = ImageIndex.open(photos, index_dir=tmp_path / "url-index")

@@ -32,6 +32,9 @@ CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
 MISSILE = 657
 
+# builds and runs the CNN
+pytestmark = pytest.mark.slow
+
 
 def photo(name: str) -> Image.Image:
     pixels = getattr(skimage.data, name)()

@@ -32,6 +32,9 @@ CATS = range(281, 286)
 ESPRESSO, MISSILE = 967, 657
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "camera")
 
+# exports and runs the CNN on three engines
+pytestmark = pytest.mark.slow
+
 
 def photo(name: str) -> Image.Image:
     pixels = getattr(skimage.data, name)()

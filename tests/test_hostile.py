@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex, indexer, projection
 from imrec_widgets import catalog as catalog_module
 from imrec_widgets.cli import main
 from imrec_widgets.errors import ImageDecodeError
+from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode, to_rgb
 from imrec_widgets.widgets.search_widget import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -34,7 +34,9 @@ from imrec_widgets.widgets.search_widget import (
 @pytest.fixture(scope="module")
 def cheap_index(sample_folder, tmp_path_factory):
     index = ImageIndex.open(
-        sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "cheap", features=CHEAP_FEATURES
+        sample_folder,
+        index_dir=tmp_path_factory.mktemp("idx") / "cheap",
+        features=MODEL_FREE_FEATURES,
     )
     index.update(progress=False, workers=0)
     return index
@@ -198,6 +200,7 @@ print(high_water_bytes() - before, image.size[0], image.size[1], image.mode)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_a_large_png_is_decoded_with_one_full_size_copy(tmp_path):
     side = 5000
@@ -225,7 +228,7 @@ def test_an_image_over_the_pixel_cap_is_an_error_naming_the_cap(tmp_path, monkey
     flat_png(folder / "huge.png", 3000, 2000)
     Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "small.png")
     monkeypatch.setenv(MAX_PIXELS_VARIABLE, "5_000_000")
-    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=CHEAP_FEATURES)
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=MODEL_FREE_FEATURES)
     report = index.update(progress=False, workers=0)
     assert len(index) == 1 and report.errors == 1
     [(path, message)] = index.errors()
@@ -348,6 +351,7 @@ PUBLISH_STEPS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", PUBLISH_STEPS)
 def test_a_refit_killed_at_any_step_leaves_one_whole_map(mapped_index, monkeypatch, step):
     old = projection.load(mapped_index, "rgb")
@@ -372,6 +376,7 @@ def test_a_refit_killed_at_any_step_leaves_one_whole_map(mapped_index, monkeypat
     assert projection.status(mapped_index, "rgb")["state"] == "fresh"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", PUBLISH_STEPS)
 def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatch, step):
     old = projection.load(mapped_index, "rgb")

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHEAP_FEATURES
 from PIL import Image
 from skimage import data
 
 from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError, WriteLock
 from imrec_widgets import indexer as indexer_module
+from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.indexer import scan
 
 
 def cheap_index(root: Path, **kwargs: object) -> ImageIndex:
-    return ImageIndex.open(root, features=CHEAP_FEATURES, **kwargs)
+    return ImageIndex.open(root, features=MODEL_FREE_FEATURES, **kwargs)
 
 
 def snapshot(index: ImageIndex) -> tuple[list[tuple], dict[str, np.ndarray]]:
@@ -227,6 +227,7 @@ def test_second_writer_is_told_who_holds_the_lock(photos: Path) -> None:
     cheap_index(photos).update(progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_path: Path) -> None:
     clean_root, killed_root = tmp_path / "clean", tmp_path / "killed"
     shutil.copytree(sample_folder, clean_root)

@@ -18,6 +18,9 @@ from imrec_widgets.projection import status
 
 FEATURES = ["rgb", "dhash", "thumb"]
 
+# fits UMAP maps
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def index(variant_folder: Path, tmp_path: Path) -> ImageIndex:

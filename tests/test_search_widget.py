@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex
-from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS
+from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS, MODEL_FREE_FEATURES
 from imrec_widgets.widgets import _base
 from imrec_widgets.widgets._base import BaseWidget, bundle_esm, static_dir, watch_sources
 from imrec_widgets.widgets.search_widget import (
@@ -40,7 +39,9 @@ MINIMAL_PDF = (
 def cheap_index(sample_folder, tmp_path_factory):
     """The sample photos indexed with colour, hashes and thumbnails (no CNN), outside the folder."""
     index = ImageIndex.open(
-        sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "cheap", features=CHEAP_FEATURES
+        sample_folder,
+        index_dir=tmp_path_factory.mktemp("idx") / "cheap",
+        features=MODEL_FREE_FEATURES,
     )
     index.update(progress=False, workers=0)
     assert len(index) == 18
@@ -352,7 +353,7 @@ def test_incomplete_or_empty_uploads_are_errors(widget, sample_folder):
 def test_empty_index_shows_an_error_then_works_once_filled(tmp_path, sample_folder):
     folder = tmp_path / "photos"
     folder.mkdir()
-    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=CHEAP_FEATURES)
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=MODEL_FREE_FEATURES)
     w = SearchWidget(index)  # never updated: no catalog on disk yet
     data = photo(sample_folder, "camera").read_bytes()
     upload(w, [("camera.jpg", data, "image/jpeg")])

@@ -148,6 +148,7 @@ def _projector(base: str, route: str, run: str, name: str | None = None) -> byte
 
 
 # -- against the real server ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_projector_tab_is_enabled_without_tensorflow(tensorboard: str) -> None:
     # The plugin decides `is_active` in a background thread: the first listing may still say no.
     def enabled() -> bool:

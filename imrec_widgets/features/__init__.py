@@ -12,6 +12,9 @@ from .base import Feature
 FEATURE_NAMES = ("embedding", "rgb", "ahash", "dhash", "thumb")
 """Every feature an index can hold, in the order they are computed."""
 
+MODEL_FREE_FEATURES = ("rgb", "ahash", "dhash", "thumb")
+"""Every feature but the CNN embedding: an index of these needs no model and builds fast."""
+
 SEARCH_MODES = ("embedding", "rgb", "ahash", "dhash")
 """Features that can be searched (thumbnails are for display only)."""
 

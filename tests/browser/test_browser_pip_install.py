@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import (
+from harness import (
     DUMP_JSON_HELPER,
     NOTEBOOK_PANEL,
     REPO_ROOT,
@@ -32,7 +32,7 @@ from test_packaging import build_wheel, make_venv, venv_env
 
 from imrec_widgets import __version__
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 K = 5
 STATE = "search_state.json"

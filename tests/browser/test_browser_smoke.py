@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from browser import (
+from harness import (
     DUMP_JSON_HELPER,
     console_errors,
     new_page,
@@ -15,8 +14,6 @@ from browser import (
     wait_for_file,
     write_notebook,
 )
-
-pytestmark = pytest.mark.browser
 
 COUNTER_CELL = '''\
 import anywidget, traitlets

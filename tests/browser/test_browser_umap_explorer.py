@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import (
+from harness import (
     ARTIFACTS_DIR,
     CHROMIUM_PATH,
     DUMP_JSON_HELPER,
@@ -40,8 +40,6 @@ from imrec_widgets import ImageIndex
 from imrec_widgets.mapdata import MapPoints
 from imrec_widgets.samples import write_sample_photos
 from imrec_widgets.synthetic import write_map_index
-
-pytestmark = pytest.mark.browser
 
 FEATURES = ["rgb", "dhash", "thumb"]
 PHOTOS = 18
@@ -271,7 +269,7 @@ def _close(map_page: MapPage) -> None:
 @pytest.fixture(scope="module")
 def server():
     """JupyterLab with the app exposed, so a test can switch the theme with Lab's own command."""
-    from browser import JupyterLabServer, require_browser
+    from harness import JupyterLabServer, require_browser
 
     require_browser()
     with JupyterLabServer(extra_args=["--LabApp.expose_app_in_browser=True"]) as lab_server:
@@ -490,7 +488,7 @@ def test_zoom_and_pan_move_the_points_and_selection_follows(lab):
 
 def test_lasso_in_notebook_7(webgl_browser, synthetic):
     """The same map and lasso in Notebook 7 (``jupyter notebook``), its own server and page."""
-    from browser import JupyterLabServer
+    from harness import JupyterLabServer
 
     root, index_dir = synthetic
     cells = _cells(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import (
+from harness import (
     ARTIFACTS_DIR,
     DUMP_JSON_HELPER,
     NOTEBOOK_PANEL,
@@ -30,13 +30,11 @@ from browser import (
     wait_for_file,
     write_notebook,
 )
-from conftest import CHEAP_FEATURES
 from PIL import Image
 
 from imrec_widgets import ImageIndex
+from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.samples import write_sample_photos
-
-pytestmark = pytest.mark.browser
 
 K = 5
 STATE = "search_state.json"
@@ -127,7 +125,7 @@ def photos(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("search-widget")
     folder = base / "photos"
     write_sample_photos(folder)
-    index = ImageIndex.open(folder, index_dir=base / "index", features=CHEAP_FEATURES)
+    index = ImageIndex.open(folder, index_dir=base / "index", features=MODEL_FREE_FEATURES)
     index.update(progress=False, workers=0)
     assert len(index) == 18
     return folder, base / "index"

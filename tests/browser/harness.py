@@ -1,17 +1,15 @@
 """Real-browser test harness: a throw-away JupyterLab server driven by headless Chromium.
 
-Test modules import it as ``from browser import ...`` (pytest puts ``tests/`` on ``sys.path``
-because the directory has no ``__init__.py``).
+Test modules here import it as ``from harness import ...`` (pytest puts ``tests/browser/`` on
+``sys.path`` because the directory has no ``__init__.py``). Every test under ``tests/browser/``
+is marked ``browser`` by this folder's ``conftest.py``.
 
 Typical use::
 
-    import pytest
-    from browser import new_page, open_notebook, run_all_cells, screenshot, write_notebook
-
-    pytestmark = pytest.mark.browser
+    from harness import new_page, open_notebook, run_all_cells, screenshot, write_notebook
 
     # `server` (a JupyterLabServer) and `browser` (chromium()) are module-scoped fixtures in
-    # conftest.py; a module that needs another server setup defines its own `server`.
+    # tests/browser/conftest.py; a module that needs another server setup defines its own.
     def test_something(server, browser):
         write_notebook(server.root_dir / "t.ipynb", ["print('hi')"])
         page = new_page(browser)
@@ -48,7 +46,7 @@ from urllib.parse import quote
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 CHROMIUM_PATH = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
