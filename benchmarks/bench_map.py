@@ -58,9 +58,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "browser"))
 
-from browser import (  # noqa: E402  (tests/ is not a package)
+from harness import (  # noqa: E402  (tests/browser/ is not a package)
     DUMP_JSON_HELPER,
     NOTEBOOK_PANEL,
     WEBGL_CHROMIUM_ARGS,
@@ -76,10 +76,7 @@ from browser import (  # noqa: E402  (tests/ is not a package)
     write_notebook,
 )
 
-from imrec_widgets.catalog import Catalog, Entry  # noqa: E402
-from imrec_widgets.settings import DEFAULT_SETTINGS  # noqa: E402
-from imrec_widgets.store import FeatureStore  # noqa: E402
-from imrec_widgets.synthetic import write_map_index  # noqa: E402
+from imrec_widgets.synthetic import write_feature_index, write_map_index  # noqa: E402
 
 WIDGETS = ("ours", "jscatter")
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -634,18 +631,11 @@ def tiled(values: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def write_feature_index(index_dir: Path, values: np.ndarray, chunk: int = 50_000) -> None:
+def write_values_index(index_dir: Path, values: np.ndarray) -> None:
     """An index whose only feature "rgb" holds ``values`` (one row per made-up image)."""
-    catalog = Catalog(index_dir / "catalog.sqlite")
-    store = FeatureStore(index_dir / "features.zarr")
-    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["rgb"]))
-    store.ensure("rgb", (values.shape[1],), "float32")
-    for start in range(0, len(values), chunk):
-        ids = np.arange(start, min(len(values), start + chunk))
-        store.write_rows("rgb", ids, values[ids])
-        catalog.commit_entries(
-            Entry(int(i), f"images/{int(i):07d}.png", 1, 1, 28, 28, "PNG") for i in ids
-        )
+    catalog, _store = write_feature_index(
+        index_dir, len(values), {"rgb": lambda ids: values[ids]}, size=(28, 28)
+    )
     catalog.close()
 
 
@@ -712,7 +702,7 @@ def run_fits(sizes: list[int], work: Path) -> dict[str, Any]:
     for number, (rows, kind) in enumerate(plan):
         base = work / f"fit_{number}"
         (base / "root").mkdir(parents=True)
-        write_feature_index(base / "index", tiled(values, rows))
+        write_values_index(base / "index", tiled(values, rows))
         index = ImageIndex.open(base / "root", index_dir=base / "index")
         clock = StageClock()
         try:

@@ -31,40 +31,27 @@ from pathlib import Path
 import numpy as np
 
 from imrec_widgets import ImageIndex, projection
-from imrec_widgets.catalog import Catalog, Entry
-from imrec_widgets.settings import DEFAULT_SETTINGS
-from imrec_widgets.store import FeatureStore
+from imrec_widgets.synthetic import MAP_PARAMS, write_feature_index
 
 
 def build_mapped(index_dir: Path, rows: int, seed: int = 0) -> None:
-    """``rows`` catalog rows, a 24-d rgb feature and a fresh cached ``umap/rgb`` map."""
+    """``rows`` catalog rows, an 8-d rgb feature and a fresh cached ``umap/rgb`` map."""
     rng = np.random.default_rng(seed)
-    catalog = Catalog(index_dir / "catalog.sqlite")
-    store = FeatureStore(index_dir / "features.zarr")
-    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["rgb"], bins=2))
-    store.ensure("rgb", (8,), "float32")
-    store.ensure("umap/rgb", (2,), "float32", fill_value=np.nan)
-    store.ensure("cluster/rgb", (), "int32", fill_value=-1)
-    step = 100_000
-    for start in range(0, rows, step):
-        ids = np.arange(start, min(rows, start + step))
-        store.write_rows("rgb", ids, rng.random((ids.size, 8), dtype=np.float32))
-        store.write_rows("umap/rgb", ids, rng.normal(0, 5, (ids.size, 2)).astype(np.float32))
-        store.write_rows("cluster/rgb", ids, (ids % 5).astype(np.int32))
-        catalog.commit_entries(
-            Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids
-        )
-    params = {
-        "n_neighbors": 15,
-        "min_dist": 0.1,
-        "pca_dims": 50,
-        "sample_size": 20_000,
-        "random_state": 42,
-    }
+    catalog, _store = write_feature_index(
+        index_dir,
+        rows,
+        {
+            "rgb": lambda ids: rng.random((ids.size, 8), dtype=np.float32),
+            "umap/rgb": lambda ids: rng.normal(0, 5, (ids.size, 2)).astype(np.float32),
+            "cluster/rgb": lambda ids: (ids % 5).astype(np.int32),
+        },
+        settings={"bins": 2},
+        chunk=100_000,
+    )
     catalog.set_meta(
         "projection/rgb",
         {
-            "params": params,
+            "params": MAP_PARAMS,
             "clusters": {"clusters": 5, "min_cluster_size": None},
             "updated_at": time.time(),
             "fitted": 20_000,

@@ -33,31 +33,23 @@ from PIL import Image
 from skimage import data
 
 from imrec_widgets import ImageIndex, search
-from imrec_widgets.catalog import Catalog, Entry
 from imrec_widgets.features import engines
 from imrec_widgets.imageio import load_rgb
 from imrec_widgets.indexer import DECODE_MIN_SIDE
 from imrec_widgets.searcher import _blas_single_thread
-from imrec_widgets.settings import DEFAULT_SETTINGS
-from imrec_widgets.store import FeatureStore
+from imrec_widgets.synthetic import write_feature_index
 
 
 def build(index_dir: Path, rows: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    catalog = Catalog(index_dir / "catalog.sqlite")
-    store = FeatureStore(index_dir / "features.zarr")
-    settings = dict(DEFAULT_SETTINGS, features=["embedding", "dhash"])
-    catalog.set_meta("settings", settings)
-    store.ensure("embedding", (1280,), "float32")
-    store.ensure("dhash", (8,), "uint8")
-    step = 50_000
-    for start in range(0, rows, step):
-        ids = np.arange(start, min(rows, start + step))
-        store.write_rows("embedding", ids, rng.random((ids.size, 1280), dtype=np.float32))
-        store.write_rows("dhash", ids, rng.integers(0, 256, (ids.size, 8), dtype=np.uint8))
-        catalog.commit_entries(
-            Entry(int(i), f"synthetic/{i:07d}.jpg", 1, 1, 64, 64, "JPEG") for i in ids
-        )
+    catalog, _store = write_feature_index(
+        index_dir,
+        rows,
+        {
+            "embedding": lambda ids: rng.random((ids.size, 1280), dtype=np.float32),
+            "dhash": lambda ids: rng.integers(0, 256, (ids.size, 8), dtype=np.uint8),
+        },
+    )
     catalog.close()
 
 

@@ -294,10 +294,8 @@ class RealLike:
 
 def write_compact_index(index_dir: Path, n: int, data: RealLike) -> Path:
     """An index of ``n`` embeddings (no image files) written through Catalog and FeatureStore."""
-    from imrec_widgets.catalog import Catalog, Entry
     from imrec_widgets.compact import Quantizer, training_sample
-    from imrec_widgets.settings import DEFAULT_SETTINGS
-    from imrec_widgets.store import FeatureStore
+    from imrec_widgets.synthetic import write_feature_index
 
     done = index_dir / "complete"
     if done.exists() and int(done.read_text()) == n:
@@ -306,21 +304,21 @@ def write_compact_index(index_dir: Path, n: int, data: RealLike) -> Path:
 
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.mkdir(parents=True)
-    catalog = Catalog(index_dir / "catalog.sqlite")
-    store = FeatureStore(index_dir / "features.zarr")
     config = {"backbone": "efficientnet_lite0", "dim": COMPACT_DIM, "input_size": 224}
-    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["embedding"]))
-    catalog.set_meta("feature_config", {"embedding": config})
-    store.ensure("embedding", (COMPACT_DIM,), "float32")
     rng = np.random.default_rng(1)
-    step = 16_384
-    for start in range(0, n, step):
-        ids = np.arange(start, min(n, start + step))
-        store.write_rows("embedding", ids, data.embed(ids, rng))
-        catalog.commit_entries(
-            Entry(int(i), f"img/{int(i):08d}.jpg", 1, 1, 28, 28, "PNG") for i in ids
-        )
-        print(f"\r   writing {ids[-1] + 1:,}/{n:,}", end="", flush=True)
+
+    def show(done: int, total: int) -> None:
+        print(f"\r   writing {done:,}/{total:,}", end="", flush=True)
+
+    catalog, store = write_feature_index(
+        index_dir,
+        n,
+        {"embedding": lambda ids: data.embed(ids, rng)},
+        feature_config={"embedding": config},
+        size=(28, 28),
+        chunk=16_384,
+        progress=show,
+    )
     print()
     ok = np.arange(n, dtype=np.int64)
     Quantizer.train(training_sample(store, "embedding", ok)).save(store, "embedding", config)
