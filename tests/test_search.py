@@ -213,7 +213,8 @@ def test_results_html_grid(index: ImageIndex, query_file: Path) -> None:
     assert hits[0].path.name in page and "rgb" in page
     assert "3 hits" in repr(hits)
     # The SearchWidget's stylesheet is global to the page: the repr shares none of its classes.
-    widget_css = (Path(__file__).resolve().parents[1] / "js" / "search_widget.css").read_text()
+    static = Path(__file__).resolve().parents[1] / "imrec_widgets" / "static"
+    widget_css = (static / "search_widget.css").read_text()
     widget_classes = set(re.findall(r"\.(imrec-[\w-]+)", widget_css))
     repr_classes = {
         name for value in re.findall(r'class="([^"]*)"', page) for name in value.split()

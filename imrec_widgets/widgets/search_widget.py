@@ -24,7 +24,7 @@ from imrec_widgets.features import (
 )
 from imrec_widgets.imageio import ImageDecodeError, decode
 
-from ._base import BaseWidget, esm_module, static_file
+from ._base import STATIC_DIR, BaseWidget
 
 if TYPE_CHECKING:
     from imrec_widgets.index import ImageIndex
@@ -219,9 +219,8 @@ class SearchWidget(BaseWidget):
     >>> w.results  # [{"id", "path", "distance", "rank"}, ...]
     """
 
-    _esm = esm_module("search_widget.js")
-    _css = static_file("search_widget.css")
-    _keyword_traits = ("mode", "metric", "k", "max_upload_bytes", "weights")
+    _esm = STATIC_DIR / "search_widget.js"
+    _css = STATIC_DIR / "search_widget.css"
 
     # -- controls (set from Python or the browser; a refused value shows in ``error``) ---------
     mode = traitlets.Unicode("").tag(sync=True)
