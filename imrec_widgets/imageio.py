@@ -61,6 +61,9 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 class ImageDecodeError(ValueError):
     """A file or buffer that is not a readable image (or one refused as too large)."""
 
+    query_position: int | None = None
+    """Raised by a search: which item of its query could not be decoded (0 for the first)."""
+
 
 def has_image_suffix(name: str | os.PathLike[str]) -> bool:
     """True when the file name ends in one of ``IMAGE_EXTENSIONS`` (any case)."""
@@ -253,6 +256,24 @@ def decode(
         raise ImageDecodeError("not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+THUMBNAIL_SIDE = 96
+"""Longer side, in pixels, of the thumbnails made to show an image (a query, or an indexed image
+when the index stores none); the widgets and the HTML of search results show them this size."""
+
+
+def encode_thumbnail(
+    image: Image.Image | np.ndarray, side: int | None = THUMBNAIL_SIDE, format: str = "JPEG"
+) -> bytes:
+    """``image`` as a small JPEG (or PNG) file, its longer side at most ``side`` pixels (the
+    image's own size when None)."""
+    picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image.copy()
+    if side is not None:
+        picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format=format, quality=85)
+    return buffer.getvalue()
 
 
 def load_rgb(

@@ -27,11 +27,8 @@ from imrec_widgets.imageio import (
     decode,
     to_rgb,
 )
-from imrec_widgets.widgets.search_widget import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    MAX_QUERY_IMAGES,
-    SearchWidget,
-)
+from imrec_widgets.widgets.search_widget import SearchWidget
+from imrec_widgets.widgets.uploads import DEFAULT_MAX_UPLOAD_BYTES, MAX_QUERY_IMAGES
 
 # -- SearchWidget: every message from the browser is untrusted ----------------------------------
 
@@ -68,14 +65,14 @@ def front_end_sets(widget, **state):
 
 
 def held_bytes(widget):
-    return sum(len(part) for part in widget._upload_parts.values())
+    return sum(len(part) for part in widget._uploads.parts.values())
 
 
 def test_negative_file_indices_do_not_each_get_a_buffer(widget):
     chunk = memoryview(bytes(1_000_000))
     for file_index in range(-1, -301, -1):
         custom(widget, {"type": "chunk", "upload": "u", "file": file_index, "offset": 0}, [chunk])
-    assert held_bytes(widget) == 0 and len(widget._upload_parts) == 0
+    assert held_bytes(widget) == 0 and len(widget._uploads.parts) == 0
     assert widget.rejected == 300 and "file" in widget.error
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imrec_widgets.imageio import IMAGE_EXTENSIONS
-from imrec_widgets.widgets import search_widget
+from imrec_widgets.widgets import search_widget, uploads
 from imrec_widgets.widgets._base import STATIC_DIR
 from imrec_widgets.widgets.map_layer import MapLayer
 from imrec_widgets.widgets.search_widget import SearchWidget
@@ -89,6 +89,6 @@ def test_front_end_constants_match_python(node):
     assert done.returncode == 0, done.stderr
     js = json.loads(done.stdout)
     assert (js["kMin"], js["kMax"]) == (search_widget.K_MIN, search_widget.K_MAX)
-    assert js["maxFiles"] == search_widget.MAX_QUERY_IMAGES
+    assert js["maxFiles"] == uploads.MAX_QUERY_IMAGES
     assert sorted(js["extensions"]) == sorted(IMAGE_EXTENSIONS)
-    assert js["bytes"] == [search_widget.format_bytes(size) for size in sizes]
+    assert js["bytes"] == [uploads.format_bytes(size) for size in sizes]

@@ -21,13 +21,9 @@ import imrec_widgets
 from imrec_widgets import ImageIndex
 from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS
 from imrec_widgets.widgets._base import STATIC_DIR
-from imrec_widgets.widgets.search_widget import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    QUERY_THUMB_SIZE,
-    SearchWidget,
-    check_k,
-    format_bytes,
-)
+from imrec_widgets.widgets.query_display import QUERY_THUMB_SIZE
+from imrec_widgets.widgets.search_widget import SearchWidget, check_k
+from imrec_widgets.widgets.uploads import DEFAULT_MAX_UPLOAD_BYTES, format_bytes
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 MINIMAL_PDF = (
@@ -316,6 +312,42 @@ def test_non_images_show_an_error_and_keep_the_widget_usable(
     assert len(widget.results) == 6 and widget.error == ""
 
 
+def test_the_file_that_is_not_an_image_is_named_among_several(widget, sample_folder):
+    coffee = photo(sample_folder, "coffee").read_bytes()
+    files = [
+        ("coffee.jpg", coffee, "image/jpeg"),
+        ("notes.jpg", b"not a picture" * 9, "image/jpeg"),
+    ]
+    upload(widget, files)
+    assert widget.error.startswith("notes.jpg: ") and widget.results == []
+    upload(widget, files[::-1])
+    assert widget.error.startswith("notes.jpg: ")
+
+
+def test_an_uploaded_image_is_decoded_once(widget, sample_folder, monkeypatch):
+    """The search decodes the query and makes its thumbnail from that decode."""
+    from imrec_widgets import imageio
+
+    decoded = []
+    real = imageio.decode
+
+    def counting(source, **options):
+        decoded.append(type(source).__name__)
+        return real(source, **options)
+
+    for name, module in list(sys.modules.items()):  # wherever the package imported it
+        if name.startswith("imrec_widgets") and getattr(module, "decode", None) is real:
+            monkeypatch.setattr(module, "decode", counting)
+    data = photo(sample_folder, "rocket").read_bytes()
+    upload(widget, [("rocket.jpg", data, "image/jpeg")])
+    assert widget.error == "" and len(widget.results) == 10
+    assert decoded == ["bytes"]
+    (thumbnail,) = widget.query_thumbnails
+    width, height = Image.open(io.BytesIO(data)).size
+    size = jpeg_size(thumbnail)
+    assert max(size) == QUERY_THUMB_SIZE and abs(size[0] / size[1] - width / height) < 0.05
+
+
 def test_truncated_jpeg_is_refused_with_a_message(widget, sample_folder):
     data = photo(sample_folder, "chelsea").read_bytes()
     upload(widget, [("chelsea.jpg", data[: len(data) // 3], "image/jpeg")])
@@ -331,7 +363,7 @@ def test_oversize_upload_is_refused_and_not_kept(widget, sample_folder):
         f"retina.jpg is {format_bytes(len(data))}, over the upload limit of 50 kB "
         "(SearchWidget.max_upload_bytes)"
     )
-    assert widget.results == [] and widget._upload_parts == {}
+    assert widget.results == [] and widget._uploads.parts == {}
     widget.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
     upload(widget, [("retina.jpg", data, "image/jpeg")])
     assert widget.error == "" and widget.results[0]["distance"] == pytest.approx(0, abs=1e-4)

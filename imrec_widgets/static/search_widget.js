@@ -669,10 +669,9 @@ function render({ model, el }) {
     query.replaceChildren(
       ...queryThumbs.map((bytes, i) => {
         const figure = h("figure", "imrec-query-image", { title: names[i] ?? "" });
-        figure.append(
-          h("img", "", { src: track(jpegUrl(bytes)), alt: names[i] ?? "query image" }),
-          h("figcaption", "", { text: baseName(names[i] ?? "") }),
-        );
+        const img = h("img", "", { alt: names[i] ?? "query image" });
+        if (bytes.byteLength) img.src = track(jpegUrl(bytes)); // empty: an image gone since indexing
+        figure.append(img, h("figcaption", "", { text: baseName(names[i] ?? "") }));
         return figure;
       }),
     );
@@ -692,7 +691,7 @@ function render({ model, el }) {
         const cell = h("button", "imrec-result", { type: "button", title });
         cell.dataset.id = String(hit.id);
         const img = h("img", "imrec-result-image", { alt: baseName(hit.path), draggable: false });
-        if (thumbs[i]) img.src = track(jpegUrl(thumbs[i]));
+        if (thumbs[i]?.byteLength) img.src = track(jpegUrl(thumbs[i]));
         const caption = h("span", "imrec-result-caption");
         caption.append(
           nameSpan("imrec-result-name", fitName(baseName(hit.path), maxChars)),
