@@ -210,7 +210,7 @@ def find_duplicates(
         max_distance=float(max_distance),
         seconds=time.perf_counter() - started,
         hashed_files=len(digests),
-        thumbnails=index.thumbnail_bytes if "thumb" in index.settings["features"] else None,
+        thumbnails=index.thumbnail_bytes,
     )
 
 

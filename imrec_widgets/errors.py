@@ -26,6 +26,9 @@ class EmptyIndexError(ImrecError, ValueError):
 class ImageDecodeError(ImrecError, ValueError):
     """A file or buffer that is not a readable image (or one refused as too large)."""
 
+    query_position: int | None = None
+    """Raised by a search: which item of its query could not be decoded (0 for the first)."""
+
 
 class ProjectionError(ImrecError, ValueError):
     """A map that cannot be made or read (feature missing, too few images, not computed yet)."""
@@ -33,6 +36,10 @@ class ProjectionError(ImrecError, ValueError):
 
 class MapMessageError(ImrecError, ValueError):
     """A message from the front end that is not one the map layer understands."""
+
+
+class MalformedMessage(ImrecError, ValueError):
+    """A message from the search widget's front end that no honest one sends (``SearchWidget.rejected`` counts them)."""
 
 
 class WeightsUnavailableError(ImrecError, RuntimeError):
@@ -64,6 +71,7 @@ __all__ = [
     "ImrecWarning",
     "IndexConfigError",
     "IndexLockedError",
+    "MalformedMessage",
     "MapMessageError",
     "ProjectionError",
     "QuantizerMismatchWarning",

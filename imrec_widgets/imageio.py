@@ -253,6 +253,24 @@ def decode(
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
+THUMBNAIL_SIDE = 96
+"""Longer side, in pixels, of the thumbnails made to show an image (a query, or an indexed image
+when the index stores none); the widgets and the HTML of search results show them this size."""
+
+
+def encode_thumbnail(
+    image: Image.Image | np.ndarray, side: int | None = THUMBNAIL_SIDE, format: str = "JPEG"
+) -> bytes:
+    """``image`` as a small JPEG (or PNG) file, its longer side at most ``side`` pixels (the
+    image's own size when None)."""
+    picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image.copy()
+    if side is not None:
+        picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format=format, quality=85)
+    return buffer.getvalue()
+
+
 def load_rgb(
     source: Any, *, min_side: int | None = None, max_pixels: int | None = None
 ) -> Image.Image:

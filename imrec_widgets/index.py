@@ -16,6 +16,7 @@ from .catalog import SCHEMA_VERSION, Catalog, Record
 from .compact import Quantizer, check_vector_dtype, training_sample
 from .errors import EmptyIndexError, IndexConfigError
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
+from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
 from .indexer import (
     UpdateReport,
     WriteLock,
@@ -431,17 +432,28 @@ class ImageIndex:
 
         return Image.fromarray(self.store.read_rows("thumb", [int(id_)])[0])
 
-    def thumbnail_bytes(self, ids: Sequence[int] | np.ndarray, format: str = "JPEG") -> list[bytes]:
-        """Encoded thumbnails of ``ids`` (small JPEG or PNG files), in order."""
-        import io
+    def thumbnail_bytes(
+        self, ids: Sequence[int] | np.ndarray, format: str = "JPEG", *, side: int = THUMBNAIL_SIDE
+    ) -> list[bytes]:
+        """Encoded thumbnails of ``ids`` (small JPEG or PNG files), in order.
 
-        from PIL import Image
-
+        The stored ones (``thumb_size`` pixels square) when the index has the ``thumb``
+        feature; else made from the image files, their longer side ``side`` pixels. An image
+        whose file cannot be read any more gives ``b""`` (shown as an empty cell).
+        """
+        ids = [int(id_) for id_ in np.ravel(ids)]
+        if not ids:
+            return []
+        if "thumb" in self.settings["features"]:
+            return [
+                encode_thumbnail(row, None, format) for row in self.store.read_rows("thumb", ids)
+            ]
         out = []
-        for pixels in self.store.read_rows("thumb", ids):
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, format=format, quality=85)
-            out.append(buffer.getvalue())
+        for path in self.paths(ids):
+            try:
+                out.append(encode_thumbnail(decode(path, min_side=side).image, side, format))
+            except (ImageDecodeError, OSError):
+                out.append(b"")
         return out
 
     def errors(self) -> list[tuple[Path, str]]:

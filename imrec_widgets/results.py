@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,6 +19,11 @@ class Hit(NamedTuple):
     rank: int
 
 
+QueryItemShown = bytes | int | None
+"""How a search keeps each item of its query to show it: a small JPEG made from the decoded
+image, an indexed id (its thumbnail is read when asked for), None for a feature vector."""
+
+
 class SearchResults(list):
     """The hits of one query, best first, with how they were found and how long it took."""
 
@@ -30,12 +35,28 @@ class SearchResults(list):
         metric: str,
         seconds: float,
         thumbnails: Callable[[list[int]], list[bytes]] | None = None,
+        query: Sequence[QueryItemShown] = (),
     ) -> None:
         super().__init__(hits)
         self.mode = mode
         self.metric = metric
         self.seconds = seconds
         self._thumbnails = thumbnails
+        self._query = list(query)
+        self._query_thumbnails: list[bytes | None] | None = None
+
+    @property
+    def query_thumbnails(self) -> list[bytes | None]:
+        """A small JPEG of each item of the query, in order (None for a feature vector): made
+        from the image the search decoded, or the thumbnail of an indexed id (``b""`` when it
+        has none to show). Empty for results made without their query."""
+        if self._query_thumbnails is None:
+            ids = [item for item in self._query if isinstance(item, int)]
+            made = iter(self._thumbnails(ids) if ids and self._thumbnails else [b""] * len(ids))
+            self._query_thumbnails = [
+                next(made) if isinstance(item, int) else item for item in self._query
+            ]
+        return list(self._query_thumbnails)
 
     @property
     def ids(self) -> list[int]:

@@ -18,8 +18,9 @@ import numpy as np
 from . import compact, search
 from .errors import ImageDecodeError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
+from .imageio import encode_thumbnail
 from .indexer import decode_one
-from .results import Hit, SearchResults
+from .results import Hit, QueryItemShown, SearchResults
 
 if TYPE_CHECKING:
     from .protocols import IndexView
@@ -71,13 +72,17 @@ _FUSED_MIN_ROWS = 256
 _RERANK_QUERIES = 32
 
 
-def _decode_query(features: dict[str, Any], item: Any) -> Any:
-    """``decode_one`` for a query; a file that is not an image is named in the error."""
+def _decode_query(features: dict[str, Any], item: Any, position: int) -> Any:
+    """``decode_one`` for item ``position`` of a query; a file that is not an image is named in
+    the error, whose ``query_position`` is ``position``."""
     try:
         return decode_one(features, item)
     except ImageDecodeError as exc:
         if isinstance(item, os.PathLike):
-            raise ImageDecodeError(f"{os.fspath(item)}: {exc}") from exc
+            named = ImageDecodeError(f"{os.fspath(item)}: {exc}")
+            named.query_position = position
+            raise named from exc
+        exc.query_position = position
         raise
 
 
@@ -151,19 +156,30 @@ class Searcher:
     # -- queries -> vectors ---------------------------------------------------------------------
     def vectors(self, query: Any, mode: str) -> tuple[np.ndarray, list[int]]:
         """Feature rows for one query (several rows for a list) and the indexed ids it names."""
+        rows, self_ids, _shown = self._query_vectors(query, mode)
+        return rows, self_ids
+
+    def _query_vectors(
+        self, query: Any, mode: str
+    ) -> tuple[np.ndarray, list[int], list[QueryItemShown]]:
+        """``vectors``, and how each item of the query is shown (see ``QueryItemShown``)."""
         items = list(query) if _is_batch(query) else [query]
         if not items:
             raise ValueError("empty query: pass at least one image, path or id")
-        rows, self_ids = [], []
-        for item in items:
+        rows, self_ids, shown = [], [], []
+        for position, item in enumerate(items):
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 self_ids.append(int(item))
                 rows.append(self._stored_row(mode, int(item)))
+                shown.append(int(item))
             elif isinstance(item, np.ndarray) and item.ndim == 1:
                 rows.append(item)
+                shown.append(None)
             else:
-                rows.append(self._extract(mode, item))
-        return np.stack(rows), self_ids
+                row, thumbnail = self._extract(mode, item, position)
+                rows.append(row)
+                shown.append(thumbnail)
+        return np.stack(rows), self_ids, shown
 
     def _stored_row(self, mode: str, id_: int) -> np.ndarray:
         ok = self.ok_ids()
@@ -171,14 +187,16 @@ class Searcher:
             raise ValueError(f"no searchable image with id {id_} in this index")
         return self._rows(mode, np.array([id_], dtype=np.int64))[0]
 
-    def _extract(self, mode: str, item: Any) -> np.ndarray:
+    def _extract(self, mode: str, item: Any, position: int) -> tuple[np.ndarray, bytes]:
+        """The ``mode`` row of an image query item, and its thumbnail (from the same decode)."""
         if isinstance(item, str):
             item = Path(item)
         feature = self.index.feature_extractors()[mode]
-        _decoded, values, model_input = _decode_query({mode: feature}, item)
+        decoded, values, model_input = _decode_query({mode: feature}, item, position)
+        thumbnail = encode_thumbnail(decoded.image)
         if mode == "embedding":
-            return feature.embed(model_input[None])[0]
-        return values[mode]
+            return feature.embed(model_input[None])[0], thumbnail
+        return values[mode], thumbnail
 
     # -- top-k ----------------------------------------------------------------------------------
     def search_many(
@@ -201,14 +219,15 @@ class Searcher:
         metric = check_mode_metric(mode, metric)
         self._check_searchable(k)
         allowed = self._allowed(ids, where)
-        if allowed is not None and allowed.size == 0:
-            return [self._results([], [], mode, metric, started) for _ in queries]
 
-        combined, excluded = [], []
+        combined, excluded, shown = [], [], []
         for query in queries:
-            rows, self_ids = self.vectors(query, mode)
+            rows, self_ids, query_shown = self._query_vectors(query, mode)
             combined.append(search.combine_queries(rows, metric) if len(rows) > 1 else rows[0])
             excluded.append(set(self_ids) if exclude_self else set())
+            shown.append(query_shown)
+        if allowed is not None and allowed.size == 0:
+            return [self._results([], [], mode, metric, started, query) for query in shown]
         matrix = np.stack(combined)
         extra = max(len(e) for e in excluded)
         with _blas_single_thread() if _uses_model(queries, [mode]) else contextlib.nullcontext():
@@ -220,7 +239,7 @@ class Searcher:
                 allowed,
                 self.client if client is None else client,
             )
-        return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started)
+        return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started, shown)
 
     def _check_searchable(self, k: Any) -> None:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
@@ -241,14 +260,18 @@ class Searcher:
         mode: str,
         metric: str,
         started: float,
+        shown: Sequence[Sequence[QueryItemShown]] | None = None,
     ) -> list[SearchResults]:
         """Per query: drop empty slots (-1) and the query's own ids, keep the best ``k``."""
         out = []
-        for row_ids, row_dist, skip in zip(found_ids, found_dist, excluded, strict=True):
+        queries_shown = shown if shown is not None else [()] * len(excluded)
+        for row_ids, row_dist, skip, query in zip(
+            found_ids, found_dist, excluded, queries_shown, strict=True
+        ):
             keep = [i for i, id_ in enumerate(row_ids) if id_ >= 0 and int(id_) not in skip][
                 : int(k)
             ]
-            out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started))
+            out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started, query))
         return out
 
     def _allowed(
@@ -412,17 +435,20 @@ class Searcher:
 
     def _hybrid_vectors(
         self, query: Any, modes: Sequence[str]
-    ) -> tuple[dict[str, list[np.ndarray]], list[int]]:
-        """Each mode's feature rows for one query (decoding each image once) and the ids it names."""
+    ) -> tuple[dict[str, list[np.ndarray]], list[int], list[QueryItemShown]]:
+        """Each mode's feature rows for one query (decoding each image once), the ids it names
+        and how each of its items is shown."""
         items = list(query) if _is_batch(query) else [query]
         if not items:
             raise ValueError("empty query: pass at least one image, path or id")
         rows: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
         self_ids = []
+        shown: list[QueryItemShown] = []
         extractors = self.index.feature_extractors()
-        for item in items:
+        for position, item in enumerate(items):
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 self_ids.append(int(item))
+                shown.append(int(item))
                 for mode in modes:
                     rows[mode].append(self._stored_row(mode, int(item)))
                 continue
@@ -430,16 +456,18 @@ class Searcher:
                 raise ValueError(
                     "a feature vector belongs to one mode; hybrid search needs images or ids"
                 )
-            _decoded, values, model_input = _decode_query(
+            decoded, values, model_input = _decode_query(
                 {mode: extractors[mode] for mode in modes},
                 Path(item) if isinstance(item, str) else item,
+                position,
             )
+            shown.append(encode_thumbnail(decoded.image))
             for mode in modes:
                 if mode == "embedding":
                     rows[mode].append(extractors[mode].embed(model_input[None])[0])
                 else:
                     rows[mode].append(values[mode])
-        return rows, self_ids
+        return rows, self_ids, shown
 
     def search_hybrid(
         self,
@@ -464,8 +492,20 @@ class Searcher:
         self._check_searchable(k)
         metric = " + ".join(f"{weight:.3g} {mode}/{name}" for mode, (weight, name) in parts.items())
         allowed = self._allowed(ids, where)
+
+        matrices: dict[str, list[np.ndarray]] = {mode: [] for mode in parts}
+        excluded, shown = [], []
+        for query in queries:
+            rows, self_ids, query_shown = self._hybrid_vectors(query, list(parts))
+            for mode, (_w, name) in parts.items():
+                vectors = np.stack(rows[mode])
+                matrices[mode].append(
+                    search.combine_queries(vectors, name) if len(vectors) > 1 else vectors[0]
+                )
+            excluded.append(set(self_ids) if exclude_self else set())
+            shown.append(query_shown)
         if allowed is not None and allowed.size == 0:
-            return [self._results([], [], HYBRID_MODE, metric, started) for _ in queries]
+            return [self._results([], [], HYBRID_MODE, metric, started, query) for query in shown]
         ok = self.ok_ids()
         candidates = ok if allowed is None else allowed
         in_memory = sum(self._feature_bytes(mode, len(ok)) for mode in parts) <= self.memory_budget
@@ -477,17 +517,6 @@ class Searcher:
         factors = {
             mode: weight / self.distance_scale(mode, name) for mode, (weight, name) in parts.items()
         }
-
-        matrices: dict[str, list[np.ndarray]] = {mode: [] for mode in parts}
-        excluded = []
-        for query in queries:
-            rows, self_ids = self._hybrid_vectors(query, list(parts))
-            for mode, (_w, name) in parts.items():
-                vectors = np.stack(rows[mode])
-                matrices[mode].append(
-                    search.combine_queries(vectors, name) if len(vectors) > 1 else vectors[0]
-                )
-            excluded.append(set(self_ids) if exclude_self else set())
         stacked = {mode: np.stack(vectors) for mode, vectors in matrices.items()}
         kk = int(k) + max(len(e) for e in excluded)
         best = search.TopKAccumulator(len(queries), kk)
@@ -503,7 +532,9 @@ class Searcher:
                     fused += factors[mode] * search.distances(stacked[mode], block, name)
                 best.update(np.broadcast_to(block_ids, fused.shape), fused)
         found_ids, found_dist = best.result()
-        return self._trimmed(found_ids, found_dist, excluded, k, HYBRID_MODE, metric, started)
+        return self._trimmed(
+            found_ids, found_dist, excluded, k, HYBRID_MODE, metric, started, shown
+        )
 
     def _hybrid_block(
         self,
@@ -524,7 +555,13 @@ class Searcher:
         return search.prepare(prepared.data[rows], metric, data_norms=norms)
 
     def _results(
-        self, ids: Any, distances: Any, mode: str, metric: str, started: float
+        self,
+        ids: Any,
+        distances: Any,
+        mode: str,
+        metric: str,
+        started: float,
+        query: Sequence[QueryItemShown] = (),
     ) -> SearchResults:
         ids = [int(i) for i in ids]
         paths = self.index.paths(ids) if ids else []
@@ -537,7 +574,6 @@ class Searcher:
             mode=mode,
             metric=metric,
             seconds=time.perf_counter() - started,
-            thumbnails=self.index.thumbnail_bytes
-            if "thumb" in self.index.settings["features"]
-            else None,
+            thumbnails=self.index.thumbnail_bytes,
+            query=query,
         )

@@ -22,11 +22,8 @@ from imrec_widgets.cli import main
 from imrec_widgets.errors import ImageDecodeError
 from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.imageio import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, decode, to_rgb
-from imrec_widgets.widgets.search_widget import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    MAX_QUERY_IMAGES,
-    SearchWidget,
-)
+from imrec_widgets.widgets.search_widget import SearchWidget
+from imrec_widgets.widgets.uploads import DEFAULT_MAX_UPLOAD_BYTES, MAX_QUERY_IMAGES
 
 # -- SearchWidget: every message from the browser is untrusted ----------------------------------
 
@@ -65,14 +62,14 @@ def front_end_sets(widget, **state):
 
 
 def held_bytes(widget):
-    return sum(len(part) for part in widget._upload_parts.values())
+    return sum(len(part) for part in widget._uploads.parts.values())
 
 
 def test_negative_file_indices_do_not_each_get_a_buffer(widget):
     chunk = memoryview(bytes(1_000_000))
     for file_index in range(-1, -301, -1):
         custom(widget, {"type": "chunk", "upload": "u", "file": file_index, "offset": 0}, [chunk])
-    assert held_bytes(widget) == 0 and len(widget._upload_parts) == 0
+    assert held_bytes(widget) == 0 and len(widget._uploads.parts) == 0
     assert widget.rejected == 300 and "file" in widget.error
 
 

@@ -1,4 +1,5 @@
-"""The front end's JavaScript: node's unit tests, the bundled widget module, shared constants."""
+"""The front end's JavaScript: node's unit tests, the widget modules as anywidget loads them,
+constants shared with Python."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from imrec_widgets.imageio import IMAGE_EXTENSIONS
-from imrec_widgets.widgets import search_widget
-from imrec_widgets.widgets._base import bundle_esm
+from imrec_widgets.widgets import search_widget, uploads
+from imrec_widgets.widgets._base import STATIC_DIR
+from imrec_widgets.widgets.map_layer import MapLayer
+from imrec_widgets.widgets.search_widget import SearchWidget
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
@@ -41,24 +44,44 @@ def test_node_unit_tests_pass(node):
     assert failed and int(failed[1]) == 0, output[-3000:]
 
 
-def test_bundled_widget_module_loads_in_node(node, tmp_path):
-    """What anywidget receives is one self-contained module exporting ``render``."""
-    module = tmp_path / "search_widget.bundle.mjs"
-    module.write_text(bundle_esm("search_widget.js"), encoding="utf-8")
+@pytest.mark.parametrize(
+    ("widget", "helpers"),
+    [
+        (SearchWidget, {"validateFiles", "chunkRanges", "clampK", "fitName", "debounce"}),
+        (MapLayer, {"axisMap", "pixelToData", "extendPath", "paletteBytes", "typedArray"}),
+    ],
+)
+def test_each_widget_is_one_module_anywidget_can_load(node, tmp_path, widget, helpers):
+    """What anywidget receives (the file's text, imported from a blob URL where no other file
+    can be imported) loads on its own: its default export renders, its named exports are the
+    pure helpers node's tests import."""
+    module = tmp_path / "widget.mjs"  # a copy elsewhere: nothing beside it to import
+    module.write_text(str(widget._esm), encoding="utf-8")
     script = (
         f"const m = await import({json.dumps(module.as_uri())});"
-        "console.log(JSON.stringify({render: typeof m.default.render, keys: Object.keys(m)}));"
+        "console.log(JSON.stringify({render: typeof m.default.render,"
+        " defaultKeys: Object.keys(m.default), keys: Object.keys(m)}));"
     )
     done = _run(node, "--input-type=module", "-e", script, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"render": "function", "keys": ["default"]}
+    loaded = json.loads(done.stdout)
+    assert loaded["render"] == "function" and loaded["defaultKeys"] == ["render"]
+    assert "default" in loaded["keys"] and helpers <= set(loaded["keys"]), loaded["keys"]
+    assert str(widget._esm).startswith("// @ts-check\n")
+
+
+def test_the_static_folder_holds_only_what_the_widgets_load():
+    loaded = sorted(
+        str(getattr(w, key)) for w in (SearchWidget, MapLayer) for key in ("_esm", "_css")
+    )
+    assert sorted(p.read_text(encoding="utf-8") for p in STATIC_DIR.iterdir()) == loaded
 
 
 def test_front_end_constants_match_python(node):
     sizes = [0, 999, 1500, 2_000_000, 20_000_000, 25_300_000, 3_000_000_000]
     script = (
         f"const SIZES = {json.dumps(sizes)};"
-        f"const m = await import({json.dumps((JS_DIR / 'search_logic.js').as_uri())});"
+        f"const m = await import({json.dumps((STATIC_DIR / 'search_widget.js').as_uri())});"
         "console.log(JSON.stringify({kMin: m.K_MIN, kMax: m.K_MAX, maxFiles: m.MAX_FILES,"
         " extensions: m.IMAGE_EXTENSIONS, bytes: SIZES.map(m.formatBytes)}));"
     )
@@ -66,6 +89,6 @@ def test_front_end_constants_match_python(node):
     assert done.returncode == 0, done.stderr
     js = json.loads(done.stdout)
     assert (js["kMin"], js["kMax"]) == (search_widget.K_MIN, search_widget.K_MAX)
-    assert js["maxFiles"] == search_widget.MAX_QUERY_IMAGES
+    assert js["maxFiles"] == uploads.MAX_QUERY_IMAGES
     assert sorted(js["extensions"]) == sorted(IMAGE_EXTENSIONS)
-    assert js["bytes"] == [search_widget.format_bytes(size) for size in sizes]
+    assert js["bytes"] == [uploads.format_bytes(size) for size in sizes]

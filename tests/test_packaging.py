@@ -26,7 +26,6 @@ import pytest
 from imrec_widgets import __version__
 from imrec_widgets.cli import build_parser
 from imrec_widgets.samples import write_sample_photos
-from imrec_widgets.widgets._base import _RELATIVE_IMPORT, bundle_esm
 
 pytestmark = pytest.mark.slow
 
@@ -131,21 +130,14 @@ def venv_env(venv: Path, **extra: str) -> dict[str, str]:
 
 
 def frontend_files() -> set[str]:
-    """The files the widgets load from ``static/``: their ``esm_module``/``static_file``
-    arguments and the relative imports of those ES modules (what ``bundle_esm`` inlines)."""
+    """The files the widgets load from ``static/``: each ``_esm``/``_css = STATIC_DIR / "name"``
+    of their modules (one ES module per widget: it imports no other file)."""
     names: set[str] = set()
-    entries: list[str] = []
     for source in sorted((REPO_ROOT / PACKAGE / "widgets").glob("*.py")):
         text = source.read_text(encoding="utf-8")
-        entries += re.findall(r"""\besm_module\(\s*["']([^"']+)["']""", text)
-        names.update(re.findall(r"""\bstatic_file\(\s*["']([^"']+)["']""", text))
-    while entries:
-        entry = entries.pop()
-        if entry in names:
-            continue
-        names.add(entry)
-        js = (REPO_ROOT / "js" / entry).read_text(encoding="utf-8")
-        entries += [m["spec"][2:] for m in _RELATIVE_IMPORT.finditer(js)]
+        names.update(
+            re.findall(r"""^\s*_(?:esm|css) = STATIC_DIR / ["']([^"']+)["']""", text, re.M)
+        )
     return names
 
 
@@ -201,7 +193,12 @@ def test_the_umap_notebook_says_how_long_the_first_map_takes():
 
 def test_the_widgets_front_end_files_are_known():
     names = frontend_files()
-    assert {"search_widget.js", "search_widget.css", "search_logic.js"} <= names, names
+    assert names == {"search_widget.js", "search_widget.css", "umap_map.js", "umap_map.css"}
+    # and nothing else is there
+    assert {p.name for p in (REPO_ROOT / PACKAGE / "static").iterdir()} == names
+    for name in names:
+        text = (REPO_ROOT / PACKAGE / "static" / name).read_text(encoding="utf-8")
+        assert not re.search(r"^\s*import\b", text, re.M), f"{name} imports another file"
 
 
 def test_wheel_carries_the_package_front_end_and_notebooks(artifacts, wheel_names):
@@ -218,8 +215,10 @@ def test_wheel_carries_the_package_front_end_and_notebooks(artifacts, wheel_name
     static = {n.removeprefix(f"{PACKAGE}/static/") for n in wheel_names if "/static/" in n}
     for name in sorted(frontend_files()):
         assert f"{PACKAGE}/static/{name}" in wheel_names, f"{name} (loaded by a widget) not shipped"
-    # all of js/ except its tests, and nothing else
-    assert static == {p.name for p in (REPO_ROOT / "js").iterdir() if p.is_file()}
+    # the package's static/ as the checkout has it, and nothing else (js/ holds tests, config)
+    assert (
+        static == {p.name for p in (REPO_ROOT / PACKAGE / "static").iterdir()} == frontend_files()
+    )
 
     notebooks = {p.name for p in (REPO_ROOT / "notebooks").glob("*.ipynb")}
     assert notebooks, "no example notebooks in the checkout"
@@ -265,7 +264,7 @@ def test_sdist_carries_sources_tests_and_builds_the_same_wheel(artifacts, wheel_
         expected = checkout(pattern)
         assert expected, pattern
         assert expected - names == set(), f"{pattern}: missing from the sdist"
-    assert "js/tests/search_logic.test.mjs" in names
+    assert {"js/tests/search_widget.test.mjs", "js/tsconfig.json"} <= names
     assert "tests/test_packaging.py" in names
     assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= names
     assert not [n for n in names if re.match(r"(\.venv|test-artifacts|dist|\.git)/", n)]
@@ -308,8 +307,7 @@ print(json.dumps({
     "dist_version": dist.version,
     "dist_location": str(dist.locate_file("")),
     "sys_path": sys.path,
-    "static_dir": str(_base.static_dir()),
-    "css_path": str(_base.static_file("search_widget.css")),
+    "static_dir": str(_base.STATIC_DIR),
     "esm": str(SearchWidget._esm),
     "css": str(SearchWidget._css),
     "umap_module": UmapExplorer.__module__,
@@ -348,11 +346,11 @@ def test_installed_wheel_works_without_the_checkout(artifacts, tmp_path):
     assert info["unmet"] == [], "the wheel's requirements are not met by the environment"
     assert info["umap_module"] == "imrec_widgets.widgets.umap_explorer"
 
-    # the front end comes from site-packages/imrec_widgets/static/, bundled like the original
+    # the front end comes from site-packages/imrec_widgets/static/, the files as they are
     assert Path(info["static_dir"]).resolve() == package / "static"
-    assert Path(info["css_path"]).resolve() == package / "static" / "search_widget.css"
-    assert info["esm"] == bundle_esm("search_widget.js", package / "static")
-    assert 'from "./' not in info["esm"] and "export default" in info["esm"]
+    assert info["esm"] == (package / "static" / "search_widget.js").read_text(encoding="utf-8")
+    assert info["esm"] == (REPO_ROOT / PACKAGE / "static" / "search_widget.js").read_text()
+    assert "export default { render };" in info["esm"]
     assert info["css"] == (package / "static" / "search_widget.css").read_text(encoding="utf-8")
     assert "imrec-dropzone" in info["css"]
     notebooks = [Path(p).resolve() for p in info["notebooks"]]

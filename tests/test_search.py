@@ -16,6 +16,7 @@ from imrec_widgets import EmptyIndexError, ImageIndex
 from imrec_widgets.cli import main
 from imrec_widgets.errors import ImageDecodeError
 from imrec_widgets.features import MODE_METRICS
+from imrec_widgets.imageio import THUMBNAIL_SIDE
 from imrec_widgets.results import short_name
 
 SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock"}
@@ -213,7 +214,8 @@ def test_results_html_grid(index: ImageIndex, query_file: Path) -> None:
     assert hits[0].path.name in page and "rgb" in page
     assert "3 hits" in repr(hits)
     # The SearchWidget's stylesheet is global to the page: the repr shares none of its classes.
-    widget_css = (Path(__file__).resolve().parents[1] / "js" / "search_widget.css").read_text()
+    static = Path(__file__).resolve().parents[1] / "imrec_widgets" / "static"
+    widget_css = (static / "search_widget.css").read_text()
     widget_classes = set(re.findall(r"\.(imrec-[\w-]+)", widget_css))
     repr_classes = {
         name for value in re.findall(r'class="([^"]*)"', page) for name in value.split()
@@ -279,3 +281,77 @@ def test_bytes_query_from_upload(index: ImageIndex) -> None:
     Image.fromarray(data.coffee()).save(buffer, format="PNG")
     hits = index.search(buffer.getvalue(), mode="embedding", k=1)
     assert hits[0].path.name.startswith("coffee")
+
+
+# -- thumbnails: stored ones, else made from the files; the query's come with the results --------
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_thumbnail_bytes_are_the_stored_ones_else_made_from_the_files(
+    photos: Path, tmp_path: Path
+) -> None:
+    stored = ImageIndex.open(photos, index_dir=tmp_path / "a", features=["dhash", "thumb"])
+    made = ImageIndex.open(photos, index_dir=tmp_path / "b", features=["dhash"])
+    for index in (stored, made):
+        index.update(progress=False, workers=0)
+    ids = [int(i) for i in stored.ids()[:3]]
+    assert [int(i) for i in made.ids()[:3]] == ids and stored.paths(ids) == made.paths(ids)
+
+    jpegs = stored.thumbnail_bytes(ids)
+    assert all(jpeg[:3] == b"\xff\xd8\xff" for jpeg in jpegs)
+    assert [_image_size(jpeg) for jpeg in jpegs] == [(64, 64)] * 3  # the stored squares
+    pixels = np.asarray(Image.open(io.BytesIO(jpegs[0])), dtype=np.int16)
+    assert np.abs(pixels - stored.features("thumb", ids[:1])[0]).mean() < 4
+
+    for id_, jpeg in zip(ids, made.thumbnail_bytes(np.asarray(ids)), strict=True):
+        width, height = Image.open(made.path(id_)).size
+        size = _image_size(jpeg)
+        assert max(size) == THUMBNAIL_SIDE
+        assert abs(size[0] / size[1] - width / height) < 0.05  # the file's shape, not a square
+    (png,) = made.thumbnail_bytes(ids[:1], format="PNG", side=40)
+    assert png[:4] == b"\x89PNG" and max(_image_size(png)) == 40
+    assert made.thumbnail_bytes([]) == stored.thumbnail_bytes([]) == []
+
+    made.path(ids[1]).unlink()  # gone since indexing: an empty cell, the others still shown
+    first, gone, third = made.thumbnail_bytes(ids)
+    assert gone == b"" and first[:3] == third[:3] == b"\xff\xd8\xff"
+
+
+def test_results_carry_the_query_thumbnails(index: ImageIndex, query_file: Path) -> None:
+    first = int(index.ids()[0])
+    vector = index.features("rgb", [first])[0]
+    hits = index.search([query_file, first, vector], mode="rgb", k=3)
+    made, indexed, none = hits.query_thumbnails
+    assert none is None  # a feature vector has nothing to show
+    assert made[:3] == b"\xff\xd8\xff" and max(_image_size(made)) == THUMBNAIL_SIDE
+    assert _image_size(made) == (THUMBNAIL_SIDE, THUMBNAIL_SIDE)  # the astronaut is square
+    assert indexed == index.thumbnail_bytes([first])[0]
+    assert hits.query_thumbnails == [made, indexed, None]  # made once, kept
+
+    (alone,) = index.search(query_file, mode="hybrid", k=2).query_thumbnails
+    assert alone == made
+    within_nothing = index.search(query_file, mode="dhash", ids=[])
+    assert within_nothing == [] and within_nothing.query_thumbnails == [made]
+    many = index.search_many([query_file, first], mode="ahash", k=2)
+    assert [r.query_thumbnails for r in many] == [[made], [indexed]]
+
+
+@pytest.mark.parametrize("mode", ["rgb", "hybrid"])
+def test_a_query_image_that_cannot_be_decoded_is_pointed_at(
+    index: ImageIndex, query_file: Path, tmp_path: Path, mode: str
+) -> None:
+    with pytest.raises(ImageDecodeError) as caught:
+        index.search([query_file, b"not an image at all"], mode=mode)
+    assert caught.value.query_position == 1
+    with pytest.raises(ImageDecodeError, match=r"/notes\.txt: ") as caught:
+        index.search(_text_file(tmp_path), mode=mode)
+    assert caught.value.query_position == 0
+
+
+def _text_file(folder: Path) -> Path:
+    path = folder / "notes.txt"
+    path.write_text("a shopping list, not a picture\n")
+    return path

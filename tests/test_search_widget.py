@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -13,17 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import imrec_widgets
 from imrec_widgets import ImageIndex
 from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS, MODEL_FREE_FEATURES
-from imrec_widgets.widgets import _base
-from imrec_widgets.widgets._base import BaseWidget, bundle_esm, static_dir, watch_sources
-from imrec_widgets.widgets.search_widget import (
-    DEFAULT_MAX_UPLOAD_BYTES,
-    QUERY_THUMB_SIZE,
-    SearchWidget,
-    check_k,
-    format_bytes,
-)
+from imrec_widgets.widgets._base import STATIC_DIR
+from imrec_widgets.widgets.query_display import QUERY_THUMB_SIZE
+from imrec_widgets.widgets.search_widget import SearchWidget, check_k
+from imrec_widgets.widgets.uploads import DEFAULT_MAX_UPLOAD_BYTES, format_bytes
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 MINIMAL_PDF = (
@@ -147,14 +146,17 @@ def test_keyword_arguments_are_checked(cheap_index):
     assert w.layout.width == "50%"
 
 
-def test_front_end_files_are_found_and_bundled():
-    esm = SearchWidget._esm if isinstance(SearchWidget._esm, str) else str(SearchWidget._esm)
-    assert "export default" in esm and "function render" in esm
-    assert 'from "./search_logic.js"' not in esm  # inlined: blob-URL modules cannot import files
-    assert "function validateFiles" in esm
-    css = str(SearchWidget._css)
-    assert ".imrec-search" in css and "--jp-layout-color1" in css
-    assert static_dir().name in ("static", "js")
+def test_front_end_is_one_module_read_from_its_file(widget):
+    """anywidget gets the files themselves (``_esm = Path``), from inside the package."""
+    assert STATIC_DIR == Path(imrec_widgets.__file__).resolve().parent / "static"
+    module = (STATIC_DIR / "search_widget.js").read_text(encoding="utf-8")
+    assert widget._esm == str(SearchWidget._esm) == module
+    assert widget._css == str(SearchWidget._css) == (STATIC_DIR / "search_widget.css").read_text()
+    assert module.startswith("// @ts-check\n")
+    assert "export default { render };" in module and "export function validateFiles(" in module
+    # the browser imports it from a blob URL, where no other file can be imported
+    assert not re.search(r"^\s*import\b", module, re.M)
+    assert ".imrec-search" in widget._css and "--jp-layout-color1" in widget._css
 
 
 # -- uploads --------------------------------------------------------------------------------------
@@ -311,6 +313,42 @@ def test_non_images_show_an_error_and_keep_the_widget_usable(
     assert len(widget.results) == 6 and widget.error == ""
 
 
+def test_the_file_that_is_not_an_image_is_named_among_several(widget, sample_folder):
+    coffee = photo(sample_folder, "coffee").read_bytes()
+    files = [
+        ("coffee.jpg", coffee, "image/jpeg"),
+        ("notes.jpg", b"not a picture" * 9, "image/jpeg"),
+    ]
+    upload(widget, files)
+    assert widget.error.startswith("notes.jpg: ") and widget.results == []
+    upload(widget, files[::-1])
+    assert widget.error.startswith("notes.jpg: ")
+
+
+def test_an_uploaded_image_is_decoded_once(widget, sample_folder, monkeypatch):
+    """The search decodes the query and makes its thumbnail from that decode."""
+    from imrec_widgets import imageio
+
+    decoded = []
+    real = imageio.decode
+
+    def counting(source, **options):
+        decoded.append(type(source).__name__)
+        return real(source, **options)
+
+    for name, module in list(sys.modules.items()):  # wherever the package imported it
+        if name.startswith("imrec_widgets") and getattr(module, "decode", None) is real:
+            monkeypatch.setattr(module, "decode", counting)
+    data = photo(sample_folder, "rocket").read_bytes()
+    upload(widget, [("rocket.jpg", data, "image/jpeg")])
+    assert widget.error == "" and len(widget.results) == 10
+    assert decoded == ["bytes"]
+    (thumbnail,) = widget.query_thumbnails
+    width, height = Image.open(io.BytesIO(data)).size
+    size = jpeg_size(thumbnail)
+    assert max(size) == QUERY_THUMB_SIZE and abs(size[0] / size[1] - width / height) < 0.05
+
+
 def test_truncated_jpeg_is_refused_with_a_message(widget, sample_folder):
     data = photo(sample_folder, "chelsea").read_bytes()
     upload(widget, [("chelsea.jpg", data[: len(data) // 3], "image/jpeg")])
@@ -326,7 +364,7 @@ def test_oversize_upload_is_refused_and_not_kept(widget, sample_folder):
         f"retina.jpg is {format_bytes(len(data))}, over the upload limit of 50 kB "
         "(SearchWidget.max_upload_bytes)"
     )
-    assert widget.results == [] and widget._upload_parts == {}
+    assert widget.results == [] and widget._uploads.parts == {}
     widget.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
     upload(widget, [("retina.jpg", data, "image/jpeg")])
     assert widget.error == "" and widget.results[0]["distance"] == pytest.approx(0, abs=1e-4)
@@ -620,85 +658,60 @@ def test_nothing_is_written_into_the_image_folder(cheap_index, sample_folder):
 # -- the shared base ------------------------------------------------------------------------------
 
 
-def test_bundle_esm_inlines_helpers_privately(tmp_path):
-    (tmp_path / "helpers.js").write_text(
-        "const secret = 2;\nexport const TWO = secret;\nexport function double(x) { return x * TWO; }\n"
-        "export async function later() { return 1; }\nexport class Box {}\n"
+_HOT_RELOAD = """\
+import json, sys, time
+import imrec_widgets
+from imrec_widgets import ImageIndex, SearchWidget
+
+root, index_dir, module = sys.argv[1:]
+assert imrec_widgets.__file__.startswith(module.rsplit("/static/", 1)[0]), imrec_widgets.__file__
+widget = SearchWidget(ImageIndex.open(root, index_dir=index_dir))
+original = open(module, encoding="utf-8").read()
+before = widget._esm == original
+seen, deadline, attempt = None, time.monotonic() + 60, 0
+while seen is None and time.monotonic() < deadline:
+    attempt += 1  # saved again until seen: the watcher may start after the first save
+    marker = f"// edited {attempt}"
+    with open(module, "w", encoding="utf-8") as f:
+        f.write(original + marker + "\\n")
+    until = time.monotonic() + 1
+    while time.monotonic() < until:
+        if widget._esm == original + marker + "\\n":
+            seen = marker
+            break
+        time.sleep(0.05)
+print(json.dumps({"before": before, "seen": seen, "end": widget._esm[-40:]}))
+"""
+
+
+def test_an_edited_front_end_reaches_live_widgets_with_anywidget_hmr(cheap_index, tmp_path):
+    """``ANYWIDGET_HMR=1`` in a checkout: anywidget watches the widget's file (``watchfiles``)
+    and sends the edited module to live widgets. Done on a copy of the package, never the
+    checkout itself."""
+    copy = tmp_path / "checkout" / "imrec_widgets"
+    package = Path(imrec_widgets.__file__).resolve().parent
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "ANYWIDGET_HMR": "1", "PYTHONPATH": str(copy.parent)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _HOT_RELOAD,
+            str(cheap_index.root),
+            str(cheap_index.index_dir),
+            str(copy / "static" / "search_widget.js"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
-    (tmp_path / "main.js").write_text(
-        'import { double, TWO as two } from "./helpers.js";\n'
-        "import * as helpers from './helpers.js';\n"
-        "export default { render() { return double(two) + helpers.TWO; } };\n"
-    )
-    text = bundle_esm("main.js", tmp_path)
-    assert "import" not in text and "export const" not in text
-    assert "return { TWO, double, later, Box };" in text
-    assert "const { double, TWO: two } = __imrec_helpers_js;" in text
-    assert "const helpers = __imrec_helpers_js;" in text
-    assert text.count("const __imrec_helpers_js =") == 1
-
-
-@pytest.mark.parametrize(
-    ("helper", "main", "message"),
-    [
-        ("export default 1;\n", 'import { a } from "./h.js";\n', "only `export function"),
-        (
-            "export const a = 1;\n",
-            'import { b } from "./h.js";\n',
-            "'b', which ./h.js does not export",
-        ),
-        (
-            'import { x } from "./y.js";\nexport const a = 1;\n',
-            'import { a } from "./h.js";\n',
-            "may not import",
-        ),
-        ("export const a = 1;\n", 'import a from "./h.js";\n', "cannot inline this form"),
-    ],
-)
-def test_bundle_esm_refuses_what_it_cannot_inline(tmp_path, helper, main, message):
-    (tmp_path / "h.js").write_text(helper)
-    (tmp_path / "main.js").write_text(main + "export default {};\n")
-    with pytest.raises(ValueError, match=message):
-        bundle_esm("main.js", tmp_path)
-
-
-def test_edited_helpers_are_rebundled_into_live_widgets(tmp_path):
-    """The hot-reload wiring (ANYWIDGET_HMR=1): an edited helper re-bundles, widgets follow."""
-    from anywidget._file_contents import VirtualFileContents
-
-    (tmp_path / "h.js").write_text("export const WORD = 'old';\n")
-    (tmp_path / "main.js").write_text(
-        'import { WORD } from "./h.js";\nexport default { render({ el }) { el.textContent = WORD; } };\n'
-    )
-    contents = VirtualFileContents(bundle_esm("main.js", tmp_path))
-
-    class Demo(BaseWidget):
-        _esm = contents
-
-    widget = Demo()
-    watchers = watch_sources("main.js", tmp_path, contents)
-    assert sorted(w._path.name for w in watchers) == ["h.js", "main.js"]
-    (tmp_path / "h.js").write_text("export const WORD = 'new';\n")
-    watchers[0].changed.emit("")  # what watchfiles' thread does on a save
-    assert "'new'" in widget._esm and "'old'" not in widget._esm
-    (tmp_path / "h.js").write_text("export default 'half-typed'\n")
-    with pytest.warns(RuntimeWarning, match="not reloading main.js"):
-        watchers[0].changed.emit("")
-    assert "'new'" in widget._esm  # the last good module stays
-
-
-def test_static_dir_prefers_the_wheel_layout(tmp_path, monkeypatch):
-    package = tmp_path / "imrec_widgets"
-    (tmp_path / "js").mkdir(parents=True)
-    package.mkdir()
-    monkeypatch.setattr(_base, "_PACKAGE_DIR", package)
-    assert static_dir() == tmp_path / "js"  # a source checkout
-    (package / "static").mkdir()
-    assert static_dir() == package / "static"  # an installed wheel
-    (package / "static").rmdir()
-    (tmp_path / "js").rmdir()
-    with pytest.raises(FileNotFoundError, match="front-end files are missing"):
-        static_dir()
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["before"] is True
+    assert report["seen"] is not None, report
 
 
 def test_backend_imports_without_widget_libraries():

@@ -20,7 +20,7 @@ from ipywidgets import widget_serialization
 
 from imrec_widgets.errors import MapMessageError
 
-from ._base import static_file
+from ._base import STATIC_DIR
 
 TOOLS = ("lasso", "brush", "pan/zoom", "click")
 """The map's tools; lasso, brush and click are this layer's gestures, pan/zoom is bqplot's."""
@@ -94,8 +94,8 @@ class MapLayer(anywidget.AnyWidget):
     figure's plot area). ``on_event(handler)`` receives the parsed front-end messages.
     """
 
-    _esm = static_file("umap_map.js")
-    _css = static_file("umap_map.css")
+    _esm = STATIC_DIR / "umap_map.js"
+    _css = STATIC_DIR / "umap_map.css"
 
     figure = traitlets.Instance(Figure).tag(sync=True, **widget_serialization)
     """The bqplot Figure to draw into."""

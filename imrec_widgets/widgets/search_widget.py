@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import traitlets
 
-from imrec_widgets.errors import ImageDecodeError
+from imrec_widgets.errors import ImageDecodeError, MalformedMessage
 from imrec_widgets.features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
@@ -23,26 +20,29 @@ from imrec_widgets.features import (
     check_hybrid_weights,
     check_mode_metric,
 )
-from imrec_widgets.imageio import decode
 
-from ._base import BaseWidget, esm_module, static_file
+from ._base import STATIC_DIR, BaseWidget
+from .query_display import (
+    QUERY_THUMB_SIZE,
+    check_image_ids,
+    is_image_id,
+    query_items,
+    query_label,
+    shown_thumbnails,
+)
+from .uploads import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MAX_UPLOAD_TOTAL_BYTES,
+    Uploads,
+    is_whole,
+)
 
 if TYPE_CHECKING:
     from imrec_widgets.index import ImageIndex
     from imrec_widgets.results import SearchResults
 
-DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
-"""Largest file accepted as an upload (20 MB); see ``SearchWidget.max_upload_bytes``."""
-
 K_MIN, K_MAX = 1, 100
 """Bounds of ``SearchWidget.k`` (the front end's number input uses the same)."""
-
-MAX_QUERY_IMAGES = 16
-"""Most files one upload may hold (they form one query)."""
-
-DEFAULT_MAX_UPLOAD_TOTAL_BYTES = 100_000_000
-"""Most bytes all files of one upload may hold together (100 MB); Python-only, see
-``SearchWidget.max_upload_total_bytes``."""
 
 FRONT_END_TRAITS = frozenset({"mode", "metric", "k", "weights", "error"})
 """The traits the browser may set (its controls, and ``error`` for its own file checks); state
@@ -51,13 +51,7 @@ it sends for any other trait is ignored."""
 MAX_ERROR_CHARS = 1000
 """Longest ``error`` text accepted from the browser (longer is cut)."""
 
-MAX_NAME_CHARS = 300
-"""Longest file name or upload id accepted from the browser (longer names are cut)."""
-
 MAX_IMAGE_ID = 2**63 - 1
-
-QUERY_THUMB_SIZE = 96
-"""Longer side, in pixels, of the query thumbnails sent to the browser."""
 
 _log = logging.getLogger(__name__)
 
@@ -109,19 +103,6 @@ def default_mode(modes: Sequence[str]) -> str:
     return modes[0] if modes else ""
 
 
-def format_bytes(size: int) -> str:
-    """``20_000_000`` -> ``"20 MB"`` (decimal units, like the front end's ``formatBytes``)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            break
-        value /= 1000
-    if unit == "B":
-        return f"{int(value)} B"
-    number = f"{value:.1f}" if value < 10 else f"{value:.0f}"
-    return f"{number.removesuffix('.0')} {unit}"
-
-
 def check_k(k: Any) -> int:
     """``k`` as an int within [K_MIN, K_MAX]; ValueError otherwise."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -131,79 +112,24 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
-def check_upload_size(name: str, size: int, max_bytes: int) -> None:
-    """ValueError naming the file when ``size`` is over ``max_bytes`` (or empty)."""
-    if size == 0:
-        raise ValueError(f"{name} is empty (0 bytes)")
-    if size > max_bytes:
-        raise ValueError(
-            f"{name} is {format_bytes(size)}, over the upload limit of {format_bytes(max_bytes)} "
-            "(SearchWidget.max_upload_bytes)"
-        )
-
-
-def encode_jpeg(image: Any, size: int = QUERY_THUMB_SIZE) -> bytes:
-    """A small JPEG of a PIL image whose longer side is at most ``size`` pixels."""
-    thumb = image.copy()
-    thumb.thumbnail((size, size))
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def query_label(item: Any, index: ImageIndex | None = None) -> str:
-    """How a query item is named under its thumbnail."""
-    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-        if index is not None:
-            try:
-                return index.path(int(item)).name
-            except (LookupError, ValueError):
-                pass
-        return f"image #{int(item)}"
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).name
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return "uploaded image"
-    return type(item).__name__
-
-
-def query_thumbnail(item: Any, index: ImageIndex) -> bytes | None:
-    """A small JPEG showing one query item (None for a raw feature vector).
-
-    Decoded with the index's safe decoder, so a file that is not an image raises
-    ``ImageDecodeError`` here, before any search runs.
-    """
-    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-        if not np.any(index.ids() == int(item)):
-            raise ValueError(
-                f"no image with id {int(item)} in the index (removed or never indexed)"
-            )
-        return result_thumbnails(index, [int(item)])[0]
-    if isinstance(item, np.ndarray) and item.ndim == 1:
-        return None
-    return encode_jpeg(decode(item, min_side=QUERY_THUMB_SIZE).image)
-
-
-def result_thumbnails(index: ImageIndex, ids: Sequence[int]) -> list[bytes]:
-    """JPEG thumbnails of indexed images: the stored ones, else made from the files."""
-    if not ids:
-        return []
-    if "thumb" in index.settings.get("features", ()):
-        return index.thumbnail_bytes(list(ids), format="JPEG")
-    return [encode_jpeg(decode(path, min_side=QUERY_THUMB_SIZE).image) for path in index.paths(ids)]
-
-
-def _items(query: Any) -> list[Any]:
-    return list(query) if isinstance(query, (list, tuple)) else [query]
-
-
 class _Query:
-    """A query as it will be re-run when a control changes: what, how it is shown."""
+    """A query as it will be re-run when a control changes: what, and the name of each item.
 
-    def __init__(self, query: Any, names: list[str], thumbnails: list[bytes]) -> None:
+    ``uploaded``: its items are files from the browser, named in decoding errors (the search
+    knows them only as bytes).
+    """
+
+    def __init__(self, query: Any, names: list[str], *, uploaded: bool = False) -> None:
         self.query = query
         self.names = names
-        self.thumbnails = thumbnails
+        self.uploaded = uploaded
+
+    def explain(self, exc: Exception) -> Exception:
+        """``exc``, naming the uploaded file it is about."""
+        position = getattr(exc, "query_position", None)
+        if self.uploaded and isinstance(exc, ImageDecodeError) and position is not None:
+            return ImageDecodeError(f"{self.names[position]}: {exc}")
+        return exc
 
 
 class SearchWidget(BaseWidget):
@@ -220,9 +146,8 @@ class SearchWidget(BaseWidget):
     >>> w.results  # [{"id", "path", "distance", "rank"}, ...]
     """
 
-    _esm = esm_module("search_widget.js")
-    _css = static_file("search_widget.css")
-    _keyword_traits = ("mode", "metric", "k", "max_upload_bytes", "weights")
+    _esm = STATIC_DIR / "search_widget.js"
+    _css = STATIC_DIR / "search_widget.css"
 
     # -- controls (set from Python or the browser; a refused value shows in ``error``) ---------
     mode = traitlets.Unicode("").tag(sync=True)
@@ -304,14 +229,8 @@ class SearchWidget(BaseWidget):
         self._ready = False
         self._rerun_paused = 0
         self._last: _Query | None = None
-        self._upload_id: str | None = None
-        self._upload_parts: dict[int, bytearray] = {}
-        self._upload_oversize: set[int] = set()
         self._seen: dict[str, Any] = {}  # control values last acted on (see _is_new)
-        self._upload_bytes = 0
-        self._upload_refused = ""
-        self.max_upload_total_bytes = DEFAULT_MAX_UPLOAD_TOTAL_BYTES
-        """Most bytes one upload may hold, all files together (Python-only: not synced)."""
+        self._uploads = Uploads(max_upload_bytes, DEFAULT_MAX_UPLOAD_TOTAL_BYTES)
         self.rejected = 0
         """Front-end messages and state refused as malformed or not the browser's to send."""
 
@@ -357,6 +276,17 @@ class SearchWidget(BaseWidget):
         """The ``ImageIndex`` this widget searches."""
         return self._index
 
+    @property
+    def max_upload_total_bytes(self) -> int:
+        """Most bytes one upload may hold, all files together (Python-only: not synced)."""
+        return self._uploads.max_total_bytes
+
+    @max_upload_total_bytes.setter
+    def max_upload_total_bytes(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_upload_total_bytes must be positive, not {value}")
+        self._uploads.max_total_bytes = int(value)
+
     def search(
         self,
         query: Any,
@@ -391,10 +321,10 @@ class SearchWidget(BaseWidget):
                 self.metric = new_metric
                 self.k = new_k
                 self.weights = new_weights
-            items = _items(query)
-            names = [query_label(item, self._index) for item in items]
-            thumbnails = [query_thumbnail(item, self._index) for item in items]
-            prepared = _Query(query, names, [t for t in thumbnails if t is not None])
+            check_image_ids(query, self._index)
+            prepared = _Query(
+                query, [query_label(item, self._index) for item in query_items(query)]
+            )
         except Exception as exc:
             self._show_error(exc)
             raise
@@ -525,6 +455,10 @@ class SearchWidget(BaseWidget):
             )
         return proposal["value"]
 
+    @traitlets.observe("max_upload_bytes")
+    def _max_upload_bytes_changed(self, change: Any) -> None:
+        self._uploads.max_file_bytes = change["new"]
+
     # -- reacting to controls ---------------------------------------------------------------------
     @traitlets.observe("mode")
     def _mode_changed(self, change: Any) -> None:
@@ -584,10 +518,11 @@ class SearchWidget(BaseWidget):
                 results = self._index.search(
                     query.query, mode=self.mode, metric=self.metric, k=self.k, ids=self.scope
                 )
-            thumbnails = result_thumbnails(self._index, results.ids)
+            thumbnails = self._index.thumbnail_bytes(results.ids, side=QUERY_THUMB_SIZE)
+            query_thumbnails = shown_thumbnails(results)
         except Exception as exc:
             self.set_trait("busy", False)
-            self._show_error(exc)
+            self._show_error(query.explain(exc))
             if raise_errors:
                 raise
             return None
@@ -596,7 +531,7 @@ class SearchWidget(BaseWidget):
         with self.hold_sync():
             try:
                 self.error = ""
-                self.set_trait("query_thumbnails", query.thumbnails)
+                self.set_trait("query_thumbnails", query_thumbnails)
                 self.set_trait("query_names", query.names)
                 self._set_results(results, thumbnails)
             finally:
@@ -624,7 +559,10 @@ class SearchWidget(BaseWidget):
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "chunk":
             try:
-                self._receive_chunk(content, buffers)
+                self._uploads.receive(content, buffers)
+            except MalformedMessage as exc:
+                self.rejected += 1
+                self._show_error(exc)
             except Exception as exc:
                 self._show_error(exc)
             return
@@ -644,123 +582,25 @@ class SearchWidget(BaseWidget):
         finally:
             self.set_trait("busy", False)
 
-    def _start_upload(self, upload: str) -> None:
-        self._upload_id = upload
-        self._upload_parts = {}
-        self._upload_oversize = set()
-        self._upload_bytes = 0
-        self._upload_refused = ""
-
-    def _receive_chunk(self, content: dict[str, Any], buffers: Sequence[Any]) -> None:
-        upload = _upload_id(content)
-        file_index = content.get("file")
-        offset = content.get("offset")
-        if not (_is_whole(file_index) and 0 <= file_index < MAX_QUERY_IMAGES):
-            self.rejected += 1
-            raise ValueError(
-                f"an upload chunk names file {file_index!r}; one query takes files 0 to "
-                f"{MAX_QUERY_IMAGES - 1}"
-            )
-        if not (_is_whole(offset) and offset >= 0):
-            self.rejected += 1
-            raise ValueError("the upload arrived incomplete; please try again")
-        if upload != self._upload_id:  # a new upload replaces any unfinished one
-            self._start_upload(upload)
-        if self._upload_refused or file_index in self._upload_oversize:
-            return
-        part = self._upload_parts.setdefault(file_index, bytearray())
-        if offset != len(part):
-            raise ValueError("the upload arrived incomplete; please try again")
-        size = sum(memoryview(buffer).nbytes for buffer in buffers)
-        if self._upload_bytes + size > self.max_upload_total_bytes:
-            self._upload_refused = (
-                f"the upload is over {format_bytes(self.max_upload_total_bytes)} in total "
-                "(SearchWidget.max_upload_total_bytes); send fewer or smaller files"
-            )
-            self._upload_parts = {}
-            self._upload_bytes = 0
-            return
-        if len(part) + size > self.max_upload_bytes:
-            self._upload_oversize.add(file_index)
-            self._upload_bytes -= len(part)
-            del self._upload_parts[file_index]
-            return
-        for buffer in buffers:
-            part += memoryview(buffer).cast("B")
-        self._upload_bytes += size
-
     def _query_upload(self, content: dict[str, Any]) -> None:
-        files = content.get("files") or []
-        parts, oversize, refused = self._upload_parts, self._upload_oversize, self._upload_refused
-        same_upload = _upload_id(content) == self._upload_id
-        self._start_upload("")
-        self._upload_id = None
-        if not isinstance(files, list):
+        try:
+            uploads = self._uploads.finish(content)
+        except MalformedMessage:
             self.rejected += 1
-            raise ValueError("the upload's file list is malformed; please try again")
-        if not files:
-            raise ValueError("no file was uploaded")
-        if len(files) > MAX_QUERY_IMAGES:
-            raise ValueError(
-                f"{len(files)} files at once is too many; one query takes at most {MAX_QUERY_IMAGES}"
-            )
-        if same_upload and refused:
-            raise ValueError(refused)
-        uploads: list[tuple[str, bytes]] = []
-        for position, meta in enumerate(files):
-            name, size = _file_meta(meta)
-            check_upload_size(name, size, self.max_upload_bytes)
-            data = bytes(parts.get(position, b"")) if same_upload else b""
-            if position in oversize:
-                check_upload_size(name, max(size, self.max_upload_bytes + 1), self.max_upload_bytes)
-            if len(data) != size:
-                raise ValueError(
-                    f"{name} arrived incomplete ({len(data)} of {size} bytes); try again"
-                )
-            uploads.append((name, data))
-        self._search_uploads(uploads)
-
-    def _search_uploads(self, uploads: list[tuple[str, bytes]]) -> None:
-        thumbnails = []
-        for name, data in uploads:
-            try:
-                thumbnails.append(query_thumbnail(data, self._index))
-            except ImageDecodeError as exc:
-                raise ImageDecodeError(f"{name}: {exc}") from exc
+            raise
         query = uploads[0][1] if len(uploads) == 1 else [data for _name, data in uploads]
         names = [name for name, _data in uploads]
-        self._run(_Query(query, names, [t for t in thumbnails if t]), raise_errors=False)
+        self._run(_Query(query, names, uploaded=True), raise_errors=False)
 
     def _more_like(self, id_: Any) -> None:
         if isinstance(id_, float) and math.isfinite(id_) and id_.is_integer():
             id_ = int(id_)
-        if not (_is_whole(id_) and 0 <= id_ <= MAX_IMAGE_ID):
+        if not (is_image_id(id_) and 0 <= id_ <= MAX_IMAGE_ID):
             self.rejected += 1
             raise ValueError(f"cannot search from result {repr(id_)[:40]}: not an image id")
         item = int(id_)
-        query = _Query(item, [query_label(item, self._index)], [query_thumbnail(item, self._index)])
-        self._run(query, raise_errors=False)
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _upload_id(content: dict[str, Any]) -> str:
-    upload = content.get("upload")
-    return upload[:MAX_NAME_CHARS] if isinstance(upload, str) else ""
-
-
-def _file_meta(meta: Any) -> tuple[str, int]:
-    """``(name, size)`` of one entry of an upload's file list; ValueError when malformed."""
-    if not isinstance(meta, dict):
-        raise ValueError("the upload's file list is malformed; please try again")
-    name = meta.get("name")
-    name = name[:MAX_NAME_CHARS] if isinstance(name, str) and name else "uploaded image"
-    size = meta.get("size", 0)
-    if not (_is_whole(size) and size >= 0):
-        raise ValueError(f"{name}: the upload gave no valid size; please try again")
-    return name, int(size)
+        check_image_ids(item, self._index)
+        self._run(_Query(item, [query_label(item, self._index)]), raise_errors=False)
 
 
 def _front_end_type_problem(name: str, value: Any) -> str:
@@ -768,7 +608,7 @@ def _front_end_type_problem(name: str, value: Any) -> str:
     if name in ("mode", "metric", "error"):
         return "" if isinstance(value, str) else f"{name} must be text, not {type(value).__name__}"
     if name == "k":
-        return "" if _is_whole(value) else f"k must be a whole number from {K_MIN} to {K_MAX}"
+        return "" if is_whole(value) else f"k must be a whole number from {K_MIN} to {K_MAX}"
     if name == "weights":
         if isinstance(value, dict) and all(
             isinstance(weight, (int, float)) and not isinstance(weight, bool)

@@ -531,7 +531,7 @@ class UmapExplorer(ipywidgets.VBox):
             self.gallery.value = '<div style="font-size:12px;color:var(--jp-ui-font-color2,#666)">Lasso or brush points to see them here.</div>'
             return
         records = self.index.records(ids)
-        thumbs = self._thumbnails(ids)
+        thumbs = self.index.thumbnail_bytes(ids)
         cells = []
         for record, jpeg in zip(records, thumbs, strict=True):
             name = html.escape(record.path.rsplit("/", 1)[-1])
@@ -543,11 +543,6 @@ class UmapExplorer(ipywidgets.VBox):
         self.gallery.value = (
             f'<div style="display:flex;flex-wrap:wrap;gap:4px">{"".join(cells)}</div>'
         )
-
-    def _thumbnails(self, ids: Sequence[int]) -> list[bytes]:
-        if "thumb" not in self.index.settings["features"]:
-            return [b""] * len(ids)
-        return self.index.thumbnail_bytes(ids)
 
     # -- hover and click --------------------------------------------------------------------------------
     def _point_at(self, message: dict[str, Any]) -> int | None:
@@ -566,7 +561,7 @@ class UmapExplorer(ipywidgets.VBox):
         x, y = (float(v) for v in self._drawn_points.xy[position])
         self.layer.send(
             {"event": "hover", "id": id_, "name": record.path, "x": x, "y": y},
-            buffers=self._thumbnails([id_]),
+            buffers=self.index.thumbnail_bytes([id_]),
         )
 
     def _map_clicked(self, message: dict[str, Any]) -> None:

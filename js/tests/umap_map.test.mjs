@@ -1,4 +1,4 @@
-// Unit tests of the map layer's pure helpers in js/umap_map.js (run by tests/test_js.py).
+// Unit tests of the map layer's pure helpers exported by imrec_widgets/static/umap_map.js (run by tests/test_js.py).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -12,7 +12,7 @@ import {
   tooltipPosition,
   typedArray,
   zoomDomain,
-} from "../umap_map.js";
+} from "../../imrec_widgets/static/umap_map.js";
 
 test("axisMap and pixelToData invert each other, reversed ranges included", () => {
   const x = axisMap([-2, 8], [5, 505]);

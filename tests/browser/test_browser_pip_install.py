@@ -51,7 +51,7 @@ INDEX_CELL = """\
 import imrec_widgets
 from imrec_widgets import ImageIndex, SearchWidget
 from imrec_widgets.samples import write_sample_photos
-from imrec_widgets.widgets._base import static_dir
+from imrec_widgets.widgets._base import STATIC_DIR
 
 print("imrec_widgets", imrec_widgets.__version__, "from", imrec_widgets.__file__)
 assert not imrec_widgets.__file__.startswith({repo!r}), "imported from the checkout"
@@ -60,7 +60,7 @@ idx = ImageIndex.open("photos", index_dir="index", features=["rgb", "dhash", "th
 print(idx.update(progress=False, workers=0))
 dump_json("installed.json", {{
     "file": imrec_widgets.__file__, "version": imrec_widgets.__version__,
-    "static_dir": str(static_dir()), "indexed": len(idx),
+    "static_dir": str(STATIC_DIR), "indexed": len(idx),
 }})
 """
 

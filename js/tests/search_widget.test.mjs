@@ -1,4 +1,4 @@
-// Unit tests of js/search_logic.js: `node --test js/tests/` (run by tests/test_js.py).
+// Unit tests of the pure helpers exported by imrec_widgets/static/search_widget.js: `node --test js/tests/` (run by tests/test_js.py).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
@@ -32,7 +32,7 @@ import {
   weightShares,
   weightSliders,
   withWeight,
-} from "../search_logic.js";
+} from "../../imrec_widgets/static/search_widget.js";
 
 const MB = 1_000_000;
 const file = (name, size, type) => ({ name, size, type });

@@ -349,7 +349,10 @@ async function findFigureView(figureModel, el, signal) {
   }, signal);
 }
 
-/** What this layer needs of bqplot's FigureView; missing pieces mean an unsupported version. */
+/**
+ * What this layer needs of bqplot's FigureView; missing pieces mean an unsupported version.
+ * @param {any} view
+ */
 function checkFigureView(view) {
   const missing = ["padded_range", "webGLCanvas", "svg", "margin", "plotareaWidth", "plotareaHeight"]
     .filter((name) => view[name] === undefined);

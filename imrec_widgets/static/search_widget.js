@@ -1,0 +1,830 @@
+// @ts-check
+// SearchWidget's front end, one ES module: anywidget loads this file (`_esm = Path(...)`) and
+// calls its default export, which renders the Python-side state and sends user intent back.
+// The named exports are pure helpers (no DOM, no model) that `node --test js/tests/` imports.
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers
+// ---------------------------------------------------------------------------------------------
+
+/** Bounds of k, the number of results (the Python side's K_MIN, K_MAX). */
+export const K_MIN = 1;
+export const K_MAX = 100;
+
+/** Most files one query may hold (the Python side's MAX_QUERY_IMAGES). */
+export const MAX_FILES = 16;
+
+/** Uploads travel in pieces: Jupyter Server drops websocket messages over 10 MiB. */
+export const UPLOAD_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** The file name endings of images (the Python side's IMAGE_EXTENSIONS). */
+export const IMAGE_EXTENSIONS = [
+  ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+];
+
+/**
+ * What a file looks like to the checks here: a browser `File`, or any object with these.
+ * @typedef {{name?: string, size?: number, type?: string}} FileLike
+ */
+
+/**
+ * One hit of `results` as the Python side sends it.
+ * @typedef {{id: number, path: string, distance: number, rank: number}} Hit
+ */
+
+/**
+ * The last part of a path, after its last `/` or `\`.
+ * @param {unknown} path
+ * @returns {string}
+ */
+export function baseName(path) {
+  const parts = String(path ?? "").split(/[\\/]/);
+  return parts[parts.length - 1] || String(path ?? "");
+}
+
+/** @param {unknown} name @returns {string} ".jpg", or "" when the name has none */
+function extension(name) {
+  const base = baseName(name);
+  const dot = base.lastIndexOf(".");
+  return dot > 0 ? base.slice(dot).toLowerCase() : "";
+}
+
+/**
+ * Bytes in decimal units, like the Python side's format_bytes: 20000000 -> "20 MB".
+ * @param {unknown} bytes
+ * @returns {string}
+ */
+export function formatBytes(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n < 0) return "?";
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = n;
+  let unit = "B";
+  for (const next of units) {
+    if (value < 1000) break;
+    value /= 1000;
+    unit = next;
+  }
+  const digits = value < 10 ? 1 : 0;
+  return `${Number(value.toFixed(digits))} ${unit}`;
+}
+
+/**
+ * A message saying why `file` cannot be a query, or null when it may be sent. Files with a
+ * known non-image type are refused here; the Python side decodes the rest and has the final
+ * word.
+ * @param {FileLike | null | undefined} file
+ * @param {number} maxBytes
+ * @returns {string | null}
+ */
+export function validateFile(file, maxBytes) {
+  const name = file?.name || "pasted image";
+  const size = Number(file?.size ?? 0);
+  const type = String(file?.type ?? "").toLowerCase();
+  if (size === 0) return `${name} is empty (0 bytes)`;
+  if (Number.isFinite(maxBytes) && maxBytes > 0 && size > maxBytes) {
+    return `${name} is ${formatBytes(size)}, over the upload limit of ${formatBytes(maxBytes)}`;
+  }
+  if (type && !type.startsWith("image/")) {
+    return `${name} is not an image (${type}); use ${IMAGE_EXTENSIONS.join(" ")}`;
+  }
+  if (!type && extension(name) && !IMAGE_EXTENSIONS.includes(extension(name))) {
+    return `${name} is not an image file; use ${IMAGE_EXTENSIONS.join(" ")}`;
+  }
+  return null;
+}
+
+/**
+ * All of `files` when every one is acceptable, else none and the first reason.
+ * @template {FileLike} F
+ * @param {Iterable<F> | ArrayLike<F> | null | undefined} files
+ * @param {number} maxBytes
+ * @param {number} [maxFiles]
+ * @returns {{files: F[], error: string | null}}
+ */
+export function validateFiles(files, maxBytes, maxFiles = MAX_FILES) {
+  const list = Array.from(files ?? []);
+  if (list.length === 0) return { files: [], error: "no file was given" };
+  if (list.length > maxFiles) {
+    return { files: [], error: `${list.length} files at once is too many; one query takes at most ${maxFiles}` };
+  }
+  for (const file of list) {
+    const error = validateFile(file, maxBytes);
+    if (error) return { files: [], error };
+  }
+  return { files: list, error: null };
+}
+
+/**
+ * The files among clipboard / drag-and-drop items.
+ * @template F
+ * @param {Iterable<{kind: string, getAsFile(): F | null}> | ArrayLike<{kind: string, getAsFile(): F | null}> | null | undefined} items
+ * @returns {F[]}
+ */
+export function filesFromItems(items) {
+  /** @type {F[]} */
+  const files = [];
+  for (const item of Array.from(items ?? [])) {
+    if (item && item.kind === "file") {
+      const file = item.getAsFile();
+      if (file) files.push(file);
+    }
+  }
+  return files;
+}
+
+/**
+ * [start, end) byte ranges covering `size` bytes in pieces of at most `chunkBytes`.
+ * @param {number} size
+ * @param {number} [chunkBytes]
+ * @returns {[number, number][]}
+ */
+export function chunkRanges(size, chunkBytes = UPLOAD_CHUNK_BYTES) {
+  if (!(chunkBytes > 0)) throw new RangeError("chunkBytes must be positive");
+  /** @type {[number, number][]} */
+  const ranges = [];
+  for (let start = 0; start < size; start += chunkBytes) {
+    ranges.push([start, Math.min(size, start + chunkBytes)]);
+  }
+  return ranges;
+}
+
+/**
+ * k from an input's text: an integer within [K_MIN, K_MAX], or null when not a number.
+ * @param {unknown} value
+ * @returns {number | null}
+ */
+export function clampK(value) {
+  const n = Math.round(Number(value));
+  if (String(value ?? "").trim() === "" || !Number.isFinite(n)) return null;
+  return Math.min(K_MAX, Math.max(K_MIN, n));
+}
+
+/**
+ * Distances: hamming counts bits (an integer); the others show 4 significant digits.
+ * @param {unknown} distance
+ * @param {string} metric
+ * @returns {string}
+ */
+export function formatDistance(distance, metric) {
+  const d = Number(distance);
+  if (distance === null || distance === undefined || !Number.isFinite(d)) return "–";
+  if (metric === "hamming") return String(Math.round(d));
+  if (d === 0) return "0";
+  if (Math.abs(d) < 1e-3) return d.toExponential(1);
+  return String(Number(d.toPrecision(4)));
+}
+
+/**
+ * How long a search took, for the status line: "<1 ms", "3.2 ms", "45 ms", "1.20 s".
+ * @param {unknown} ms
+ * @returns {string}
+ */
+export function formatElapsed(ms) {
+  const t = Number(ms);
+  if (!Number.isFinite(t) || t < 0) return "";
+  if (t < 1) return "<1 ms";
+  if (t < 10) return `${t.toFixed(1)} ms`;
+  if (t < 1000) return `${Math.round(t)} ms`;
+  return `${(t / 1000).toFixed(t < 10000 ? 2 : 1)} s`;
+}
+
+/**
+ * <option> descriptions for the metric menu: the mode's allowed metrics (default first);
+ * `selected` falls back to the default when it is not allowed.
+ * @param {Iterable<string> | null | undefined} metrics
+ * @param {string} selected
+ * @returns {{value: string, label: string, selected: boolean}[]}
+ */
+export function metricOptions(metrics, selected) {
+  const list = Array.from(metrics ?? []);
+  const chosen = list.includes(selected) ? selected : list[0];
+  return list.map((value, i) => ({
+    value,
+    label: i === 0 && list.length > 1 ? `${value} (default)` : value,
+    selected: value === chosen,
+  }));
+}
+
+/**
+ * Side of a result cell in px: a few results get bigger cells, many get smaller ones. The
+ * grid itself is CSS `auto-fill`, so the number of columns follows the widget's width.
+ * @param {number} count
+ * @returns {number}
+ */
+export function cellSize(count) {
+  if (count <= 4) return 144;
+  if (count <= 12) return 120;
+  if (count <= 40) return 104;
+  return 88;
+}
+
+/**
+ * Characters of a file name that fit on two caption lines of a cell `cell` px wide (11px text,
+ * about 7px per character, 10px of padding and border), with a little to spare.
+ * @param {number} cell
+ * @returns {number}
+ */
+export function nameChars(cell) {
+  return Math.max(8, 2 * Math.floor((Number(cell) - 10) / 7) - 1);
+}
+
+/**
+ * `name` in at most `maxChars` characters: longer names lose their middle, not their end,
+ * since copies of a photo differ at the end ("hubble_deep_field_mirror.jpg").
+ * @param {unknown} name
+ * @param {number} maxChars
+ * @returns {string}
+ */
+export function fitName(name, maxChars) {
+  const text = String(name ?? "");
+  const chars = Array.from(text); // code points: never split a surrogate pair
+  if (chars.length <= maxChars) return text;
+  const keep = Math.max(2, maxChars - 1);
+  const tail = Math.ceil(keep * 0.6);
+  return chars.slice(0, keep - tail).join("") + "…" + chars.slice(chars.length - tail).join("");
+}
+
+/**
+ * `name` cut into pieces a line may wrap between: after "_" and "-", and before the
+ * extension's dot ("hubble_", "deep_", "field", ".jpg"). Joined, the pieces are the name again.
+ * @param {unknown} name
+ * @returns {string[]}
+ */
+export function nameParts(name) {
+  return String(name ?? "").split(/(?<=[_-])|(?=\.[^.]*$)/).filter(Boolean);
+}
+
+/**
+ * The status line above the results: "3 results · rgb · euclidean" ("" for none).
+ * @param {number} count
+ * @param {string} mode
+ * @param {string} metric
+ * @returns {string}
+ */
+export function summaryText(count, mode, metric) {
+  if (!count) return "";
+  return `${count} result${count === 1 ? "" : "s"} · ${mode} · ${metric}`;
+}
+
+/**
+ * Hover text of a result: full path, rank and distance (a hybrid one is "fused": its metric
+ * is the weights, e.g. "0.7 embedding/cosine + 0.3 rgb/euclidean").
+ * @param {Pick<Hit, "path" | "rank" | "distance">} hit
+ * @param {string} metric
+ * @param {string} mode
+ * @returns {string}
+ */
+export function resultTitle(hit, metric, mode) {
+  const kind = mode === HYBRID_MODE ? "fused" : metric;
+  return `${hit.path}\n#${hit.rank + 1} · ${kind} distance ${formatDistance(hit.distance, metric)}` +
+    "\nclick: more like this";
+}
+
+// -- hybrid mode: one weight slider per search mode ------------------------------------------
+
+/** The Python side's HYBRID_MODE: ranks by a weighted mix of the other modes. */
+export const HYBRID_MODE = "hybrid";
+
+export const WEIGHT_MIN = 0;
+export const WEIGHT_MAX = 1;
+export const WEIGHT_STEP = 0.05;
+
+/** Moving a slider sends its weights (and re-runs the query) once it rests this long. */
+export const WEIGHT_DEBOUNCE_MS = 200;
+
+/**
+ * The modes that get a weight slider: every offered mode but hybrid itself.
+ * @param {Iterable<string> | null | undefined} modes
+ * @returns {string[]}
+ */
+export function sliderModes(modes) {
+  return Array.from(modes ?? []).filter((mode) => mode !== HYBRID_MODE);
+}
+
+/**
+ * A weight as a slider holds it: a multiple of WEIGHT_STEP within [WEIGHT_MIN, WEIGHT_MAX]
+ * (0 for anything that is not a number).
+ * @param {unknown} value
+ * @returns {number}
+ */
+export function snapWeight(value) {
+  const n = Number(value);
+  if (!Number.isFinite(n)) return WEIGHT_MIN;
+  const snapped = Math.round(n / WEIGHT_STEP) * WEIGHT_STEP;
+  return Number(Math.min(WEIGHT_MAX, Math.max(WEIGHT_MIN, snapped)).toFixed(2));
+}
+
+/**
+ * Each of `modes`' share of the fused distance: weights scaled to sum to 1, as the Python side
+ * does (missing, negative or non-numbers count as 0). All zero: every share is 0.
+ * @param {Record<string, unknown> | null | undefined} weights
+ * @param {Iterable<string> | null | undefined} modes
+ * @returns {Record<string, number>}
+ */
+export function weightShares(weights, modes) {
+  const raw = sliderModes(modes).map((mode) => {
+    const n = Number(weights?.[mode] ?? 0);
+    return /** @type {[string, number]} */ ([mode, Number.isFinite(n) && n > 0 ? n : 0]);
+  });
+  const total = raw.reduce((sum, [, n]) => sum + n, 0);
+  return Object.fromEntries(raw.map(([mode, n]) => [mode, total > 0 ? n / total : 0]));
+}
+
+/**
+ * A share as a percentage: "30%", "<1%", "0%".
+ * @param {unknown} fraction
+ * @returns {string}
+ */
+export function formatShare(fraction) {
+  const f = Number(fraction);
+  if (!Number.isFinite(f) || f <= 0) return "0%";
+  if (f < 0.01) return "<1%";
+  return `${Math.round(f * 100)}%`;
+}
+
+/**
+ * What each slider shows: its mode, position, label and share.
+ * @param {Iterable<string> | null | undefined} modes
+ * @param {Record<string, unknown> | null | undefined} weights
+ * @returns {{mode: string, value: number, label: string, share: string}[]}
+ */
+export function weightSliders(modes, weights) {
+  const shares = weightShares(weights, modes);
+  return sliderModes(modes).map((mode) => {
+    const value = snapWeight(weights?.[mode] ?? 0);
+    return { mode, value, label: value.toFixed(2), share: formatShare(shares[mode]) };
+  });
+}
+
+/**
+ * `weights` with `mode` set to `value` (snapped to the slider's steps); a new object.
+ * @param {Record<string, number> | null | undefined} weights
+ * @param {string} mode
+ * @param {unknown} value
+ * @returns {Record<string, number>}
+ */
+export function withWeight(weights, mode, value) {
+  return { ...(weights ?? {}), [mode]: snapWeight(value) };
+}
+
+/**
+ * A debounced function: `fn(...args)` with the last call's arguments, once `ms` passed
+ * without another call.
+ * @template {unknown[]} A
+ * @typedef {((...args: A) => void) & {flush(): void, cancel(): void, pending(): boolean}} Debounced
+ */
+
+/**
+ * `fn` called once calls stop for `ms`; `.flush()` calls it now if one is pending, `.cancel()`
+ * drops it. `timers` ({setTimeout, clearTimeout}) is for tests.
+ * @template {unknown[]} A
+ * @param {(...args: A) => void} fn
+ * @param {number} ms
+ * @param {{setTimeout(handler: () => void, ms: number): unknown, clearTimeout(timer: any): void}} [timers]
+ * @returns {Debounced<A>}
+ */
+export function debounce(fn, ms, timers = globalThis) {
+  /** @type {unknown} */
+  let timer = null;
+  /** @type {A | null} */
+  let args = null;
+  const run = () => {
+    timer = null;
+    const pending = /** @type {A} */ (args);
+    args = null;
+    fn(...pending);
+  };
+  /** @param {A} callArgs */
+  const debounced = (...callArgs) => {
+    args = callArgs;
+    if (timer !== null) timers.clearTimeout(timer);
+    timer = timers.setTimeout(run, ms);
+  };
+  debounced.flush = () => {
+    if (timer === null) return;
+    timers.clearTimeout(timer);
+    run();
+  };
+  debounced.cancel = () => {
+    if (timer !== null) timers.clearTimeout(timer);
+    timer = null;
+    args = null;
+  };
+  debounced.pending = () => timer !== null;
+  return debounced;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The widget
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * What this module uses of anywidget's model (`AnyModel` in @anywidget/types).
+ * @typedef {object} Model
+ * @property {(name: string) => any} get
+ * @property {(name: string, value: unknown) => void} set
+ * @property {() => void} save_changes
+ * @property {(content: object, callbacks?: unknown, buffers?: ArrayBuffer[]) => void} send
+ * @property {(event: string, fn: () => void) => void} on
+ * @property {(event: string, fn: () => void) => void} off
+ */
+
+/**
+ * A new element: `props.text` is its text, other props are properties where the element has
+ * one of that name, attributes otherwise.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string} className
+ * @param {Record<string, string | number | boolean>} [props]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
+function h(tag, className, props = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "text") node.textContent = String(value);
+    else if (key in node) /** @type {any} */ (node)[key] = value;
+    else node.setAttribute(key, String(value));
+  }
+  return node;
+}
+
+/**
+ * An object URL of one JPEG of a binary trait (revoke it when done).
+ * @param {DataView | ArrayBuffer | Uint8Array} part
+ * @returns {string}
+ */
+function jpegUrl(part) {
+  // Binary traits arrive as DataView (ipywidgets buffers); accept any buffer view.
+  const bytes = part instanceof DataView
+    ? new Uint8Array(part.buffer, part.byteOffset, part.byteLength)
+    : part;
+  return URL.createObjectURL(new Blob([/** @type {BlobPart} */ (bytes)], { type: "image/jpeg" }));
+}
+
+/**
+ * A file name that wraps at its "_", "-" and extension rather than mid-word.
+ * @param {string} className
+ * @param {string} name
+ */
+function nameSpan(className, name) {
+  const span = h("span", className);
+  for (const [i, part] of nameParts(name).entries()) {
+    if (i) span.append(document.createElement("wbr"));
+    span.append(part);
+  }
+  return span;
+}
+
+/** @param {string} text @param {HTMLElement} control */
+function labelled(text, control) {
+  const label = h("label", "imrec-control");
+  label.append(h("span", "imrec-control-label", { text }), control);
+  return label;
+}
+
+let uploadCounter = 0;
+
+/**
+ * Send `fileList` as one query: each file in chunks (binary buffers), then the query naming
+ * them; or, when one cannot be a query, say why in `error` and send nothing.
+ * @param {Model} model
+ * @param {File[]} fileList
+ * @param {(pending: boolean) => void} setPending
+ */
+async function sendFiles(model, fileList, setPending) {
+  const { files, error } = validateFiles(fileList, model.get("max_upload_bytes"));
+  if (error) {
+    model.set("error", error);
+    model.save_changes();
+    return;
+  }
+  setPending(true);
+  try {
+    const upload = `${Date.now().toString(36)}-${++uploadCounter}`;
+    const meta = [];
+    for (const [index, file] of files.entries()) {
+      const buffer = await file.arrayBuffer();
+      for (const [start, end] of chunkRanges(buffer.byteLength)) {
+        model.send({ type: "chunk", upload, file: index, offset: start }, undefined, [
+          buffer.slice(start, end),
+        ]);
+      }
+      meta.push({ name: file.name || "pasted image", size: buffer.byteLength, type: file.type });
+    }
+    model.send({ type: "query", upload, files: meta });
+  } catch (err) {
+    setPending(false);
+    model.set("error", `could not read the file: ${err instanceof Error ? err.message : err}`);
+    model.save_changes();
+  }
+}
+
+/**
+ * anywidget's render: draw the widget into `el`, follow `model`; returns the cleanup.
+ * @param {{model: Model, el: HTMLElement}} context
+ * @returns {() => void}
+ */
+function render({ model, el }) {
+  const root = h("div", "imrec-search");
+  /** @type {string[]} */
+  let urls = [];
+
+  // -- controls
+  // Keys typed into the controls are theirs, not JupyterLab's notebook shortcuts (arrows,
+  // Enter). Lumino matches a shortcut's selector against the focused element itself before
+  // looking for this attribute on its ancestors, so each control carries it.
+  const own = { "data-lm-suppress-shortcuts": "true" };
+  const mode = h("select", "imrec-mode", { ...own, title: "what to compare: features of the images" });
+  const metric = h("select", "imrec-metric", { ...own, title: "how to measure the distance" });
+  const k = h("input", "imrec-k", {
+    ...own, type: "number", min: String(K_MIN), max: String(K_MAX), step: "1",
+    title: `number of results (${K_MIN}–${K_MAX})`,
+  });
+  const busy = h("span", "imrec-busy", { title: "searching…", "aria-hidden": "true" });
+  const toolbar = h("div", "imrec-toolbar", own);
+  const metricLabel = labelled("Metric", metric);
+  toolbar.append(labelled("Mode", mode), metricLabel, labelled("k", k), busy);
+
+  // -- hybrid weights: one slider per search mode, shown in the hybrid mode only
+  const weights = h("div", "imrec-weights", {
+    ...own, role: "group", "aria-label": "hybrid weights",
+    title: "hybrid: how much each mode counts in the fused distance (shares in brackets)",
+  });
+
+  // -- drop zone: query thumbnails, hint, file button
+  const fileInput = h("input", "imrec-file-input", {
+    type: "file", accept: "image/*", multiple: true, tabIndex: -1,
+  });
+  const fileButton = h("label", "imrec-file-button", { text: "Choose images…" });
+  fileButton.append(fileInput);
+  const query = h("div", "imrec-query");
+  const hint = h("span", "imrec-hint", {
+    text: "Drop images here, paste one, or choose files. Click a result for more like it.",
+  });
+  const dropzone = h("div", "imrec-dropzone", { tabIndex: 0, title: "drop or paste images here" });
+  dropzone.append(query, hint, fileButton);
+
+  // -- messages and results
+  const errorText = h("span", "imrec-error-text");
+  const dismiss = h("button", "imrec-error-dismiss", { type: "button", text: "×", title: "dismiss" });
+  const error = h("div", "imrec-error", { role: "alert" });
+  error.append(errorText, dismiss);
+  const summary = h("span", "imrec-summary");
+  const elapsed = h("span", "imrec-elapsed");
+  const status = h("div", "imrec-status");
+  status.append(summary, elapsed);
+  const grid = h("div", "imrec-results");
+
+  root.append(toolbar, weights, dropzone, error, status, grid);
+  el.append(root);
+
+  let pending = false;
+  /** @param {boolean} value */
+  const setPending = (value) => {
+    pending = value;
+    root.classList.toggle("imrec-is-busy", pending || model.get("busy"));
+  };
+  /** @param {File[]} files */
+  const submit = (files) => {
+    if (files.length) sendFiles(model, files, setPending);
+  };
+
+  // -- rendering state
+  function renderControls() {
+    /** @type {string[]} */
+    const modes = model.get("modes") || [];
+    mode.replaceChildren(...modes.map((m) => h("option", "", { value: m, text: m })));
+    mode.value = model.get("mode");
+    metric.replaceChildren(
+      ...metricOptions(model.get("metrics"), model.get("metric")).map((o) =>
+        h("option", "", { value: o.value, text: o.label, selected: o.selected })
+      ),
+    );
+    k.value = String(model.get("k"));
+    metricLabel.hidden = (model.get("metrics") || []).length === 0; // none in the hybrid mode
+  }
+
+  // Weights being edited (slider moved, not yet sent), else null: shown instead of the model's.
+  /** @type {Record<string, number> | null} */
+  let draft = null;
+  function renderWeights() {
+    weights.hidden = model.get("mode") !== HYBRID_MODE;
+    const sliders = weightSliders(model.get("modes"), draft ?? model.get("weights"));
+    const shown = Array.from(
+      /** @type {NodeListOf<HTMLInputElement>} */ (weights.querySelectorAll(".imrec-weight-slider")),
+      (s) => s.dataset.mode,
+    );
+    if (shown.join() !== sliders.map((s) => s.mode).join()) {
+      weights.replaceChildren(
+        h("span", "imrec-control-label", { text: "Weights" }),
+        ...sliders.map(({ mode: name }) => {
+          const row = h("label", "imrec-weight");
+          const slider = h("input", "imrec-weight-slider", {
+            ...own, type: "range", min: String(WEIGHT_MIN), max: String(WEIGHT_MAX), step: String(WEIGHT_STEP),
+            "aria-label": `weight of ${name}`,
+          });
+          slider.dataset.mode = name;
+          row.append(
+            h("span", "imrec-weight-name", { text: name }), slider,
+            h("span", "imrec-weight-value"), h("span", "imrec-weight-share"),
+          );
+          return row;
+        }),
+      );
+    }
+    for (const [i, row] of Array.from(weights.querySelectorAll(".imrec-weight")).entries()) {
+      const { value, label, share } = sliders[i];
+      const slider = /** @type {HTMLInputElement} */ (row.querySelector(".imrec-weight-slider"));
+      if (Number(slider.value) !== value) slider.value = String(value);
+      /** @type {HTMLElement} */ (row.querySelector(".imrec-weight-value")).textContent = label;
+      /** @type {HTMLElement} */ (row.querySelector(".imrec-weight-share")).textContent = `(${share})`;
+      row.classList.toggle("imrec-weight-off", value === 0);
+    }
+  }
+
+  function renderError() {
+    const message = model.get("error");
+    errorText.textContent = message;
+    error.hidden = !message;
+  }
+
+  function renderBusy() {
+    if (!model.get("busy")) pending = false;
+    root.classList.toggle("imrec-is-busy", pending || model.get("busy"));
+  }
+
+  function renderImages() {
+    for (const url of urls) URL.revokeObjectURL(url);
+    urls = [];
+    /** @param {string} url */
+    const track = (url) => (urls.push(url), url);
+
+    /** @type {string[]} */
+    const names = model.get("query_names") || [];
+    /** @type {DataView[]} */
+    const queryThumbs = model.get("query_thumbnails") || [];
+    query.replaceChildren(
+      ...queryThumbs.map((bytes, i) => {
+        const figure = h("figure", "imrec-query-image", { title: names[i] ?? "" });
+        const img = h("img", "", { alt: names[i] ?? "query image" });
+        if (bytes.byteLength) img.src = track(jpegUrl(bytes)); // empty: an image gone since indexing
+        figure.append(img, h("figcaption", "", { text: baseName(names[i] ?? "") }));
+        return figure;
+      }),
+    );
+    dropzone.classList.toggle("imrec-has-query", query.childElementCount > 0);
+
+    /** @type {Hit[]} */
+    const hits = model.get("results") || [];
+    /** @type {DataView[]} */
+    const thumbs = model.get("thumbnails") || [];
+    const metricName = model.get("result_metric");
+    const cell = cellSize(hits.length);
+    const maxChars = nameChars(cell);
+    grid.style.setProperty("--imrec-cell", `${cell}px`);
+    grid.replaceChildren(
+      ...hits.map((hit, i) => {
+        const title = resultTitle(hit, metricName, model.get("result_mode"));
+        const cell = h("button", "imrec-result", { type: "button", title });
+        cell.dataset.id = String(hit.id);
+        const img = h("img", "imrec-result-image", { alt: baseName(hit.path), draggable: false });
+        if (thumbs[i]?.byteLength) img.src = track(jpegUrl(thumbs[i]));
+        const caption = h("span", "imrec-result-caption");
+        caption.append(
+          nameSpan("imrec-result-name", fitName(baseName(hit.path), maxChars)),
+          h("span", "imrec-distance", { text: formatDistance(hit.distance, metricName) }),
+        );
+        cell.append(img, caption);
+        return cell;
+      }),
+    );
+    const scope = model.get("scope_size");
+    summary.textContent =
+      summaryText(hits.length, model.get("result_mode"), metricName) +
+      (scope >= 0 ? ` · within ${scope} selected` : "");
+    elapsed.textContent = hits.length ? formatElapsed(model.get("elapsed_ms")) : "";
+  }
+
+  renderControls();
+  renderWeights();
+  renderError();
+  renderBusy();
+  renderImages();
+
+  // -- intents
+  /** @param {string} name @param {unknown} value */
+  const setControl = (name, value) => {
+    model.set(name, value);
+    model.save_changes();
+  };
+  mode.addEventListener("change", () => setControl("mode", mode.value));
+  metric.addEventListener("change", () => setControl("metric", metric.value));
+  const commitK = () => {
+    const clamped = clampK(k.value);
+    k.value = String(clamped ?? model.get("k"));
+    if (clamped !== null && clamped !== model.get("k")) setControl("k", clamped);
+  };
+  k.addEventListener("change", commitK);
+  const sendWeights = debounce(() => {
+    const next = draft;
+    draft = null;
+    if (next) setControl("weights", next);
+  }, WEIGHT_DEBOUNCE_MS);
+  weights.addEventListener("input", (event) => {
+    const slider = /** @type {HTMLInputElement | null} */ (
+      /** @type {HTMLElement} */ (event.target).closest(".imrec-weight-slider")
+    );
+    if (!slider) return;
+    draft = withWeight(draft ?? model.get("weights"), slider.dataset.mode ?? "", slider.value);
+    renderWeights();
+    sendWeights();
+  });
+  weights.addEventListener("change", () => sendWeights.flush()); // released: send now
+  k.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") commitK();
+  });
+  fileInput.addEventListener("change", () => {
+    const files = Array.from(fileInput.files ?? []);
+    fileInput.value = ""; // choosing the same file again must fire "change" again
+    submit(files);
+  });
+  grid.addEventListener("click", (event) => {
+    const cell = /** @type {HTMLElement | null} */ (
+      /** @type {HTMLElement} */ (event.target).closest(".imrec-result")
+    );
+    if (cell && grid.contains(cell)) {
+      setPending(true);
+      model.send({ type: "more_like", id: Number(cell.dataset.id) });
+    }
+  });
+  dismiss.addEventListener("click", () => setControl("error", ""));
+
+  /** @param {DragEvent} event */
+  const onDragOver = (event) => {
+    const transfer = event.dataTransfer;
+    if (!transfer || !Array.from(transfer.types).includes("Files")) return;
+    event.preventDefault();
+    transfer.dropEffect = "copy";
+    dropzone.classList.add("imrec-dragover");
+  };
+  dropzone.addEventListener("dragenter", onDragOver);
+  dropzone.addEventListener("dragover", onDragOver);
+  dropzone.addEventListener("dragleave", (event) => {
+    if (!dropzone.contains(/** @type {Node | null} */ (event.relatedTarget))) dropzone.classList.remove("imrec-dragover");
+  });
+  dropzone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    event.stopPropagation(); // JupyterLab would otherwise try to open the file
+    dropzone.classList.remove("imrec-dragover");
+    submit(Array.from(event.dataTransfer?.files ?? []));
+  });
+  root.addEventListener("paste", (event) => {
+    const files = filesFromItems(event.clipboardData?.items);
+    if (files.length) {
+      event.preventDefault();
+      event.stopPropagation();
+      submit(files);
+    }
+  });
+
+  /** @typedef {[string, () => void]} Listener a trait and what renders it */
+  /** @param {string[]} names @param {() => void} fn @returns {Listener[]} */
+  const each = (names, fn) => names.map((name) => /** @type {Listener} */ ([name, fn]));
+  const listeners = [
+    ...each(["modes", "mode", "metrics", "metric", "k"], renderControls),
+    ...each(["modes", "mode", "weights"], renderWeights),
+    ...each(["error"], renderError),
+    ...each(["busy"], renderBusy),
+    ...each(
+      ["results", "thumbnails", "query_thumbnails", "query_names", "elapsed_ms", "scope_size"],
+      renderImages,
+    ),
+  ];
+  // One model update changes several traits; render each part once per update.
+  /** @type {Set<() => void>} */
+  const queued = new Set();
+  /** @param {() => void} fn */
+  const later = (fn) => () => {
+    if (queued.has(fn)) return;
+    queued.add(fn);
+    queueMicrotask(() => {
+      queued.delete(fn);
+      if (!disposed) fn();
+    });
+  };
+  let disposed = false;
+  const handlers = listeners.map(([name, fn]) => /** @type {Listener} */ ([`change:${name}`, later(fn)]));
+  for (const [event, fn] of handlers) model.on(event, fn);
+
+  return () => {
+    disposed = true;
+    sendWeights.cancel();
+    for (const [event, fn] of handlers) model.off(event, fn);
+    for (const url of urls) URL.revokeObjectURL(url);
+  };
+}
+
+export default { render };
