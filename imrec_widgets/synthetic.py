@@ -133,4 +133,4 @@ def write_map_index(
         },
     )
     catalog.close()
-    return index_dir
+    return Path(index_dir)

@@ -203,7 +203,11 @@ class SearchWidget(BaseWidget):
     error = traitlets.Unicode("").tag(sync=True)
     """str: the last error a user caused ("" when none); cleared by the next successful search."""
 
-    scope = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
+    _hybrid_reason = (
+        ""  # why the index has no hybrid mode (set in __init__; traits validate before)
+    )
+
+    scope: Any = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
     """Ids the search is restricted to (e.g. a UMAP selection); None searches everything."""
 
     scope_size = traitlets.Int(-1, read_only=True).tag(sync=True)
@@ -328,7 +332,10 @@ class SearchWidget(BaseWidget):
         except Exception as exc:
             self._show_error(exc)
             raise
-        return self._run(prepared, raise_errors=True)
+        results = self._run(prepared, raise_errors=True)
+        if results is None:  # raise_errors: a failed search raised instead
+            raise RuntimeError("the search returned nothing")
+        return results
 
     @property
     def query(self) -> Any:
@@ -372,7 +379,7 @@ class SearchWidget(BaseWidget):
 
     # -- validation: refused values keep the old one and say why in the widget -------------------
     def _mode_message(self, mode: str, modes: Sequence[str]) -> str:
-        if mode == HYBRID_MODE and getattr(self, "_hybrid_reason", ""):
+        if mode == HYBRID_MODE and self._hybrid_reason:
             return f"mode 'hybrid' is not available: {self._hybrid_reason}"
         if mode in SEARCH_MODES:
             return (

@@ -9,7 +9,7 @@ files' names and sizes. Every field is untrusted: ``Uploads`` checks each one, h
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def check_upload_size(name: str, size: int, max_bytes: int) -> None:
         )
 
 
-def is_whole(value: Any) -> bool:
+def is_whole(value: Any) -> TypeGuard[int]:
     """Whether ``value`` is an integer (bool is not)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
