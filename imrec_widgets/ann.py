@@ -363,7 +363,7 @@ def refresh(
     params = {k: v for k, v in stamp["params"].items() if k in ("m", "candidates")}
     ok, covered_until = _snapshot(catalog)
     uncovered = np.asarray(catalog.ids_indexed_after(stamp["covered_until"]), dtype=np.int64)
-    loaded = load(index_dir, catalog, store, feature, config, check_rows=False)
+    loaded = load(index_dir, catalog, store, feature, config)
     if isinstance(loaded, str) or uncovered.size > stamp["trained_rows"] or ok.size == 0:
         if ok.size == 0:
             catalog.set_meta(stamp_key(feature), None)

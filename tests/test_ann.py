@@ -189,7 +189,9 @@ def test_no_ann_built_warns_and_searches_exactly(tmp_path: Path) -> None:
         idx.search(q, exact=False, client=object())
 
 
-@pytest.mark.parametrize("damage", ["flipped", "truncated", "missing", "rows", "settings"])
+@pytest.mark.parametrize(
+    "damage", ["flipped", "truncated", "missing", "rows", "settings", "version"]
+)
 def test_bad_ann_files_warn_and_search_exactly(copy: Path, damage: str) -> None:
     idx = opened(copy)
     stamp = idx.ann_info()["embedding"]
@@ -205,9 +207,13 @@ def test_bad_ann_files_warn_and_search_exactly(copy: Path, damage: str) -> None:
     elif damage == "rows":
         rows = copy / "index" / "ann" / stamp["rows_file"]
         rows.write_bytes(bytes(rows.stat().st_size))
-    else:  # the feature was recomputed with other settings since
+    elif damage == "settings":  # the feature was recomputed with other settings since
         catalog = Catalog(copy / "index" / "catalog.sqlite")
         catalog.set_meta("feature_config", {"embedding": {"backbone": "other", "dim": DIM}})
+        catalog.close()
+    else:  # written by a faiss of another major version
+        catalog = Catalog(copy / "index" / "catalog.sqlite")
+        catalog.set_meta(ann.stamp_key("embedding"), {**stamp, "version": "0.9.0"})
         catalog.close()
     idx = opened(copy)
     q = stored_queries(idx, 3)
@@ -376,3 +382,18 @@ def test_ann_is_in_the_cli_help() -> None:
     from imrec_widgets.cli import build_parser
 
     assert re.search(r"^\s+ann\s+\S", build_parser().format_help(), re.M)
+
+
+def test_update_rebuilds_a_damaged_ann_index(photos: Path) -> None:
+    idx = ImageIndex.open(photos, features=["rgb", "thumb"])
+    idx.update(progress=False)
+    stamp = idx.build_ann("rgb")
+    (idx.index_dir / "ann" / stamp["file"]).write_bytes(b"garbage")
+    _add_photo(photos, "late.jpg", 3)
+    idx.update(progress=False)
+    after = idx.ann_info()["rgb"]
+    assert after["file"] != stamp["file"] and after["count"] == len(idx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnWarning)
+        late = idx.catalog.id_for_path("late.jpg")
+        assert idx.search(late, "rgb", exact=False, exclude_self=False).ids[0] == late
