@@ -193,16 +193,13 @@ def _snapshot(catalog: Any) -> tuple[np.ndarray, float]:
     return np.asarray(catalog.ids("ok"), dtype=np.int64), catalog.latest_indexed_at()
 
 
-def _rows_file_write(path: Path, ids: np.ndarray, rows: np.ndarray, dim: int) -> None:
-    """Write float32 ``rows`` at row ``ids`` of the open-or-created id-addressed rows file."""
+def _write_rows(handle: Any, ids: np.ndarray, rows: np.ndarray, dim: int) -> None:
+    """Write float32 ``rows`` at row ``ids`` (ascending) of an open id-addressed rows file."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    with open(path, "r+b" if path.exists() else "w+b") as handle:
-        runs = np.flatnonzero(np.diff(ids) != 1) + 1
-        for part_ids, part_rows in zip(np.split(ids, runs), np.split(rows, runs), strict=True):
-            handle.seek(int(part_ids[0]) * dim * 4)
-            handle.write(part_rows.tobytes())
-        handle.flush()
-        os.fsync(handle.fileno())
+    runs = np.flatnonzero(np.diff(ids) != 1) + 1
+    for part_ids, part_rows in zip(np.split(ids, runs), np.split(rows, runs), strict=True):
+        handle.seek(int(part_ids[0]) * dim * 4)
+        handle.write(part_rows.tobytes())
 
 
 def build(
@@ -259,11 +256,7 @@ def build(
         with open(temporary, "wb") as handle:
             handle.truncate((int(ok[-1]) + 1) * dim * 4)
             for ids, block in _chunks(store, feature, ok):
-                block = np.ascontiguousarray(block, dtype=np.float32)
-                runs = np.flatnonzero(np.diff(ids) != 1) + 1
-                for part_ids, part in zip(np.split(ids, runs), np.split(block, runs), strict=True):
-                    handle.seek(int(part_ids[0]) * dim * 4)
-                    handle.write(part.tobytes())
+                _write_rows(handle, ids, block, dim)
                 index.add_with_ids(_normalised(block, metric), ids)
                 bar.update(ids.size)
             handle.flush()
@@ -386,12 +379,17 @@ def refresh(
         index.remove_ids(faiss.IDSelectorBatch(stale))
     rows_path = ann_dir(index_dir) / stamp["rows_file"]
     dim = int(stamp["dim"])
+    # Only rows the current stamp does not cover are overwritten (readers never read those
+    # from this file), so a kill here leaves every row a reader may use intact.
     bar = _bar(int(uncovered.size), progress, f"ANN {feature}")
     try:
-        for ids, block in _chunks(store, feature, uncovered):
-            _rows_file_write(rows_path, ids, block, dim)
-            index.add_with_ids(_normalised(block, stamp["metric"]), ids)
-            bar.update(ids.size)
+        with open(rows_path, "r+b") as handle:
+            for ids, block in _chunks(store, feature, uncovered):
+                _write_rows(handle, ids, block, dim)
+                index.add_with_ids(_normalised(block, stamp["metric"]), ids)
+                bar.update(ids.size)
+            handle.flush()
+            os.fsync(handle.fileno())
     finally:
         bar.close()
     rows_bytes = max(int(stamp["rows_bytes"]), rows_path.stat().st_size)
@@ -505,8 +503,9 @@ def _open_rows(index_dir: Path, stamp: dict[str, Any]) -> np.ndarray | str:
         size = path.stat().st_size
     except OSError:
         return f"its float32 rows {path.name} are missing"
-    if size < stamp["rows_bytes"] or size % (dim * 4):
+    if size < stamp["rows_bytes"]:
         return f"its float32 rows {path.name} are cut short ({size} bytes, half written?)"
+    # An update killed while appending may leave part of a row at the end: never read.
     return np.memmap(path, dtype=np.float32, mode="r", shape=(size // (dim * 4), dim))
 
 

@@ -294,6 +294,43 @@ def test_killed_while_writing_keeps_the_old_index(copy: Path, file: str) -> None
     assert not [p for p in (copy / "index" / "ann").iterdir() if ".tmp" in p.name]
 
 
+REFRESH_CHILD = """
+import os, signal, sys
+import numpy as np
+from imrec_widgets import ann
+from imrec_widgets.catalog import Catalog, Entry
+from imrec_widgets.store import FeatureStore
+folder = sys.argv[1]
+catalog = Catalog(folder + "/index/catalog.sqlite")
+store = FeatureStore(folder + "/index/features.zarr")
+ids = np.arange(3000, 3010)
+store.write_rows("embedding", ids, np.full((10, 32), 5.0, dtype=np.float32))
+catalog.commit_entries(Entry(int(i), f"new/{i}.jpg", 1, 1, 8, 8, "JPEG") for i in ids)
+ann._before_replace = lambda temporary: os.kill(os.getpid(), signal.SIGKILL)
+config = catalog.get_meta("feature_config")["embedding"]
+ann.refresh(folder + "/index", catalog, store, "embedding", config)
+"""
+
+
+def test_killed_while_extending_keeps_results_right(copy: Path) -> None:
+    stamp = opened(copy).ann_info()["embedding"]
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REFRESH_CHILD), str(copy)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+    )
+    assert child.returncode == -9, child.stderr
+    idx = opened(copy)
+    assert idx.ann_info()["embedding"] == stamp  # the new rows are not in it...
+    query = np.full(DIM, 5.0, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnWarning)
+        found = idx.search(query, k=10, exact=False)
+    # ...but searched exactly beside it (their rows were already written to the rows file)
+    assert sorted(found.ids) == list(range(3000, 3010)) and max(found.distances) < 1e-6
+
+
 def test_hashes_are_searched_exactly(photos: Path) -> None:
     idx = ImageIndex.open(photos, features=["dhash", "thumb"])
     idx.update(progress=False)
