@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AnnWarning,
     EmptyIndexError,
     EngineFallbackWarning,
     EngineUnavailableError,
@@ -26,6 +27,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnnWarning",
     "App",
     "EmptyIndexError",
     "EngineFallbackWarning",

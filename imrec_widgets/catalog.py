@@ -175,6 +175,11 @@ class Catalog:
         query = "SELECT id FROM images WHERE status = 'ok' AND indexed_at > ? ORDER BY id"
         return [r[0] for r in self._db.execute(query, (float(timestamp),))]
 
+    def latest_indexed_at(self) -> float:
+        """The latest ``indexed_at`` of an ok row (0.0 when there is none)."""
+        row = self._db.execute("SELECT MAX(indexed_at) FROM images WHERE status = 'ok'").fetchone()
+        return float(row[0] or 0.0)
+
     def next_id(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0]
 

@@ -103,6 +103,7 @@ def _search(args: argparse.Namespace) -> int:
         metric=args.metric,
         k=args.k,
         weights=_parse_weights(args.weights),
+        exact=args.exact,
     )
     if args.json:
         print(
@@ -122,6 +123,33 @@ def _search(args: argparse.Namespace) -> int:
     )
     for hit in results:
         print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {hit.path}")
+    return 0
+
+
+@command("ann")
+def _ann(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    if args.drop:
+        dropped = index.drop_ann(args.feature)
+        print(
+            f"dropped the ANN index of {args.feature}"
+            if dropped
+            else f"no ANN index of {args.feature}"
+        )
+        return 0
+    params = {
+        name: getattr(args, name)
+        for name in ("nlist", "m", "nprobe", "candidates")
+        if getattr(args, name) is not None
+    }
+    stamp = index.build_ann(args.feature, args.metric, progress=not args.quiet, **params)
+    p = stamp["params"]
+    print(
+        f"ANN index of {args.feature} ({stamp['metric']}): {stamp['count']} rows in "
+        f"{stamp['build_seconds']:.1f} s; faiss IVF-PQ, {p['nlist']} lists, {p['m']} x {p['nbits']}-bit "
+        f"codes, {p['nprobe']} probed; {_human_bytes(stamp['bytes'])} + float32 rows "
+        f"{_human_bytes(stamp['rows_bytes'])} in {index.index_dir / 'ann'}"
+    )
     return 0
 
 
@@ -190,6 +218,11 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}"
     )
+    for name, stamp in sorted(info.get("ann", {}).items()):
+        print(
+            f"ANN         : {name} ({stamp['metric']}), {stamp['count']} rows, "
+            f"{_human_bytes(stamp['bytes'])} + float32 rows {_human_bytes(stamp['rows_bytes'])}"
+        )
     if args.errors:
         print(f"unreadable  : {len(errors)} file{'' if len(errors) == 1 else 's'}")
         for row in errors:
@@ -473,7 +506,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --mode hybrid: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)",
     )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--exact",
+        dest="exact",
+        action="store_const",
+        const=True,
+        default=None,
+        help="always scan every row (default: exact below 1,000,000 rows or without an ANN index)",
+    )
+    how.add_argument(
+        "--ann",
+        dest="exact",
+        action="store_const",
+        const=False,
+        help="use the ANN index (`imrec ann`), candidates re-ranked exactly",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "ann",
+        help="build the approximate nearest-neighbour index of a feature (extra: imrec-widgets[ann])",
+    )
+    add_root(p)
+    p.add_argument("--feature", default="embedding", choices=("embedding", "rgb"))
+    p.add_argument(
+        "--metric",
+        default=None,
+        choices=("cosine", "euclidean"),
+        help="distance it serves (default: the feature's)",
+    )
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(rows))")
+    p.add_argument("--m", type=int, default=None, help="PQ sub-quantizers (default dim/10)")
+    p.add_argument("--nprobe", type=int, default=None, help="lists visited per query")
+    p.add_argument(
+        "--candidates", type=int, default=None, help="candidates re-ranked exactly (default 100)"
+    )
+    p.add_argument("--drop", action="store_true", help="delete the ANN index instead")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("umap", help="precompute the 2-D UMAP map and clusters of a feature")
     add_root(p)
@@ -608,7 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if _is_empty_index(exc):
             message = f"no searchable images indexed yet; run `{_index_command(args)}`"

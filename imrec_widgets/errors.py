@@ -54,6 +54,10 @@ class ImrecWarning(UserWarning):
     """Base of the warnings imrec-widgets gives (filter them all with this class)."""
 
 
+class AnnWarning(ImrecWarning):
+    """The ANN index was not used (missing extra, stale or damaged file); searched exactly."""
+
+
 class EngineFallbackWarning(ImrecWarning):
     """An ONNX engine could not be used; the embedding runs on torch instead."""
 
@@ -63,6 +67,7 @@ class QuantizerMismatchWarning(ImrecWarning):
 
 
 __all__ = [
+    "AnnWarning",
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",

@@ -14,7 +14,7 @@ import numpy as np
 
 from .catalog import SCHEMA_VERSION, Catalog, Record
 from .compact import Quantizer, check_vector_dtype, training_sample
-from .errors import EmptyIndexError, IndexConfigError
+from .errors import AnnWarning, EmptyIndexError, IndexConfigError
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
 from .indexer import (
@@ -366,6 +366,7 @@ class ImageIndex:
                 self._train_quantizers(
                     catalog, store, features, only_missing=not (report.processed or report.removed)
                 )
+            self._refresh_ann(catalog, store, features, progress)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -384,6 +385,92 @@ class ImageIndex:
             if only_missing and Quantizer.load(store, name, config, dim, warn=False) is not None:
                 continue
             Quantizer.train(training_sample(store, name, ids)).save(store, name, config)
+
+    def _refresh_ann(
+        self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], progress: bool
+    ) -> None:
+        """Extend (or rebuild) each built ANN index with what this update changed."""
+        from . import ann
+
+        for name in list(features):
+            if not catalog.get_meta(ann.stamp_key(name)):
+                continue
+            config = json.loads(json.dumps(features[name].config()))
+            try:
+                ann.refresh(self.index_dir, catalog, store, name, config, progress=progress)
+            except ImportError as exc:
+                import warnings
+
+                warnings.warn(
+                    f"the ANN index of {name!r} was not updated ({exc}); searches use it for the "
+                    "rows it holds and search the rest exactly",
+                    AnnWarning,
+                    stacklevel=3,
+                )
+
+    # -- ANN --------------------------------------------------------------------------------------
+    def build_ann(
+        self,
+        feature: str = "embedding",
+        metric: str | None = None,
+        *,
+        progress: bool = False,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Build (or rebuild) the approximate nearest-neighbour index of ``feature``.
+
+        Needs the ``ann`` extra (``pip install 'imrec-widgets[ann]'``: faiss). A faiss IVF-PQ
+        index of every searchable row of a float feature, for ``metric`` (cosine or euclidean;
+        default the mode's), stored under ``<index>/ann/`` with a float32 copy of the rows for
+        re-ranking. ``search(exact=False)`` then asks it for candidates and re-ranks them
+        exactly; ``search()`` does so by itself from ``ann.ANN_MIN_ROWS`` (1,000,000) rows up.
+        ``update()`` keeps it current. ``params``: ``nlist``, ``m``, ``nbits``, ``nprobe``,
+        ``train_rows``, ``candidates`` (see ``imrec_widgets.ann.default_params``). Returns the
+        stamp recorded in the catalog (sizes, parameters, ``build_seconds``).
+        """
+        from . import ann
+        from .features import check_mode_metric
+
+        if feature not in self.settings["features"] or feature == "thumb":
+            raise ValueError(
+                f"feature {feature!r} is not searchable in this index; it has "
+                f"{', '.join(f for f in self.settings['features'] if f != 'thumb')}"
+            )
+        metric = check_mode_metric(feature, metric)
+        ann.require_faiss()
+        if not self.exists():
+            raise EmptyIndexError(f"no index at {self.index_dir} yet; run idx.update() first")
+        self._check_not_rebuilding([feature])
+        with WriteLock(self.index_dir / "write.lock"):
+            catalog, store = self.catalog, self.store
+            config = catalog.get_meta("feature_config", {}).get(feature, {})
+            return ann.build(
+                self.index_dir, catalog, store, feature, metric, config, progress=progress, **params
+            )
+
+    def drop_ann(self, feature: str = "embedding") -> bool:
+        """Delete the ANN index of ``feature``; False if there was none."""
+        from . import ann
+
+        if not self.exists():
+            return False
+        with WriteLock(self.index_dir / "write.lock"):
+            had = bool(self.catalog.get_meta(ann.stamp_key(feature)))
+            self.catalog.set_meta(ann.stamp_key(feature), None)
+            ann.remove_unused(self.index_dir, feature, None)
+        return had
+
+    def ann_info(self) -> dict[str, dict[str, Any] | None]:
+        """Per searchable feature: the stamp of its ANN index (with ``rows_bytes`` on disk), or None."""
+        from . import ann
+
+        out: dict[str, dict[str, Any] | None] = {}
+        for name in self.settings["features"]:
+            if name == "thumb":
+                continue
+            stamp = self.catalog.get_meta(ann.stamp_key(name)) if self.exists() else None
+            out[name] = dict(stamp) if stamp else None
+        return out
 
     def _features_to_backfill(self, stored: dict[str, Any] | None) -> set[str]:
         """Features newly asked for on an existing index: computed for every image."""
@@ -484,6 +571,14 @@ class ImageIndex:
             "stored": self.store.names(),
             "catalog_bytes": _size_on_disk(self.index_dir, "catalog.sqlite*"),
             "features_bytes": self.store.nbytes_stored(),
+            "ann": {
+                name: {
+                    key: stamp[key]
+                    for key in ("metric", "count", "bytes", "rows_bytes", "params", "built_at")
+                }
+                for name, stamp in self.ann_info().items()
+                if stamp
+            },
         }
 
     def _rebuild_progress(self) -> dict[str, Any] | None:
@@ -531,6 +626,7 @@ class ImageIndex:
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
+        exact: bool | None = None,
     ) -> SearchResults:
         """The ``k`` indexed images nearest to ``query``, best first.
 
@@ -551,6 +647,15 @@ class ImageIndex:
 
         With a Dask ``client`` the top-k runs on its workers, one task per row chunk of the
         store, which each worker reads itself (see ``imrec_widgets.distributed.topk_dask``).
+
+        ``exact``: None (default) searches exactly below ``ann.ANN_MIN_ROWS`` (1,000,000)
+        searchable rows or when no ANN index of the mode is built (``build_ann``), and through
+        the ANN index above; False uses the ANN index whenever one is built for the mode and
+        metric (without one: an ``AnnWarning`` line and an exact search); True always searches
+        exactly. ANN candidates are re-ranked exactly, so distances are exact and filters and
+        removed images are respected; only which images make the top-k is approximate.
+        A built ANN index that cannot be used (extra not installed, file damaged or stale) gives
+        one ``AnnWarning`` line and an exact search.
         """
         return self.search_many(
             [query],
@@ -564,6 +669,7 @@ class ImageIndex:
             exclude_self=exclude_self,
             weights=weights,
             client=client,
+            exact=exact,
         )[0]
 
     def search_many(
@@ -580,6 +686,7 @@ class ImageIndex:
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
+        exact: bool | None = None,
     ) -> list[SearchResults]:
         """``search`` for each of ``queries``, as one vectorised top-k call."""
         if self.exists():
@@ -592,6 +699,8 @@ class ImageIndex:
                 raise ValueError(
                     "client= runs single-mode searches on Dask workers, not mode='hybrid'"
                 )
+            if exact is False:
+                raise ValueError("exact=False (ANN) is for single-mode searches, not mode='hybrid'")
             if metric is not None:
                 raise ValueError(
                     "hybrid search takes each mode's metric from weights, e.g. "
@@ -601,7 +710,7 @@ class ImageIndex:
         if weights is not None:
             raise ValueError(f"weights= is for mode='hybrid', not mode={mode!r}")
         return self.searcher.search_many(
-            list(queries), mode, metric, k, ids, where, exclude_self, client=client
+            list(queries), mode, metric, k, ids, where, exclude_self, client=client, exact=exact
         )
 
     def _check_not_rebuilding(self, modes: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ catalog's generation changes; larger ones are streamed chunk by chunk from Zarr.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import compact, search
+from . import ann, compact, search
 from .errors import ImageDecodeError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import encode_thumbnail
@@ -46,6 +47,18 @@ def _blas_single_thread() -> Any:
 
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _in_sorted(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in the ascending ``sorted_ids``."""
+    if sorted_ids.size == 0:
+        return np.zeros(np.shape(values), dtype=bool)
+    position = np.minimum(np.searchsorted(sorted_ids, values), sorted_ids.size - 1)
+    return sorted_ids[position] == values
+
+
+def _stamp_key(stamp: dict[str, Any]) -> tuple[str, str]:
+    return str(stamp.get("file")), str(stamp.get("sha256"))
 
 
 def _contains(sorted_ids: np.ndarray, id_: int) -> bool:
@@ -116,6 +129,12 @@ class Searcher:
         """A Dask client whose workers run every top-k (a ``search(client=)`` overrides it)."""
         self.path_map: dict[str, str] | None = None
         """Index path prefix -> the workers' one, when they mount the store elsewhere."""
+        self._ann: dict[str, tuple[tuple[str, str], ann.AnnIndex | str]] = {}
+        self._uncovered: dict[str, tuple[tuple[int, str], np.ndarray, np.ndarray]] = {}
+        self.ann_candidates: int | None = None
+        """Candidates asked of an ANN index per query (None: its own, at least ``rerank * k``)."""
+        self.ann_nprobe: int | None = None
+        """IVF lists an ANN search visits (None: the index's own ``nprobe``)."""
 
     # -- what is searchable ---------------------------------------------------------------------
     def _generation(self) -> int:
@@ -209,6 +228,7 @@ class Searcher:
         where: str | None,
         exclude_self: bool,
         client: Any = None,
+        exact: bool | None = None,
     ) -> list[SearchResults]:
         started = time.perf_counter()
         if mode not in self.index.settings["features"] or mode == "thumb":
@@ -217,6 +237,10 @@ class Searcher:
                 f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}"
             )
         metric = check_mode_metric(mode, metric)
+        if exact not in (None, True, False):
+            raise ValueError(f"exact= takes True, False or None, not {exact!r}")
+        if exact is False and client is not None:
+            raise ValueError("exact=False searches the local ANN index; leave out client=")
         self._check_searchable(k)
         allowed = self._allowed(ids, where)
 
@@ -238,6 +262,7 @@ class Searcher:
                 int(k) + extra,
                 allowed,
                 self.client if client is None else client,
+                exact,
             )
         return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started, shown)
 
@@ -299,8 +324,15 @@ class Searcher:
         k: int,
         allowed: np.ndarray | None,
         client: Any = None,
+        exact: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         ok = self.ok_ids()
+        if client is None and exact is not True:
+            ann_index = self.ann(mode, metric, exact)
+            if ann_index is not None:
+                found = self._topk_ann(matrix, mode, metric, k, allowed, ann_index)
+                if found is not None:
+                    return found
         if client is not None:
             from .distributed import topk_dask
 
@@ -396,6 +428,126 @@ class Searcher:
             ids, dist = search.topk(queries, vectors, metric, k, ids=chosen)
             found_ids.append(ids)
             found_dist.append(dist)
+        return np.concatenate(found_ids), np.concatenate(found_dist)
+
+    # -- ANN candidates, exact re-rank --------------------------------------------------------------
+    def ann(self, mode: str, metric: str, exact: bool | None = False) -> ann.AnnIndex | None:
+        """The usable ANN index of ``mode`` for ``metric``, or None (then the search is exact).
+
+        ``exact=None`` (the default of ``search``) asks only from ``ANN_MIN_ROWS`` searchable
+        rows up and stays quiet when none is built; ``exact=False`` always asks and warns
+        (``AnnWarning``, one line) when there is none to use. A built one that cannot be used
+        (extra missing, damaged, stale, other settings) warns either way.
+        """
+        if exact is None and self.ok_ids().size < ann.ANN_MIN_ROWS:
+            return None
+        catalog = self.index.catalog
+        stamp = catalog.get_meta(ann.stamp_key(mode))
+        if not stamp:
+            if exact is False:
+                ann.warn(
+                    mode,
+                    f"none is built; build it with idx.build_ann({mode!r}) (CLI: `imrec ann ROOT`)",
+                )
+            return None
+        cached = self._ann.get(mode)
+        if cached is None or cached[0] != _stamp_key(stamp):
+            config = catalog.get_meta("feature_config", {}).get(mode, {})
+            loaded = ann.load(self.index.index_dir, catalog, self.index.store, mode, config)
+            if isinstance(loaded, str) and catalog.get_meta(ann.stamp_key(mode)) != stamp:
+                # A writer replaced the file between reading the stamp and loading: once more.
+                loaded = ann.load(self.index.index_dir, catalog, self.index.store, mode, config)
+            if loaded is None:
+                return None
+            key = (
+                _stamp_key(loaded.stamp) if isinstance(loaded, ann.AnnIndex) else _stamp_key(stamp)
+            )
+            cached = (key, loaded)
+            self._ann[mode] = cached
+        found = cached[1]
+        if isinstance(found, str):
+            ann.warn(mode, found)
+            return None
+        if found.metric != metric:
+            if exact is False:
+                ann.warn(mode, f"it was built for {found.metric}, not {metric}")
+            return None
+        return found
+
+    def _uncovered_rows(self, mode: str, index: ann.AnnIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Searchable ids indexed since the ANN index was built or extended, and their rows."""
+        key = (self._generation(), str(index.stamp["file"]))
+        cached = self._uncovered.get(mode)
+        if cached is None or cached[0] != key:
+            ids = np.asarray(
+                self.index.catalog.ids_indexed_after(index.stamp["covered_until"]), dtype=np.int64
+            )
+            limit = max(ann.EXACT_FILTER_ROWS, ann.MAX_UNCOVERED_FRACTION * index.stamp["count"])
+            rows = self.index.store.read_rows(mode, ids) if ids.size <= limit else None
+            cached = (key, ids, rows)
+            self._uncovered[mode] = cached
+        return cached[1], cached[2]
+
+    def _topk_ann(
+        self,
+        matrix: np.ndarray,
+        mode: str,
+        metric: str,
+        k: int,
+        allowed: np.ndarray | None,
+        index: ann.AnnIndex,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """ANN candidates re-ranked exactly, plus the uncovered rows; None: search exactly.
+
+        Candidates outside ``allowed`` or no longer searchable are dropped (the ANN index is
+        asked for proportionally more when a filter keeps a fraction of the rows); a filter
+        keeping few rows is searched exactly over their float32 rows instead.
+        """
+        ok = self.ok_ids()
+        uncovered, uncovered_rows = self._uncovered_rows(mode, index)
+        if uncovered_rows is None:
+            ann.warn(
+                mode,
+                f"it is stale, {uncovered.size} rows were indexed since it was built; "
+                f"run idx.update() or idx.build_ann({mode!r})",
+            )
+            return None
+        pool = ok if allowed is None else allowed
+        extra = np.ones(uncovered.size, dtype=bool)
+        if allowed is not None:
+            extra = _in_sorted(allowed, uncovered)
+        extra_ids, extra_rows = uncovered[extra], uncovered_rows[extra]
+        if allowed is not None and (
+            allowed.size <= ann.EXACT_FILTER_ROWS
+            or allowed.size < ann.MIN_FILTER_FRACTION * ok.size
+        ):
+            covered = allowed[~_in_sorted(uncovered, allowed)]
+            ids = np.concatenate([covered, extra_ids])
+            vectors = np.concatenate([np.asarray(index.rows[covered]), extra_rows])
+            order = np.argsort(ids)
+            return search.topk(matrix, vectors[order], metric, k, ids=ids[order])
+        wanted = max(
+            self.ann_candidates or int(index.stamp["params"]["candidates"]), self.rerank * k
+        )
+        count = math.ceil(wanted * ok.size / max(1, pool.size))
+        labels = index.search(matrix, count, self.ann_nprobe)
+        need = min(k, pool.size)
+        found_ids, found_dist = [], []
+        for start in range(0, matrix.shape[0], _RERANK_QUERIES):
+            block = labels[start : start + _RERANK_QUERIES]
+            valid = (block >= 0) & (block < index.rows.shape[0])
+            valid[valid] = _in_sorted(pool, block[valid]) & ~_in_sorted(uncovered, block[valid])
+            if np.any(valid.sum(axis=1) + extra_ids.size < need):
+                return None  # too few candidates survive the filter: search exactly
+            chosen = np.unique(block[valid])
+            ids = np.concatenate([chosen, extra_ids])
+            vectors = np.concatenate([np.asarray(index.rows[chosen]), extra_rows])
+            order = np.argsort(ids)
+            found = search.topk(
+                matrix[start : start + _RERANK_QUERIES], vectors[order], metric, k, ids=ids[order]
+            )
+            found_ids.append(found[0])
+            found_dist.append(found[1])
         return np.concatenate(found_ids), np.concatenate(found_dist)
 
     # -- hybrid: several modes, one fused ranking --------------------------------------------------
