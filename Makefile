@@ -33,6 +33,7 @@ demo: venv
 test: venv browser
 	$(BIN)/ruff check imrec_widgets tests benchmarks
 	$(BIN)/ruff format --check imrec_widgets tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The inner loop: no browser, no notebooks, nothing marked slow (under a minute on 2 cores).
@@ -42,6 +43,7 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check imrec_widgets tests benchmarks
 	$(BIN)/ruff format --check imrec_widgets tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache test-artifacts

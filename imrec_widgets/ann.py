@@ -118,7 +118,7 @@ def _before_replace(temporary: Path) -> None:
     """Called with the complete, fsynced temporary file just before it is renamed (tests)."""
 
 
-def _write_atomically(path: Path, chunks: Iterator[bytes] | bytes) -> tuple[int, str]:
+def _write_atomically(path: Path, chunks: Iterator[bytes] | bytes | memoryview) -> tuple[int, str]:
     """Write ``chunks`` to ``path`` via a temporary file, fsync, rename; (bytes, SHA-256)."""
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
     digest = hashlib.sha256()
@@ -355,7 +355,12 @@ def refresh(
     ok, covered_until = _snapshot(catalog)
     uncovered = np.asarray(catalog.ids_indexed_after(stamp["covered_until"]), dtype=np.int64)
     loaded = load(index_dir, catalog, store, feature, config)
-    if isinstance(loaded, str) or uncovered.size > stamp["trained_rows"] or ok.size == 0:
+    if (
+        loaded is None
+        or isinstance(loaded, str)
+        or uncovered.size > stamp["trained_rows"]
+        or ok.size == 0
+    ):
         if ok.size == 0:
             catalog.set_meta(stamp_key(feature), None)
             remove_unused(index_dir, feature, None)
@@ -475,7 +480,7 @@ def load(
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         return f"cannot read {path.name}: {exc.strerror or exc}"
-    if data.size != stamp["bytes"] or hashlib.sha256(data).hexdigest() != stamp["sha256"]:
+    if data.size != stamp["bytes"] or hashlib.sha256(data.data).hexdigest() != stamp["sha256"]:
         return f"{path.name} is damaged (checksum mismatch)"
     try:
         index = faiss.deserialize_index(data)
@@ -483,14 +488,15 @@ def load(
         return f"faiss cannot read {path.name}: {str(exc).strip().splitlines()[0]}"
     if index.d != stamp["dim"] or index.ntotal != stamp["count"]:
         return f"{path.name} holds {index.ntotal} x {index.d}, not what was recorded"
-    rows = None
+    rows: np.ndarray | None = None
     if check_rows:
-        rows = _open_rows(index_dir, stamp)
-        if isinstance(rows, str):
-            return rows
-        problem = _check_rows(catalog, store, feature, stamp, rows)
+        opened = _open_rows(index_dir, stamp)
+        if isinstance(opened, str):
+            return opened
+        problem = _check_rows(catalog, store, feature, stamp, opened)
         if problem:
             return problem
+        rows = opened
     return AnnIndex(stamp, index, rows)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import ann, compact, search
+from .ann import AnnIndex
+from .compact import CompactData
 from .errors import ImageDecodeError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import encode_thumbnail
@@ -75,6 +77,13 @@ def _uses_model(queries: Sequence[Any], modes: Any) -> bool:
     )
 
 
+def _ids_of(prepared: search.PreparedData) -> np.ndarray:
+    """The ids of a searcher's prepared rows (it always prepares them with ids)."""
+    if prepared.ids is None:
+        raise ValueError("prepared rows without ids")
+    return prepared.ids
+
+
 def _is_batch(query: Any) -> bool:
     return isinstance(query, (list, tuple))
 
@@ -122,15 +131,15 @@ class Searcher:
         self._hot: dict[tuple[str, str], tuple[int, search.PreparedData]] = {}
         self._status: tuple[int, np.ndarray] | None = None
         self._scales: dict[tuple[str, str], tuple[int, float]] = {}
-        self._compact: dict[str, tuple[int, str, compact.CompactData]] = {}
+        self._compact: dict[str, tuple[int, str, CompactData]] = {}
         self.rerank = compact.DEFAULT_RERANK
         """With a compact ``vector_dtype``: ``rerank * k`` candidates are re-ranked exactly."""
         self.client: Any = None
         """A Dask client whose workers run every top-k (a ``search(client=)`` overrides it)."""
         self.path_map: dict[str, str] | None = None
         """Index path prefix -> the workers' one, when they mount the store elsewhere."""
-        self._ann: dict[str, tuple[tuple[str, str], ann.AnnIndex | str]] = {}
-        self._uncovered: dict[str, tuple[tuple[int, str], np.ndarray, np.ndarray]] = {}
+        self._ann: dict[str, tuple[tuple[str, str], AnnIndex | str]] = {}
+        self._uncovered: dict[str, tuple[tuple[int, str], np.ndarray, np.ndarray | None]] = {}
         self.ann_candidates: int | None = None
         """Candidates asked of an ANN index per query (None: its own, at least ``rerank * k``)."""
         self.ann_nprobe: int | None = None
@@ -185,7 +194,9 @@ class Searcher:
         items = list(query) if _is_batch(query) else [query]
         if not items:
             raise ValueError("empty query: pass at least one image, path or id")
-        rows, self_ids, shown = [], [], []
+        rows: list[np.ndarray] = []
+        self_ids: list[int] = []
+        shown: list[bytes | int | None] = []
         for position, item in enumerate(items):
             if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 self_ids.append(int(item))
@@ -360,12 +371,12 @@ class Searcher:
         prepared = self.prepared(mode, metric)
         if allowed is None:
             return search.topk(matrix, prepared, metric, k)
-        rows = np.searchsorted(prepared.ids, allowed)
+        rows = np.searchsorted(_ids_of(prepared), allowed)
         norms = prepared.norms[rows] if prepared.norms is not None else None
         return search.topk(matrix, prepared.data[rows], metric, k, ids=allowed, data_norms=norms)
 
     # -- compact vectors, exact re-rank ------------------------------------------------------------
-    def compact(self, mode: str, vector_dtype: str) -> compact.CompactData | None:
+    def compact(self, mode: str, vector_dtype: str) -> CompactData | None:
         """The compact copy of ``mode`` over every ok image (cached), None if over the budget."""
         generation = self._generation()
         cached = self._compact.get(mode)
@@ -404,11 +415,11 @@ class Searcher:
         metric: str,
         k: int,
         allowed: np.ndarray | None,
-        data: compact.CompactData,
+        data: CompactData,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the compact copy, then exact top-``k`` over their float32 rows."""
         rows = None if allowed is None else np.searchsorted(data.ids, allowed)
-        candidate_ids = data.ids if rows is None else allowed
+        candidate_ids = data.ids if allowed is None else allowed
         want = min(candidate_ids.size, max(1, self.rerank) * k)
         found_ids, found_dist = [], []
         for start in range(0, matrix.shape[0], _RERANK_QUERIES):
@@ -431,7 +442,7 @@ class Searcher:
         return np.concatenate(found_ids), np.concatenate(found_dist)
 
     # -- ANN candidates, exact re-rank --------------------------------------------------------------
-    def ann(self, mode: str, metric: str, exact: bool | None = False) -> ann.AnnIndex | None:
+    def ann(self, mode: str, metric: str, exact: bool | None = False) -> AnnIndex | None:
         """The usable ANN index of ``mode`` for ``metric``, or None (then the search is exact).
 
         ``exact=None`` (the default of ``search``) asks only from ``ANN_MIN_ROWS`` searchable
@@ -459,9 +470,7 @@ class Searcher:
                 loaded = ann.load(self.index.index_dir, catalog, self.index.store, mode, config)
             if loaded is None:
                 return None
-            key = (
-                _stamp_key(loaded.stamp) if isinstance(loaded, ann.AnnIndex) else _stamp_key(stamp)
-            )
+            key = _stamp_key(loaded.stamp) if isinstance(loaded, AnnIndex) else _stamp_key(stamp)
             cached = (key, loaded)
             self._ann[mode] = cached
         found = cached[1]
@@ -474,7 +483,7 @@ class Searcher:
             return None
         return found
 
-    def _uncovered_rows(self, mode: str, index: ann.AnnIndex) -> tuple[np.ndarray, np.ndarray]:
+    def _uncovered_rows(self, mode: str, index: AnnIndex) -> tuple[np.ndarray, np.ndarray | None]:
         """Searchable ids indexed since the ANN index was built or extended, and their rows."""
         key = (self._generation(), str(index.stamp["file"]))
         cached = self._uncovered.get(mode)
@@ -495,7 +504,7 @@ class Searcher:
         metric: str,
         k: int,
         allowed: np.ndarray | None,
-        index: ann.AnnIndex,
+        index: AnnIndex,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """ANN candidates re-ranked exactly, plus the uncovered rows; None: search exactly.
 
@@ -504,6 +513,9 @@ class Searcher:
         keeping few rows is searched exactly over their float32 rows instead.
         """
         ok = self.ok_ids()
+        stored = index.rows
+        if stored is None:  # loaded without its rows: nothing to re-rank against
+            return None
         uncovered, uncovered_rows = self._uncovered_rows(mode, index)
         if uncovered_rows is None:
             ann.warn(
@@ -523,7 +535,7 @@ class Searcher:
         ):
             covered = allowed[~_in_sorted(uncovered, allowed)]
             ids = np.concatenate([covered, extra_ids])
-            vectors = np.concatenate([np.asarray(index.rows[covered]), extra_rows])
+            vectors = np.concatenate([np.asarray(stored[covered]), extra_rows])
             order = np.argsort(ids)
             return search.topk(matrix, vectors[order], metric, k, ids=ids[order])
         wanted = max(
@@ -535,13 +547,13 @@ class Searcher:
         found_ids, found_dist = [], []
         for start in range(0, matrix.shape[0], _RERANK_QUERIES):
             block = labels[start : start + _RERANK_QUERIES]
-            valid = (block >= 0) & (block < index.rows.shape[0])
+            valid = (block >= 0) & (block < stored.shape[0])
             valid[valid] = _in_sorted(pool, block[valid]) & ~_in_sorted(uncovered, block[valid])
             if np.any(valid.sum(axis=1) + extra_ids.size < need):
                 return None  # too few candidates survive the filter: search exactly
             chosen = np.unique(block[valid])
             ids = np.concatenate([chosen, extra_ids])
-            vectors = np.concatenate([np.asarray(index.rows[chosen]), extra_rows])
+            vectors = np.concatenate([np.asarray(stored[chosen]), extra_rows])
             order = np.argsort(ids)
             found = search.topk(
                 matrix[start : start + _RERANK_QUERIES], vectors[order], metric, k, ids=ids[order]
@@ -582,7 +594,7 @@ class Searcher:
         generation = self._generation()
         for (hot_mode, _metric), (hot_generation, prepared) in self._hot.items():
             if hot_mode == mode and hot_generation == generation:
-                return prepared.data[np.searchsorted(prepared.ids, ids)]
+                return prepared.data[np.searchsorted(_ids_of(prepared), ids)]
         return self.index.store.read_rows(mode, ids)
 
     def _hybrid_vectors(
@@ -702,7 +714,7 @@ class Searcher:
         if everything:
             rows: Any = slice(start, start + block_ids.size)
         else:
-            rows = np.searchsorted(prepared.ids, block_ids)
+            rows = np.searchsorted(_ids_of(prepared), block_ids)
         norms = prepared.norms[rows] if prepared.norms is not None else None
         return search.prepare(prepared.data[rows], metric, data_norms=norms)
 

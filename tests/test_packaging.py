@@ -211,6 +211,7 @@ def test_wheel_carries_the_package_front_end_and_notebooks(artifacts, wheel_name
         if "__pycache__" not in p.parts
     }
     assert modules - wheel_names == set(), "package modules missing from the wheel"
+    assert f"{PACKAGE}/py.typed" in wheel_names, "the type-hints marker is not shipped"
 
     static = {n.removeprefix(f"{PACKAGE}/static/") for n in wheel_names if "/static/" in n}
     for name in sorted(frontend_files()):
