@@ -44,6 +44,7 @@ def write_feature_index(
     size: tuple[int, int] = (64, 64),
     chunk: int = 50_000,
     progress: Callable[[int, int], None] | None = None,
+    start: int = 0,
 ) -> tuple[Catalog, FeatureStore]:
     """An index of ``rows`` made-up images whose features come from ``features``.
 
@@ -51,8 +52,8 @@ def write_feature_index(
     (the dtype and row shape of the first block fix the array's). Each block is written to the
     store first, then its catalog rows, as ``update()`` does. ``settings`` (over
     ``DEFAULT_SETTINGS``; ``features`` defaults to the names given) and ``feature_config`` are
-    recorded in the catalog. Returns the open catalog and store, for more writes; close the
-    catalog when done.
+    recorded in the catalog. ``start`` > 0 adds ids ``start..rows-1`` to an index written before.
+    Returns the open catalog and store, for more writes; close the catalog when done.
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -63,11 +64,11 @@ def write_feature_index(
     if feature_config is not None:
         catalog.set_meta("feature_config", dict(feature_config))
     width, height = size
-    for start in range(0, rows, chunk):
-        ids = np.arange(start, min(rows, start + chunk))
+    for first in range(start, rows, chunk):
+        ids = np.arange(first, min(rows, first + chunk))
         for name, make in features.items():
             values = np.asarray(make(ids))
-            if start == 0:
+            if first == start:
                 # as the map's arrays are made: no position NaN, no cluster -1
                 fill = (
                     np.nan if name.startswith("umap/") else -1 if name.startswith("cluster/") else 0
