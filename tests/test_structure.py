@@ -130,3 +130,15 @@ def test_every_error_is_an_imrec_error_and_keeps_its_builtin_base():
             assert issubclass(error, (ValueError, RuntimeError)), error
     for warning in (c for c in classes if issubclass(c, Warning)):
         assert issubclass(warning, errors.ImrecWarning)
+
+
+def test_the_plain_python_parts_of_the_widgets_load_without_widget_libraries():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, imrec_widgets.widgets.uploads, imrec_widgets.widgets.query_display; "
+        "print(sorted(m for m in ('anywidget', 'bqplot', 'ipywidgets', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

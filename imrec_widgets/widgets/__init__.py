@@ -1,3 +1,21 @@
-from .search_widget import SearchWidget as SearchWidget
-from .umap_explorer import App as App
-from .umap_explorer import UmapExplorer as UmapExplorer
+"""The notebook widgets. Imported lazily, so ``widgets.uploads`` and ``widgets.query_display``
+(plain Python) load without anywidget or bqplot."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .search_widget import SearchWidget
+    from .umap_explorer import App, UmapExplorer
+
+__all__ = ["App", "SearchWidget", "UmapExplorer"]
+
+_LAZY = {"SearchWidget": "search_widget", "App": "umap_explorer", "UmapExplorer": "umap_explorer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
