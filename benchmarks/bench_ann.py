@@ -202,6 +202,18 @@ def compare(args: argparse.Namespace) -> None:
         print(f"| {name} | {built:.0f} | {size / 2**20:.0f} | {rec:.3f} | {p50:.2f} | {p95:.2f} |")
 
 
+def holdout_queries(data: RealLike, count: int) -> np.ndarray:
+    """Embeddings of Fashion-MNIST *test* images: queries whose neighbours are not copies."""
+    import gzip
+
+    from bench_search import FASHION
+
+    with gzip.open(FASHION.with_name("t10k-images-idx3-ubyte.gz")) as handle:
+        raw = np.frombuffer(handle.read(), dtype=np.uint8, offset=16)
+    images = (raw.reshape(-1, 28 * 28)[:count] / np.float32(255)).astype(np.float32)
+    return np.maximum(images @ data.projection, 0).astype(np.float32)
+
+
 def package(args: argparse.Namespace) -> None:
     from imrec_widgets import ImageIndex
 
@@ -226,7 +238,11 @@ def package(args: argparse.Namespace) -> None:
         flush=True,
     )
     rng = np.random.default_rng(7)
-    queries = data.embed(rng.choice(args.rows, args.queries, replace=False), rng)
+    if args.holdout:
+        queries = holdout_queries(data, args.queries)
+        print("queries: Fashion-MNIST test images (not in the index), same projection")
+    else:
+        queries = data.embed(rng.choice(args.rows, args.queries, replace=False), rng)
     # Ground truth in one streamed pass over the store (every query at once, little memory).
     budget = idx.searcher.memory_budget
     idx.searcher.memory_budget = 0
@@ -238,7 +254,7 @@ def package(args: argparse.Namespace) -> None:
     idx.search(queries[0], exact=False)
     print(f"first ANN search (loads and checks the files): {time.perf_counter() - start:.1f} s")
     rows = []
-    for nprobe, candidates in ((8, 100), (16, 100), (16, 200), (32, 200), (64, 400)):
+    for nprobe, candidates in (tuple(map(int, pair.split(":"))) for pair in args.sweep.split(",")):
         idx.searcher.ann_nprobe, idx.searcher.ann_candidates = nprobe, candidates
         found = [idx.search(q, exact=False).ids for q in queries[: args.exact_queries]]
         rec = recall(np.array(found), np.array(exact))
@@ -270,6 +286,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exact-queries", type=int, default=50)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "imrec-bench-ann"))
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument(
+        "--holdout", action="store_true", help="query with test images instead of stored rows"
+    )
+    p.add_argument(
+        "--sweep",
+        default="8:100,16:100,16:200,32:200,64:400",
+        help="NPROBE:CANDIDATES settings to measure (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     compare(args) if args.part == "compare" else package(args)
 

@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=int, default=None, help="PQ sub-quantizers (default dim/10)")
     p.add_argument("--nprobe", type=int, default=None, help="lists visited per query")
     p.add_argument(
-        "--candidates", type=int, default=None, help="candidates re-ranked exactly (default 100)"
+        "--candidates", type=int, default=None, help="candidates re-ranked exactly (default 400)"
     )
     p.add_argument("--drop", action="store_true", help="delete the ANN index instead")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
