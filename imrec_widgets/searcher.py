@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ann, compact, search
 from .ann import AnnIndex
-from .compact import CompactData
+from .compact import CompactData, Quantizer
 from .errors import ImageDecodeError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import encode_thumbnail
@@ -140,6 +140,7 @@ class Searcher:
         """Index path prefix -> the workers' one, when they mount the store elsewhere."""
         self._ann: dict[str, tuple[tuple[str, str], AnnIndex | str]] = {}
         self._uncovered: dict[str, tuple[tuple[int, str], np.ndarray, np.ndarray | None]] = {}
+        self._shards: dict[str, tuple[tuple[int, str, int], Any]] = {}
         self.ann_candidates: int | None = None
         """Candidates asked of an ANN index per query (None: its own, at least ``rerank * k``)."""
         self.ann_nprobe: int | None = None
@@ -344,6 +345,9 @@ class Searcher:
                 found = self._topk_ann(matrix, mode, metric, k, allowed, ann_index)
                 if found is not None:
                     return found
+        vector_dtype = self.index.settings.get("vector_dtype", "float32")
+        if client is not None and vector_dtype != "float32" and metric in search.FLOAT_METRICS:
+            return self._topk_compact_dask(client, matrix, mode, metric, k, allowed, vector_dtype)
         if client is not None:
             from .distributed import topk_dask
 
@@ -359,7 +363,6 @@ class Searcher:
                 store.array(mode).chunks[0],
                 path_map=self.path_map,
             )
-        vector_dtype = self.index.settings.get("vector_dtype", "float32")
         if vector_dtype != "float32" and metric in search.FLOAT_METRICS:
             compact_data = self.compact(mode, vector_dtype)
             if compact_data is not None:
@@ -390,14 +393,7 @@ class Searcher:
         itemsize = 1 if vector_dtype == "int8" else 2
         if ok.size * (dim * itemsize + 12) > self.memory_budget:
             return None
-        quantizer = None
-        if vector_dtype == "int8":
-            config = self.index.catalog.get_meta("feature_config", {}).get(mode, {})
-            quantizer = compact.Quantizer.load(self.index.store, mode, config, dim)
-            if quantizer is None:
-                quantizer = compact.Quantizer.train(
-                    compact.training_sample(self.index.store, mode, ok)
-                )
+        quantizer = self._quantizer(mode, vector_dtype, ok, dim)
         self._compact.pop(mode, None)
         rows_file = compact.RowsFile(
             self.index.index_dir / "search", mode, generation, ok.size, dim
@@ -407,6 +403,60 @@ class Searcher:
         )
         self._compact[mode] = (generation, vector_dtype, data)
         return data
+
+    def _quantizer(
+        self, mode: str, vector_dtype: str, ok: np.ndarray, dim: int
+    ) -> Quantizer | None:
+        """The int8 quantizer of ``mode`` (the stored one, else one trained now); None for float16."""
+        if vector_dtype != "int8":
+            return None
+        config = self.index.catalog.get_meta("feature_config", {}).get(mode, {})
+        quantizer = compact.Quantizer.load(self.index.store, mode, config, dim)
+        if quantizer is None:
+            quantizer = compact.Quantizer.train(compact.training_sample(self.index.store, mode, ok))
+        return quantizer
+
+    def _topk_compact_dask(
+        self,
+        client: Any,
+        matrix: np.ndarray,
+        mode: str,
+        metric: str,
+        k: int,
+        allowed: np.ndarray | None,
+        vector_dtype: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The compact scan on the workers (shards kept in their memory), then an exact re-rank
+        here of each query's best candidates against their float32 rows."""
+        from .distributed import CompactShards
+
+        generation = self._generation()
+        key = (generation, vector_dtype, id(client))
+        cached = self._shards.get(mode)
+        if cached is None or cached[0] != key:
+            if cached is not None:
+                cached[1].release()
+            ok = self.ok_ids()
+            store = self.index.store
+            array = store.array(mode)
+            quantizer = self._quantizer(mode, vector_dtype, ok, int(array.shape[1]))
+            shards = CompactShards(
+                client, store.path, mode, ok, array.chunks[0], vector_dtype, quantizer,
+                path_map=self.path_map,
+            )  # fmt: skip
+            cached = (key, shards)
+            self._shards[mode] = cached
+        pool = self.ok_ids().size if allowed is None else allowed.size
+        want = min(pool, max(1, self.rerank) * k)
+        candidates = cached[1].candidates(matrix, metric, want, allowed)
+        found_ids, found_dist = [], []
+        for query, chosen in zip(matrix, candidates, strict=True):
+            chosen = np.unique(chosen)
+            vectors = self.index.store.read_rows(mode, chosen)
+            ids, dist = search.topk(query[None], vectors, metric, k, ids=chosen)
+            found_ids.append(ids)
+            found_dist.append(dist)
+        return np.concatenate(found_ids), np.concatenate(found_dist)
 
     def _topk_compact(
         self,

@@ -22,6 +22,7 @@ from imrec_widgets import index as index_module
 from imrec_widgets.cli import main
 from imrec_widgets.distributed import map_path, parse_path_map, path_rules, topk_dask
 from imrec_widgets.features import MODEL_FREE_FEATURES
+from imrec_widgets.synthetic import write_feature_index
 
 WAIT_S = 120
 
@@ -385,3 +386,49 @@ def test_package_indexes_locally_without_dask(photos: Path) -> None:
 
 def test_shared_sample_folder_is_left_untouched(sample_folder: Path) -> None:
     assert not (sample_folder / ".imrec").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+def test_compact_scan_on_workers_equals_the_local_compact_search(
+    tmp_path: Path, client: distributed.Client, metric: str
+) -> None:
+    """vector_dtype=int8 with client=: shards of int8 codes live on the workers, each query is
+    scanned there and re-ranked exactly here: the same hits as the local compact search."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 1, (40, 96)).astype(np.float32)
+    catalog, _store = write_feature_index(
+        tmp_path,
+        60_000,
+        {
+            "embedding": lambda ids: (
+                centres[ids % 40] + rng.normal(0, 0.3, (ids.size, 96)).astype(np.float32)
+            )
+        },
+        settings={"vector_dtype": "int8"},
+        feature_config={"embedding": {"dim": 96}},
+    )
+    catalog.close()
+    index = ImageIndex.open(tmp_path, index_dir=tmp_path)
+    queries = [0, 12_345, [7, 8], rng.normal(0, 1, 96).astype(np.float32)]
+    local = index.search_many(queries, "embedding", metric, k=10)
+    remote = index.search_many(queries, "embedding", metric, k=10, client=client)
+    assert index.searcher._compact["embedding"][1] == "int8"  # the local search was compact
+    shards = index.searcher._shards["embedding"][1].shards
+    assert len(shards) >= 2 and all(s.status == "finished" for s in shards)
+    for mine, theirs in zip(remote, local, strict=True):
+        assert [h.id for h in mine] == [h.id for h in theirs]
+        np.testing.assert_allclose(
+            [h.distance for h in mine], [h.distance for h in theirs], rtol=1e-5, atol=1e-5
+        )
+    some = np.arange(0, 60_000, 3)
+    restricted = index.search(5, "embedding", metric, k=10, ids=some, client=client)
+    assert [h.id for h in restricted] == [
+        h.id for h in index.search(5, "embedding", metric, k=10, ids=some)
+    ]
+    assert {h.id for h in restricted} <= set(some.tolist())
+    nearest = [h.id for h in local[0]]
+    index.catalog.mark_removed(nearest[:3])  # a new generation: the shards are built again
+    again = index.search(0, "embedding", metric, k=10, client=client)
+    assert not {h.id for h in again} & set(nearest[:3])
+    assert [h.id for h in again] == [h.id for h in index.search(0, "embedding", metric, k=10)]
