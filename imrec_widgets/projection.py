@@ -196,6 +196,7 @@ class Placement:
     @classmethod
     def read(cls, path: Path) -> tuple[Placement, str]:
         """The placement stored at ``path`` and its token; ValueError when it is not a valid one."""
+        check_npz_size(path)
         names = (
             "version",
             "token",
@@ -245,6 +246,45 @@ class Placement:
             max(1, int(arrays["n_neighbors"])),
         )
         return placement, str(arrays["token"])
+
+
+MAX_PLACEMENT_BYTES = 2 * 2**30
+"""Largest placement file (arrays as stored, uncompressed) read; ``IMREC_MAX_PLACEMENT_BYTES``
+raises it. A default fit (20,000 rows after PCA to 50-d) takes 4 MB."""
+
+MAX_PLACEMENT_VARIABLE = "IMREC_MAX_PLACEMENT_BYTES"
+
+
+def check_npz_size(path: Path) -> int:
+    """Bytes the arrays of the ``.npz`` at ``path`` declare; ValueError over the cap, before any
+    is decompressed (a few MB of zeros can declare gigabytes)."""
+    import numpy.lib.format as npy_format
+
+    setting = os.environ.get(MAX_PLACEMENT_VARIABLE, "").replace("_", "").strip()
+    if setting and not setting.isdigit():
+        raise ValueError(f"{MAX_PLACEMENT_VARIABLE}={setting!r} is not a whole number of bytes")
+    cap = int(setting) if setting else MAX_PLACEMENT_BYTES
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as stream:
+                    version = npy_format.read_magic(stream)
+                    read_header = (
+                        npy_format.read_array_header_1_0
+                        if version == (1, 0)
+                        else npy_format.read_array_header_2_0
+                    )
+                    shape, _fortran, dtype = read_header(stream)
+                total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
+    if total > cap:
+        raise ValueError(
+            f"placement file {path.name} declares {total:,} bytes of arrays, over the "
+            f"{cap:,} read ({MAX_PLACEMENT_VARIABLE} raises it)"
+        )
+    return total
 
 
 def _membership(distances: np.ndarray) -> np.ndarray:
@@ -335,6 +375,7 @@ def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
     if meta is None or not path.is_file():
         return None
     try:
+        check_npz_size(path)
         with np.load(path, allow_pickle=False) as data:
             token, ids = data["token"], data["ids"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):

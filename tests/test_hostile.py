@@ -579,3 +579,49 @@ def test_palette_images_are_reduced_by_colour_not_by_index(mode):
     image = image.convert(mode) if mode == "PA" else image
     reduced = np.asarray(decode(image, min_side=200).image).astype(int)
     assert np.abs(reduced[5, 5] - [125, 0, 0]).max() <= 2  # the mean colour, not entry 100
+
+
+def test_a_placement_file_that_declares_gigabytes_is_refused_before_it_is_decompressed(
+    mapped_index, monkeypatch
+):
+    """A crafted map file: 1 MB of deflated zeros declaring 1 GB of vectors."""
+    import zipfile
+
+    import numpy.lib.format as npy_format
+
+    path = mapped_index.index_dir / "umap_rgb.npz"
+    genuine, token = projection.Placement.read(path)
+    rows = 2**30 // (4 * 64)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("vectors.npy", "w", force_zip64=True) as stream:
+            npy_format.write_array_header_1_0(
+                stream, {"descr": "<f4", "fortran_order": False, "shape": (rows, 64)}
+            )
+            zeros = bytes(2**20)
+            for _ in range(2**30 // len(zeros)):
+                stream.write(zeros)
+        for name in (
+            "version",
+            "token",
+            "metric",
+            "n_neighbors",
+            "xy",
+            "pca_mean",
+            "pca_components",
+        ):
+            with archive.open(f"{name}.npy", "w") as stream:
+                npy_format.write_array(stream, np.asarray(0, np.float32))
+    assert path.stat().st_size < 5 * 2**20
+    monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, str(256 * 2**20))
+    loads = []
+    monkeypatch.setattr(projection.np, "load", lambda *a, **k: loads.append(a) or 1 / 0)
+    with pytest.raises(
+        ValueError, match=r"declares 1,073,741,8\d\d bytes of arrays, over the 268,435,456"
+    ):
+        projection.Placement.read(path)
+    projection._PLACEMENTS.clear()
+    with pytest.raises(projection.ProjectionError, match="cannot place new images"):
+        projection.place(mapped_index, "rgb", mapped_index.paths([0]))
+    assert projection.fitted_ids(mapped_index, "rgb") is None
+    assert loads == [], "the crafted file reached np.load"
+    assert genuine.xy.shape[1] == 2 and token
