@@ -32,7 +32,12 @@ from .settings import DEFAULT_SETTINGS, SETTING_FEATURES, IndexSettings
 from .store import FeatureStore
 
 if TYPE_CHECKING:
+    from PIL import Image
     from typing_extensions import Unpack
+
+    from .duplicates import DuplicateGroups
+    from .evaluation import EvaluationReport
+    from .projection import Projection
 
 INDEX_DIRNAME = ".imrec"
 
@@ -513,7 +518,7 @@ class ImageIndex:
             )
         return self.store.read_rows(name, self.ids() if ids is None else ids)
 
-    def thumbnail(self, id_: int) -> Any:
+    def thumbnail(self, id_: int) -> Image.Image:
         """The stored thumbnail of image ``id_`` as a ``PIL.Image``."""
         from PIL import Image
 
@@ -770,7 +775,7 @@ class ImageIndex:
         k: int = 10,
         modes: Sequence[str] | None = None,
         weights: Mapping[str, Any] | None = None,
-    ) -> Any:
+    ) -> EvaluationReport:
         """Retrieval quality of every mode and metric on labelled images: an ``EvaluationReport``.
 
         Labels come from each image's parent folder (None), a CSV of ``id,label`` or
@@ -784,7 +789,7 @@ class ImageIndex:
 
     def duplicates(
         self, mode: str = "dhash", max_distance: float | None = None, *, metric: str | None = None
-    ) -> Any:
+    ) -> DuplicateGroups:
         """Groups of near-identical images (``DuplicateGroups``), largest first.
 
         Images within ``max_distance`` of each other under ``mode`` (default 4 bits for hashes)
@@ -803,7 +808,7 @@ class ImageIndex:
         refit: bool = False,
         progress: bool | Callable[[str, int, int], None] = False,
         **params: Any,
-    ) -> Any:
+    ) -> Projection:
         """Compute or extend the cached 2-D UMAP map of ``feature`` with cluster labels.
 
         ``progress``: True shows the stages as they run, a callable gets ``(stage, done,
@@ -814,7 +819,7 @@ class ImageIndex:
 
         return projection.compute(self, feature, refit=refit, progress=progress, **params)
 
-    def projection(self, feature: str = "embedding") -> Any:
+    def projection(self, feature: str = "embedding") -> Projection:
         """The cached map of ``feature`` (``ProjectionError`` if it was never computed)."""
         from . import projection
 
