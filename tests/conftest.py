@@ -58,3 +58,10 @@ def labeled_index(tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
     index = ImageIndex.open(root)
     index.update(progress=False)
     return index
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The labelled index runs the CNN over 72 photos: whatever uses it is slow.
+    for item in items:
+        if "labeled_index" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -84,6 +84,7 @@ def assert_exact(found, expected) -> None:
         assert a.id == b.id or abs(a.distance - b.distance) < 1e-6
 
 
+@pytest.mark.slow
 def test_candidates_reranked_exactly(built: Path) -> None:
     idx = opened(built)
     hits = overlap = 0
@@ -269,6 +270,7 @@ ImageIndex.open(folder + "/images", folder + "/index").build_ann("embedding", nl
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file", ["faiss", "f32"])
 def test_killed_while_writing_keeps_the_old_index(copy: Path, file: str) -> None:
     idx = opened(copy)
@@ -346,6 +348,7 @@ def _add_photo(folder: Path, name: str, seed: int) -> None:
     Image.fromarray(pixels).save(folder / name, quality=90)
 
 
+@pytest.mark.slow
 def test_update_extends_the_ann_index(photos: Path) -> None:
     idx = ImageIndex.open(photos, features=["rgb", "thumb"])
     idx.update(progress=False)

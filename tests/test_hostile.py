@@ -581,6 +581,7 @@ def test_palette_images_are_reduced_by_colour_not_by_index(mode):
     assert np.abs(reduced[5, 5] - [125, 0, 0]).max() <= 2  # the mean colour, not entry 100
 
 
+@pytest.mark.slow
 def test_a_placement_file_that_declares_gigabytes_is_refused_before_it_is_decompressed(
     mapped_index, monkeypatch
 ):

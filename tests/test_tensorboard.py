@@ -158,6 +158,7 @@ def test_projector_tab_is_enabled_without_tensorflow(tensorboard: str) -> None:
     assert importlib.util.find_spec("tensorflow") is None
 
 
+@pytest.mark.slow
 def test_served_embedding_equals_the_index(tensorboard: str, index: ImageIndex) -> None:
     stored = index.features("embedding")
     config = json.loads(_projector(tensorboard, "info", "embedding"))
