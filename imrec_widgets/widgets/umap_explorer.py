@@ -147,28 +147,21 @@ class UmapExplorer(ipywidgets.VBox):
         self.reset_view()
         scales = {"x": self.x_scale, "y": self.y_scale}
         # Result rings: a light halo under a dark ring (theme colours), readable on any background.
-        self.hit_halo = Scatter(
-            x=[],
-            y=[],
-            scales=scales,
-            default_size=90,
-            colors=["transparent"],
-            fill=False,
-            stroke=_RING_HALO,
-            stroke_width=4.5,
-            marker="circle",
-        )
-        self.hits = Scatter(
-            x=[],
-            y=[],
-            scales=scales,
-            default_size=90,
-            colors=["transparent"],
-            fill=False,
-            stroke=_RING_COLOR,
-            stroke_width=2.0,
-            marker="circle",
-        )
+        def ring(stroke: str, width: float) -> Scatter:
+            return Scatter(
+                x=[],
+                y=[],
+                scales=scales,
+                default_size=90,
+                colors=["transparent"],
+                fill=False,
+                stroke=stroke,
+                stroke_width=width,
+                marker="circle",
+            )
+
+        self.hit_halo = ring(_RING_HALO, 4.5)
+        self.hits = ring(_RING_COLOR, 2.0)
         self.query_mark = Scatter(
             x=[],
             y=[],
