@@ -1,8 +1,8 @@
 """Near-duplicate finder: groups of images within a small distance of each other.
 
-Every pair of searchable images closer than ``max_distance`` under one mode is a link, found by
-exact blockwise distance computation (XOR + popcount for hashes, matrix products for floats;
-no per-pair Python). Byte-identical files are linked too: files of equal size (and only those)
+Every pair of searchable images closer than ``max_distance`` under one mode is a link, found
+exactly: for hashes by multi-index hashing (only rows sharing one of ``max_distance + 1`` bit
+blocks are compared, XOR + popcount), for floats by blockwise matrix products; no per-pair Python. Byte-identical files are linked too: files of equal size (and only those)
 are hashed with SHA-256. A group is a connected set of links (single linkage), so a chain of
 small edits can join images that differ more than ``max_distance`` end to end.
 """
@@ -174,7 +174,10 @@ def find_duplicates(
         )
     prepared = index.searcher.prepared(mode, metric)
 
-    first, second = close_pairs(prepared, metric, float(max_distance))
+    if metric == "hamming":
+        first, second = hamming_links(prepared.data, float(max_distance))
+    else:
+        first, second = close_pairs(prepared, metric, float(max_distance))
     records = index.records(ids)
     digests = _content_digests(index.root, records)
     same_first, same_second = _identical_pairs(digests)
@@ -240,6 +243,68 @@ def close_pairs(
     if not firsts:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+
+
+_MIH_GROUP_ROWS = 2048
+"""Rows sharing one block value that are paired directly; a bigger group is compared blockwise."""
+
+
+def hamming_links(packed: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs within ``max_distance`` bits of packed hashes (N x bytes, uint8), enough of
+    them to give the same connected groups as every such pair, in about O(N) for random hashes.
+
+    Identical hashes are linked to the first of them; the distinct ones are compared by
+    multi-index hashing: split into ``max_distance + 1`` blocks of bits, two hashes within
+    ``max_distance`` bits agree on at least one block (pigeonhole), so only rows sharing a
+    block value are compared, by XOR + popcount.
+    """
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    n = packed.shape[0]
+    radius = int(np.floor(max_distance))
+    unique, first_of, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    rows = np.arange(n)
+    twins = first_of[inverse] != rows
+    firsts, seconds = [first_of[inverse][twins]], [rows[twins]]
+    words = _as_words(unique)
+    bits = np.unpackbits(unique, axis=1)
+    blocks = np.array_split(np.arange(bits.shape[1]), min(radius + 1, bits.shape[1]))
+    found: list[np.ndarray] = []
+    weights_of = np.int64(1) << np.arange(max(b.size for b in blocks), dtype=np.int64)
+    for block in blocks:
+        keys = bits[:, block].astype(np.int64) @ weights_of[: block.size]
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        # Rows of a very common block value are compared blockwise; the rest pair up below.
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        sizes = np.diff(np.r_[starts, keys.size])
+        big = sizes > _MIH_GROUP_ROWS
+        for begin, size in zip(starts[big], sizes[big], strict=True):
+            group = order[begin : begin + size]
+            a, b = close_pairs(search.prepare(unique[group], "hamming"), "hamming", max_distance)
+            found.append(np.stack([group[a], group[b]], axis=1))
+            keys[begin : begin + size] = -1 - np.arange(size)  # out of the pairing below
+        # Pairs (i, i + offset) of the sorted rows that share the block value, every offset.
+        for offset in range(1, min(int(sizes.max(initial=1)), _MIH_GROUP_ROWS)):
+            same = np.flatnonzero(keys[offset:] == keys[:-offset])
+            if same.size == 0:
+                break
+            a, b = order[same], order[same + offset]
+            close = np.bitwise_count(words[a] ^ words[b]).sum(axis=1) <= max_distance
+            found.append(np.stack([a[close], b[close]], axis=1))
+    if found:
+        pairs = np.unique(np.concatenate(found), axis=0)
+        firsts.append(first_of[pairs[:, 0]])
+        seconds.append(first_of[pairs[:, 1]])
+    return np.concatenate(firsts).astype(np.int64), np.concatenate(seconds).astype(np.int64)
+
+
+def _as_words(packed: np.ndarray) -> np.ndarray:
+    """Packed bit rows as uint64 words (zero-padded to whole words), for XOR + popcount."""
+    width = packed.shape[1]
+    padded = np.zeros((packed.shape[0], -(-width // 8) * 8), dtype=np.uint8)
+    padded[:, :width] = packed
+    return padded.view(np.uint64)
 
 
 def connected_components(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -176,3 +176,31 @@ def test_connected_components_matches_scipy() -> None:
             assert set(parent[nodes].tolist()) == {int(nodes.min())}
     chain = connected_components(6, np.array([4, 3, 2, 1]), np.array([5, 4, 3, 2]))
     assert chain.tolist() == [0, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("rows", "width", "radius", "values"),
+    [(3000, 8, 4.0, 256), (2500, 128, 40.0, 256), (4000, 2, 4.0, 16), (3000, 8, 0.0, 256)],
+)
+def test_hash_links_group_like_every_close_pair(rows, width, radius, values, monkeypatch) -> None:
+    """Multi-index hashing finds the groups the all-pairs scan finds: planted near copies,
+    a run of identical hashes, 16-valued bytes (block values shared by thousands of rows: the
+    blockwise fallback), and radius 0."""
+    monkeypatch.setattr(duplicates, "_MIH_GROUP_ROWS", 300)  # the fallback runs at this size
+    rng = np.random.default_rng(rows + width)
+    data = rng.integers(0, values, (rows, width), dtype=np.uint8)
+    for start in range(0, rows - 4, 50):
+        data[start + 1] = data[start]
+        data[start + 2] = data[start]
+        data[start + 2, 0] ^= 1
+        data[start + 3] = data[start + 2]
+        data[start + 3, -1] ^= 16
+    data[2000:2100] = data[2000]
+    all_first, all_second = close_pairs(search.prepare(data, "hamming"), "hamming", radius)
+    first, second = duplicates.hamming_links(data, radius)
+    expected = connected_components(rows, all_first, all_second)
+    np.testing.assert_array_equal(connected_components(rows, first, second), expected)
+    if values == 256:  # (16-valued 2-byte hashes all chain into one group)
+        assert (np.bincount(expected) >= 2).sum() > 40
+    bits = np.unpackbits(data[first] ^ data[second], axis=1).sum(axis=1)
+    assert bits.size and bits.max() <= radius  # every link is a real one
