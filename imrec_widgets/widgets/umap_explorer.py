@@ -146,6 +146,7 @@ class UmapExplorer(ipywidgets.VBox):
         self.x_scale, self.y_scale = LinearScale(), LinearScale()
         self.reset_view()
         scales = {"x": self.x_scale, "y": self.y_scale}
+
         # Result rings: a light halo under a dark ring (theme colours), readable on any background.
         def ring(stroke: str, width: float) -> Scatter:
             return Scatter(
