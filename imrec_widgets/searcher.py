@@ -641,11 +641,36 @@ class Searcher:
         return scale
 
     def _rows(self, mode: str, ids: np.ndarray) -> np.ndarray:
+        """Stored rows of ``ids``: from an in-memory or memory-mapped copy of this generation
+        when there is one (a Zarr read decompresses a whole chunk for one row), else the store."""
         generation = self._generation()
         for (hot_mode, _metric), (hot_generation, prepared) in self._hot.items():
             if hot_mode == mode and hot_generation == generation:
                 return prepared.data[np.searchsorted(_ids_of(prepared), ids)]
+        compact_entry = self._compact.get(mode)
+        if compact_entry is not None and compact_entry[0] == generation:
+            data = compact_entry[2]
+            at = np.searchsorted(data.ids, ids)
+            if data.rows is not None and np.all(at < data.ids.size):
+                if np.array_equal(data.ids[at], ids):
+                    return np.asarray(data.rows[at])
+        covered = self._covered_ann_rows(mode, ids, generation)
+        if covered is not None:
+            return covered
         return self.index.store.read_rows(mode, ids)
+
+    def _covered_ann_rows(self, mode: str, ids: np.ndarray, generation: int) -> np.ndarray | None:
+        """Rows of ``ids`` from a loaded ANN index's float32 copy, if none changed since it."""
+        cached = self._ann.get(mode)
+        found = None if cached is None else cached[1]
+        if not isinstance(found, AnnIndex) or found.rows is None:
+            return None
+        uncovered = self._uncovered.get(mode)
+        if uncovered is None or uncovered[0] != (generation, str(found.stamp["file"])):
+            return None
+        if ids.size == 0 or ids.max() >= found.rows.shape[0] or np.isin(ids, uncovered[1]).any():
+            return None
+        return np.asarray(found.rows[ids])
 
     def _hybrid_vectors(
         self, query: Any, modes: Sequence[str]

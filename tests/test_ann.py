@@ -19,8 +19,8 @@ from imrec_widgets import ImageIndex, ann
 from imrec_widgets.catalog import Catalog, Entry
 from imrec_widgets.cli import main
 from imrec_widgets.errors import AnnWarning
-from imrec_widgets.index import DEFAULT_SETTINGS
 from imrec_widgets.store import FeatureStore
+from imrec_widgets.synthetic import write_feature_index
 
 ROWS, DIM, K = 3000, 32, 10
 
@@ -31,15 +31,13 @@ def write_float_index(folder: Path, rows: int = ROWS, dim: int = DIM, seed: int 
     centres = rng.standard_normal((60, dim)).astype(np.float32)
     data = centres[rng.integers(60, size=rows)] + 0.4 * rng.standard_normal((rows, dim))
     index_dir = folder / "index"
-    catalog = Catalog(index_dir / "catalog.sqlite")
-    store = FeatureStore(index_dir / "features.zarr")
-    catalog.set_meta("settings", dict(DEFAULT_SETTINGS, features=["embedding"]))
-    catalog.set_meta("feature_config", {"embedding": {"backbone": "synthetic", "dim": dim}})
-    store.ensure("embedding", (dim,), "float32")
-    store.write_rows("embedding", np.arange(rows), data.astype(np.float32))
-    catalog.commit_entries(
-        Entry(i, f"{'odd' if i % 2 else 'even'}/{i:06d}.jpg", 1, 1, 8, 8, "JPEG")
-        for i in range(rows)
+    catalog, _store = write_feature_index(
+        index_dir,
+        rows,
+        {"embedding": lambda ids: data[ids].astype(np.float32)},
+        feature_config={"embedding": {"backbone": "synthetic", "dim": dim}},
+        path=lambda i: f"{'odd' if i % 2 else 'even'}/{i:06d}.jpg",
+        size=(8, 8),
     )
     catalog.close()
     (folder / "images").mkdir(exist_ok=True)
@@ -302,6 +300,7 @@ import numpy as np
 from imrec_widgets import ann
 from imrec_widgets.catalog import Catalog, Entry
 from imrec_widgets.store import FeatureStore
+from imrec_widgets.synthetic import write_feature_index
 folder = sys.argv[1]
 catalog = Catalog(folder + "/index/catalog.sqlite")
 store = FeatureStore(folder + "/index/features.zarr")
@@ -437,3 +436,11 @@ def test_update_rebuilds_a_damaged_ann_index(photos: Path) -> None:
         warnings.simplefilter("error", AnnWarning)
         late = idx.catalog.id_for_path("late.jpg")
         assert idx.search(late, "rgb", exact=False, exclude_self=False).ids[0] == late
+
+
+def test_more_like_this_reads_the_query_row_from_the_ann_copy(built: Path, monkeypatch) -> None:
+    """A query by id takes its row from the ANN index's float32 copy, not a Zarr chunk."""
+    idx = opened(built)
+    expected = [idx.search(int(q), k=K, exact=False).ids for q in (5, 17, 2999)]
+    monkeypatch.setattr(idx.store, "read_rows", lambda *a: 1 / 0)
+    assert [idx.search(int(q), k=K, exact=False).ids for q in (5, 17, 2999)] == expected

@@ -162,3 +162,15 @@ def test_rerank_rows_file_is_complete_or_ignored(indexed: ImageIndex) -> None:
     again = reopened(indexed, "int8")
     assert_same_answers(again, reopened(indexed, "float32"), "embedding", "cosine", 10)
     assert files[0].stat().st_size == data.rows.nbytes, "the damaged file was not rewritten"
+
+
+def test_more_like_this_reads_the_query_row_from_the_rerank_copy(
+    indexed: ImageIndex, monkeypatch
+) -> None:
+    """On a compact index a query by id takes its row from the memory-mapped float32 copy."""
+    idx = reopened(indexed, "int8")
+    queries = [int(i) for i in idx.ids()[:3]]
+    expected = [idx.search(q).ids for q in queries]
+    assert idx.searcher._compact["embedding"][2].rows is not None
+    monkeypatch.setattr(idx.store, "read_rows", lambda *a: 1 / 0)
+    assert [idx.search(q).ids for q in queries] == expected
