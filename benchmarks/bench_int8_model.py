@@ -12,7 +12,8 @@ none of them evaluated). Then, side by side in one process:
            on 1 thread and on all cores, median of 3
   quality  precision@10 of cosine search over the embeddings of each graph, every image
            querying the others (itself left out): Fashion-MNIST test images (Debian's
-           dataset-fashion-mnist; skipped without it) and scikit-learn's digits, upscaled
+           dataset-fashion-mnist; skipped without it) and scikit-learn's digits, upscaled; and
+           the tests' copy groups of the photos (6 copies each: P@10 is at most 0.5 there)
 
 The issue's rule: keep int8 only if P@10 stays within 0.01 of float32 on each dataset.
 """
@@ -75,6 +76,20 @@ def tensors(model: EmbeddingFeature, grey: np.ndarray) -> np.ndarray:
     return np.stack(
         [model.prepare(Image.fromarray(g).convert("RGB").resize((64, 64))) for g in grey]
     )
+
+
+def copy_groups(model: EmbeddingFeature, work: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The tests' 12 photos x 6 copies (crop, half size, JPEG q30, colour, dark...), labelled by photo."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from labeled_photos import write_labeled_photos
+
+    from imrec_widgets.imageio import load_rgb
+
+    written = write_labeled_photos(work / "copies")
+    paths = [(label, path) for label, group in written.items() for path in group]
+    batch = np.stack([model.prepare(load_rgb(path)) for _, path in paths])
+    names = sorted(written)
+    return batch, np.array([names.index(label) for label, _ in paths])
 
 
 def precision_at_10(vectors: np.ndarray, labels: np.ndarray) -> float:
@@ -165,6 +180,7 @@ def main() -> None:
     if test is not None:
         datasets["fashion-mnist"] = test
     inputs = {name: (tensors(model, images), labels) for name, (images, labels) in datasets.items()}
+    inputs["photo copies"] = copy_groups(model, work)
     speed_batch = next(iter(inputs.values()))[0][:256]
 
     print(
