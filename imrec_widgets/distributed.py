@@ -233,6 +233,32 @@ def run_batches_dask(
 
 
 # -- search -----------------------------------------------------------------------------------------
+def chunk_masks(allowed: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, stop, packed mask)`` of each row chunk holding some of ``allowed`` (ascending)."""
+    if allowed.size == 0:
+        return
+    end = int(allowed[-1]) + 1
+    for start in range(0, end, chunk_rows):
+        stop = min(start + chunk_rows, end)
+        lo, hi = np.searchsorted(allowed, [start, stop])
+        if hi == lo:
+            continue
+        mask = np.zeros(stop - start, dtype=bool)
+        mask[allowed[lo:hi] - start] = True
+        yield start, stop, np.packbits(mask)
+
+
+def read_masked(
+    location: str, name: str, start: int, stop: int, packed_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Worker side: the ids and rows of chunk ``start..stop-1`` of ``name`` that the mask keeps."""
+    from .store import FeatureStore
+
+    block = np.asarray(FeatureStore(location, read_only=True).array(name)[start:stop])
+    rows = np.flatnonzero(np.unpackbits(packed_mask, count=stop - start))
+    return rows.astype(np.int64) + start, block[rows]
+
+
 def chunk_topk(
     location: str,
     name: str,
@@ -244,14 +270,11 @@ def chunk_topk(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Worker side: top-``k`` of rows ``start..stop-1`` of feature ``name`` that ``packed_mask`` keeps."""
-    from .store import FeatureStore
-
-    block = np.asarray(FeatureStore(location, read_only=True).array(name)[start:stop])
-    rows = np.flatnonzero(np.unpackbits(packed_mask, count=stop - start))
-    if rows.size == 0:
+    ids, rows = read_masked(location, name, start, stop, packed_mask)
+    if ids.size == 0:
         n_queries = queries.shape[0]
         return np.empty((n_queries, 0), np.int64), np.empty((n_queries, 0), np.float32)
-    return search.topk(queries, block[rows], metric, k, ids=rows.astype(np.int64) + start)
+    return search.topk(queries, rows, metric, k, ids=ids)
 
 
 def topk_dask(
@@ -280,14 +303,7 @@ def topk_dask(
     where = map_location(str(location), path_rules(path_map))
     [shared_queries] = client.scatter([queries], hash=False)
     futures = []
-    for start in range(0, int(allowed[-1]) + 1, chunk_rows):
-        stop = start + chunk_rows
-        lo, hi = np.searchsorted(allowed, [start, stop])
-        if hi == lo:
-            continue
-        stop = min(stop, int(allowed[-1]) + 1)
-        mask = np.zeros(stop - start, dtype=bool)
-        mask[allowed[lo:hi] - start] = True
+    for start, stop, packed in chunk_masks(allowed, chunk_rows):
         futures.append(
             client.submit(
                 chunk_topk,
@@ -295,7 +311,7 @@ def topk_dask(
                 name,
                 start,
                 stop,
-                np.packbits(mask),
+                packed,
                 shared_queries,
                 metric,
                 k,
@@ -326,12 +342,9 @@ def chunk_compact(
     """Worker side: the compact copy (``compact.CompactData``) of rows ``start..stop-1`` of
     feature ``name`` that ``packed_mask`` keeps; it stays in the worker's memory."""
     from . import compact
-    from .store import FeatureStore
 
-    block = np.asarray(FeatureStore(location, read_only=True).array(name)[start:stop])
-    rows = np.flatnonzero(np.unpackbits(packed_mask, count=stop - start))
-    chunks = [(rows.astype(np.int64) + start, block[rows])]
-    return compact.build(chunks, rows.size, block.shape[1], vector_dtype, quantizer)
+    ids, rows = read_masked(location, name, start, stop, packed_mask)
+    return compact.build([(ids, rows)], ids.size, rows.shape[1], vector_dtype, quantizer)
 
 
 def shard_candidates(
@@ -381,13 +394,7 @@ class CompactShards:
         where = map_location(str(location), path_rules(path_map))
         [shared_quantizer] = client.scatter([quantizer], hash=False, broadcast=True)
         self.shards = []
-        for start in range(0, int(ok[-1]) + 1 if ok.size else 0, chunk_rows):
-            stop = min(start + chunk_rows, int(ok[-1]) + 1)
-            lo, hi = np.searchsorted(ok, [start, stop])
-            if hi == lo:
-                continue
-            mask = np.zeros(stop - start, dtype=bool)
-            mask[ok[lo:hi] - start] = True
+        for start, stop, packed in chunk_masks(ok, chunk_rows):
             self.shards.append(
                 client.submit(
                     chunk_compact,
@@ -395,7 +402,7 @@ class CompactShards:
                     name,
                     start,
                     stop,
-                    np.packbits(mask),
+                    packed,
                     vector_dtype,
                     shared_quantizer,
                     pure=False,
@@ -418,12 +425,10 @@ class CompactShards:
         except BaseException:
             self.client.cancel(futures)
             raise
-        ids = (
-            np.concatenate([p[0] for p in parts], axis=1) if parts else np.empty((len(queries), 0))
-        )
-        scores = (
-            np.concatenate([p[1] for p in parts], axis=1) if parts else np.empty((len(queries), 0))
-        )
+        if not parts:
+            return [np.empty(0, np.int64) for _ in queries]
+        ids = np.concatenate([p[0] for p in parts], axis=1)
+        scores = np.concatenate([p[1] for p in parts], axis=1)
         if ids.shape[1] > want:
             best = np.argpartition(scores, want - 1, axis=1)[:, :want]
             ids = np.take_along_axis(ids, best, axis=1)

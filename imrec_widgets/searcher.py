@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +75,25 @@ def _uses_model(queries: Sequence[Any], modes: Any) -> bool:
         for query in queries
         for q in (query if _is_batch(query) else [query])
     )
+
+
+def _rerank(
+    matrix: np.ndarray,
+    metric: str,
+    k: int,
+    candidates: Callable[[int, np.ndarray], np.ndarray],
+    vectors: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of each block of queries over the float32 rows (``vectors``) of the union
+    of their candidate ids (``candidates(first query's position, block)``)."""
+    found_ids, found_dist = [], []
+    for start in range(0, matrix.shape[0], _RERANK_QUERIES):
+        queries = matrix[start : start + _RERANK_QUERIES]
+        chosen = np.unique(candidates(start, queries))
+        ids, dist = search.topk(queries, vectors(chosen), metric, k, ids=chosen)
+        found_ids.append(ids)
+        found_dist.append(dist)
+    return np.concatenate(found_ids), np.concatenate(found_dist)
 
 
 def _ids_of(prepared: search.PreparedData) -> np.ndarray:
@@ -449,14 +468,13 @@ class Searcher:
         pool = self.ok_ids().size if allowed is None else allowed.size
         want = min(pool, max(1, self.rerank) * k)
         candidates = cached[1].candidates(matrix, metric, want, allowed)
-        found_ids, found_dist = [], []
-        for query, chosen in zip(matrix, candidates, strict=True):
-            chosen = np.unique(chosen)
-            vectors = self.index.store.read_rows(mode, chosen)
-            ids, dist = search.topk(query[None], vectors, metric, k, ids=chosen)
-            found_ids.append(ids)
-            found_dist.append(dist)
-        return np.concatenate(found_ids), np.concatenate(found_dist)
+        return _rerank(
+            matrix,
+            metric,
+            k,
+            lambda start, queries: np.concatenate(candidates[start : start + len(queries)]),
+            lambda chosen: self.index.store.read_rows(mode, chosen),
+        )
 
     def _topk_compact(
         self,
@@ -471,25 +489,19 @@ class Searcher:
         rows = None if allowed is None else np.searchsorted(data.ids, allowed)
         candidate_ids = data.ids if allowed is None else allowed
         want = min(candidate_ids.size, max(1, self.rerank) * k)
-        found_ids, found_dist = [], []
-        for start in range(0, matrix.shape[0], _RERANK_QUERIES):
-            queries = matrix[start : start + _RERANK_QUERIES]
+
+        def candidates(_start: int, queries: np.ndarray) -> np.ndarray:
+            if want >= candidate_ids.size:
+                return candidate_ids
             scores = compact.approximate_scores(queries, data, metric, rows)
-            if want < candidate_ids.size:
-                best = np.argpartition(scores, want - 1, axis=1)[:, :want]
-            else:
-                best = np.broadcast_to(
-                    np.arange(candidate_ids.size), (queries.shape[0], candidate_ids.size)
-                )
-            chosen = np.unique(candidate_ids[best])
+            return candidate_ids[np.argpartition(scores, want - 1, axis=1)[:, :want]]
+
+        def vectors(chosen: np.ndarray) -> np.ndarray:
             if data.rows is not None:
-                vectors = data.rows[np.searchsorted(data.ids, chosen)]
-            else:
-                vectors = self.index.store.read_rows(mode, chosen)
-            ids, dist = search.topk(queries, vectors, metric, k, ids=chosen)
-            found_ids.append(ids)
-            found_dist.append(dist)
-        return np.concatenate(found_ids), np.concatenate(found_dist)
+                return data.rows[np.searchsorted(data.ids, chosen)]
+            return self.index.store.read_rows(mode, chosen)
+
+        return _rerank(matrix, metric, k, candidates, vectors)
 
     # -- ANN candidates, exact re-rank --------------------------------------------------------------
     def ann(self, mode: str, metric: str, exact: bool | None = False) -> AnnIndex | None:
