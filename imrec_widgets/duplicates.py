@@ -264,8 +264,9 @@ def hamming_links(packed: np.ndarray, max_distance: float) -> tuple[np.ndarray, 
     unique, first_of, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     rows = np.arange(n)
-    twins = first_of[inverse] != rows
-    firsts, seconds = [first_of[inverse][twins]], [rows[twins]]
+    representative = first_of[inverse]
+    twins = representative != rows
+    firsts, seconds = [representative[twins]], [rows[twins]]
     words = _as_words(unique)
     bits = np.unpackbits(unique, axis=1)
     blocks = np.array_split(np.arange(bits.shape[1]), min(radius + 1, bits.shape[1]))
