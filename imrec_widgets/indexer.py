@@ -240,6 +240,10 @@ def batched(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start : start + size])
 
 
+DECODE_CHUNK = 16
+"""Files per decoding task: the model starts on the first few files, not after a whole batch."""
+
+
 def run_batches(
     batches: list[list[tuple[int, ScannedFile]]],
     settings: dict[str, Any],
@@ -249,9 +253,11 @@ def run_batches(
 ) -> None:
     """Process ``batches`` in order, ``workers`` processes decoding ahead (0 = in this process).
 
-    ``model`` (the embedding feature, run by ``on_batch``) gets the cores the workers leave free.
+    Workers decode chunks of ``DECODE_CHUNK`` files; ``model`` (the embedding feature) embeds
+    each chunk as it arrives, on the cores the workers leave free, and on every core once the
+    workers have nothing left to decode. ``on_batch`` gets each batch whole, in order.
     """
-    if workers <= 0 or len(batches) <= 1:
+    if workers <= 0 or sum(map(len, batches)) <= DECODE_CHUNK:
         for batch in batches:
             on_batch(process_batch(settings, batch))
         return
@@ -260,10 +266,19 @@ def run_batches(
     # fork: workers start in milliseconds and never re-run the user's script (spawn would).
     # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    ahead = 2 * workers
-    threads = max(1, (os.cpu_count() or 1) - workers)
+    cores = os.cpu_count() or 1
+    chunks = [
+        (chunk, start + DECODE_CHUNK >= len(batch))
+        for batch in batches
+        for start, chunk in zip(
+            range(0, len(batch), DECODE_CHUNK), batched(batch, DECODE_CHUNK), strict=True
+        )
+    ]
+    ahead = 2 * workers * -(-max(map(len, batches)) // DECODE_CHUNK)
     with (
-        model.using_threads(threads) if model is not None else contextlib.nullcontext(),
+        model.using_threads(max(1, cores - workers))
+        if model is not None
+        else contextlib.nullcontext(),
         ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
@@ -271,19 +286,52 @@ def run_batches(
             initargs=(os.getpid(),),
         ) as pool,
     ):
-        pending: deque[Future[list[Decoded]]] = deque()
-        queue = iter(batches)
+        pending: deque[tuple[Future[list[Decoded]], bool]] = deque()
+        queue = iter(chunks)
+        exhausted = False
+
+        def submit() -> None:
+            nonlocal exhausted
+            while len(pending) < ahead and not exhausted:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    pending.append((pool.submit(process_batch, settings, item[0]), item[1]))
+
         try:
-            for batch in queue:
-                pending.append(pool.submit(process_batch, settings, batch))
-                if len(pending) >= ahead:
-                    on_batch(pending.popleft().result())
+            submit()
+            if model is not None:  # load while the workers decode the first chunks
+                model.load()
+                with model.using_threads(cores):  # for the tail, when the workers are done
+                    model.load()
+            done: list[Decoded] = []
             while pending:
-                on_batch(pending.popleft().result())
+                future, last = pending.popleft()
+                decoded = future.result()
+                submit()
+                if model is not None:
+                    idle = exhausted and all(f.done() for f, _ in pending)
+                    _embed_ahead(model, decoded, cores if idle else None)
+                done += decoded
+                if last:
+                    on_batch(done)
+                    done = []
         except BaseException:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
             raise
+
+
+def _embed_ahead(model: Any, decoded: list[Decoded], threads: int | None) -> None:
+    """Embed a decoded chunk now (on ``threads``, default the current ones); the writer keeps it."""
+    todo = [d for d in decoded if d.model_input is not None]
+    if not todo:
+        return
+    with model.using_threads(threads) if threads else contextlib.nullcontext():
+        values = model.embed(model_inputs(todo))
+    for d, value in zip(todo, values, strict=True):
+        d.embedding, d.model_input = value, None
 
 
 INHERITED_FDS: set[int] = set()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -8,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from skimage import data
 from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError, WriteLock
 from imrec_widgets import indexer as indexer_module
 from imrec_widgets.features import MODEL_FREE_FEATURES
-from imrec_widgets.indexer import scan
+from imrec_widgets.imageio import load_rgb
+from imrec_widgets.indexer import DECODE_MIN_SIDE, scan, worker_setup
 
 
 def cheap_index(root: Path, **kwargs: object) -> ImageIndex:
@@ -288,3 +291,62 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_p
         np.testing.assert_array_equal(resumed[1][name], clean[1][name], err_msg=name)
     # What the README promises: embeddings equal within 1e-5 (each value), the rest identical.
     assert np.abs(resumed[1]["embedding"] - clean[1]["embedding"]).max() <= 1e-5
+
+
+class RecordingModel:
+    """A stand-in embedding model: records each call's batch size and thread count."""
+
+    def __init__(self) -> None:
+        self.threads: int | None = None
+        self.loaded: list[int | None] = []
+        self.calls: list[tuple[int, int | None]] = []
+
+    def load(self) -> None:
+        self.loaded.append(self.threads)
+
+    @contextlib.contextmanager
+    def using_threads(self, count: int) -> Iterator[None]:
+        before, self.threads = self.threads, count
+        try:
+            yield
+        finally:
+            self.threads = before
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        assert self.loaded, "embedded before the model was loaded"
+        self.calls.append((len(batch), self.threads))
+        return batch.reshape(len(batch), -1)[:, :6].astype(np.float32)  # which input it was
+
+
+def test_the_model_embeds_each_decoded_chunk_and_batches_reach_the_writer_whole(
+    photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    settings = ImageIndex.open(photos, features=["embedding", "dhash"]).settings
+    found = scan([photos])
+    tasks = list(enumerate(found.files[p] for p in sorted(found.files)))
+    assert len(tasks) == 19
+    monkeypatch.setattr(indexer_module, "DECODE_CHUNK", 5)
+    monkeypatch.setattr(indexer_module.os, "cpu_count", lambda: 4)
+    model = RecordingModel()
+    written: list[list[indexer_module.Decoded]] = []
+    batches = list(indexer_module.batched(tasks, 12))
+    indexer_module.run_batches(batches, settings, 1, written.append, model=model)
+
+    # The model is loaded for both thread counts before the first chunk is embedded, embeds
+    # chunks of at most 5 files (not batches of 12) on the 3 cores the decoder leaves, and
+    # the last chunk, with nothing left to decode, on all 4.
+    assert model.loaded == [3, 4]
+    assert sum(n for n, _ in model.calls) == 18 and max(n for n, _ in model.calls) == 5
+    assert {t for _, t in model.calls[:-1]} <= {3, 4} and model.calls[-1][1] == 4
+    assert [[d.entry.id for d in batch] for batch in written] == [
+        [id_ for id_, _ in batch] for batch in batches
+    ]
+    prepare = worker_setup(settings)["embedding"].prepare
+    for decoded in (d for batch in written for d in batch):
+        if decoded.entry.path == "broken.jpg":
+            assert decoded.entry.error and decoded.embedding is None
+            continue
+        assert decoded.model_input is None  # the writer stores the embedding as it is
+        want = prepare(load_rgb(photos / decoded.entry.path, min_side=DECODE_MIN_SIDE))
+        np.testing.assert_array_equal(decoded.embedding, want.reshape(-1)[:6])
