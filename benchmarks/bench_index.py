@@ -4,7 +4,8 @@
 
 Writes a folder of real-size JPEGs made from the bundled sample photos (crops and rescales, so
 every file differs), then measures, in one process, side by side for every installed engine
-(torch, onnxruntime, openvino), each with its model already loaded, repeats interleaved:
+(torch, onnxruntime, openvino) and for onnxruntime-int8 (``model_precision="int8"``: a quantized
+model, other features), each with its model already loaded, repeats interleaved:
   backbone     EmbeddingFeature.embed() alone on the images already decoded to input tensors,
                on all cores (engine default threads) and on the threads the pipeline leaves it
   pipeline     ImageIndex.update() on a fresh index: scan, decode, every feature, Zarr + SQLite
@@ -53,6 +54,17 @@ def make_folder(folder: Path, count: int, megapixels: float, seed: int = 0) -> l
     return paths
 
 
+INT8 = "onnxruntime-int8"
+"""The int8 model (``model_precision="int8"``: other features, so not one of the engines)."""
+
+
+def engine_settings(name: str, setting: str = "precision") -> dict[str, str]:
+    """``engine=`` (and the precision, under the name ``setting``) for an engine row."""
+    if name == INT8:
+        return {"engine": "onnxruntime", setting: "int8"}
+    return {"engine": name}
+
+
 def backbone_rate(model: EmbeddingFeature, tensors: np.ndarray, batch_size: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):
@@ -75,10 +87,15 @@ def main() -> None:
         help="decode worker counts to compare (default: the indexer's default)",
     )
     parser.add_argument(
-        "--engines", nargs="+", default=None, help="default: every installed engine"
+        "--engines",
+        nargs="+",
+        default=None,
+        help="default: every installed engine, and onnxruntime-int8 (model_precision='int8')",
     )
     args = parser.parse_args()
     names = args.engines or [e for e in engines.ENGINES[1:] if engines.installed(e)]
+    if args.engines is None and "onnxruntime" in names:
+        names.append(INT8)
     worker_counts = args.workers or [default_workers()]
     workers = worker_counts[0]
     pipeline_threads = max(1, (os.cpu_count() or 1) - workers) if workers > 0 else None
@@ -87,7 +104,10 @@ def main() -> None:
     try:
         folder = work / "photos"
         paths = make_folder(folder, args.images, args.megapixels)
-        models = {name: EmbeddingFeature(backbone=args.backbone, engine=name) for name in names}
+        models = {
+            name: EmbeddingFeature(backbone=args.backbone, **engine_settings(name))
+            for name in names
+        }
         tensors = np.stack(
             [models[names[0]].prepare(load_rgb(p, min_side=DECODE_MIN_SIDE)) for p in paths]
         )
@@ -110,7 +130,10 @@ def main() -> None:
                 for count, pipe in zip(worker_counts, pipes, strict=True):
                     where = work / f"index-{name}-{repeat}-{count}"
                     index = ImageIndex.open(
-                        folder, index_dir=where, backbone=args.backbone, engine=name
+                        folder,
+                        index_dir=where,
+                        backbone=args.backbone,
+                        **engine_settings(name, setting="model_precision"),
                     )
                     report = index.update(progress=False, workers=count, batch_size=args.batch_size)
                     assert report.new == len(paths) and report.errors == 0

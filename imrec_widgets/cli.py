@@ -55,6 +55,7 @@ def _index(args: argparse.Namespace) -> int:
         hash_size=args.hash_size,
         thumb_size=args.thumb_size,
         vector_dtype=args.vector_dtype,
+        model_precision=args.model_precision,
         rebuild=rebuild,
     )
     if args.dask is None:
@@ -210,7 +211,8 @@ def _info(args: argparse.Namespace) -> int:
         )
     settings = info["settings"]
     print(
-        f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d)"
+        f"backbone    : {settings['backbone']} ({info['feature_config'].get('embedding', {}).get('dim', '-')}-d"
+        f"{', int8 model' if settings.get('model_precision') == 'int8' else ''})"
     )
     print(f"features    : {', '.join(info['stored'])}")
     for name, config in sorted(info["feature_config"].items()):
@@ -468,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--vector-dtype",
         choices=("float32", "float16", "int8"),
         help="copy of float features that searches scan; float16/int8 re-rank exactly (default float32)",
+    )
+    p.add_argument(
+        "--model-precision",
+        choices=("float32", "int8"),
+        help="the CNN's arithmetic: int8 is a quantized graph on onnxruntime, faster on a CPU, "
+        "as good for search, other features (default float32)",
     )
     p.add_argument(
         "--workers",

@@ -16,6 +16,7 @@ from .catalog import SCHEMA_VERSION, Catalog, Record
 from .compact import Quantizer, check_vector_dtype, training_sample
 from .errors import AnnWarning, EmptyIndexError, IndexConfigError
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
+from .features.engines import PRECISIONS
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
 from .indexer import (
     UpdateReport,
@@ -136,7 +137,7 @@ class ImageIndex:
         """Open (or prepare to create) the index of ``root``.
 
         Settings (``features``, ``backbone``, ``weights``, ``bins``, ``hash_size``,
-        ``thumb_size``, ``vector_dtype``) default to what the index was built with, or to ``DEFAULT_SETTINGS``
+        ``thumb_size``, ``vector_dtype``, ``model_precision``) default to what the index was built with, or to ``DEFAULT_SETTINGS``
         for a new one. Asking for a different value than the stored one raises
         ``IndexConfigError`` unless ``rebuild`` names the features it changes; the next
         ``update()`` then recomputes them for every image.
@@ -196,12 +197,17 @@ class ImageIndex:
 
     def _resolve_settings(self, stored: dict[str, Any] | None) -> dict[str, Any]:
         """Stored settings overridden by the requested ones; a conflict needs a rebuild."""
-        settings = dict(DEFAULT_SETTINGS if stored is None else stored)
+        # settings added since an index was built take their defaults (what it was built with)
+        settings = {**DEFAULT_SETTINGS, **(stored or {})}
         for key, value in self._requested.items():
             if key == "features":
                 value = _checked_features(value)
             if key == "vector_dtype":
                 value = check_vector_dtype(value)
+            if key == "model_precision" and value not in PRECISIONS:
+                raise ValueError(
+                    f"unknown model_precision {value!r}; choose {' or '.join(PRECISIONS)}"
+                )
             affected = SETTING_FEATURES.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:

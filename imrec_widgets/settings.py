@@ -11,7 +11,8 @@ class IndexSettings(TypedDict, total=False):
     """Keyword settings of ``ImageIndex.open`` (each optional; None or absent = the stored one).
 
     An index remembers them; opening it with other values of the ones that change stored
-    features (``backbone``, ``bins``, ``hash_size``, ``thumb_size``) needs ``rebuild=``.
+    features (``backbone``, ``model_precision``, ``bins``, ``hash_size``, ``thumb_size``) needs
+    ``rebuild=``.
     """
 
     features: list[str] | tuple[str, ...] | None
@@ -28,6 +29,8 @@ class IndexSettings(TypedDict, total=False):
     """Side in pixels of the stored thumbnails."""
     vector_dtype: str | None
     """Stored search copy of float features: ``"float32"``, ``"float16"`` or ``"int8"``."""
+    model_precision: str | None
+    """The CNN's arithmetic: ``"float32"``, or ``"int8"`` (a quantized graph on ONNX Runtime)."""
 
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -38,11 +41,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "hash_size": 8,
     "thumb_size": 64,
     "vector_dtype": "float32",
+    "model_precision": "float32",
 }
 """Settings of a new index where ``open`` is not given others."""
 
 SETTING_FEATURES: dict[str, tuple[str, ...]] = {
     "backbone": ("embedding",),
+    "model_precision": ("embedding",),
     "bins": ("rgb",),
     "hash_size": ("ahash", "dhash"),
     "thumb_size": ("thumb",),

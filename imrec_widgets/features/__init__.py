@@ -113,6 +113,7 @@ def build_feature(name: str, settings: dict[str, Any]) -> Feature:
             backbone=settings["backbone"],
             weights=settings.get("weights"),
             engine=settings.get("engine") or "auto",
+            precision=settings.get("model_precision") or "float32",
         )
     if name == "rgb":
         from .color import ColorHistogramFeature
