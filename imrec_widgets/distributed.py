@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import search
-from .indexer import Decoded, ScannedFile, model_inputs, process_batch, worker_setup
+from .indexer import Decoded, ScannedFile, embed_decoded, process_batch, worker_setup
 
 WAIT_FOR_WORKERS_S = 120.0
 """How long ``run_batches_dask`` waits for a first worker to join the scheduler."""
@@ -131,13 +131,9 @@ def extract_batch(settings: dict[str, Any], tasks: list[tuple[int, ScannedFile]]
     The extractors (and so the model) are built once per worker process and reused.
     """
     decoded = process_batch(settings, tasks)
-    features = worker_setup(settings)
-    ok = [d for d in decoded if d.features is not None]
-    if ok and "embedding" in features:
-        embeddings = features["embedding"].embed(model_inputs(ok))
-        for item, row in zip(ok, embeddings, strict=True):
-            item.embedding = row.copy()
-            item.model_input = None  # the writer needs the embedding, not the model's input
+    model = worker_setup(settings).get("embedding")
+    if model is not None:
+        embed_decoded(model, decoded)
     return decoded
 
 

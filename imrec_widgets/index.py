@@ -351,7 +351,7 @@ class ImageIndex:
             report.removed = len(gone)
 
             bar = _progress_bar(len(tasks), progress)
-            workers = default_workers() if workers is None else workers
+            workers = default_workers(features.get("embedding")) if workers is None else workers
 
             def on_batch(decoded: list[Any]) -> None:
                 report.errors += write_batch(store, catalog, features, decoded)

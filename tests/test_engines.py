@@ -15,11 +15,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from imrec_widgets import ImageIndex
+from imrec_widgets import ImageIndex, indexer
 from imrec_widgets.cli import main
 from imrec_widgets.errors import EngineFallbackWarning
 from imrec_widgets.features import embeddings, engines
 from imrec_widgets.features.embeddings import EmbeddingFeature
+from imrec_widgets.imageio import load_rgb
+from imrec_widgets.indexer import DECODE_MIN_SIDE
 
 REPO = Path(__file__).resolve().parents[1]
 ONNX_ENGINES = [
@@ -277,3 +279,42 @@ def test_cli_engine_option(
     assert main([*args, "--engine", "torch"]) == 0
     want = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in got["hits"]] == [h["id"] for h in want["hits"]]
+
+
+def test_onnxruntime_workers_embed_their_chunks_even_after_the_writer_ran_the_model(
+    photos: Path, prepared: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers (forked from a process that already holds ONNX Runtime sessions, as a
+    notebook that searched does) embed what they decode; the writing process embeds nothing."""
+    model = EmbeddingFeature(engine="onnxruntime")
+    for threads in (1, 2):
+        with model.using_threads(threads):
+            model.embed(prepared[:2])
+
+    def not_here(batch: np.ndarray) -> np.ndarray:
+        raise AssertionError("the writing process embedded")
+
+    monkeypatch.setattr(model, "embed", not_here)
+    settings = ImageIndex.open(photos, features=["embedding"]).settings
+    found = indexer.scan([photos])
+    tasks = list(enumerate(found.files[p] for p in sorted(found.files)))
+    written: list[indexer.Decoded] = []
+    batches = list(indexer.batched(tasks, 8))
+    indexer.run_batches(batches, settings, 2, written.extend, model=model)
+
+    assert [d.entry.id for d in written] == [id_ for id_, _ in tasks]
+    reference = EmbeddingFeature(engine="onnxruntime")
+    want = reference.embed(
+        np.stack(
+            [
+                reference.prepare(load_rgb(photos / d.entry.path, min_side=DECODE_MIN_SIDE))
+                for d in written
+            ]
+        )
+    )
+    got = np.stack([d.embedding for d in written])
+    assert cosine_rows(got, want).min() >= 0.99999
+    assert indexer.default_workers(model) == os.cpu_count()
+    assert indexer.default_workers(EmbeddingFeature(engine="torch")) == max(
+        1, (os.cpu_count() or 1) - 1
+    )

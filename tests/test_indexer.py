@@ -296,6 +296,8 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_p
 class RecordingModel:
     """A stand-in embedding model: records each call's batch size and thread count."""
 
+    engine_used = "torch"  # so the writing process embeds, as it does for torch
+
     def __init__(self) -> None:
         self.threads: int | None = None
         self.loaded: list[int | None] = []
