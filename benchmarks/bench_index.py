@@ -7,7 +7,7 @@ every file differs), then measures, in one process, side by side for every insta
 (torch, onnxruntime, openvino) and for onnxruntime-int8 (``model_precision="int8"``: a quantized
 model, other features), each with its model already loaded, repeats interleaved:
   backbone     EmbeddingFeature.embed() alone on the images already decoded to input tensors,
-               on all cores (engine default threads) and on the threads the pipeline leaves it
+               on all cores (engine default threads) and on one thread
   pipeline     ImageIndex.update() on a fresh index: scan, decode, every feature, Zarr + SQLite
 and prints images/s (median of repeats) and ratios: pipeline / torch pipeline (goal >= 2.5) and
 pipeline / own backbone on all cores (goal >= 0.8).
@@ -96,9 +96,9 @@ def main() -> None:
     names = args.engines or [e for e in engines.ENGINES[1:] if engines.installed(e)]
     if args.engines is None and "onnxruntime" in names:
         names.append(INT8)
-    worker_counts = args.workers or [default_workers()]
-    workers = worker_counts[0]
-    pipeline_threads = max(1, (os.cpu_count() or 1) - workers) if workers > 0 else None
+    # None: the indexer's default for the engine (onnxruntime: a worker per core, each decoding
+    # and embedding; the others: cores - 1 decoding workers, the model on the core left)
+    worker_counts: list[int | None] = [None, *(args.workers or [])]
 
     work = Path(tempfile.mkdtemp(prefix="bench_index_"))
     try:
@@ -115,17 +115,17 @@ def main() -> None:
             warnings.simplefilter("error", EngineFallbackWarning)
             for model in models.values():  # load (and export) once, as the index's instance will
                 model.embed(tensors[:8])
-                with model.using_threads(pipeline_threads or 1):
+                with model.using_threads(1):
                     model.embed(tensors[:8])
 
-        pipes = [f"pipeline w{w}" for w in worker_counts]
+        pipes = [f"pipeline {'default' if w is None else f'w{w}'}" for w in worker_counts]
         rates: dict[str, dict[str, list[float]]] = {
             n: {"all": [], "pipe_t": [], **{p: [] for p in pipes}} for n in names
         }
         for repeat in range(args.repeats):
             for name, model in models.items():
                 rates[name]["all"].append(backbone_rate(model, tensors, args.batch_size))
-                with model.using_threads(pipeline_threads or 1):
+                with model.using_threads(1):
                     rates[name]["pipe_t"].append(backbone_rate(model, tensors, args.batch_size))
                 for count, pipe in zip(worker_counts, pipes, strict=True):
                     where = work / f"index-{name}-{repeat}-{count}"
@@ -145,17 +145,19 @@ def main() -> None:
         print(
             f"{args.images} JPEGs of {args.megapixels:g} MP, backbone {args.backbone}, batch "
             f"{args.batch_size}, {os.cpu_count()} cores, median of {args.repeats}; images/s. "
-            f"wN: N decode workers, the model on cores - N threads (torch's baseline: "
-            f"w{workers}); bb: backbone alone on all cores / on {pipeline_threads or 1} thread(s)"
+            f"default: the indexer's worker processes for the engine (onnxruntime: "
+            f"{default_workers(models.get('onnxruntime'))}, each decoding and embedding; torch: "
+            f"{default_workers(models.get('torch', EmbeddingFeature(engine='torch')))} decoding, the "
+            "model on the cores left); wN: N workers; bb: backbone alone on all cores / 1 thread"
         )
-        head = f"{'engine':<12}{'bb all':>8}{f'bb {pipeline_threads or 1}t':>8}"
-        head += "".join(f"{p.split()[1]:>7}{'/bb':>6}{'/torch':>7}" for p in pipes)
+        head = f"{'engine':<17}{'bb all':>8}{'bb 1t':>8}"
+        head += "".join(f"{p.split()[1]:>8}{'/bb':>6}{'/torch':>7}" for p in pipes)
         print(head)
         for name, m in med.items():
-            line = f"{name:<12}{m['all']:>8.1f}{m['pipe_t']:>8.1f}"
+            line = f"{name:<17}{m['all']:>8.1f}{m['pipe_t']:>8.1f}"
             for pipe in pipes:
                 ratio = f"{m[pipe] / torch_pipeline:>6.2f}x" if torch_pipeline else f"{'-':>7}"
-                line += f"{m[pipe]:>7.1f}{m[pipe] / max(m['all'], m['pipe_t']):>6.2f}{ratio}"
+                line += f"{m[pipe]:>8.1f}{m[pipe] / max(m['all'], m['pipe_t']):>6.2f}{ratio}"
             print(line)
         print(
             "goals: pipeline >= 2.5x torch's pipeline (same run); pipeline >= 0.8x its own "
