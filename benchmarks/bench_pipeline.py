@@ -145,7 +145,10 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
-        "--workers", type=int, default=None, help="local decoding processes (default: cores - 1)"
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: the indexer's, per engine)",
     )
     parser.add_argument(
         "--dask-workers", type=int, default=2, help="LocalCluster worker processes (default 2)"

@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="decoding processes (default: cores - 1); with --dask local: Dask worker processes (default: cores)",
+        help="worker processes (default: one per core, each also embedding, with onnxruntime; cores - 1 decoding beside the model otherwise); 0: none; with --dask local: Dask worker processes (default: cores)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument(

@@ -260,7 +260,8 @@ class ImageIndex:
         folder is named in ``report.skipped_dirs``.
 
         Features named in ``open(..., rebuild=)`` are recomputed for every image.
-        ``workers`` decoding processes run ahead of the model (default: cores - 1; 0 = none).
+        ``workers`` processes decode ahead of the model (default: ``indexer.default_workers``:
+        one per core, each also embedding, with onnxruntime; cores - 1 otherwise; 0 = none).
         With a Dask ``client`` (``dask.distributed.Client``) its workers read the files, by path,
         and compute every feature; this process scans and writes. ``path_map``
         (``{"/data/images": "/mnt/images"}``) rewrites path prefixes for workers that mount
