@@ -275,8 +275,8 @@ def run_batches(
     """Process ``batches`` in order, ``workers`` processes decoding ahead (0 = in this process).
 
     Workers decode chunks of ``DECODE_CHUNK`` files. With ``model`` (the embedding feature) on
-    one of ``WORKER_ENGINES`` each worker also embeds its chunks (one thread each) and this
-    process only writes; otherwise the model embeds each chunk here as it arrives, on the cores
+    one of ``WORKER_ENGINES`` and a worker per core, each worker also embeds its chunks (one
+    thread each) and this process only writes; otherwise the model embeds each chunk here as it arrives, on the cores
     the workers leave free, and on every core once the workers have nothing left to decode.
     ``on_batch`` gets each batch whole, in order.
     """
@@ -290,7 +290,8 @@ def run_batches(
     # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     cores = os.cpu_count() or 1
-    embed = model is not None and model.engine_used in WORKER_ENGINES
+    # with a worker per core each embeds too; with fewer the model takes the cores they leave
+    embed = model is not None and model.engine_used in WORKER_ENGINES and workers >= cores
     if embed:
         settings = {**settings, "engine": model.engine_used}
     chunks = [

@@ -300,7 +300,7 @@ def test_onnxruntime_workers_embed_their_chunks_even_after_the_writer_ran_the_mo
     tasks = list(enumerate(found.files[p] for p in sorted(found.files)))
     written: list[indexer.Decoded] = []
     batches = list(indexer.batched(tasks, 8))
-    indexer.run_batches(batches, settings, 2, written.extend, model=model)
+    indexer.run_batches(batches, settings, os.cpu_count() or 1, written.extend, model=model)
 
     assert [d.entry.id for d in written] == [id_ for id_, _ in tasks]
     reference = EmbeddingFeature(engine="onnxruntime")
@@ -315,6 +315,10 @@ def test_onnxruntime_workers_embed_their_chunks_even_after_the_writer_ran_the_mo
     got = np.stack([d.embedding for d in written])
     assert cosine_rows(got, want).min() >= 0.99999
     assert indexer.default_workers(model) == os.cpu_count()
+    # fewer workers than cores: the writing process embeds, on the cores they leave
+    monkeypatch.setattr(indexer.os, "cpu_count", lambda: 4)
+    with pytest.raises(AssertionError, match="the writing process embedded"):
+        indexer.run_batches(batches, settings, 2, written.extend, model=model)
     assert indexer.default_workers(EmbeddingFeature(engine="torch")) == max(
         1, (os.cpu_count() or 1) - 1
     )
