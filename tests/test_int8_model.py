@@ -103,8 +103,12 @@ def test_queries_run_the_int8_graph_without_torch(
     assert report == {"ids": [hit.id for hit in int8.search(query, k=5)], "loaded": []}
 
 
-def test_int8_is_part_of_the_index_identity(indexes: dict[str, ImageIndex]) -> None:
+def test_int8_is_part_of_the_index_identity(
+    indexes: dict[str, ImageIndex], capsys: pytest.CaptureFixture[str]
+) -> None:
     int8, exact = indexes["int8"], indexes["float32"]
+    assert main(["info", str(int8.root), "--index-dir", str(int8.index_dir)]) == 0
+    assert "(1280-d, int8 model)" in capsys.readouterr().out
     reopened = ImageIndex.open(int8.root, int8.index_dir)
     assert reopened.settings["model_precision"] == "int8"
     assert reopened.feature_extractors()["embedding"].precision == "int8"
