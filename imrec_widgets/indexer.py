@@ -276,9 +276,9 @@ def run_batches(
 
     Workers decode chunks of ``DECODE_CHUNK`` files. With ``model`` (the embedding feature) on
     one of ``WORKER_ENGINES`` and a worker per core, each worker also embeds its chunks (one
-    thread each) and this process only writes; otherwise the model embeds each chunk here as it arrives, on the cores
-    the workers leave free, and on every core once the workers have nothing left to decode.
-    ``on_batch`` gets each batch whole, in order.
+    thread each) and this process only writes; otherwise the model embeds each chunk here as
+    it arrives, on the cores the workers leave free, and on every core once the workers have
+    nothing left to decode. ``on_batch`` gets each batch whole, in order.
     """
     if workers <= 0 or sum(map(len, batches)) <= DECODE_CHUNK:
         for batch in batches:
@@ -287,7 +287,8 @@ def run_batches(
     import multiprocessing
 
     # fork: workers start in milliseconds and never re-run the user's script (spawn would).
-    # They only touch PIL/numpy/imagehash, never the model, so a parent holding torch is safe.
+    # They never run torch (PIL/numpy/imagehash, and ONNX Runtime where they embed), so a parent
+    # holding torch is safe.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     cores = os.cpu_count() or 1
     # with a worker per core each embeds too; with fewer the model takes the cores they leave
