@@ -122,7 +122,7 @@ def main() -> None:
 
     model = EmbeddingFeature(engine="onnxruntime")
     int8 = EmbeddingFeature(engine="onnxruntime", precision="int8")
-    graph = model._graph()  # exports the float graph if it is not cached
+    graph = model.graph_file()  # exports the float graph if it is not cached
     quantized = engines.int8_graph_path(graph)
     calibration = engines.calibration_batch(model.prepare)
     started = time.perf_counter()
@@ -132,7 +132,7 @@ def main() -> None:
         f"quantized in {time.perf_counter() - started:.0f} s on {len(calibration)} calibration "
         "images (the bundled photos, their edited and grey copies)"
     )
-    assert int8._graph() == quantized  # the one the package runs (made now if not cached)
+    assert int8.graph_file() == quantized  # the one the package runs (made now if not cached)
     print(
         f"graph size: float {graph.stat().st_size / 2**20:.1f} MiB, int8 {quantized.stat().st_size / 2**20:.1f} MiB"
     )

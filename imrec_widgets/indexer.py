@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 
 from .catalog import Catalog, Entry
-from .errors import EngineFallbackWarning, ImageDecodeError, IndexLockedError
+from .errors import (
+    EngineFallbackWarning,
+    EngineUnavailableError,
+    ImageDecodeError,
+    IndexLockedError,
+)
 from .imageio import DecodedImage, decode, has_image_suffix, sniff_image
 from .store import FeatureStore
 
@@ -293,6 +298,11 @@ def run_batches(
     cores = os.cpu_count() or 1
     # with a worker per core each embeds too; with fewer the model takes the cores they leave
     embed = model is not None and model.engine_used in WORKER_ENGINES and workers >= cores
+    if embed:
+        try:  # exported (with torch) here, once, before the workers fork: they only read it
+            model.graph_file()
+        except EngineUnavailableError:
+            embed = False  # the model here falls back to torch, with its warning
     if embed:
         settings = {**settings, "engine": model.engine_used}
     chunks = [

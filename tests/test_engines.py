@@ -322,3 +322,23 @@ def test_onnxruntime_workers_embed_their_chunks_even_after_the_writer_ran_the_mo
     assert indexer.default_workers(EmbeddingFeature(engine="torch")) == max(
         1, (os.cpu_count() or 1) - 1
     )
+
+
+def test_a_first_index_exports_the_graph_once_in_the_writer_not_in_each_worker(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings, "_SESSIONS", {})
+    real_export = engines.export
+    log = tmp_path / "exports.log"
+
+    def logged_export(*args: object) -> None:
+        with open(log, "a") as fh:  # forked workers inherit this patch: a line each
+            fh.write(f"{os.getpid()}\n")
+        real_export(*args)
+
+    monkeypatch.setattr(engines, "export", logged_export)
+    index = ImageIndex.open(photos, tmp_path / "index", engine="onnxruntime")
+    report = index.update(progress=False, workers=os.cpu_count())
+    assert (report.new, report.errors) == (18, 0)
+    assert log.read_text().split() == [str(os.getpid())]

@@ -347,7 +347,7 @@ class EmbeddingFeature:
             return self._session
         engine = self.engine_used
         try:
-            path = self._graph()
+            path = self.graph_file()
             key = (engine, str(path), self.threads)
             with _MODELS_LOCK:
                 if key not in _SESSIONS:
@@ -365,7 +365,9 @@ class EmbeddingFeature:
                                 "(the next run exports it again)"
                             ) from None
                         # torch cannot stand in for the int8 model: quantize it again now
-                        _SESSIONS[key] = engines.open_session(engine, self._graph(), self.threads)
+                        _SESSIONS[key] = engines.open_session(
+                            engine, self.graph_file(), self.threads
+                        )
                 self._session, self._session_threads = _SESSIONS[key], self.threads
         except EngineUnavailableError as exc:
             if self.precision == "int8":  # torch's features would not be this index's
@@ -379,8 +381,9 @@ class EmbeddingFeature:
             return None
         return self._session
 
-    def _graph(self) -> Path:
-        """The cached ONNX graph of this backbone and weights, exported from torch if missing."""
+    def graph_file(self) -> Path:
+        """The cached ONNX graph this feature runs (the int8 one for ``precision="int8"``),
+        exported from torch (and quantized) now if missing."""
         if not engines.installed(self.engine_used):
             raise EngineUnavailableError(
                 f"{self.engine_used} is not installed; `pip install {self.engine_used}`"
