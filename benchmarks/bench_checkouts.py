@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import shutil
 import statistics
 import subprocess
@@ -21,16 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_index import make_folder
+from bench_index import INT8, engine_settings, make_folder
 
 HERE = Path(__file__).resolve().parents[1]
 ONE_RUN = """
-import shutil, sys, tempfile
+import json, shutil, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from imrec_widgets import ImageIndex
-folder, engine = Path(sys.argv[2]), sys.argv[3]
-settings = {"engine": "onnxruntime", "model_precision": "int8"} if engine == "int8" else {"engine": engine}
+folder, settings = Path(sys.argv[2]), json.loads(sys.argv[3])
 for _ in range(2):  # a warm-up (imports, graph cache, page cache), then the measured run
     where = Path(tempfile.mkdtemp())
     report = ImageIndex.open(folder, where / "index", **settings).update(progress=False)
@@ -48,8 +48,8 @@ def main() -> None:
     parser.add_argument(
         "--new-engines",
         nargs="+",
-        default=["int8"],
-        help="engines only this checkout has (int8: model_precision='int8')",
+        default=[INT8],
+        help=f"engines only this checkout has ({INT8}: model_precision='int8')",
     )
     args = parser.parse_args()
     runs = [("other", args.other.resolve(), e) for e in args.engines]
@@ -61,7 +61,14 @@ def main() -> None:
         rates: dict[tuple[str, str], list[float]] = {}
         for _round, (name, checkout, engine) in itertools.product(range(args.rounds), runs):
             done = subprocess.run(
-                [sys.executable, "-c", ONE_RUN, str(checkout), str(folder), engine],
+                [
+                    sys.executable,
+                    "-c",
+                    ONE_RUN,
+                    str(checkout),
+                    str(folder),
+                    json.dumps(engine_settings(engine, setting="model_precision")),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -16,7 +16,7 @@ from .catalog import SCHEMA_VERSION, Catalog, Record
 from .compact import Quantizer, check_vector_dtype, training_sample
 from .errors import AnnWarning, EmptyIndexError, IndexConfigError
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
-from .features.engines import PRECISIONS
+from .features.engines import check_model_precision
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
 from .indexer import (
     UpdateReport,
@@ -204,10 +204,8 @@ class ImageIndex:
                 value = _checked_features(value)
             if key == "vector_dtype":
                 value = check_vector_dtype(value)
-            if key == "model_precision" and value not in PRECISIONS:
-                raise ValueError(
-                    f"unknown model_precision {value!r}; choose {' or '.join(PRECISIONS)}"
-                )
+            if key == "model_precision":
+                value = check_model_precision(value)
             affected = SETTING_FEATURES.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:

@@ -303,8 +303,8 @@ def run_batches(
             model.graph_file()
         except EngineUnavailableError:
             embed = False  # the model here falls back to torch, with its warning
-    if embed:
-        settings = {**settings, "engine": model.engine_used}
+        else:
+            settings = {**settings, "engine": model.engine_used}
     chunks = [
         (chunk, start + DECODE_CHUNK >= len(batch))
         for batch in batches

@@ -177,10 +177,7 @@ class EmbeddingFeature:
             raise ValueError(
                 f"unknown engine {engine!r}; choose one of {', '.join(engines.ENGINES)}"
             )
-        if precision not in engines.PRECISIONS:
-            raise ValueError(
-                f"unknown model precision {precision!r}; choose {' or '.join(engines.PRECISIONS)}"
-            )
+        engines.check_model_precision(precision)
         if precision == "int8" and engine not in ("auto", "onnxruntime"):
             raise ValueError(
                 f"the int8 model runs on onnxruntime only, not {engine}: use engine='onnxruntime' "

@@ -51,6 +51,13 @@ gives other features, so it is a new cached graph."""
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
+def check_model_precision(value: Any) -> str:
+    """``value`` if it is one of ``PRECISIONS``, else a ``ValueError`` naming them."""
+    if value not in PRECISIONS:
+        raise ValueError(f"unknown model_precision {value!r}; choose {' or '.join(PRECISIONS)}")
+    return str(value)
+
+
 def cache_dir() -> Path:
     """Folder of the cached ONNX graphs."""
     override = os.environ.get(CACHE_ENV)
