@@ -33,6 +33,17 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS moves (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch TEXT NOT NULL,
+    image_id INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL
+        CHECK (state IN ('planned', 'moved', 'undoing', 'restored', 'cancelled')),
+    changed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS moves_state ON moves(state);
 """
 
 
@@ -65,6 +76,21 @@ class Entry:
     format: str | None = None
     error: str | None = None
 
+
+@dataclass(frozen=True)
+class MoveRow:
+    """One logged file move: ``source`` as the catalog names it, ``destination`` absolute."""
+
+    seq: int
+    batch: str
+    image_id: int
+    source: str
+    destination: str
+    state: str
+    changed_at: float
+
+
+_MOVE_COLUMNS = "seq, batch, image_id, source, destination, state, changed_at"
 
 _COLUMNS = "id, path, size, mtime_ns, width, height, format, status, error, indexed_at"
 
@@ -260,9 +286,48 @@ class Catalog:
             self._bump_generation()
 
     def mark_removed(self, ids: Iterable[int]) -> None:
+        self.set_status(ids, "removed")
+
+    # -- the move log (duplicate clean-up, see moves.py) -----------------------------------------
+    def log_moves(self, batch: str, moves: Iterable[tuple[int, str, str]]) -> list[int]:
+        """Record ``(image_id, source, destination)`` moves as planned, in one transaction,
+        before any file moves; returns their sequence numbers."""
+        now = time.time()
+        seqs = []
+        with self._db:
+            for image_id, source, destination in moves:
+                cursor = self._db.execute(
+                    "INSERT INTO moves(batch, image_id, source, destination, state, changed_at) "
+                    "VALUES(?, ?, ?, ?, 'planned', ?)",
+                    (batch, int(image_id), source, destination, now),
+                )
+                seqs.append(int(cursor.lastrowid or 0))
+        return seqs
+
+    def set_move_state(self, seq: int, state: str) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE moves SET state = ?, changed_at = ? WHERE seq = ?",
+                (state, time.time(), int(seq)),
+            )
+
+    def moves(self, states: Sequence[str] = (), batch: str | None = None) -> list[MoveRow]:
+        """Logged moves, newest first, optionally only those in ``states`` or of one ``batch``."""
+        query = f"SELECT {_MOVE_COLUMNS} FROM moves WHERE 1"
+        args: list[Any] = []
+        if states:
+            query += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if batch is not None:
+            query += " AND batch = ?"
+            args.append(batch)
+        return [MoveRow(*row) for row in self._db.execute(query + " ORDER BY seq DESC", args)]
+
+    def set_status(self, ids: Iterable[int], status: str) -> None:
+        """Set the status of rows whose file left (``removed``) or came back unchanged (``ok``)."""
         with self._db:
             self._db.executemany(
-                "UPDATE images SET status = 'removed', error = NULL WHERE id = ?",
-                [(int(i),) for i in ids],
+                "UPDATE images SET status = ?, error = NULL WHERE id = ?",
+                [(status, int(i)) for i in ids],
             )
             self._bump_generation()

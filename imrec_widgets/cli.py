@@ -288,9 +288,10 @@ def _duplicates(args: argparse.Namespace) -> int:
             f"--mode {args.mode} has no default distance; pass --max-distance, "
             "e.g. --max-distance 0.05 for embedding (cosine)"
         )
-    groups = _open_index(args).duplicates(
-        mode=args.mode, max_distance=args.max_distance, metric=args.metric
-    )
+    index = _open_index(args)
+    groups = index.duplicates(mode=args.mode, max_distance=args.max_distance, metric=args.metric)
+    if args.move_extras is not None:
+        return _move_extras(args, index, groups)
     if args.json:
         print(
             json.dumps(
@@ -310,6 +311,36 @@ def _duplicates(args: argparse.Namespace) -> int:
         print(f"group {number}: {len(group.ids)} {kind}")
         for path, distance in zip(group.paths, group.distances, strict=True):
             print(f"  {distance:>8.4g}  {path}")
+    return 0
+
+
+def _move_extras(args: argparse.Namespace, index: Any, groups: Any) -> int:
+    dest = args.move_extras or None
+    report = index.move_duplicates(groups, dest, dry_run=not args.yes)
+    if not args.yes:
+        for item in report.moved:
+            print(f"would move {item.source} -> {item.destination}")
+        print(
+            f"{len(report.moved)} file(s) would move, one kept per group (most pixels, then "
+            "oldest); nothing moved yet: add --yes to move them"
+        )
+        return 0
+    for item in report.moved:
+        print(f"moved {item.source} -> {item.destination}")
+    for path, why in report.skipped:
+        print(f"warning: left {path}: {why}", file=sys.stderr)
+    print(f"{report.summary()}; undo with `imrec restore {args.root}`")
+    return 0
+
+
+@command("restore")
+def _restore(args: argparse.Namespace) -> int:
+    report = _open_index(args).undo_moves(args.batch)
+    for item in report.restored:
+        print(f"put back {item.source}")
+    for path, why in report.skipped:
+        print(f"warning: left {path}: {why}", file=sys.stderr)
+    print(report.summary())
     return 0
 
 
@@ -656,6 +687,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="link images at most this far apart (default 4 bits of a 64-bit hash)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--move-extras",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="move all but one image of each group to DIR (default <root>/.imrec-moved/<date>); "
+        "lists what would move unless --yes",
+    )
+    p.add_argument("--yes", action="store_true", help="with --move-extras: move the files")
+
+    p = sub.add_parser("restore", help="put back files that `duplicates --move-extras` moved")
+    add_root(p)
+    p.add_argument("--batch", default=None, help="only this clean-up's files (default: all)")
     return parser
 
 

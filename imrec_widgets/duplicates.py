@@ -189,7 +189,7 @@ def find_duplicates(
     members = members[np.argsort(parent[members], kind="stable")]
     starts = np.flatnonzero(np.diff(parent[members], prepend=-1))
     groups = []
-    for rows in np.split(members, starts[1:]):
+    for rows in np.split(members, starts[1:]) if members.size else []:
         head = search.prepare(
             prepared.data[rows],
             metric,

@@ -34,6 +34,10 @@ class ProjectionError(ImrecError, ValueError):
     """A map that cannot be made or read (feature missing, too few images, not computed yet)."""
 
 
+class MoveError(ImrecError, ValueError):
+    """A duplicate clean-up that cannot run as asked (bad destination or keeper, nothing to undo)."""
+
+
 class MapMessageError(ImrecError, ValueError):
     """A message from the front end that is not one the map layer understands."""
 
@@ -78,6 +82,7 @@ __all__ = [
     "IndexLockedError",
     "MalformedMessage",
     "MapMessageError",
+    "MoveError",
     "ProjectionError",
     "QuantizerMismatchWarning",
     "WeightsUnavailableError",

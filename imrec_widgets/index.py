@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from PIL import Image
     from typing_extensions import Unpack
 
-    from .duplicates import DuplicateGroups
+    from .duplicates import DuplicateGroup, DuplicateGroups
     from .evaluation import EvaluationReport
+    from .moves import MoveReport
     from .projection import Projection
 
 INDEX_DIRNAME = ".imrec"
@@ -804,6 +805,47 @@ class ImageIndex:
         from .duplicates import find_duplicates
 
         return find_duplicates(self, mode=mode, max_distance=max_distance, metric=metric)
+
+    def move_duplicates(
+        self,
+        groups: Sequence[DuplicateGroup] | None = None,
+        dest: str | os.PathLike[str] | None = None,
+        *,
+        keepers: Mapping[int, int] | None = None,
+        dry_run: bool = False,
+    ) -> MoveReport:
+        """Move every image but one of each duplicate group out of the collection; delete nothing.
+
+        ``groups`` defaults to ``duplicates()``; ``keepers`` maps a group's position to the id to
+        keep (default: the most pixels, then the oldest file). Files go to ``dest`` (default
+        ``<root>/.imrec-moved/<date>/``) under their relative paths, never over an existing
+        file; each move is logged first, so a crash is settled by the next call and
+        ``undo_moves()`` puts the files back. ``dry_run`` returns the plan as ``report.moved``
+        without touching anything.
+        """
+        from . import moves
+
+        if groups is None:
+            groups = self.duplicates()
+        root = self.root
+        target = moves.check_destination(
+            Path(dest) if dest is not None else moves.default_destination(root),
+            root,
+            self.index_dir,
+        )
+        planned = moves.plan_moves(self.catalog, root, groups, target, keepers)
+        if dry_run:
+            return moves.MoveReport(moved=planned)
+        with WriteLock(self.index_dir / "write.lock"):
+            return moves.move(self.catalog, root, planned)
+
+    def undo_moves(self, batch: str | None = None) -> MoveReport:
+        """Put back files that ``move_duplicates`` moved (only ``batch``'s when given), newest
+        first; those that come back unchanged are searchable again at once."""
+        from . import moves
+
+        with WriteLock(self.index_dir / "write.lock"):
+            return moves.undo(self.catalog, self.root, batch)
 
     # -- maps --------------------------------------------------------------------------------------
     def umap(
