@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnWarning",
     "App",
+    "DuplicatesWidget",
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from .index import ImageIndex
     from .indexer import WriteLock
     from .results import Hit, SearchResults
+    from .widgets.duplicates_widget import DuplicatesWidget
     from .widgets.search_widget import SearchWidget
     from .widgets.umap_explorer import App, UmapExplorer
 
@@ -66,6 +68,7 @@ _LAZY = {
     "Hit": "results",
     "SearchResults": "results",
     "SearchWidget": "widgets.search_widget",
+    "DuplicatesWidget": "widgets.duplicates_widget",
     "UmapExplorer": "widgets.umap_explorer",
     "App": "widgets.umap_explorer",
 }

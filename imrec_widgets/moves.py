@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import MoveError
 
@@ -286,3 +286,31 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def describe_groups(catalog: Catalog, groups: Sequence[DuplicateGroup]) -> list[dict[str, Any]]:
+    """What a person needs to pick a keeper, per group: each image's id, path, pixel size, file
+    size, modification time (seconds) and distance to the group's first image, plus the
+    suggested ``keep``."""
+    described = []
+    for group in groups:
+        records = catalog.records(group.ids)
+        described.append(
+            {
+                "keep": suggest_keeper(records),
+                "identical": bool(group.identical),
+                "items": [
+                    {
+                        "id": record.id,
+                        "path": record.path,
+                        "width": record.width or 0,
+                        "height": record.height or 0,
+                        "bytes": record.size,
+                        "modified": record.mtime_ns / 1e9,
+                        "distance": float(distance),
+                    }
+                    for record, distance in zip(records, group.distances, strict=True)
+                ],
+            }
+        )
+    return described

@@ -7,12 +7,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .duplicates_widget import DuplicatesWidget
     from .search_widget import SearchWidget
     from .umap_explorer import App, UmapExplorer
 
-__all__ = ["App", "SearchWidget", "UmapExplorer"]
+__all__ = ["App", "DuplicatesWidget", "SearchWidget", "UmapExplorer"]
 
-_LAZY = {"SearchWidget": "search_widget", "App": "umap_explorer", "UmapExplorer": "umap_explorer"}
+_LAZY = {
+    "DuplicatesWidget": "duplicates_widget",
+    "SearchWidget": "search_widget",
+    "App": "umap_explorer",
+    "UmapExplorer": "umap_explorer",
+}
 
 
 def __getattr__(name: str) -> Any:
