@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import struct
 import time
 import warnings
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from . import derived
 from .errors import AnnWarning
 
 LIBRARY = "faiss"
@@ -125,39 +127,38 @@ def _before_replace(temporary: Path) -> None:
     """Called with the complete, fsynced temporary file just before it is renamed (tests)."""
 
 
+_INDEX_FILE = derived.file_name_pattern("faiss")
+_ROWS_FILE = derived.file_name_pattern("f32")
+_SUMS_FILE = derived.file_name_pattern("sum")
+
+
 def _write_atomically(path: Path, chunks: Iterator[bytes] | bytes | memoryview) -> tuple[int, str]:
-    """Write ``chunks`` to ``path`` via a temporary file, fsync, rename; (bytes, SHA-256)."""
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    """Write ``chunks`` to ``path`` via a fresh temporary file, fsync, rename; (bytes, SHA-256)."""
     digest = hashlib.sha256()
     size = 0
+    handle, temporary = derived.create_temporary(path)
     try:
-        with open(temporary, "wb") as handle:
-            for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
-                handle.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
         _before_replace(temporary)
-        os.replace(temporary, path)
     except BaseException:
+        handle.close()
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    derived.commit_temporary(handle, temporary, path)
     return size, digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _folder(index_dir: Path) -> Path:
+    """``<index>/ann``, made if missing; an error when it is a link or not a folder."""
+    folder = derived.inner_folder(Path(index_dir), "ann", create=True)
+    if folder is None:
+        raise OSError(f"{ann_dir(index_dir)} is not a folder of this index (a link?)")
+    return folder
 
 
 def remove_unused(index_dir: Path, feature: str, stamp: dict[str, Any] | None) -> None:
@@ -165,7 +166,9 @@ def remove_unused(index_dir: Path, feature: str, stamp: dict[str, Any] | None) -
     folder = ann_dir(index_dir)
     if not folder.is_dir():
         return
-    keep = {stamp["file"], stamp["rows_file"]} if stamp else set()
+    if folder.is_symlink():
+        return
+    keep = {stamp.get(key) for key in ("file", "rows_file", "sums_file")} if stamp else set()
     for path in folder.glob(f"{_name(feature)}.*"):
         if path.name not in keep and path.name.split(".")[0] == _name(feature):
             path.unlink(missing_ok=True)
@@ -198,13 +201,15 @@ def _snapshot(catalog: Any) -> tuple[np.ndarray, float]:
     return np.asarray(catalog.ids("ok"), dtype=np.int64), catalog.latest_indexed_at()
 
 
-def _write_rows(handle: Any, ids: np.ndarray, rows: np.ndarray, dim: int) -> None:
-    """Write float32 ``rows`` at row ``ids`` (ascending) of an open id-addressed rows file."""
+def _write_rows(handle: Any, ids: np.ndarray, rows: np.ndarray, dim: int) -> np.ndarray:
+    """Write float32 ``rows`` at row ``ids`` (ascending) of an open id-addressed rows file;
+    returns their checksums (``derived.row_digests``)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     runs = np.flatnonzero(np.diff(ids) != 1) + 1
     for part_ids, part_rows in zip(np.split(ids, runs), np.split(rows, runs), strict=True):
         handle.seek(int(part_ids[0]) * dim * 4)
         handle.write(part_rows.tobytes())
+    return derived.row_digests(rows)
 
 
 def build(
@@ -251,28 +256,29 @@ def build(
     index.train(sample)
     del sample
 
-    folder = ann_dir(index_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _folder(index_dir)
     token = time.time_ns()
     rows_path = folder / f"{_name(feature)}.{token}.f32"
-    temporary = rows_path.with_name(f"{rows_path.name}.tmp{os.getpid()}")
+    row_count = int(ok[-1]) + 1
+    sums = np.zeros(row_count, dtype=np.uint64)
     bar = _bar(int(ok.size), progress, f"ANN {feature}")
+    handle, temporary = derived.create_temporary(rows_path)
     try:
-        with open(temporary, "wb") as handle:
-            handle.truncate((int(ok[-1]) + 1) * dim * 4)
-            for ids, block in _chunks(store, feature, ok):
-                _write_rows(handle, ids, block, dim)
-                index.add_with_ids(_normalised(block, metric), ids)
-                bar.update(ids.size)
-            handle.flush()
-            os.fsync(handle.fileno())
+        handle.truncate(row_count * dim * 4)
+        for ids, block in _chunks(store, feature, ok):
+            sums[ids] = _write_rows(handle, ids, block, dim)
+            index.add_with_ids(_normalised(block, metric), ids)
+            bar.update(ids.size)
+        handle.flush()
+        os.fsync(handle.fileno())
         _before_replace(temporary)
-        os.replace(temporary, rows_path)
     except BaseException:
+        handle.close()
         temporary.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
+    derived.commit_temporary(handle, temporary, rows_path)
     stamp = {
         "library": LIBRARY,
         "version": faiss.__version__,
@@ -282,11 +288,11 @@ def build(
         "feature_config": config,
         "params": chosen,
         "rows_file": rows_path.name,
-        "rows_bytes": (int(ok[-1]) + 1) * dim * 4,
+        "rows_bytes": row_count * dim * 4,
         "trained_rows": int(ok.size),
         "built_at": time.time(),
     }
-    stamp = _save(index_dir, catalog, feature, index, stamp, token, covered_until)
+    stamp = _save(index_dir, catalog, feature, index, stamp, token, covered_until, sums)
     stamp["build_seconds"] = time.perf_counter() - started
     catalog.set_meta(stamp_key(feature), stamp)
     return stamp
@@ -315,14 +321,24 @@ def _save(
     stamp: dict[str, Any],
     token: int,
     covered_until: float,
+    sums: np.ndarray,
 ) -> dict[str, Any]:
-    """Write ``index`` atomically and record the stamp naming it; drop the files it replaces."""
+    """Write ``index`` and the rows' checksums atomically and record the stamp naming them;
+    drop the files they replace."""
     faiss = require_faiss()
-    path = ann_dir(index_dir) / f"{_name(feature)}.{token}.faiss"
+    folder = _folder(index_dir)
+    sums_path = folder / f"{_name(feature)}.{token}.sum"
+    sums_bytes, sums_checksum = _write_atomically(
+        sums_path, np.ascontiguousarray(sums, dtype="<u8").tobytes()
+    )
+    path = folder / f"{_name(feature)}.{token}.faiss"
     data = faiss.serialize_index(index)
     size, checksum = _write_atomically(path, memoryview(data))
     stamp = {
         **stamp,
+        "sums_file": sums_path.name,
+        "sums_bytes": sums_bytes,
+        "sums_sha256": sums_checksum,
         "file": path.name,
         "bytes": size,
         "sha256": checksum,
@@ -348,7 +364,9 @@ def refresh(
 
     Adds the rows indexed since the stamp (removing their old entries and those of rows no
     longer searchable), or rebuilds with the same parameters when the feature's settings
-    changed or the rows more than doubled since training. Call under the write lock.
+    changed or the rows more than doubled since training. A stamp that is not one this code
+    writes (a file name outside ``ann/``, fields of the wrong type) is never followed: the
+    index is rebuilt from the stored feature, with one ``AnnWarning``. Call under the write lock.
     """
     stamp = catalog.get_meta(stamp_key(feature))
     if not stamp:
@@ -358,8 +376,19 @@ def refresh(
         catalog.set_meta(stamp_key(feature), None)
         remove_unused(index_dir, feature, None)
         return "dropped (the feature is gone)"
-    params = {k: v for k, v in stamp["params"].items() if k in ("m", "candidates")}
     ok, covered_until = _snapshot(catalog)
+    problem = stamp_problem(stamp, feature)
+    if problem is not None:
+        catalog.set_meta(stamp_key(feature), None)
+        remove_unused(index_dir, feature, None)
+        metric = stamp.get("metric") if isinstance(stamp, dict) else None
+        if ok.size == 0 or metric not in ANN_METRICS:
+            warn(feature, f"{problem}; it was dropped", stacklevel=3)
+            return "dropped (its stamp is not one this version writes)"
+        warn(feature, f"{problem}; it is rebuilt", stacklevel=3)
+        rebuilt = build(index_dir, catalog, store, feature, metric, config, progress=progress)
+        return f"rebuilt ({rebuilt['count']} rows)"
+    params = {k: v for k, v in stamp["params"].items() if k in ("m", "candidates")}
     uncovered = np.asarray(catalog.ids_indexed_after(stamp["covered_until"]), dtype=np.int64)
     loaded = load(index_dir, catalog, store, feature, config)
     if (
@@ -387,22 +416,27 @@ def refresh(
         return "up to date"
     if stale.size:
         index.remove_ids(faiss.IDSelectorBatch(stale))
-    rows_path = ann_dir(index_dir) / stamp["rows_file"]
+    rows_path = _folder(index_dir) / stamp["rows_file"]
     dim = int(stamp["dim"])
+    assert loaded.sums is not None
+    row_count = max(loaded.sums.size, int(uncovered[-1]) + 1 if uncovered.size else 0)
+    sums = np.zeros(row_count, dtype=np.uint64)
+    sums[: loaded.sums.size] = loaded.sums
     # Only rows the current stamp does not cover are overwritten (readers never read those
-    # from this file), so a kill here leaves every row a reader may use intact.
+    # from this file), so a kill here leaves every row a reader may use intact. The file is
+    # rewritten in place only when it is a plain file of this index (never through a link).
     bar = _bar(int(uncovered.size), progress, f"ANN {feature}")
     try:
-        with open(rows_path, "r+b") as handle:
+        with derived.open_for_update(rows_path) as handle:
             for ids, block in _chunks(store, feature, uncovered):
-                _write_rows(handle, ids, block, dim)
+                sums[ids] = _write_rows(handle, ids, block, dim)
                 index.add_with_ids(_normalised(block, stamp["metric"]), ids)
                 bar.update(ids.size)
             handle.flush()
             os.fsync(handle.fileno())
     finally:
         bar.close()
-    rows_bytes = max(int(stamp["rows_bytes"]), rows_path.stat().st_size)
+    rows_bytes = max(int(stamp["rows_bytes"]), row_count * dim * 4)
     token = time.time_ns()
     _save(
         index_dir,
@@ -412,6 +446,7 @@ def refresh(
         {**stamp, "rows_bytes": rows_bytes, "version": faiss.__version__},
         token,
         max(covered_until, float(stamp["covered_until"])),
+        sums,
     )
     return f"added {uncovered.size}, dropped {gone.size} rows"
 
@@ -431,11 +466,17 @@ def ids_in(index: Any) -> np.ndarray:
 # -- loading and searching ----------------------------------------------------------------------
 @dataclass
 class AnnIndex:
-    """A loaded, checked ANN index of one feature and its memory-mapped float32 rows."""
+    """A loaded, checked ANN index of one feature, its memory-mapped float32 rows and their
+    checksums (each row is compared with its checksum the first time a search reads it)."""
 
     stamp: dict[str, Any]
     index: Any
     rows: np.ndarray | None
+    sums: np.ndarray | None = None
+    checked: np.ndarray | None = None
+    feature: str = ""
+    problem: str | None = None
+    """Why the rows cannot be trusted, once a row failed its checksum (then never used again)."""
 
     @property
     def metric(self) -> str:
@@ -447,6 +488,178 @@ class AnnIndex:
         count = int(max(1, min(count, self.index.ntotal)))
         _dist, labels = self.index.search(_normalised(queries, self.metric), count)
         return labels
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray | None:
+        """The float32 rows of ``ids`` (covered, ascending or not) if each matches the checksum
+        recorded when it was written; None (and ``problem`` set) when one does not."""
+        if self.rows is None or self.sums is None or self.checked is None or self.problem:
+            return None
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.asarray(self.rows[ids])
+        todo = ~self.checked[ids]
+        if todo.any():
+            fresh = ids[todo]
+            if not np.array_equal(derived.row_digests(rows[todo]), self.sums[fresh]):
+                self.problem = (
+                    f"its float32 rows {self.stamp['rows_file']} do not match their checksums "
+                    f"(changed since written); rebuild it with idx.build_ann({self.feature!r})"
+                )
+                return None
+            self.checked[fresh] = True
+        return rows
+
+
+def _is_int(value: Any, low: int = 0, high: int = 2**62) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def stamp_problem(stamp: Any, feature: str) -> str | None:
+    """None when ``stamp`` is one this code writes for ``feature``; else what is wrong, in words.
+
+    Every file it names must be ``<feature>.<token>.faiss|f32|sum`` inside ``ann/`` (never a
+    separator, ``..`` or an absolute path), and every number of the right type and range.
+    """
+    if not isinstance(stamp, dict):
+        return "its stamp is not a record"
+    prefix = _name(feature) + "."
+    for key, pattern in (
+        ("file", _INDEX_FILE),
+        ("rows_file", _ROWS_FILE),
+        ("sums_file", _SUMS_FILE),
+    ):
+        name = stamp.get(key)
+        if key == "sums_file" and name is None:
+            return "it was built by an older version (no row checksums)"
+        if derived.checked_name(Path("ann"), name, pattern) is None or not str(name).startswith(
+            prefix
+        ):
+            return f"its stamp names {key} {str(name)[:80]!r}, not a file of this index"
+    for key in ("dim", "count", "bytes", "rows_bytes", "sums_bytes", "trained_rows"):
+        if not _is_int(stamp.get(key)):
+            return f"its stamp holds {key}={str(stamp.get(key))[:40]!r}, not a count"
+    if not 1 <= stamp["dim"] <= 1 << 20:
+        return f"its stamp holds dim={stamp['dim']}"
+    for key in ("sha256", "sums_sha256"):
+        digest = stamp.get(key)
+        if (
+            not isinstance(digest, str)
+            or len(digest) != 64
+            or not set(digest) <= set("0123456789abcdef")
+        ):
+            return f"its stamp holds no {key} checksum"
+    covered = stamp.get("covered_until")
+    if (
+        not isinstance(covered, (int, float))
+        or isinstance(covered, bool)
+        or not math.isfinite(covered)
+    ):
+        return "its stamp holds no covered_until time"
+    if stamp.get("metric") not in ANN_METRICS:
+        return f"its stamp holds metric {str(stamp.get('metric'))[:40]!r}"
+    params = stamp.get("params")
+    if not isinstance(params, dict) or set(params) != set(default_params(1, 1)):
+        return "its stamp holds no parameters"
+    if not all(_is_int(value, 1, 1 << 24) for value in params.values()):
+        return f"its stamp holds parameters {str(params)[:80]}"
+    if stamp["dim"] % params["m"] or params["nbits"] > 16:
+        return f"its stamp holds parameters {str(params)[:80]}"
+    rows = stamp["rows_bytes"] // (stamp["dim"] * 4)
+    if stamp["sums_bytes"] != 8 * rows or stamp["count"] > rows:
+        return "its stamp's row counts do not agree"
+    if stamp["bytes"] > _serialized_bytes(stamp):
+        return f"its stamp records {stamp['bytes']:,} bytes, more than an index of its size takes"
+    return None
+
+
+def _serialized_bytes(stamp: dict[str, Any]) -> int:
+    """Bytes faiss writes for an IVF-PQ index of the stamp's shape (lists in the "full" layout,
+    the larger of faiss's two)."""
+    dim, params = int(stamp["dim"]), stamp["params"]
+    nlist, m, nbits = int(params["nlist"]), int(params["m"]), int(params["nbits"])
+    code_size = (m * nbits + 7) // 8
+    header = 4 + 33 + 8 + 8
+    quantizer = 4 + 33 + 8 + nlist * dim * 4
+    pq = 1 + 8 + 24 + 8 + dim * (1 << nbits) * 4
+    lists = 4 + 8 + 8 + 4 + 8 + nlist * 8
+    return header + quantizer + 9 + pq + lists + int(stamp["count"]) * (code_size + 8)
+
+
+def _layout_problem(data: memoryview, stamp: dict[str, Any]) -> str | None:
+    """None when ``data`` is laid out as faiss writes an IVF-PQ index of the stamp's shape,
+    every size it declares within the file; faiss allocates what a file declares before
+    reading it, so a crafted file is refused here, before faiss sees it."""
+    dim, params = int(stamp["dim"]), stamp["params"]
+    nlist, m, nbits = int(params["nlist"]), int(params["m"]), int(params["nbits"])
+    code_size = (m * nbits + 7) // 8
+    at = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal at
+        size = struct.calcsize(fmt)
+        if at + size > len(data):
+            raise ValueError("it ends early")
+        values = struct.unpack_from(fmt, data, at)
+        at += size
+        return values if len(values) > 1 else values[0]
+
+    def skip(count: int) -> None:
+        nonlocal at
+        if count < 0 or at + count > len(data):
+            raise ValueError("it declares more data than it holds")
+        at += count
+
+    def header(kinds: tuple[bytes, ...], ntotal: int) -> None:
+        if bytes(data[at : at + 4]) not in kinds:
+            raise ValueError("it is not an IVF-PQ index over a flat quantizer")
+        skip(4)
+        d, count, _a, _b, _trained, metric = take("<iqqqBi")
+        if d != dim or count != ntotal or metric not in (0, 1):
+            raise ValueError("its header does not match the stamp")
+
+    try:
+        header((b"IwPQ",), int(stamp["count"]))
+        if take("<QQ")[0] != nlist:
+            raise ValueError("its list count does not match the stamp")
+        header((b"IxFI", b"IxF2"), nlist)
+        if take("<Q") * 4 != nlist * dim * 4:
+            raise ValueError("its coarse centroids do not match the stamp")
+        skip(nlist * dim * 4)
+        direct_map = take("<B")
+        if direct_map != 0 or take("<Q") != 0:
+            raise ValueError("it holds a direct map this version never writes")
+        take("<B")
+        if take("<Q") != code_size or take("<QQQ") != (dim, m, nbits):
+            raise ValueError("its product quantizer does not match the stamp")
+        if take("<Q") != dim * (1 << nbits):
+            raise ValueError("its product quantizer does not match the stamp")
+        skip(dim * (1 << nbits) * 4)
+        if bytes(data[at : at + 4]) != b"ilar":
+            raise ValueError("its inverted lists are not stored in it")
+        skip(4)
+        if take("<QQ") != (nlist, code_size):
+            raise ValueError("its inverted lists do not match the stamp")
+        kind = bytes(data[at : at + 4])
+        skip(4)
+        entries = take("<Q")
+        if kind == b"full" and entries == nlist:
+            skip(8 * nlist)
+            sizes = np.frombuffer(data[at - 8 * nlist : at], dtype="<u8")
+        elif kind == b"sprs" and entries % 2 == 0 and entries <= 2 * nlist:
+            skip(8 * entries)
+            pairs = np.frombuffer(data[at - 8 * entries : at], dtype="<u8").reshape(-1, 2)
+            if pairs.size and pairs[:, 0].max() >= nlist:
+                raise ValueError("its inverted lists do not match the stamp")
+            sizes = pairs[:, 1]
+        else:
+            raise ValueError("its inverted lists do not match the stamp")
+        if np.any(sizes > int(stamp["count"])) or int(sizes.sum()) != int(stamp["count"]):
+            raise ValueError("its inverted lists do not hold the rows the stamp records")
+        skip(int(stamp["count"]) * (code_size + 8))
+    except (ValueError, struct.error) as exc:
+        return f"{stamp['file']} is not the index its stamp describes ({exc})"
+    if at != len(data):
+        return f"{stamp['file']} is not the index its stamp describes (it has trailing data)"
+    return None
 
 
 def load(
@@ -461,11 +674,15 @@ def load(
     """The ANN index of ``feature`` if its stamp and files check out; else why not, or None.
 
     None when none was built; a one-line reason (for an ``AnnWarning``) when one was built but
-    cannot be used.
+    cannot be used. The stamp is checked first (``stamp_problem``), then the file's size and
+    layout against it, before faiss reads a byte.
     """
     stamp = catalog.get_meta(stamp_key(feature))
     if not stamp:
         return None
+    problem = stamp_problem(stamp, feature)
+    if problem is not None:
+        return problem
     try:
         faiss = require_faiss()
     except ImportError as exc:
@@ -478,47 +695,71 @@ def load(
         return f"it was built on {feature} settings {stamp.get('feature_config')}, the index has {config}"
     if feature not in store or tuple(store.array(feature).shape[1:]) != (stamp.get("dim"),):
         return f"it has {stamp.get('dim')} dimensions, the stored feature does not"
-    path = ann_dir(index_dir) / str(stamp.get("file"))
+    folder = derived.inner_folder(Path(index_dir), "ann", create=False)
+    if folder is None:
+        return f"{ann_dir(index_dir)} is not a folder of this index"
+    path = folder / stamp["file"]
     try:
-        if path.stat().st_size != stamp["bytes"]:
-            return (
-                f"{path.name} has {path.stat().st_size} bytes, not {stamp['bytes']} (half written?)"
-            )
+        size = path.stat().st_size
+        if size != stamp["bytes"]:
+            return f"{path.name} has {size} bytes, not {stamp['bytes']} (half written?)"
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         return f"cannot read {path.name}: {exc.strerror or exc}"
+    except MemoryError:
+        return f"{path.name} does not fit in memory ({stamp['bytes']:,} bytes)"
     if data.size != stamp["bytes"] or hashlib.sha256(data.data).hexdigest() != stamp["sha256"]:
         return f"{path.name} is damaged (checksum mismatch)"
+    problem = _layout_problem(data.data, stamp)
+    if problem is not None:
+        return problem
     try:
         index = faiss.deserialize_index(data)
     except RuntimeError as exc:
         return f"faiss cannot read {path.name}: {str(exc).strip().splitlines()[0]}"
+    except MemoryError:
+        return f"faiss cannot read {path.name}: out of memory"
     if index.d != stamp["dim"] or index.ntotal != stamp["count"]:
         return f"{path.name} holds {index.ntotal} x {index.d}, not what was recorded"
-    rows: np.ndarray | None = None
+    loaded = AnnIndex(stamp, index, None, feature=feature)
     if check_rows:
-        opened = _open_rows(index_dir, stamp)
+        opened = _open_rows(folder, stamp)
         if isinstance(opened, str):
             return opened
-        problem = _check_rows(catalog, store, feature, stamp, opened)
+        rows, sums = opened
+        problem = _check_rows(catalog, store, feature, stamp, rows)
         if problem:
             return problem
-        rows = opened
-    return AnnIndex(stamp, index, rows)
+        loaded.rows, loaded.sums = rows, sums
+        loaded.checked = np.zeros(sums.size, dtype=bool)
+    return loaded
 
 
-def _open_rows(index_dir: Path, stamp: dict[str, Any]) -> np.ndarray | str:
-    path = ann_dir(index_dir) / str(stamp.get("rows_file"))
+def _open_rows(folder: Path, stamp: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | str:
+    """The memory-mapped float32 rows and their checksums (checked against the stamp)."""
+    path = folder / stamp["rows_file"]
     dim = int(stamp["dim"])
+    count = int(stamp["rows_bytes"]) // (dim * 4)
     try:
         size = path.stat().st_size
     except OSError:
         return f"its float32 rows {path.name} are missing"
     if size < stamp["rows_bytes"]:
         return f"its float32 rows {path.name} are cut short ({size} bytes, half written?)"
-    # An update killed while appending may leave part of a row at the end: never read.
+    sums_path = folder / stamp["sums_file"]
+    try:
+        raw = sums_path.read_bytes() if sums_path.stat().st_size == stamp["sums_bytes"] else b""
+    except OSError:
+        raw = b""
+    if len(raw) != stamp["sums_bytes"] or hashlib.sha256(raw).hexdigest() != stamp["sums_sha256"]:
+        return f"the checksums of its float32 rows ({sums_path.name}) are missing or damaged"
+    sums = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+    if count == 0:
+        return np.empty((0, dim), dtype=np.float32), sums
+    # An update killed while appending may leave rows past the recorded ones: never read.
     # A plain ndarray over the mapping: indexing a np.memmap subclass costs ~10 us per call more.
-    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(size // (dim * 4), dim)))
+    rows = np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim)))
+    return rows, sums
 
 
 def _check_rows(
@@ -540,11 +781,12 @@ def _check_rows(
     return None
 
 
-def warn(feature: str, problem: str) -> None:
+def warn(feature: str, problem: str, *, stacklevel: int = 5) -> None:
+    """One ``AnnWarning`` line: the ANN index of ``feature`` is not used, and why."""
     warnings.warn(
         f"the ANN index of {feature!r} is not used, searched exactly: {problem}",
         AnnWarning,
-        stacklevel=5,
+        stacklevel=stacklevel,
     )
 
 

@@ -596,8 +596,11 @@ class Searcher:
             or allowed.size < ann.MIN_FILTER_FRACTION * ok.size
         ):
             covered = allowed[~_in_sorted(uncovered, allowed)]
+            covered_rows = self._checked_ann_rows(mode, index, covered)
+            if covered_rows is None:
+                return None
             ids = np.concatenate([covered, extra_ids])
-            vectors = np.concatenate([np.asarray(stored[covered]), extra_rows])
+            vectors = np.concatenate([covered_rows, extra_rows])
             order = np.argsort(ids)
             return search.topk(matrix, vectors[order], metric, k, ids=ids[order])
         wanted = max(
@@ -614,8 +617,11 @@ class Searcher:
             if np.any(valid.sum(axis=1) + extra_ids.size < need):
                 return None  # too few candidates survive the filter: search exactly
             chosen = np.unique(block[valid])
+            chosen_rows = self._checked_ann_rows(mode, index, chosen)
+            if chosen_rows is None:
+                return None
             ids = np.concatenate([chosen, extra_ids])
-            vectors = np.concatenate([np.asarray(stored[chosen]), extra_rows])
+            vectors = np.concatenate([chosen_rows, extra_rows])
             order = np.argsort(ids)
             found = search.topk(
                 matrix[start : start + _RERANK_QUERIES], vectors[order], metric, k, ids=ids[order]
@@ -623,6 +629,18 @@ class Searcher:
             found_ids.append(found[0])
             found_dist.append(found[1])
         return np.concatenate(found_ids), np.concatenate(found_dist)
+
+    def _checked_ann_rows(self, mode: str, index: AnnIndex, ids: np.ndarray) -> np.ndarray | None:
+        """Rows of ``ids`` from the ANN index's float32 copy if they match their checksums; else
+        one ``AnnWarning``, the index is set aside and None (the search runs exactly)."""
+        rows = index.rows_of(ids)
+        if rows is None:
+            problem = index.problem or "its float32 rows cannot be read"
+            ann.warn(mode, problem, stacklevel=6)
+            cached = self._ann.get(mode)
+            if cached is not None and cached[1] is index:
+                self._ann[mode] = (cached[0], problem)
+        return rows
 
     # -- hybrid: several modes, one fused ranking --------------------------------------------------
     def distance_scale(self, mode: str, metric: str) -> float:
@@ -682,7 +700,7 @@ class Searcher:
             return None
         if ids.size == 0 or ids.max() >= found.rows.shape[0] or np.isin(ids, uncovered[1]).any():
             return None
-        return np.asarray(found.rows[ids])
+        return found.rows_of(ids)
 
     def _hybrid_vectors(
         self, query: Any, modes: Sequence[str]

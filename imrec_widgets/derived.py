@@ -1,0 +1,136 @@
+"""Derived files of an index (ANN files, re-rank copies): names checked before they become
+paths, writes that can never land outside the index folder, and checksums of rows.
+
+An index folder may come from someone else, so every file name read from it (a catalog stamp,
+a placement token) is checked against the exact pattern the code writes before it is joined
+to a folder: never a separator, ``..``, an absolute path or a name of another shape. Writers
+open temporary files exclusively and without following links, refuse a derived folder that
+is a link out of the index folder, and rewrite a file in place only when it is a plain file
+with one link, so a planted symlink or hard link can never redirect a write elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+FEATURE_PART = r"[a-z][a-z0-9_]*"
+"""A feature name as it appears in a file name (``/`` written as ``_``)."""
+
+
+def file_name_pattern(*suffixes: str) -> re.Pattern[str]:
+    """``<feature>.<digits>.<suffix>``: the only shape of derived file names this code writes."""
+    return re.compile(rf"{FEATURE_PART}\.[0-9]{{1,20}}\.(?:{'|'.join(map(re.escape, suffixes))})")
+
+
+def checked_name(folder: Path, name: Any, pattern: re.Pattern[str]) -> Path | None:
+    """``folder / name`` when ``name`` (read from index data) is exactly a name the code writes;
+    None for anything else (a separator, ``..``, an absolute path, another shape or type)."""
+    if not isinstance(name, str) or pattern.fullmatch(name) is None:
+        return None
+    if "/" in name or "\\" in name or os.sep in name or name in (".", ".."):
+        return None  # the patterns allow none of these; kept so a looser pattern cannot
+    path = folder / name
+    return path if path.parent == folder else None
+
+
+def inner_folder(index_dir: Path, name: str, *, create: bool) -> Path | None:
+    """``index_dir / name`` if it is (or, with ``create``, now is) a real folder directly inside
+    the index folder; None when it is a link, not a folder, or cannot be made."""
+    folder = Path(index_dir) / name
+    try:
+        if create:
+            folder.mkdir(exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    return folder
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def create_temporary(path: Path) -> tuple[BinaryIO, Path]:
+    """A new file beside ``path`` under a random name, opened for writing; never an existing
+    file or the target of a link."""
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, 0o644)
+    return os.fdopen(fd, "wb"), temporary
+
+
+def commit_temporary(handle: BinaryIO, temporary: Path, path: Path) -> None:
+    """fsync and close ``handle``, rename ``temporary`` to ``path``, fsync the folder."""
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.replace(temporary, path)
+    except BaseException:
+        handle.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(
+    path: Path, chunks: Iterable[bytes | memoryview] | bytes | memoryview
+) -> tuple[int, str]:
+    """Write ``chunks`` to ``path`` via a fresh temporary file, fsync, rename, fsync the folder;
+    returns (bytes written, SHA-256 hex)."""
+    digest = hashlib.sha256()
+    size = 0
+    handle, temporary = create_temporary(path)
+    try:
+        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    except BaseException:
+        handle.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    commit_temporary(handle, temporary, path)
+    return size, digest.hexdigest()
+
+
+def open_for_update(path: Path) -> BinaryIO:
+    """``path`` opened to rewrite in place: only a plain file with a single link (OSError else)."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(f"{path.name} is not a plain file of this index")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "r+b")
+
+
+def row_digests(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit BLAKE2b digest of each row's bytes (uint64, one per row)."""
+    rows = np.ascontiguousarray(rows)
+    out = np.empty(rows.shape[0], dtype=np.uint64)
+    for i, row in enumerate(rows):
+        out[i] = int.from_bytes(hashlib.blake2b(row.data, digest_size=8).digest(), "little")
+    return out
