@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AnnWarning,
+    DerivedFileWarning,
     EmptyIndexError,
     EngineFallbackWarning,
     EngineUnavailableError,
@@ -22,6 +23,7 @@ from .errors import (
     MoveError,
     ProjectionError,
     QuantizerMismatchWarning,
+    SettingError,
     WeightsUnavailableError,
 )
 
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnWarning",
     "App",
+    "DerivedFileWarning",
     "DuplicatesWidget",
     "EmptyIndexError",
     "EngineFallbackWarning",
@@ -48,6 +51,7 @@ __all__ = [
     "QuantizerMismatchWarning",
     "SearchResults",
     "SearchWidget",
+    "SettingError",
     "UmapExplorer",
     "WeightsUnavailableError",
     "WriteLock",

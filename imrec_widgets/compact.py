@@ -7,14 +7,23 @@ candidates: the searcher re-ranks the best ``rerank * k`` of them exactly agains
 rows read from the store, so answers are exact whenever the true top-k is among the candidates.
 
 A quantizer is stored with the index as one plain ``(2, D)`` float32 Zarr array
-(``quantizer/<feature>``: offsets, scales) whose attributes record the feature configuration it
-was trained on and a checksum; one that does not match (other backbone, other size, half
-written) is never used.
+(``quantizer/<feature>``: offsets, scales) whose attributes record the feature configuration,
+catalog generation and row count it was trained on and a checksum; one that does not match
+(other backbone, other size, half written) is never used. Since a checksum can be recomputed
+by whoever edits the file, what makes answers right is checked against the data itself: each
+compact build measures the exact per-dimension range of every row it encodes, and a quantizer
+that clips more than ``MAX_CLIPPED`` of the values (trained before the data moved) or steps
+more than ``MAX_COARSENESS`` times coarser than the data needs in some dimension is replaced
+by one fitted to that range (one ``QuantizerMismatchWarning``), so it never silently drops
+true hits.
+
+The float32 re-rank copy (``search/<feature>.<generation>.f32``) is compared with the rows read
+from the store each time the compact copy is built (the build reads them all anyway): a copy
+that differs is written again, with one ``DerivedFileWarning``.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QuantizerMismatchWarning
+from . import derived
+from .errors import DerivedFileWarning, QuantizerMismatchWarning
 
 VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_RERANK = 8
 """Candidates re-ranked exactly per result: ``rerank * k`` rows are read as float32."""
 TRAIN_ROWS = 65_536
 _INT8_MAX = 127.0
+MAX_CLIPPED = 1e-3
+"""Largest fraction of encoded values outside a quantizer's range before it is refitted."""
+MAX_COARSENESS = 4.0
+"""Largest ratio of a quantizer's step to the step the data's own range needs (per dimension)."""
 
 
 def check_vector_dtype(value: Any) -> str:
@@ -57,6 +71,34 @@ class Quantizer:
         scale[~(scale > 0)] = 1.0  # constant dimensions: any scale reproduces them
         return cls(offset, scale)
 
+    @classmethod
+    def from_range(cls, low: np.ndarray, high: np.ndarray) -> Quantizer:
+        """The quantizer of data whose per-dimension range is ``low``..``high``."""
+        low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+        offset = ((low + high) / 2).astype(np.float32)
+        scale = ((high - low) / (2 * _INT8_MAX)).astype(np.float32)
+        scale[~(scale > 0)] = 1.0
+        return cls(offset, scale)
+
+    def clipped(self, rows: np.ndarray) -> int:
+        """How many values of ``rows`` fall outside the range this quantizer encodes."""
+        reach = (_INT8_MAX + 0.5) * self.scale
+        return int(np.count_nonzero(np.abs(np.asarray(rows, np.float32) - self.offset) > reach))
+
+    def misfit(self, low: np.ndarray, high: np.ndarray, clipped: int, values: int) -> str | None:
+        """Why this quantizer does not fit data of range ``low``..``high`` of which ``clipped``
+        of ``values`` fell outside it; None when it fits."""
+        if values and clipped > MAX_CLIPPED * values:
+            return (
+                f"{clipped / values:.1%} of the values fall outside the range it was trained on "
+                "(the data changed since)"
+            )
+        needed = (np.asarray(high, np.float32) - np.asarray(low, np.float32)) / (2 * _INT8_MAX)
+        spread = needed > 0
+        if np.any(self.scale[spread] > MAX_COARSENESS * needed[spread]):
+            return "its steps are far coarser than the data needs (the data changed since)"
+        return None
+
     def encode(self, rows: np.ndarray) -> np.ndarray:
         """int8 codes of float rows (values outside the trained range are clipped)."""
         codes = (np.asarray(rows, dtype=np.float32) - self.offset) / self.scale
@@ -68,13 +110,37 @@ class Quantizer:
         return self.offset + self.scale * codes.astype(np.float32)
 
     # -- storage --------------------------------------------------------------------------------
-    def save(self, store: Any, feature: str, config: dict[str, Any]) -> None:
+    def save(
+        self,
+        store: Any,
+        feature: str,
+        config: dict[str, Any],
+        *,
+        generation: int | None = None,
+        rows: int | None = None,
+    ) -> None:
+        """Store it with the feature ``config``, catalog ``generation`` and ``rows`` it was
+        trained on."""
         values = np.stack([self.offset, self.scale]).astype(np.float32)
         store.put_small(
             f"quantizer/{feature}",
             values,
-            {"feature_config": config, "dim": int(values.shape[1]), "checksum": _checksum(values)},
+            {
+                "feature_config": config,
+                "dim": int(values.shape[1]),
+                "checksum": _checksum(values),
+                "generation": generation,
+                "rows": rows,
+            },
         )
+
+    @staticmethod
+    def trained_at(store: Any, feature: str) -> int | None:
+        """The catalog generation the stored quantizer of ``feature`` was trained at (None:
+        unknown, or none stored)."""
+        found = store.get_small(f"quantizer/{feature}")
+        generation = None if found is None else found[1].get("generation")
+        return generation if isinstance(generation, int) else None
 
     @classmethod
     def load(
@@ -143,39 +209,57 @@ class RowsFile:
     written from the store while the compact copy is built and memory-mapped (only the rows
     read are touched). ``<index>/search/<feature>.<generation>.f32``: written to a temporary
     name and renamed, so a half-written file is never used; a stale generation is deleted;
-    where the index folder is read-only the rows are read from Zarr instead.
+    where the index folder is read-only (or ``search`` is not a folder of it) the rows are
+    read from Zarr instead.
     """
+
+    _PATTERN = derived.file_name_pattern("f32")
 
     def __init__(self, folder: Path, feature: str, generation: int, rows: int, dim: int) -> None:
         self.folder = folder
         self.name = feature.replace("/", "_")
-        self.path = folder / f"{self.name}.{generation}.f32"
+        self.path = folder / f"{self.name}.{int(generation)}.f32"
         self.shape = (rows, dim)
+        self._temporary: Path | None = None
+
+    def _inner(self, create: bool) -> Path | None:
+        """The folder, if it is a real folder of the index (never a link out of it)."""
+        return derived.inner_folder(self.folder.parent, self.folder.name, create=create)
 
     def open(self) -> np.ndarray | None:
         """The rows, memory-mapped, if a complete file of this generation exists."""
         expected = self.shape[0] * self.shape[1] * 4
-        if not self.path.is_file() or self.path.stat().st_size != expected or expected == 0:
+        if self._inner(create=False) is None or expected == 0:
             return None
-        return np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+        path = derived.checked_name(self.folder, self.path.name, self._PATTERN)
+        if path is None or path.is_symlink() or not path.is_file():
+            return None
+        if path.stat().st_size != expected:
+            return None
+        return np.memmap(path, dtype=np.float32, mode="r", shape=self.shape)
 
     def writer(self) -> Any:
         """An open temporary file to append rows to, or None where the folder is read-only."""
+        if self._inner(create=True) is None:
+            return None
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            return open(self.path.with_suffix(f".tmp{os.getpid()}"), "wb")
+            handle, self._temporary = derived.create_temporary(self.path)
         except OSError:
             return None
+        return handle
+
+    def abandon(self, handle: Any) -> None:
+        """Close and delete the temporary file of ``handle`` (an incomplete copy)."""
+        handle.close()
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
 
     def commit(self, handle: Any) -> np.ndarray | None:
-        temporary = Path(handle.name)
+        if self._temporary is None:
+            return None
         try:
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            os.replace(temporary, self.path)
+            derived.commit_temporary(handle, self._temporary, self.path)
         except OSError:
-            temporary.unlink(missing_ok=True)
             return None
         for old in self.folder.glob(f"{self.name}.*.f32"):
             if old != self.path:
@@ -195,6 +279,8 @@ class CompactData:
     norms_sq: np.ndarray
     quantizer: Quantizer | None
     rows: np.ndarray | None = None
+    refit: tuple[Quantizer, str] | None = None
+    """When ``quantizer`` does not fit the rows: one fitted to their exact range, and why."""
 
     @property
     def nbytes(self) -> int:
@@ -211,27 +297,59 @@ def build(
 ) -> CompactData:
     """The compact copy of ``count`` rows that arrive as ``(ids, float32 block)`` chunks.
 
-    With ``rows_file`` the float32 rows are also written there (or reused from there).
+    With ``rows_file`` the float32 rows are also written there, or reused from there when an
+    existing copy holds exactly these rows (it is compared with them; one that differs is
+    written again, with one ``DerivedFileWarning``). With a ``quantizer`` that does not fit
+    the rows, ``refit`` holds one that does (the caller builds again with it).
     """
     existing = rows_file.open() if rows_file is not None else None
     handle = rows_file.writer() if rows_file is not None and existing is None else None
     codes = np.empty((count, dim), dtype=np.int8 if vector_dtype == "int8" else np.float16)
     norms_sq = np.empty(count, dtype=np.float32)
     ids = np.empty(count, dtype=np.int64)
+    low = np.full(dim, np.inf, dtype=np.float32)
+    high = np.full(dim, -np.inf, dtype=np.float32)
+    clipped = 0
     at = 0
     for block_ids, block in chunks:
-        block = np.asarray(block, dtype=np.float32)
+        block = np.ascontiguousarray(block, dtype=np.float32)
         n = block.shape[0]
         ids[at : at + n] = block_ids
         norms_sq[at : at + n] = np.einsum("ij,ij->i", block, block)
         codes[at : at + n] = quantizer.encode(block) if quantizer is not None else block
+        if quantizer is not None and n:
+            np.minimum(low, block.min(axis=0), out=low)
+            np.maximum(high, block.max(axis=0), out=high)
+            clipped += quantizer.clipped(block)
+        if existing is not None and not np.array_equal(
+            np.asarray(existing[at : at + n]).view(np.uint32), block.view(np.uint32)
+        ):
+            assert rows_file is not None
+            warnings.warn(
+                f"the float32 re-rank copy {rows_file.path.name} differs from the stored feature "
+                "(changed since written); it is written again",
+                DerivedFileWarning,
+                stacklevel=4,
+            )
+            handle = rows_file.writer()
+            if handle is not None:
+                handle.write(np.ascontiguousarray(existing[:at]).tobytes())
+            existing = None
         if handle is not None:
-            handle.write(np.ascontiguousarray(block).tobytes())
+            handle.write(block.tobytes())
         at += n
     rows = existing
     if handle is not None and rows_file is not None:
-        rows = rows_file.commit(handle) if at == count else None
-    return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows)
+        if at == count:
+            rows = rows_file.commit(handle)
+        else:
+            rows_file.abandon(handle)
+    refit = None
+    if quantizer is not None and at:
+        why = quantizer.misfit(low, high, clipped, at * dim)
+        if why is not None:
+            refit = (Quantizer.from_range(low, high), why)
+    return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows, refit)
 
 
 def approximate_scores(

@@ -70,8 +70,18 @@ class QuantizerMismatchWarning(ImrecWarning):
     """The stored quantizer does not fit the feature; a fresh one was trained in memory."""
 
 
+class DerivedFileWarning(ImrecWarning):
+    """A derived file (re-rank copy, cached ONNX graph, map placement) did not match what it was
+    made from; it was made again or not used, and the answer is the exact one."""
+
+
+class SettingError(ImrecError, ValueError):
+    """An ``IMREC_*`` environment variable holds a value that is not a setting."""
+
+
 __all__ = [
     "AnnWarning",
+    "DerivedFileWarning",
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",
@@ -85,5 +95,6 @@ __all__ = [
     "MoveError",
     "ProjectionError",
     "QuantizerMismatchWarning",
+    "SettingError",
     "WeightsUnavailableError",
 ]

@@ -141,19 +141,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def max_pixels_limit() -> int:
-    """The pixel cap in force: ``IMREC_MAX_PIXELS`` when set, else ``DEFAULT_MAX_PIXELS``."""
-    value = os.environ.get(MAX_PIXELS_VARIABLE, "").replace("_", "").strip()
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(
-            f"{MAX_PIXELS_VARIABLE}={os.environ[MAX_PIXELS_VARIABLE]!r} is not a whole number of pixels"
-        ) from None
-    if limit < 1:
-        raise ValueError(f"{MAX_PIXELS_VARIABLE} must be positive, not {limit}")
-    return limit
+    """The pixel cap in force: ``IMREC_MAX_PIXELS`` when set, else ``DEFAULT_MAX_PIXELS``
+    (a ``SettingError`` naming the variable when it is not a whole number)."""
+    from .settings import env_count
+
+    return env_count(MAX_PIXELS_VARIABLE, DEFAULT_MAX_PIXELS, "pixels")
 
 
 _BAND_PIXELS = 4_000_000

@@ -384,18 +384,26 @@ class ImageIndex:
     def _train_quantizers(
         self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], only_missing: bool
     ) -> None:
-        """Fit and store the int8 quantizer of each float feature on the searchable rows."""
+        """Fit and store the int8 quantizer of each float feature on the searchable rows (again
+        when the rows changed since the stored one was trained)."""
         ids = np.asarray(catalog.ids("ok"), dtype=np.int64)
         if ids.size == 0:
             return
+        generation = catalog.generation()
         for name, feature in features.items():
             if np.dtype(feature.dtype) != np.float32:
                 continue
             config = json.loads(json.dumps(feature.config()))
             dim = int(np.prod(feature.shape))
-            if only_missing and Quantizer.load(store, name, config, dim, warn=False) is not None:
+            if (
+                only_missing
+                and Quantizer.load(store, name, config, dim, warn=False) is not None
+                and Quantizer.trained_at(store, name) == generation
+            ):
                 continue
-            Quantizer.train(training_sample(store, name, ids)).save(store, name, config)
+            Quantizer.train(training_sample(store, name, ids)).save(
+                store, name, config, generation=generation, rows=int(ids.size)
+            )
 
     def _refresh_ann(
         self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], progress: bool

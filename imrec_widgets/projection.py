@@ -25,6 +25,7 @@ import os
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,10 @@ from uuid import uuid4
 
 import numpy as np
 
-from .errors import ProjectionError
+from .derived import create_temporary
+from .errors import ProjectionError, SettingError
 from .numba_cache import use_numba_cache
+from .settings import env_count
 
 if TYPE_CHECKING:
     from .protocols import IndexView
@@ -185,10 +188,10 @@ class Placement:
             "pca_mean": np.empty(0, np.float32) if no_pca else self.pca_mean,
             "pca_components": np.empty((0, 0), np.float32) if no_pca else self.pca_components,
         }
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        handle, temporary = create_temporary(path)  # never through a planted link
         try:
-            with open(temporary, "wb") as f:
-                np.savez_compressed(f, **arrays)
+            with handle:
+                np.savez_compressed(handle, **arrays)
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
@@ -213,7 +216,7 @@ class Placement:
                 raise ValueError("not an .npz archive")
             with data:
                 arrays = {name: data[name] for name in names}
-        except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except _UNREADABLE as exc:
             raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
         kinds = {"version": "iu", "token": "U", "metric": "U", "n_neighbors": "iu"}
         if any(
@@ -235,8 +238,10 @@ class Placement:
             and components.ndim == 2
             and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
         )
-        if not shapes_agree or not (np.isfinite(xy).all() and np.isfinite(vectors).all()):
+        if not shapes_agree:
             raise ValueError(f"placement file {path.name} holds arrays that do not fit together")
+        if not all(np.isfinite(a).all() for a in (xy, vectors, mean, components)):
+            raise ValueError(f"placement file {path.name} holds values that are not finite")
         placement = cls(
             None if mean.size == 0 else mean,
             None if mean.size == 0 else components,
@@ -254,16 +259,17 @@ raises it. A default fit (20,000 rows after PCA to 50-d) takes 4 MB."""
 
 MAX_PLACEMENT_VARIABLE = "IMREC_MAX_PLACEMENT_BYTES"
 
+_UNREADABLE = (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
+"""What reading a damaged or crafted ``.npz`` raises besides ValueError (a corrupt deflate
+stream is a ``zlib.error``): each makes the placement file unreadable, never a traceback."""
+
 
 def check_npz_size(path: Path) -> int:
     """Bytes the arrays of the ``.npz`` at ``path`` declare; ValueError over the cap, before any
     is decompressed (a few MB of zeros can declare gigabytes)."""
     import numpy.lib.format as npy_format
 
-    setting = os.environ.get(MAX_PLACEMENT_VARIABLE, "").replace("_", "").strip()
-    if setting and not setting.isdigit():
-        raise ValueError(f"{MAX_PLACEMENT_VARIABLE}={setting!r} is not a whole number of bytes")
-    cap = int(setting) if setting else MAX_PLACEMENT_BYTES
+    cap = env_count(MAX_PLACEMENT_VARIABLE, MAX_PLACEMENT_BYTES, "bytes")
     total = 0
     try:
         with zipfile.ZipFile(path) as archive:
@@ -277,7 +283,7 @@ def check_npz_size(path: Path) -> int:
                     )
                     shape, _fortran, dtype = read_header(stream)
                 total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (*_UNREADABLE, ValueError) as exc:
         raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
     if total > cap:
         raise ValueError(
@@ -362,6 +368,8 @@ def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
         return None
     try:
         placement, token = Placement.read(path)
+    except SettingError:
+        raise  # a bad IMREC_MAX_PLACEMENT_BYTES is the user's to fix, not a reason to refit
     except ValueError:
         return None
     return placement if token == meta.get("placement") else None
@@ -378,7 +386,9 @@ def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
         check_npz_size(path)
         with np.load(path, allow_pickle=False) as data:
             token, ids = data["token"], data["ids"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    except SettingError:
+        raise
+    except (*_UNREADABLE, ValueError):
         return None
     if (
         token.shape != ()

@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ import numpy as np
 from . import ann, compact, search
 from .ann import AnnIndex
 from .compact import CompactData, Quantizer
-from .errors import ImageDecodeError
+from .errors import ImageDecodeError, QuantizerMismatchWarning
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import encode_thumbnail
 from .indexer import decode_one
@@ -420,6 +421,17 @@ class Searcher:
         data = compact.build(
             self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file
         )
+        if data.refit is not None:
+            fitted, why = data.refit
+            warnings.warn(
+                f"the int8 quantizer of {mode!r} is not used: {why}; one fitted to the data is "
+                "used (run update() to store it)",
+                QuantizerMismatchWarning,
+                stacklevel=5,
+            )
+            data = compact.build(
+                self._chunks(mode, ok), ok.size, dim, vector_dtype, fitted, rows_file
+            )
         self._compact[mode] = (generation, vector_dtype, data)
         return data
 

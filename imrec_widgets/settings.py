@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypedDict
 
+from .errors import SettingError
 from .features import FEATURE_NAMES
 
 
@@ -53,3 +55,22 @@ SETTING_FEATURES: dict[str, tuple[str, ...]] = {
     "thumb_size": ("thumb",),
 }
 """Settings that change stored values, and the features each one belongs to."""
+
+
+def env_count(name: str, default: int, unit: str = "") -> int:
+    """The whole number the environment variable ``name`` holds (``_`` allowed as a thousands
+    separator), ``default`` when it is unset or empty; a ``SettingError`` naming the variable
+    when it holds anything else (``2GB``, ``1e9``, ``-5``), never a silent default."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().replace("_", "")
+    if not value:
+        return default
+    if not value.isascii() or not value.isdigit():
+        raise SettingError(
+            f"{name}={raw!r} is not a whole number{' of ' + unit if unit else ''}; "
+            f"set it like {name}={default} or unset it"
+        )
+    number = int(value)
+    if number < 1:
+        raise SettingError(f"{name} must be positive, not {number}; unset it for {default:,}")
+    return number

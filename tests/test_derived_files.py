@@ -273,3 +273,378 @@ def test_update_with_a_crafted_stamp_writes_nothing_outside_the_index(
     assert report.new == 1
     assert victim.read_text() == "precious\n"
     assert ann.stamp_problem(idx.ann_info()["rgb"], "rgb") is None
+
+
+# -- item 2 (compact copies) and item 3 (int8 quantizer) ----------------------------------------
+from imrec_widgets.compact import Quantizer  # noqa: E402
+from imrec_widgets.errors import DerivedFileWarning, QuantizerMismatchWarning  # noqa: E402
+from imrec_widgets.synthetic import write_feature_index  # noqa: E402
+
+CONFIG = {"backbone": "synthetic", "dim": 48}
+
+
+def drifted_index(folder: Path, seed: int = 0, diverse: int = 600) -> tuple[Path, np.ndarray]:
+    """12 near-identical rows (what a quantizer was trained on) then ``diverse`` others."""
+    rng = np.random.default_rng(seed)
+    first = rng.standard_normal(48).astype(np.float32) * 0.05
+    centres = rng.standard_normal((30, 48)).astype(np.float32)
+    data = np.concatenate(
+        [
+            first + 0.001 * rng.standard_normal((12, 48)),
+            centres[rng.integers(30, size=diverse)] + 0.5 * rng.standard_normal((diverse, 48)),
+        ]
+    ).astype(np.float32)
+    catalog, store = write_feature_index(
+        folder / "index",
+        len(data),
+        {"embedding": lambda ids: data[ids]},
+        feature_config={"embedding": CONFIG},
+        settings={"vector_dtype": "int8"},
+        size=(8, 8),
+    )
+    Quantizer.train(data[:12]).save(store, "embedding", CONFIG, generation=0, rows=12)
+    catalog.close()
+    (folder / "images").mkdir(exist_ok=True)
+    return folder, data
+
+
+def recall(idx: ImageIndex, exact: ImageIndex, queries: np.ndarray, k: int = 10) -> float:
+    found = idx.search_many(list(queries), k=k)
+    truth = exact.search_many(list(queries), k=k)
+    hits = sum(len(set(a.ids) & set(b.ids)) for a, b in zip(found, truth, strict=True))
+    return hits / (k * len(queries))
+
+
+def int8_and_exact(folder: Path) -> tuple[ImageIndex, ImageIndex]:
+    paths = (folder / "images", folder / "index")
+    return ImageIndex.open(*paths, vector_dtype="int8"), ImageIndex.open(
+        *paths, vector_dtype="float32"
+    )
+
+
+def drift_queries(data: np.ndarray, count: int = 100) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    rows = data[12 + rng.choice(len(data) - 12, count, replace=False)]
+    return (rows + 0.3 * rng.standard_normal(rows.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("diverse", [600, 4000])
+def test_a_quantizer_trained_before_the_data_moved_is_refitted(
+    tmp_path: Path, diverse: int
+) -> None:
+    """The issue's case: trained on 12 near-identical rows, then more were added without
+    int8. Measured without the range check: recall@10 0.939 (600 added) and 0.516 (4000)."""
+    folder, data = drifted_index(tmp_path, diverse=diverse)
+    queries = drift_queries(data)
+    idx, exact = int8_and_exact(folder)
+    with pytest.warns(
+        QuantizerMismatchWarning, match="fall outside the range it was trained on"
+    ) as record:
+        got = recall(idx, exact, queries)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert got == 1.0, got
+    assert idx.searcher._compact["embedding"][2].quantizer.clipped(data) == 0
+
+
+@pytest.mark.parametrize("tamper", ["offsets", "scales"])
+def test_a_tampered_quantizer_with_a_recomputed_checksum_drops_no_hit(
+    tmp_path: Path, tamper: str
+) -> None:
+    """Measured on this data without the range check: recall@10 0.342 (offsets) and 0.819
+    (scales) of 1000 true hits; with it, every one."""
+    folder, data = drifted_index(tmp_path, diverse=4000)
+    paths = (folder / "images", folder / "index")
+    idx = ImageIndex.open(*paths)
+    good = Quantizer.train(data)
+    offset, scale = good.offset.copy(), good.scale.copy()
+    if tamper == "offsets":
+        offset += 200 * scale  # every dimension shifted out of its range
+    else:
+        scale *= 100  # steps 100 times too coarse
+    # saved as update() saves one: the checksum matches the tampered values
+    Quantizer(offset, scale).save(idx.store, "embedding", CONFIG, generation=0, rows=len(data))
+    queries = drift_queries(data)
+    idx, exact = int8_and_exact(folder)
+    with pytest.warns(QuantizerMismatchWarning, match="is not used"):
+        assert recall(idx, exact, queries) == 1.0
+
+
+def test_update_retrains_a_quantizer_when_the_rows_changed(photos: Path) -> None:
+    idx = ImageIndex.open(photos, features=["rgb", "thumb"], vector_dtype="int8")
+    idx.update(progress=False)
+    first = Quantizer.trained_at(idx.store, "rgb")
+    assert first == idx.catalog.generation()
+    Image.fromarray(np.full((40, 50, 3), (250, 10, 10), np.uint8)).save(photos / "red.jpg")
+    ImageIndex.open(photos, vector_dtype="float32").update(progress=False)  # no int8 here
+    idx = ImageIndex.open(photos, vector_dtype="int8")
+    idx.update(progress=False)  # nothing new, yet the quantizer predates the red photo
+    assert Quantizer.trained_at(idx.store, "rgb") == idx.catalog.generation() != first
+
+
+def test_a_swapped_row_of_the_rerank_copy_is_caught_and_written_again(tmp_path: Path) -> None:
+    folder, data = drifted_index(tmp_path)
+    idx, exact = int8_and_exact(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QuantizerMismatchWarning)
+        idx.search(0)
+    [copy_file] = (folder / "index" / "search").glob("embedding.*.f32")
+    rows = np.memmap(copy_file, dtype=np.float32, mode="r+", shape=data.shape)
+    rows[100] = rows[400]  # one row overwritten with another, same size
+    rows.flush()
+    del rows
+    idx, exact = int8_and_exact(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        like = idx.search(100, k=5)
+        found = idx.search(data[100], k=5)
+    lines = [str(w.message) for w in caught if issubclass(w.category, DerivedFileWarning)]
+    assert len(lines) == 1 and "differs from the stored feature" in lines[0]
+    assert_exact(like, exact.search(100, k=5))
+    assert found.ids[0] == 100 and found.distances[0] < 1e-6
+    np.testing.assert_array_equal(
+        np.fromfile(copy_file, dtype=np.float32).reshape(data.shape), data
+    )
+
+
+def test_a_search_folder_that_is_a_link_out_is_never_written(tmp_path: Path) -> None:
+    folder, _data = drifted_index(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / "index" / "search").symlink_to(elsewhere)
+    idx, exact = int8_and_exact(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QuantizerMismatchWarning)
+        assert_exact(idx.search(7, k=5), exact.search(7, k=5))
+    assert list(elsewhere.iterdir()) == []
+
+
+# -- item 4: the cached ONNX graphs are verified before they are opened -------------------------
+from imrec_widgets.features import embeddings, engines  # noqa: E402
+from imrec_widgets.features.embeddings import EmbeddingFeature  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared_photos() -> np.ndarray:
+    from imrec_widgets.samples import sample_photos
+
+    model = EmbeddingFeature(engine="torch")
+    return np.stack([model.prepare(image) for _, image in list(sample_photos())[:3]])
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(prepared_photos: np.ndarray) -> np.ndarray:
+    return EmbeddingFeature(engine="torch").embed(prepared_photos)
+
+
+def foreign_graph(path: Path, *, input_name: str = "images", dim: int = 1280) -> None:
+    """A small ONNX graph that is not the model: the mean colour times fixed matrices, with
+    the model's names and shapes unless told otherwise; its checksum written beside it."""
+    import hashlib
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Cast", [input_name], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+        helper.make_node("MatMul", ["mean", "w_embedding"], ["embedding"]),
+        helper.make_node("MatMul", ["mean", "w_logits"], ["logits"]),
+    ]
+    inits = [
+        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor(
+            "w_embedding", TensorProto.FLOAT, [3, dim], rng.random(3 * dim).tolist()
+        ),
+        helper.make_tensor("w_logits", TensorProto.FLOAT, [3, 1000], rng.random(3000).tolist()),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["batch", 224, 224, 3])],
+        [
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    engines.sidecar_path(path).write_text(json.dumps({"file": path.name, "sha256": digest}))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.slow
+def test_the_int8_graph_copied_over_the_float_one_is_made_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prepared_photos: np.ndarray,
+    torch_vectors: np.ndarray,
+) -> None:
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings, "_SESSIONS", {})
+    EmbeddingFeature(precision="int8").embed(prepared_photos[:1])
+    graph = engines.graph_path(
+        "efficientnet_lite0", 224, embeddings._weights_file("efficientnet_lite0", None)
+    )
+    quantized = engines.int8_graph_path(graph)
+    assert engines.graph_problem(graph) is None and engines.graph_problem(quantized) is None
+    shutil.copy(quantized, graph)  # the float graph's checksum stays beside it
+    monkeypatch.setattr(embeddings, "_SESSIONS", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = EmbeddingFeature(engine="onnxruntime").embed(prepared_photos)
+    lines = [str(w.message) for w in caught if issubclass(w.category, DerivedFileWarning)]
+    assert len(lines) == 1 and "does not match the checksum" in lines[0] and "\n" not in lines[0]
+    assert not [w for w in caught if w.category.__name__ == "EngineFallbackWarning"]
+    assert cosine(vectors, torch_vectors).min() > 0.99999  # the float model's vectors again
+    assert engines.graph_problem(graph) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("foreign", ["512-d", "renamed input", "same names"])
+def test_a_foreign_graph_even_with_its_checksum_never_gives_vectors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prepared_photos: np.ndarray,
+    torch_vectors: np.ndarray,
+    foreign: str,
+) -> None:
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings, "_SESSIONS", {})
+    graph = engines.graph_path(
+        "efficientnet_lite0", 224, embeddings._weights_file("efficientnet_lite0", None)
+    )
+    graph.parent.mkdir(parents=True)
+    if foreign == "512-d":
+        foreign_graph(graph, dim=512)
+    elif foreign == "renamed input":
+        foreign_graph(graph, input_name="pixels")
+    else:
+        foreign_graph(graph)
+        engines.sidecar_path(graph).unlink()  # names and shapes alike: only the checksum tells
+    feature = EmbeddingFeature(engine="onnxruntime")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = feature.embed(prepared_photos)
+    lines = [str(w.message) for w in caught if issubclass(w.category, Warning)]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert cosine(vectors, torch_vectors).min() > 0.99999
+    if foreign == "same names":
+        assert "no checksum" in lines[0] and feature.engine_used == "onnxruntime"
+    else:
+        assert "not this model's graph" in lines[0] and feature.engine_used == "torch"
+
+
+# -- item 9: placement files and settings ------------------------------------------------------
+from imrec_widgets import projection  # noqa: E402
+from imrec_widgets.errors import ProjectionError, SettingError  # noqa: E402
+from imrec_widgets.imageio import MAX_PIXELS_VARIABLE, max_pixels_limit  # noqa: E402
+
+
+def placed_index(folder: Path) -> tuple[ImageIndex, Path]:
+    """A synthetic index of 40 rgb rows whose map placement file is written by hand."""
+    rng = np.random.default_rng(3)
+    data = rng.random((40, 512)).astype(np.float32)
+    catalog, _store = write_feature_index(
+        folder / "index", 40, {"rgb": lambda ids: data[ids]}, size=(8, 8)
+    )
+    catalog.set_meta(
+        "projection/rgb",
+        {"params": {}, "clusters": {}, "updated_at": 0.0, "fitted": 40, "placement": "t0"},
+    )
+    catalog.close()
+    (folder / "images").mkdir(exist_ok=True)
+    idx = ImageIndex.open(folder / "images", folder / "index")
+    path = folder / "index" / "umap_rgb.npz"
+    rng = np.random.default_rng(4)
+    mean = data.mean(axis=0)
+    components = rng.standard_normal((10, 512)).astype(np.float32)
+    vectors = (data - mean) @ components.T
+    projection.Placement(
+        mean, components, vectors, rng.random((40, 2)).astype(np.float32), "euclidean", 5
+    ).save(path, token="t0", ids=np.arange(40))
+    return idx, path
+
+
+def corrupt_deflate(path: Path, member: str) -> None:
+    """Garble the middle of one member's compressed stream (the zip directory stays intact)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for at in range(start + 20, start + info.compress_size - 4):
+        data[at] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("member", ["vectors.npy", "pca_components.npy", "token.npy"])
+def test_a_placement_with_a_corrupt_deflate_stream_is_one_line_never_zlib_error(
+    tmp_path: Path, member: str
+) -> None:
+    idx, path = placed_index(tmp_path)
+    query = idx.features("rgb", [3])[0]
+    assert projection.place(idx, "rgb", query).shape == (1, 2)
+    corrupt_deflate(path, member)
+    projection._PLACEMENTS.clear()
+    with pytest.raises(ValueError, match=r"placement file umap_rgb\.npz"):
+        projection.Placement.read(path)
+    with pytest.raises(ProjectionError, match="cannot place new images") as raised:
+        projection.place(idx, "rgb", query)
+    assert "\n" not in str(raised.value)
+    assert projection.fitted_ids(idx, "rgb") is None
+
+
+@pytest.mark.parametrize("array", ["pca_mean", "pca_components"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_pca_arrays_never_reach_sklearn(
+    tmp_path: Path, array: str, value: float
+) -> None:
+    idx, path = placed_index(tmp_path)
+    with np.load(path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays[array] = arrays[array].copy()
+    arrays[array].flat[7] = value
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(ValueError, match="not finite"):
+        projection.Placement.read(path)
+    projection._PLACEMENTS.clear()
+    with pytest.raises(ProjectionError, match="cannot place new images"):
+        projection.place(idx, "rgb", idx.features("rgb", [3])[0])
+
+
+@pytest.mark.parametrize("value", ["2GB", "1e9", "-5", "0", "½", "3.5"])
+def test_a_bad_placement_cap_is_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    idx, path = placed_index(tmp_path)
+    monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, value)
+    projection._PLACEMENTS.clear()
+    with pytest.raises(SettingError, match="IMREC_MAX_PLACEMENT_BYTES") as raised:
+        projection.place(idx, "rgb", idx.features("rgb", [3])[0])
+    assert "\n" not in str(raised.value)
+    # the map is not thrown away as if its placement were unreadable
+    with pytest.raises(SettingError, match="IMREC_MAX_PLACEMENT_BYTES"):
+        projection._read_placement(path, {"placement": "t0"})
+    monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, "2_000_000_000")
+    assert projection._read_placement(path, {"placement": "t0"}) is not None
+
+
+@pytest.mark.parametrize("value", ["100MP", "1e8", "-1"])
+def test_a_bad_pixel_cap_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, value)
+    with pytest.raises(SettingError, match="IMREC_MAX_PIXELS") as raised:
+        max_pixels_limit()
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, " 200_000_000 ")
+    assert max_pixels_limit() == 200_000_000

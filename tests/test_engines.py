@@ -3,6 +3,7 @@ graph, no torch on the query path, and a readable fallback to torch for every fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -135,14 +136,14 @@ def test_graph_is_cached_per_weights_file(
 
     first = EmbeddingFeature(engine=engine).embed(prepared[:2])
     graphs = sorted((tmp_path / "cache" / "onnx").iterdir())
-    assert [g.suffix for g in graphs] == [".onnx"]
+    assert [g.suffix for g in graphs] == [".onnx", ".sha256"]  # the graph and its checksum
     assert engines.weights_digest(source)[:20] in graphs[0].name
     stamp = graphs[0].stat().st_mtime_ns
     EmbeddingFeature(engine=engine).embed(prepared[:2])  # reused, not exported again
     assert graphs[0].stat().st_mtime_ns == stamp
 
     second = EmbeddingFeature(engine=engine, weights=timm_format).embed(prepared[:2])
-    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 4  # two graphs, two checksums
     np.testing.assert_allclose(second, first, atol=1e-5)
 
 
@@ -219,6 +220,9 @@ def test_corrupt_cached_graph_falls_back_and_is_removed(
     graph = engines.graph_path("efficientnet_lite0", 224, weights)
     graph.parent.mkdir(parents=True)
     graph.write_bytes(b"this is not an onnx graph")
+    # with a checksum that matches it, so that it reaches the engine (which cannot read it)
+    digest = hashlib.sha256(graph.read_bytes()).hexdigest()
+    engines.sidecar_path(graph).write_text(json.dumps({"file": graph.name, "sha256": digest}))
     fallback(EmbeddingFeature(engine=engine), prepared[:1], "unreadable")
     assert not graph.exists()  # the next run exports it again
     with warnings.catch_warnings():

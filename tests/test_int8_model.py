@@ -160,7 +160,8 @@ def test_the_int8_graph_is_made_once_and_a_corrupt_one_is_made_again(
     first = EmbeddingFeature(precision="int8").embed(prepared)
     graph = engines.graph_path("efficientnet_lite0", 224, embeddings._weights_file(*LITE0))
     quantized = engines.int8_graph_path(graph)
-    assert sorted((tmp_path / "cache" / "onnx").iterdir()) == sorted([graph, quantized])
+    made = [graph, quantized, engines.sidecar_path(graph), engines.sidecar_path(quantized)]
+    assert sorted((tmp_path / "cache" / "onnx").iterdir()) == sorted(made)
     assert quantized.stat().st_size < graph.stat().st_size / 3
 
     def no_second_quantization(*args: object) -> None:
@@ -202,7 +203,8 @@ def test_a_failed_quantization_leaves_no_file_and_is_one_error_line(
             EmbeddingFeature(precision="int8").embed(prepared[:1])
     assert "\n" not in str(raised.value)
     left = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
-    assert len(left) == 1 and "int8" not in left[0]  # the float graph only, nothing partial
+    # the float graph and its checksum only, nothing partial
+    assert len(left) == 2 and left[1] == f"{left[0]}.sha256" and "int8" not in left[0]
 
     assert main(["index", str(photos), "--model-precision", "int8", "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from imrec_widgets.errors import (
+    DerivedFileWarning,
     EngineFallbackWarning,
     EngineUnavailableError,
     WeightsUnavailableError,
@@ -257,6 +258,11 @@ class EmbeddingFeature:
         return np.asarray(image, dtype=np.uint8)
 
     @property
+    def _expect(self) -> tuple[int, int]:
+        """What the graph must take and return: (input size, embedding dimension)."""
+        return (self.input_size, _DIMS[self.backbone])
+
+    @property
     def engine_used(self) -> str:
         """The engine that runs the model: ``engine``, resolved (``auto``) and after any fallback."""
         if self._engine_used is None:
@@ -349,21 +355,24 @@ class EmbeddingFeature:
             with _MODELS_LOCK:
                 if key not in _SESSIONS:
                     try:
-                        _SESSIONS[key] = engines.open_session(engine, path, self.threads)
-                    except EngineUnavailableError:
+                        _SESSIONS[key] = engines.open_session(
+                            engine, path, self.threads, self._expect
+                        )
+                    except EngineUnavailableError as exc:
                         if not installed_ok(engine):
                             raise
+                        reason = str(exc)
                         # The package works, so the cached graph is bad: remove it.
                         with contextlib.suppress(OSError):
                             path.unlink()
                         if self.precision != "int8":
                             raise EngineUnavailableError(
-                                f"cached graph {path} is unreadable and was removed "
+                                f"cached graph {path} is unreadable ({reason}) and was removed "
                                 "(the next run exports it again)"
                             ) from None
                         # torch cannot stand in for the int8 model: quantize it again now
                         _SESSIONS[key] = engines.open_session(
-                            engine, self.graph_file(), self.threads
+                            engine, self.graph_file(), self.threads, self._expect
                         )
                 self._session, self._session_threads = _SESSIONS[key], self.threads
         except EngineUnavailableError as exc:
@@ -394,13 +403,23 @@ class EmbeddingFeature:
             path = engines.graph_path(self.backbone, self.input_size, weights)
         except OSError as exc:
             raise WeightsUnavailableError(f"cannot read weights file {weights}: {exc}") from exc
-        if not path.is_file():
-            model = self._get_model_on("cpu")
-            engines.export(model.body, model.head, self.input_size, path)
+        if engines.graph_problem(path) is not None:
+            with _cache_lock(path):
+                problem = engines.graph_problem(path)
+                if problem is not None:
+                    _remade(path, problem)
+                    model = self._get_model_on("cpu")
+                    engines.export(model.body, model.head, self.input_size, path)
         if self.precision == "int8":
             quantized = engines.int8_graph_path(path)
-            if not quantized.is_file():
-                engines.quantize_int8(path, engines.calibration_batch(self.prepare), quantized)
+            if engines.graph_problem(quantized) is not None:
+                with _cache_lock(quantized):
+                    problem = engines.graph_problem(quantized)
+                    if problem is not None:
+                        _remade(quantized, problem)
+                        engines.quantize_int8(
+                            path, engines.calibration_batch(self.prepare), quantized
+                        )
             return quantized
         return path
 
@@ -419,6 +438,32 @@ class EmbeddingFeature:
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._model = self._get_model_on(device)
         return self._model
+
+
+@contextlib.contextmanager
+def _cache_lock(graph: Path) -> Iterator[None]:
+    """The cache folder's lock while a graph is made (EngineUnavailableError if unwritable)."""
+    try:
+        lock = engines.cache_lock(graph.parent)
+        lock.__enter__()
+    except OSError as exc:
+        raise EngineUnavailableError(
+            f"cache folder {graph.parent} is not writable ({exc})"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _remade(graph: Path, problem: str) -> None:
+    """One line when a cached graph that exists is made again (a missing one is made quietly)."""
+    if problem != "is missing":
+        warnings.warn(
+            f"imrec-widgets: cached graph {graph.name} {problem}; it is made again",
+            DerivedFileWarning,
+            stacklevel=5,
+        )
 
 
 def _build_model(backbone: str, weights: Path | None, device: str) -> _Model:

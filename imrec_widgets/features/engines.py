@@ -7,13 +7,22 @@ cached in ``$IMREC_CACHE_DIR/onnx``, else ``$XDG_CACHE_HOME/imrec-widgets/onnx``
 never reuses it. Once cached, running it needs neither torch nor timm. The graph takes the
 prepared uint8 ``(B, H, W, 3)`` images and does the ImageNet normalisation itself; it returns
 the pooled features (``embedding``) and the ImageNet logits (``logits``).
+
+Each cached graph (float and int8) has a sidecar ``<graph>.sha256`` written when it is made:
+its SHA-256 and its own file name. A graph is opened only when it matches its sidecar and its
+inputs and outputs are this model's (``images`` of the input size, ``embedding`` of the
+backbone's dimension, 1000 ``logits``); any other graph (the int8 one copied over the float
+one, a foreign graph, a renamed input, a 512-d graph) is made again or not used, with one line,
+never a traceback and never other vectors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -122,6 +131,73 @@ def graph_path(backbone: str, input_size: int, weights_file: Path) -> Path:
     return cache_dir() / f"{backbone}-{input_size}px-{digest}-v{GRAPH_VERSION}.onnx"
 
 
+def sidecar_path(graph: Path) -> Path:
+    """The checksum file beside ``graph``."""
+    return graph.with_name(f"{graph.name}.sha256")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_sidecar(graph: Path, digest: str) -> None:
+    """Record ``digest`` as the checksum of ``graph`` (atomically: temporary file, rename)."""
+    sidecar = sidecar_path(graph)
+    fd, tmp = tempfile.mkstemp(dir=graph.parent, prefix=sidecar.name, suffix=".partial")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"file": graph.name, "sha256": digest}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, sidecar)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def graph_problem(graph: Path) -> str | None:
+    """None when ``graph`` matches the checksum written beside it when it was made; else what
+    is wrong, in words ("is missing" when there is no graph)."""
+    if not graph.is_file():
+        return "is missing"
+    try:
+        recorded = json.loads(sidecar_path(graph).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "has no checksum beside it (not made by this version)"
+    if not isinstance(recorded, dict) or recorded.get("file") != graph.name:
+        return "has the checksum of another graph beside it"
+    try:
+        actual = _file_digest(graph)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if actual != recorded.get("sha256"):
+        return "does not match the checksum written when it was made (replaced since?)"
+    return None
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Any:
+    """Hold an exclusive lock on the cache folder (one process makes a graph at a time; the
+    others then find it made)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: str, dest: Path) -> None:
+    """Write the checksum of the finished graph ``tmp``, then move it to ``dest``."""
+    _write_sidecar(dest, _file_digest(Path(tmp)))
+    os.replace(tmp, dest)
+
+
 def export(body: Any, head: Any, input_size: int, dest: Path) -> None:
     """Export torch ``body`` + ``head`` to ``dest`` atomically: a failed export leaves no file."""
     import torch
@@ -164,7 +240,7 @@ def export(body: Any, head: Any, input_size: int, dest: Path) -> None:
                     "logits": {0: "batch"},
                 },
             )
-        os.replace(tmp, dest)
+        _publish(tmp, dest)
     except EngineUnavailableError:
         raise
     except Exception as exc:
@@ -244,7 +320,7 @@ def quantize_int8(float_graph: Path, calibration: np.ndarray, dest: Path) -> Non
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
-        os.replace(quantized, dest)
+        _publish(quantized, dest)
     except Exception as exc:
         raise EngineUnavailableError(
             f"int8 quantization failed ({type(exc).__name__}: {exc})"
@@ -253,10 +329,39 @@ def quantize_int8(float_graph: Path, calibration: np.ndarray, dest: Path) -> Non
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _signature_problem(
+    inputs: list[tuple[str, list[Any]]],
+    outputs: list[tuple[str, list[Any]]],
+    expect: tuple[int, int] | None,
+) -> str | None:
+    """What about a graph's (name, shape) inputs and outputs is not this model's, or None.
+    Symbolic dimensions (the batch) match anything."""
+    if [name for name, _ in inputs] != ["images"] or [n for n, _ in outputs] != [
+        "embedding",
+        "logits",
+    ]:
+        return (
+            f"its inputs {[n for n, _ in inputs]} and outputs {[n for n, _ in outputs]} are not "
+            "['images'] and ['embedding', 'logits']"
+        )
+    if expect is None:
+        return None
+    size, dim = expect
+    wanted = {"images": [None, size, size, 3], "embedding": [None, dim], "logits": [None, 1000]}
+    for name, shape in [*inputs, *outputs]:
+        want = wanted[name]
+        if len(shape) != len(want) or any(
+            isinstance(got, int) and w is not None and got != w
+            for got, w in zip(shape, want, strict=True)
+        ):
+            return f"its {name} have shape {shape}, this model's {want}"
+    return None
+
+
 class OnnxRuntimeSession:
     """The cached graph on ONNX Runtime's CPU provider."""
 
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, expect: tuple[int, int] | None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -266,42 +371,92 @@ class OnnxRuntimeSession:
         self._session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
+        problem = _signature_problem(
+            [(i.name, list(i.shape)) for i in self._session.get_inputs()],
+            [(o.name, list(o.shape)) for o in self._session.get_outputs()],
+            expect,
+        )
+        if problem:
+            raise EngineUnavailableError(f"{path.name} is not this model's graph: {problem}")
+        self._dims = {"embedding": expect[1] if expect else None, "logits": 1000}
 
     def __call__(self, batch: np.ndarray, logits: bool) -> np.ndarray:
         name = "logits" if logits else "embedding"
-        return self._session.run([name], {"images": batch})[0]
+        out = self._session.run([name], {"images": batch})[0]
+        _check_output(out, len(batch), self._dims[name])
+        return out
+
+
+def _check_output(out: Any, rows: int, dim: int | None) -> None:
+    """Refuse an output that is not ``rows`` float vectors of ``dim`` (never other vectors)."""
+    if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != rows:
+        raise EngineUnavailableError(f"the graph returned {getattr(out, 'shape', out)!r}")
+    if dim is not None and out.shape[1] != dim:
+        raise EngineUnavailableError(
+            f"the graph returned {out.shape[1]} values per image, not {dim}"
+        )
 
 
 class OpenVinoSession:
     """The cached graph compiled by OpenVINO for the CPU, in float32 (no bf16 downcast)."""
 
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, expect: tuple[int, int] | None) -> None:
         import openvino
 
         core = openvino.Core()
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        model = core.read_model(str(path))
+
+        def shape(port: Any) -> list[Any]:
+            return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+        problem = _signature_problem(
+            [(port.get_any_name(), shape(port)) for port in model.inputs],
+            [(port.get_any_name(), shape(port)) for port in model.outputs],
+            expect,
+        )
+        if problem:
+            raise EngineUnavailableError(f"{path.name} is not this model's graph: {problem}")
+        self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
+        self._dims = {False: expect[1] if expect else None, True: 1000}
 
     def __call__(self, batch: np.ndarray, logits: bool) -> np.ndarray:
         with self._lock:
             result = self._request.infer({"images": batch})
-            return np.array(result[self._compiled.output(1 if logits else 0)])
+            out = np.array(result[self._compiled.output(1 if logits else 0)])
+        _check_output(out, len(batch), self._dims[logits])
+        return out
 
 
-_SESSION_TYPES: dict[str, Callable[[Path, int | None], Any]] = {
+_SESSION_TYPES: dict[str, Callable[[Path, int | None, tuple[int, int] | None], Any]] = {
     "onnxruntime": OnnxRuntimeSession,
     "openvino": OpenVinoSession,
 }
 
 
-def open_session(engine: str, path: Path, threads: int | None) -> Any:
-    """A callable ``(uint8 batch, logits) -> float32`` running the graph at ``path``."""
+def open_session(
+    engine: str, path: Path, threads: int | None, expect: tuple[int, int] | None = None
+) -> Any:
+    """A callable ``(uint8 batch, logits) -> float32`` running the graph at ``path``.
+
+    The graph must match the checksum written beside it when it was made (``graph_problem``)
+    and, with ``expect=(input size, dimension)``, take and return this model's shapes; else an
+    ``EngineUnavailableError`` saying why.
+    """
+    problem = graph_problem(path)
+    if problem is not None and path.parent.is_dir():
+        with cache_lock(path.parent):  # a process making it holds the lock while it publishes
+            problem = graph_problem(path)
+    if problem is not None:
+        raise EngineUnavailableError(f"cached graph {path.name} {problem}")
     try:
-        return _SESSION_TYPES[engine](path, threads)
+        return _SESSION_TYPES[engine](path, threads, expect)
+    except EngineUnavailableError:
+        raise
     except ImportError as exc:
         raise EngineUnavailableError(
             f"{engine} is not installed or broken ({exc}); `pip install {_PACKAGES[engine]}`"
