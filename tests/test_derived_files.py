@@ -84,7 +84,9 @@ def test_a_crafted_rows_file_name_writes_nothing_outside_the_index(
     so the next refresh rewrites "uncovered" rows. Nothing outside the index is touched, the
     ANN index is rebuilt from the stored feature with one warning, answers stay exact."""
     victim = copy.parent / "victim.txt"
-    victim.write_text("precious\n")
+    # as large as the rows file, so that the old size check let it through
+    precious = os.urandom(opened(copy).ann_info()["embedding"]["rows_bytes"] + 100)
+    victim.write_bytes(precious)
     outside = files_under(tmp_path / "deep")
     crafted = str(victim) if name == "ABSOLUTE" else name
     assert (copy / "index" / "ann" / crafted).resolve() == victim.resolve()
@@ -98,10 +100,10 @@ def test_a_crafted_rows_file_name_writes_nothing_outside_the_index(
             copy / "index", catalog, store, "embedding", {"backbone": "synthetic", "dim": 32}
         )
     catalog.close()
+    assert victim.read_bytes() == precious
     lines = ann_lines(caught)
     assert len(lines) == 1 and "not a file of this index" in lines[0] and "\n" not in lines[0]
     assert done.startswith("rebuilt")
-    assert victim.read_text() == "precious\n"
     changed = {
         path: state
         for path, state in files_under(tmp_path / "deep").items()
@@ -261,17 +263,20 @@ def test_update_with_a_crafted_stamp_writes_nothing_outside_the_index(
     idx = update_photos(photos)
     idx.build_ann("rgb")
     victim = tmp_path / "victim.txt"
-    victim.write_text("precious\n")
     catalog = idx.catalog
     stamp = catalog.get_meta(ann.stamp_key("rgb"))
+    precious = os.urandom(stamp["rows_bytes"] + 100)
+    victim.write_bytes(precious)
     catalog.set_meta(
         ann.stamp_key("rgb"), {**stamp, "rows_file": "../../../victim.txt", "covered_until": 0}
     )
-    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(photos / "new.jpg")
-    with pytest.warns(AnnWarning, match="not a file of this index"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         report = idx.update(progress=False)
-    assert report.new == 1
-    assert victim.read_text() == "precious\n"
+    assert victim.read_bytes() == precious
+    lines = ann_lines(caught)
+    assert len(lines) == 1 and "not a file of this index" in lines[0]
+    assert (report.new, report.changed) == (0, 0)
     assert ann.stamp_problem(idx.ann_info()["rgb"], "rgb") is None
 
 
