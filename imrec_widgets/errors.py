@@ -19,7 +19,7 @@ class IndexLockedError(ImrecError, RuntimeError):
     """Another process is writing to this index."""
 
 
-class IndexReadOnlyError(ImrecError, PermissionError):
+class IndexReadOnlyError(ImrecError, RuntimeError):
     """The index is on a read-only folder or mount: it can be searched, not written."""
 
 
