@@ -349,7 +349,7 @@ class Catalog:
                 cursor = self._db.execute(
                     "INSERT INTO moves(batch, image_id, source, destination, state, changed_at) "
                     "VALUES(?, ?, ?, ?, 'planned', ?)",
-                    (batch, int(image_id), source, destination, now),
+                    (batch, int(image_id), stored_path(source), stored_path(destination), now),
                 )
                 seqs.append(int(cursor.lastrowid or 0))
         return seqs
@@ -371,7 +371,12 @@ class Catalog:
         if batch is not None:
             query += " AND batch = ?"
             args.append(batch)
-        return [MoveRow(*row) for row in self._db.execute(query + " ORDER BY seq DESC", args)]
+        return [
+            MoveRow(seq, batch_, image_id, loaded_path(source), loaded_path(destination), *rest)
+            for seq, batch_, image_id, source, destination, *rest in self._db.execute(
+                query + " ORDER BY seq DESC", args
+            )
+        ]
 
     def set_status(self, ids: Iterable[int], status: str) -> None:
         """Set the status of rows whose file left (``removed``) or came back unchanged (``ok``)."""

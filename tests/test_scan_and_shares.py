@@ -391,3 +391,20 @@ def test_update_without_waiting_returns_at_once_and_says_who_updates(photos: Pat
 def test_wait_must_be_seconds(photos: Path) -> None:
     with pytest.raises(ValueError, match="wait="):
         cheap_index(photos).update(wait=-1)
+
+
+def test_a_duplicate_with_a_non_utf8_name_is_moved_and_put_back(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    save(data.coffee(), root / "coffee.jpg")
+    save(data.rocket(), root / "rocket.jpg")
+    copy = os.fsencode(root) + b"/" + BAD
+    shutil.copyfile(root / "coffee.jpg", copy)
+    index = ImageIndex.open(root, features=["dhash"])
+    index.update(progress=False, workers=0)
+    index.move_duplicates()
+    assert not os.path.exists(copy) and (root / "coffee.jpg").exists()
+    moved = index.catalog.moves()
+    assert [os.fsencode(m.source) for m in moved] == [BAD], "the log keeps the bytes"
+    index.undo_moves()
+    assert os.path.exists(copy)
