@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -95,14 +96,61 @@ _MOVE_COLUMNS = "seq, batch, image_id, source, destination, state, changed_at"
 _COLUMNS = "id, path, size, mtime_ns, width, height, format, status, error, indexed_at"
 
 
+def stored_path(path: str) -> str | bytes:
+    """How the catalog stores ``path``: as text, or as the file system's bytes (a BLOB) when the
+    name is not valid UTF-8 (``os.fsdecode`` gives it back, lossless)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def loaded_path(value: str | bytes) -> str:
+    """The path ``stored_path`` stored (non-UTF-8 bytes as ``surrogateescape`` characters)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(row[0], loaded_path(row[1]), *row[2:])
+
+
+def _text(message: str | None) -> str | None:
+    """``message`` as valid UTF-8 text (a file name's undecodable bytes as ``\\xNN``)."""
+    if message is None:
+        return None
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the catalog at ``path``, one that works on a read-only folder.
+
+    ``mode=ro`` reads a WAL database while its ``-shm`` file exists or can be made; on a
+    read-only folder after a clean close neither holds, and the database is opened
+    ``immutable=1`` (no locks, no WAL: nothing can change it there).
+    """
+    uri = Path(os.path.abspath(path)).as_uri()
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=30, check_same_thread=False)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            db.close()
+            if "immutable" in options:
+                raise
+            continue
+        return db
+    raise AssertionError("unreachable")
+
+
 class Catalog:
     """The ``catalog.sqlite`` of an index: images table plus a key/value ``meta`` table."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         if read_only:
-            uri = f"file:{self.path}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._db = connect_read_only(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
@@ -178,7 +226,7 @@ class Catalog:
             return 0
 
         query = f"SELECT id FROM images WHERE status = 'ok' AND ({where}) ORDER BY id"
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        db = connect_read_only(self.path)
         try:
             db.execute("PRAGMA query_only = ON")
             db.set_progress_handler(keep_going, _PROGRESS_STEPS)
@@ -212,7 +260,7 @@ class Catalog:
     def stat_map(self) -> dict[str, tuple[int, int, int, str]]:
         """``path -> (id, size, mtime_ns, status)`` for every row, for change detection."""
         return {
-            path: (id_, size, mtime_ns, status)
+            loaded_path(path): (id_, size, mtime_ns, status)
             for id_, path, size, mtime_ns, status in self._db.execute(
                 "SELECT id, path, size, mtime_ns, status FROM images"
             )
@@ -236,7 +284,7 @@ class Catalog:
             if status is not None:
                 query += " WHERE status = ?"
                 args = (status,)
-            return [Record(*row) for row in self._db.execute(query + " ORDER BY id", args)]
+            return [_record(row) for row in self._db.execute(query + " ORDER BY id", args)]
         wanted = [int(i) for i in ids]
         found: dict[int, Record] = {}
         for start in range(0, len(wanted), 900):
@@ -245,14 +293,16 @@ class Catalog:
             for row in self._db.execute(
                 f"SELECT {_COLUMNS} FROM images WHERE id IN ({marks})", block
             ):
-                found[row[0]] = Record(*row)
+                found[row[0]] = _record(row)
         missing = [i for i in wanted if i not in found]
         if missing:
             raise KeyError(f"no image with id {missing[0]} in the catalog")
         return [found[i] for i in wanted]
 
     def id_for_path(self, path: str) -> int | None:
-        row = self._db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute(
+            "SELECT id FROM images WHERE path = ?", (stored_path(path),)
+        ).fetchone()
         return row[0] if row else None
 
     # -- writes -------------------------------------------------------------------------------
@@ -262,14 +312,14 @@ class Catalog:
         rows = [
             (
                 e.id,
-                e.path,
+                stored_path(e.path),
                 e.size,
                 e.mtime_ns,
                 e.width,
                 e.height,
                 e.format,
                 "error" if e.error else "ok",
-                e.error,
+                _text(e.error),
                 now,
             )
             for e in entries
@@ -299,7 +349,7 @@ class Catalog:
                 cursor = self._db.execute(
                     "INSERT INTO moves(batch, image_id, source, destination, state, changed_at) "
                     "VALUES(?, ?, ?, ?, 'planned', ?)",
-                    (batch, int(image_id), source, destination, now),
+                    (batch, int(image_id), stored_path(source), stored_path(destination), now),
                 )
                 seqs.append(int(cursor.lastrowid or 0))
         return seqs
@@ -321,7 +371,12 @@ class Catalog:
         if batch is not None:
             query += " AND batch = ?"
             args.append(batch)
-        return [MoveRow(*row) for row in self._db.execute(query + " ORDER BY seq DESC", args)]
+        return [
+            MoveRow(seq, batch_, image_id, loaded_path(source), loaded_path(destination), *rest)
+            for seq, batch_, image_id, source, destination, *rest in self._db.execute(
+                query + " ORDER BY seq DESC", args
+            )
+        ]
 
     def set_status(self, ids: Iterable[int], status: str) -> None:
         """Set the status of rows whose file left (``removed``) or came back unchanged (``ok``)."""

@@ -33,6 +33,35 @@ def _open_index(args: argparse.Namespace, **settings: Any) -> Any:
     )
 
 
+def shown(path: Any) -> str:
+    """``path`` as text a terminal shows on one line, unchanged when it is plain.
+
+    A name with a control character (a newline, an escape sequence), an invisible or
+    undecodable character is written in shell quoting, ``$'new\\nline.jpg'`` (as GNU ``ls``
+    does), so one file is one line and the bytes can be read back.
+    """
+    text = str(path)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in "\\'":
+            out.append("\\" + char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "$'" + "".join(out) + "'"
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def _human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KB", "MB", "GB"):
@@ -62,13 +91,24 @@ def _index(args: argparse.Namespace) -> int:
         if args.path_map:
             raise ValueError("--path-map rewrites paths for Dask workers; use it with --dask")
         report = index.update(
-            progress=not args.quiet, workers=args.workers, batch_size=args.batch_size
+            progress=not args.quiet,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            wait=args.wait,
         )
     else:
         report = _index_on_dask(args, index)
+    if not report.updated:
+        return 1  # said in one warning line: another process is still updating
     print(report)
-    for folder in report.skipped_dirs:
-        print(f"warning: could not read folder {folder}", file=sys.stderr)
+    if report.skipped_dirs:
+        more = len(report.skipped_dirs) - 1
+        print(
+            f"warning: could not read folder {shown(report.skipped_dirs[0])}"
+            + (f" and {more} more" if more else "")
+            + "; what the index holds under them is kept",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -83,7 +123,11 @@ def _index_on_dask(args: argparse.Namespace, index: Any) -> Any:
     workers = args.workers if args.dask == "local" else None
     with dask_client(args.dask, workers) as client:
         return index.update(
-            progress=not args.quiet, client=client, batch_size=args.batch_size, path_map=path_map
+            progress=not args.quiet,
+            client=client,
+            batch_size=args.batch_size,
+            path_map=path_map,
+            wait=args.wait,
         )
 
 
@@ -123,7 +167,7 @@ def _search(args: argparse.Namespace) -> int:
         f"{len(results)} nearest by {results.mode}/{results.metric} in {results.seconds * 1000:.1f} ms"
     )
     for hit in results:
-        print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {hit.path}")
+        print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {shown(hit.path)}")
     return 0
 
 
@@ -228,7 +272,7 @@ def _info(args: argparse.Namespace) -> int:
     if args.errors:
         print(f"unreadable  : {len(errors)} file{'' if len(errors) == 1 else 's'}")
         for row in errors:
-            print(f"  {row['path']}: {row['error']}")
+            print(f"  {shown(row['path'])}: {shown(row['error'])}")
     return 0
 
 
@@ -310,7 +354,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         kind = "identical files" if group.identical else "near-duplicates"
         print(f"group {number}: {len(group.ids)} {kind}")
         for path, distance in zip(group.paths, group.distances, strict=True):
-            print(f"  {distance:>8.4g}  {path}")
+            print(f"  {distance:>8.4g}  {shown(path)}")
     return 0
 
 
@@ -525,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SRC=DST",
         action="append",
         help="with --dask: workers read files under SRC at DST instead (repeatable)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="when another process is updating the index, wait this long for it to finish (default 600; 0: not at all); still running after that: nothing is done, exit status 1",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -19,6 +19,10 @@ class IndexLockedError(ImrecError, RuntimeError):
     """Another process is writing to this index."""
 
 
+class IndexReadOnlyError(ImrecError, RuntimeError):
+    """The index is on a read-only folder or mount: it can be searched, not written."""
+
+
 class EmptyIndexError(ImrecError, ValueError):
     """The index holds no searchable images yet."""
 
@@ -66,6 +70,10 @@ class EngineFallbackWarning(ImrecWarning):
     """An ONNX engine could not be used; the embedding runs on torch instead."""
 
 
+class IndexBusyWarning(ImrecWarning):
+    """``update()`` did not run: another process was still updating the index when it gave up waiting."""
+
+
 class QuantizerMismatchWarning(ImrecWarning):
     """The stored quantizer does not fit the feature; a fresh one was trained in memory."""
 
@@ -88,8 +96,10 @@ __all__ = [
     "ImageDecodeError",
     "ImrecError",
     "ImrecWarning",
+    "IndexBusyWarning",
     "IndexConfigError",
     "IndexLockedError",
+    "IndexReadOnlyError",
     "MalformedMessage",
     "MapMessageError",
     "MoveError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,12 +67,23 @@ def has_image_suffix(name: str | os.PathLike[str]) -> bool:
 
 
 def sniff_image(path: str | os.PathLike[str]) -> bool:
-    """True when the file's first bytes match a supported image format."""
+    """True when the file's first bytes match a supported image format.
+
+    Only a regular file is read, opened without blocking (a pipe or device put in its place
+    since it was listed is never waited on).
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 16)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
 

@@ -6,15 +6,22 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import SCHEMA_VERSION, Catalog, Record
+from .catalog import SCHEMA_VERSION, Catalog, Record, stored_path
 from .compact import Quantizer, check_vector_dtype, training_sample
-from .errors import AnnWarning, EmptyIndexError, IndexConfigError
+from .errors import (
+    AnnWarning,
+    EmptyIndexError,
+    IndexBusyWarning,
+    IndexConfigError,
+    IndexReadOnlyError,
+    ProjectionError,
+)
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .features.engines import check_model_precision
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
@@ -42,6 +49,9 @@ if TYPE_CHECKING:
     from .projection import Projection
 
 INDEX_DIRNAME = ".imrec"
+
+UPDATE_WAIT_S = 600.0
+"""Seconds ``update()`` waits, by default, for another process's update of the index to end."""
 
 
 def find_indexes(
@@ -178,19 +188,30 @@ class ImageIndex:
                 raise EmptyIndexError(
                     f"no index at {self.index_dir} yet; run idx.update() or `imrec index {self.root}`"
                 )
-            self._catalog = Catalog(self.catalog_path)
+            self._catalog = Catalog(self.catalog_path, read_only=self.read_only)
         return self._catalog
+
+    @property
+    def read_only(self) -> bool:
+        """True when the index exists on a folder (or mount) this process cannot write: it is
+        opened read-only, searches, records, thumbnails and a stored map work, and ``update()``
+        raises ``IndexReadOnlyError``."""
+        return self.exists() and not (
+            os.access(self.index_dir, os.W_OK) and os.access(self.catalog_path, os.W_OK)
+        )
 
     @property
     def store(self) -> FeatureStore:
         if self._store is None:
-            self._store = FeatureStore(self.store_location, read_only=not self.store_path.exists())
+            self._store = FeatureStore(
+                self.store_location, read_only=self.read_only or not self.store_path.exists()
+            )
         return self._store
 
     def _stored_settings(self) -> dict[str, Any] | None:
         if not self.exists():
             return None
-        catalog = Catalog(self.catalog_path)
+        catalog = Catalog(self.catalog_path, read_only=self.read_only)
         try:
             return catalog.get_meta("settings")
         finally:
@@ -251,6 +272,7 @@ class ImageIndex:
         batch_size: int = 64,
         path_map: Mapping[str, str] | None = None,
         engine: str | None = None,
+        wait: float | None = UPDATE_WAIT_S,
     ) -> UpdateReport:
         """Scan the folder and index what is new or changed; mark what vanished as removed.
 
@@ -266,6 +288,16 @@ class ImageIndex:
         (``{"/data/images": "/mnt/images"}``) rewrites path prefixes for workers that mount
         the images elsewhere. See ``imrec_widgets.distributed``. ``engine`` replaces the one
         given to ``open`` (for this and later calls).
+
+        When another process is updating the index (or computing its map), this waits up to
+        ``wait`` seconds (default ``UPDATE_WAIT_S``; None: as long as it takes; 0: not at all)
+        for it to finish, showing whom it waits for when ``progress``, then runs. If it is still
+        running after that, nothing is done and nothing is raised: the report says so
+        (``report.updated`` is False, ``report.busy`` the other pid) and an ``IndexBusyWarning``
+        line is given; searches meanwhile see what the other process has indexed so far. So
+        several viewers of one dashboard can all call ``update()`` at once.
+
+        An index on a read-only folder raises ``IndexReadOnlyError`` (it can still be searched).
         """
         if engine is not None and engine != self.engine:
             from .features.engines import ENGINES
@@ -278,9 +310,26 @@ class ImageIndex:
             raise ValueError("path_map= rewrites paths for Dask workers; pass client= as well")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if isinstance(wait, bool):
+            wait = None if wait else 0.0
+        if wait is not None and not wait >= 0:
+            raise ValueError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
         started = time.perf_counter()
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        with WriteLock(self.index_dir / "write.lock"):
+        if self.read_only:
+            raise IndexReadOnlyError(
+                f"index {self.index_dir} is read-only (a read-only folder or mount): it can be "
+                "searched but not updated; copy it to a writable folder to update it"
+            )
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexReadOnlyError(
+                f"cannot make the index folder {self.index_dir} ({exc.strerror}); keep the index "
+                "in a writable folder with index_dir= (CLI: --index-dir)"
+            ) from None
+        with self._update_lock(wait, progress, started) as busy:
+            if busy is not None:
+                return busy
             self.close()
             catalog = Catalog(self.catalog_path)
             self._catalog = catalog
@@ -320,7 +369,11 @@ class ImageIndex:
 
             found = scan([self.root], exclude=[self.index_dir])
             known = catalog.stat_map()
-            report = UpdateReport(skipped_dirs=found.skipped_dirs)
+            report = UpdateReport(
+                skipped_dirs=found.skipped_dirs,
+                skipped=len(found.skipped),
+                index_dir=str(self.index_dir),
+            )
             tasks = []
             next_id = catalog.next_id()
             for path in sorted(found.files):
@@ -404,6 +457,34 @@ class ImageIndex:
             Quantizer.train(training_sample(store, name, ids)).save(
                 store, name, config, generation=generation, rows=int(ids.size)
             )
+
+    @contextlib.contextmanager
+    def _update_lock(
+        self, wait: float | None, progress: bool, started: float
+    ) -> Iterator[UpdateReport | None]:
+        """Holds the write lock for ``update()``; yields None, or, when another process still
+        updates after ``wait`` seconds, the report saying so (given as a warning too)."""
+        waiting = _Waiting(self.index_dir, progress)
+        lock = WriteLock(self.index_dir / "write.lock", wait=wait, on_wait=waiting.show)
+        try:
+            acquired = lock.acquire()
+        finally:
+            waiting.close()
+        if not acquired:
+            import warnings
+
+            busy = UpdateReport(
+                busy=lock.holder,
+                index_dir=str(self.index_dir),
+                seconds=time.perf_counter() - started,
+            )
+            warnings.warn(str(busy), IndexBusyWarning, stacklevel=4)
+            yield busy
+            return
+        try:
+            yield None
+        finally:
+            lock.release()
 
     def _refresh_ann(
         self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], progress: bool
@@ -765,15 +846,18 @@ class ImageIndex:
                     ) from None
             prefix = path.as_posix().strip("/")
             if prefix not in ("", "."):
-                conditions.append("substr(path, 1, ?) = ?")  # exact, case-sensitive prefix
-                params += [len(prefix) + 1, prefix + "/"]
+                # an exact, case-sensitive prefix, compared as bytes: paths that are not UTF-8
+                # are stored as their bytes (see ``catalog.stored_path``)
+                head = os.fsencode(prefix + "/")
+                conditions.append("substr(CAST(path AS BLOB), 1, ?) = ?")
+                params += [len(head), head]
         if path_glob is not None:
             if not isinstance(path_glob, str):
                 raise TypeError(
                     f"path_glob= must be a str like 'cats/*.jpg', not {type(path_glob).__name__}"
                 )
-            conditions.append("path GLOB ?")
-            params.append(path_glob)
+            conditions.append("CAST(path AS TEXT) GLOB ?")
+            params.append(stored_path(path_glob))
         if not conditions:
             found = self.searcher.ok_ids() if ids is None else np.asarray(ids, dtype=np.int64)
             return np.asarray(found, dtype=np.int64)
@@ -867,11 +951,24 @@ class ImageIndex:
         """Compute or extend the cached 2-D UMAP map of ``feature`` with cluster labels.
 
         ``progress``: True shows the stages as they run, a callable gets ``(stage, done,
-        total)``. See ``imrec_widgets.projection.compute`` for ``params`` (n_neighbors, min_dist,
+        total)``. On a read-only index the stored map is returned as it is (``ProjectionError``
+        when there is none). See ``imrec_widgets.projection.compute`` for ``params`` (n_neighbors, min_dist,
         pca_dims, sample_size, clusters, min_cluster_size, random_state).
         """
         from . import projection
 
+        if self.read_only:  # the stored map as it is: nothing can be added to it here
+            if refit:
+                raise IndexReadOnlyError(
+                    f"index {self.index_dir} is read-only: its map cannot be refitted here"
+                )
+            try:
+                return projection.load(self, feature)
+            except ProjectionError:
+                raise ProjectionError(
+                    f"no UMAP map of {feature!r} is stored in this read-only index "
+                    f"{self.index_dir}; compute one where the index can be written"
+                ) from None
         return projection.compute(self, feature, refit=refit, progress=progress, **params)
 
     def projection(self, feature: str = "embedding") -> Projection:
@@ -905,6 +1002,33 @@ def _local_index_dir(url: str) -> tuple[Path, str]:
 
 def _size_on_disk(folder: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
+
+
+class _Waiting:
+    """Shows, while ``update()`` waits for another process's update, whom it waits for."""
+
+    def __init__(self, index_dir: Path, enabled: bool) -> None:
+        self.index_dir = index_dir
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def show(self, holder: str, waited: float) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                desc=f"waiting for pid {holder} to finish updating {self.index_dir}",
+                bar_format="{desc} ({elapsed})",
+                leave=False,
+            )
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

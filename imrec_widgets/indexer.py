@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import sys
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ from .errors import (
     EngineUnavailableError,
     ImageDecodeError,
     IndexLockedError,
+    IndexReadOnlyError,
 )
 from .imageio import DecodedImage, decode, has_image_suffix, sniff_image
 from .store import FeatureStore
@@ -56,6 +58,10 @@ class ScanResult:
     """Catalog paths of folders (ending in ``/``; ``""`` for everything) and files that could not
     be read this time: what the catalog holds under them is kept as it was, not marked removed."""
 
+    skipped: list[str] = field(default_factory=list)
+    """Entries passed over without being opened: not regular files (pipes, devices, sockets),
+    dangling links, loops of links, links into ``SPECIAL_FOLDERS``."""
+
     def kept(self, path: str) -> bool:
         """Whether catalog ``path`` lies in something that could not be listed this scan."""
         return any(
@@ -78,12 +84,29 @@ class UpdateReport:
     processed: int = 0
     seconds: float = 0.0
     skipped_dirs: list[str] = field(default_factory=list)
+    skipped: int = 0
+    """Entries passed over unopened (pipes, devices, dangling links, link loops, ``/proc``)."""
+    busy: str | None = None
+    """When ``update()`` gave up waiting: the pid of the process still updating; nothing was
+    done (``updated`` is False)."""
+    index_dir: str = ""
+
+    @property
+    def updated(self) -> bool:
+        """False when another process was still updating and this update did not run."""
+        return self.busy is None
 
     @property
     def images_per_second(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
+        if self.busy is not None:
+            return (
+                f"not updated: pid {self.busy} was still updating {self.index_dir or 'the index'} "
+                f"after {self.seconds:.0f} s of waiting; searches see what it has indexed so far "
+                "(call update() again later, or with a longer wait=)"
+            )
         return (
             f"indexed {self.processed} images in {self.seconds:.1f} s "
             f"({self.images_per_second:.1f} images/s): {self.new} new, {self.changed} changed, "
@@ -93,6 +116,12 @@ class UpdateReport:
             + (
                 f", {len(self.skipped_dirs)} folders unreadable (kept as they were)"
                 if self.skipped_dirs
+                else ""
+            )
+            + (
+                f", {self.skipped} entries skipped (not regular files: pipes, devices, "
+                "dangling or looping links, system folders)"
+                if self.skipped
                 else ""
             )
         )
@@ -107,6 +136,27 @@ def catalog_path(abspath: str, root: str) -> str:
     return Path(relative).as_posix()
 
 
+SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
+"""Folders of the system's pseudo file systems: never walked (a link into them is skipped)."""
+
+
+def _real(path: str) -> str:
+    """``os.path.realpath``, or the absolute path where a link on the way cannot be read."""
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return os.path.abspath(path)
+
+
+def _special(real: str) -> bool:
+    """Whether ``real`` lies under ``SPECIAL_FOLDERS`` (``/dev/shm``, a RAM disk, does not)."""
+    return (
+        sys.platform == "linux"
+        and any(real == top or real.startswith(top + "/") for top in SPECIAL_FOLDERS)
+        and not (real == "/dev/shm" or real.startswith("/dev/shm/"))
+    )
+
+
 def scan(
     roots: Sequence[str | os.PathLike[str]], exclude: Iterable[str | os.PathLike[str]] = ()
 ) -> ScanResult:
@@ -114,6 +164,9 @@ def scan(
 
     Hidden files and folders, and the folders in ``exclude`` (the index itself), are skipped;
     symlinked folders are followed once (loops are cut); unreadable folders are reported, not fatal.
+    Only regular files are taken (checked after following links, before any is opened): pipes,
+    devices, sockets, dangling links, loops of links and anything under ``SPECIAL_FOLDERS``
+    are counted in ``skipped`` and never opened. No single entry can stop the scan.
     """
     primary = os.path.realpath(roots[0])
     excluded = {os.path.realpath(p) for p in exclude}
@@ -121,52 +174,51 @@ def scan(
     result = ScanResult(files={})
     stack = [os.path.abspath(os.path.expanduser(r)) for r in reversed(roots)]
 
-    def unreadable(path: str, *, folder: bool) -> None:
-        name = catalog_path(os.path.realpath(path), primary)
-        if folder:
-            result.skipped_dirs.append(path)
-            result.unlisted.append("" if name == "." else name + "/")
-        else:  # an entry that could not be stat'ed: a file, or a folder
-            result.unlisted += [name, name + "/"]
-
     while stack:
         folder = stack.pop()
+        real_folder = _real(folder)
+        if _special(real_folder):
+            result.skipped.append(folder)
+            continue
         try:
             info = os.stat(folder)
-        except OSError:
-            unreadable(folder, folder=True)
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in seen_dirs or os.path.realpath(folder) in excluded:
-            continue
-        seen_dirs.add(key)
-        try:
+            key = (info.st_dev, info.st_ino)
+            if key in seen_dirs or real_folder in excluded:
+                continue
+            seen_dirs.add(key)
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
         except OSError:
-            unreadable(folder, folder=True)
+            name = catalog_path(real_folder, primary)
+            result.skipped_dirs.append(folder)
+            result.unlisted.append("" if name == "." else name + "/")
             continue
         subfolders = []
         for entry in listing:
             if entry.name.startswith("."):
                 continue
+            name = catalog_path(os.path.join(real_folder, entry.name), primary)
             try:
-                if entry.is_dir():
+                if entry.is_symlink() and _special(_real(entry.path)):
+                    result.skipped.append(entry.path)
+                    continue
+                st = entry.stat()  # follows links
+                if stat.S_ISDIR(st.st_mode):
                     subfolders.append(entry.path)
                     continue
-                if not entry.is_file():
+                if not stat.S_ISREG(st.st_mode):
+                    result.skipped.append(entry.path)
                     continue
                 if not has_image_suffix(entry.name) and (
-                    Path(entry.name).suffix or not sniff_image(entry.path)
+                    Path(entry.name).suffix or st.st_size == 0 or not sniff_image(entry.path)
                 ):
                     continue
-                st = entry.stat()
-            except OSError:  # a flaky entry: what the catalog holds there is kept
-                unreadable(entry.path, folder=False)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP) and entry.is_symlink():
+                    result.skipped.append(entry.path)  # a dangling link, or a loop of links
+                else:  # a flaky entry (a file or a folder): what the catalog holds there is kept
+                    result.unlisted += [name, name + "/"]
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            name = catalog_path(os.path.join(os.path.realpath(folder), entry.name), primary)
             result.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subfolders))
     return result
@@ -443,35 +495,66 @@ class WriteLock:
 
     ``with WriteLock(index_dir / "write.lock"):`` raises ``IndexLockedError`` (naming the pid
     holding it) when another process writes; the OS releases it if the holder dies. Readers
-    never take it. ``update()`` and map computation hold it while they write.
+    never take it. ``update()`` and map computation hold it while they write. ``wait`` seconds
+    (None: no limit) it first waits for the other writer to finish, calling
+    ``on_wait(holder_pid, seconds_waited)`` between tries. A folder where the lock file cannot
+    be made (read-only) raises ``IndexReadOnlyError``.
     """
 
-    def __init__(self, path: Path) -> None:
+    POLL_S = 0.2
+    """Seconds between two tries for a lock another process holds."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        wait: float | None = 0.0,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.path = path
+        self.wait = wait
+        self.on_wait = on_wait
+        self.holder = ""
+        """The pid (as written in the lock file) of the writer last found holding the lock."""
         self._fd: int | None = None
 
-    def __enter__(self) -> WriteLock:
+    def acquire(self) -> bool:
+        """Take the lock, waiting up to ``wait`` seconds; False if another writer still holds it."""
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise IndexLockedError(
-                    f"index {self.path.parent} is locked by pid {holder} (another update is "
-                    "running); wait for it to finish"
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise IndexReadOnlyError(
+                    f"index {self.path.parent} is read-only ({exc.strerror}): it can be searched "
+                    "but not written; copy it to a writable folder to update it"
                 ) from None
             raise
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+            self.holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            waited = time.monotonic() - started
+            if self.wait is not None and waited >= self.wait:
+                os.close(fd)
+                return False
+            if self.on_wait is not None:
+                self.on_wait(self.holder, waited)
+            time.sleep(self.POLL_S)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         INHERITED_FDS.add(fd)
-        return self
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         import fcntl
 
         if self._fd is not None:
@@ -480,3 +563,14 @@ class WriteLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def __enter__(self) -> WriteLock:
+        if not self.acquire():
+            raise IndexLockedError(
+                f"index {self.path.parent} is locked by pid {self.holder} (another update is "
+                "running); wait for it to finish"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -17,7 +17,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from imrec_widgets import ImageIndex, IndexConfigError, IndexLockedError, WriteLock
+from imrec_widgets import (
+    ImageIndex,
+    IndexBusyWarning,
+    IndexConfigError,
+    IndexLockedError,
+    WriteLock,
+)
 from imrec_widgets import indexer as indexer_module
 from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.imageio import load_rgb
@@ -223,9 +229,12 @@ def test_conflicting_configuration_is_a_clear_error(photos: Path) -> None:
 def test_second_writer_is_told_who_holds_the_lock(photos: Path) -> None:
     index = cheap_index(photos)
     index.update(progress=False, workers=0)
-    with WriteLock(photos / ".imrec" / "write.lock"):
+    lock = photos / ".imrec" / "write.lock"
+    with WriteLock(lock):
         with pytest.raises(IndexLockedError, match=f"locked by pid {os.getpid()}"):
-            cheap_index(photos).update(progress=False)
+            WriteLock(lock).__enter__()  # what building an ANN index or a map meets
+        with pytest.warns(IndexBusyWarning, match=f"pid {os.getpid()} was still updating"):
+            assert not cheap_index(photos).update(progress=False, wait=0).updated
         assert len(cheap_index(photos)) == len(index), "readers work while a writer holds the lock"
     cheap_index(photos).update(progress=False)
 
