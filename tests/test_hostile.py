@@ -107,28 +107,35 @@ def test_the_browser_cannot_write_python_owned_traits(widget):
     assert widget.scope_size == -1 and widget.elapsed_ms == 0.0 and widget.rejected == 5
 
 
-def test_the_browser_may_set_its_controls(widget):
-    front_end_sets(widget, mode="ahash", k=5)
+def test_the_browser_may_ask_for_its_controls(widget):
+    custom(widget, {"type": "set", "name": "mode", "value": "ahash"})
+    custom(widget, {"type": "set", "name": "k", "value": 5})
     assert (widget.mode, widget.metric, widget.k) == ("ahash", "hamming", 5)
-    front_end_sets(widget, error="x" * 10_000)
+    custom(widget, {"type": "file_error", "message": "x" * 10_000})
     assert len(widget.error) == 1000 and widget.rejected == 0
 
 
+def test_the_browser_cannot_write_its_controls_either(widget):
+    front_end_sets(widget, mode="ahash", k=5, error="x")
+    assert (widget.mode, widget.k, widget.error) == ("rgb", 10, "") and widget.rejected == 3
+
+
 @pytest.mark.parametrize(
-    "state",
+    ("name", "value"),
     [
-        {"k": "ten"},
-        {"k": 2.5},
-        {"k": True},
-        {"mode": 3},
-        {"weights": [1]},
-        {"weights": {"rgb": "a"}},
+        ("k", "ten"),
+        ("k", 2.5),
+        ("k", True),
+        ("mode", 3),
+        ("weights", [1]),
+        ("weights", {"rgb": "a"}),
+        ("max_upload_bytes", 10**12),
     ],
 )
-def test_controls_of_the_wrong_type_are_refused_readably(widget, state):
-    before = (widget.mode, widget.k, dict(widget.weights))
-    front_end_sets(widget, **state)
-    assert (widget.mode, widget.k, dict(widget.weights)) == before
+def test_controls_of_the_wrong_type_are_refused_readably(widget, name, value):
+    before = (widget.mode, widget.k, dict(widget.weights), widget.max_upload_bytes)
+    custom(widget, {"type": "set", "name": name, "value": value})
+    assert (widget.mode, widget.k, dict(widget.weights), widget.max_upload_bytes) == before
     assert widget.error and widget.rejected == 1
 
 

@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  CONTROLS,
+  DISMISS_MESSAGE,
   HYBRID_MODE,
   K_MAX,
   K_MIN,
@@ -13,7 +15,9 @@ import {
   cellSize,
   chunkRanges,
   clampK,
+  controlMessage,
   debounce,
+  fileErrorMessage,
   filesFromItems,
   fitName,
   formatBytes,
@@ -333,5 +337,27 @@ describe("debounce", () => {
     send.cancel();
     timers.advance(500);
     assert.deepEqual(calls, ["a"]);
+  });
+});
+
+describe("messages to Python (the front end writes no trait)", () => {
+  test("a control change is a set message naming one of the controls", () => {
+    assert.deepEqual(CONTROLS, ["mode", "metric", "k", "weights"]);
+    assert.deepEqual(controlMessage("k", 20), { type: "set", name: "k", value: 20 });
+    assert.deepEqual(controlMessage("weights", { rgb: 0.5 }), {
+      type: "set", name: "weights", value: { rgb: 0.5 },
+    });
+    for (const name of ["max_upload_bytes", "error", "results", ""]) {
+      assert.throws(() => controlMessage(name, 1), RangeError);
+    }
+  });
+
+  test("a file the browser refuses is shown by Python; dismissing is a message too", () => {
+    assert.deepEqual(fileErrorMessage("a.pdf is not an image"), {
+      type: "file_error", message: "a.pdf is not an image",
+    });
+    assert.deepEqual(fileErrorMessage(undefined), { type: "file_error", message: "" });
+    assert.deepEqual(DISMISS_MESSAGE, { type: "dismiss" });
+    assert.ok(Object.isFrozen(DISMISS_MESSAGE));
   });
 });
