@@ -18,6 +18,7 @@ from PIL import Image
 
 import imrec_widgets
 from imrec_widgets import ImageIndex
+from imrec_widgets import index as index_module
 from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS, MODEL_FREE_FEATURES
 from imrec_widgets.widgets._base import STATIC_DIR
 from imrec_widgets.widgets.query_display import QUERY_THUMB_SIZE
@@ -723,6 +724,44 @@ def test_an_index_without_thumbnails_shows_ones_made_from_the_files(sample_folde
     assert w.error == "" and len(w.results) == 3
     sizes = [jpeg_size(t) for t in [*w.thumbnails, *w.query_thumbnails]]
     assert all(max(size) == QUERY_THUMB_SIZE for size in sizes), sizes
+
+
+def test_thumbnails_made_from_files_are_decoded_once_until_the_file_changes(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "big.png")  # a big PNG: no draft decoding
+    Image.fromarray(pixels[:300, :400]).save(folder / "small.png")
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    decoded = []
+    real_decode = index_module.decode
+    monkeypatch.setattr(
+        index_module, "decode", lambda path, **kw: decoded.append(path) or real_decode(path, **kw)
+    )
+    big = next(r.id for r in index.records(index.ids()) if r.path == "big.png")
+    first = index.thumbnail_bytes([big])  # hovering the same point again and again
+    for _ in range(5):
+        assert index.thumbnail_bytes([big]) == first
+    assert len(decoded) == 1 and jpeg_size(first[0]) == (96, 72)
+    assert index.thumbnail_bytes([big], side=128) != first and len(decoded) == 2  # own key
+    stat = (folder / "big.png").stat()
+    Image.fromarray(pixels[::-1]).save(folder / "big.png")  # edited since: decoded again
+    os.utime(folder / "big.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert index.thumbnail_bytes([big]) != first and len(decoded) == 3
+    (folder / "big.png").unlink()
+    assert index.thumbnail_bytes([big]) == [b""]
+
+
+def test_the_thumbnail_cache_is_bounded_in_bytes(tmp_path, sample_folder, monkeypatch):
+    monkeypatch.setattr(index_module, "THUMBNAIL_CACHE_BYTES", 20_000)
+    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    thumbnails = index.thumbnail_bytes(index.ids())
+    assert sum(map(len, thumbnails)) > 40_000  # more than the cache holds
+    cache = index._thumbnails
+    assert 0 < cache.held_bytes <= 20_000 and 0 < len(cache) < len(thumbnails)
+    assert index.thumbnail_bytes(index.ids()) == thumbnails  # evicted ones are made again
 
 
 def test_clear_forgets_the_query(widget, sample_folder):
