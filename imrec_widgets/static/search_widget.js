@@ -399,6 +399,17 @@ export function withWeight(weights, mode, value) {
 }
 
 /**
+ * Whether two weights give every mode the same number (a missing mode counts as 0).
+ * @param {Record<string, unknown> | null | undefined} a
+ * @param {Record<string, unknown> | null | undefined} b
+ * @returns {boolean}
+ */
+export function sameWeights(a, b) {
+  const modes = new Set([...Object.keys(a ?? {}), ...Object.keys(b ?? {})]);
+  return [...modes].every((mode) => Number(a?.[mode] ?? 0) === Number(b?.[mode] ?? 0));
+}
+
+/**
  * A debounced function: `fn(...args)` with the last call's arguments, once `ms` passed
  * without another call.
  * @template {unknown[]} A
@@ -849,8 +860,11 @@ function render({ model, el }) {
     later(renderWeights)();
   };
   handlers.push(["msg:custom", onMessage]);
-  // Python's weights arrived: they replace the draft sent, unless another is being edited.
-  handlers.push(["change:weights", () => { if (!sendWeights.pending()) draft = null; }]);
+  // Python's weights replace the draft once they are the draft (earlier ones may still
+  // arrive while the slider moves on: showing them would make it jump back).
+  handlers.push(["change:weights", () => {
+    if (!sendWeights.pending() && sameWeights(draft, model.get("weights"))) draft = null;
+  }]);
   for (const [event, fn] of handlers) model.on(event, fn);
 
   return () => {

@@ -16,6 +16,7 @@ import {
   chunkRanges,
   clampK,
   controlMessage,
+  sameWeights,
   debounce,
   fileErrorMessage,
   filesFromItems,
@@ -360,4 +361,12 @@ describe("messages to Python (the front end writes no trait)", () => {
     assert.deepEqual(DISMISS_MESSAGE, { type: "dismiss" });
     assert.ok(Object.isFrozen(DISMISS_MESSAGE));
   });
+});
+
+test("sameWeights: the same number for every mode, a missing mode as 0", () => {
+  assert.ok(sameWeights({ rgb: 0.3, ahash: 0.5 }, { ahash: 0.5, rgb: 0.3 }));
+  assert.ok(sameWeights({ rgb: 0.3, dhash: 0 }, { rgb: 0.3 }));
+  assert.ok(!sameWeights({ rgb: 0.3, dhash: 0.05 }, { rgb: 0.3, dhash: 0.2 }));
+  assert.ok(!sameWeights(null, { rgb: 0.3 }));
+  assert.ok(sameWeights(null, {}));
 });
