@@ -795,7 +795,10 @@ function render({ model, el }) {
       model.send({ type: "more_like", id: Number(cell.dataset.id) });
     }
   });
-  dismiss.addEventListener("click", () => model.send(DISMISS_MESSAGE));
+  dismiss.addEventListener("click", () => {
+    error.hidden = true; // at once; Python's cleared error follows
+    model.send(DISMISS_MESSAGE);
+  });
 
   /** @param {DragEvent} event */
   const onDragOver = (event) => {
