@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,10 @@ INDEX_DIRNAME = ".imrec"
 
 UPDATE_WAIT_S = 600.0
 """Seconds ``update()`` waits, by default, for another process's update of the index to end."""
+
+THUMBNAIL_CACHE_BYTES = 8_000_000
+"""Most bytes of thumbnails made from image files that one ``ImageIndex`` keeps in memory, so
+hovering a point again does not decode its (maybe big) image again; least recently used first out."""
 
 
 def find_indexes(
@@ -133,6 +139,7 @@ class ImageIndex:
         self._store: FeatureStore | None = None
         self._features: dict[str, Any] | None = None
         self._searcher: Searcher | None = None
+        self._thumbnails = _ThumbnailCache(THUMBNAIL_CACHE_BYTES)
         self.settings = self._resolve_settings(self._stored_settings())
 
     @classmethod
@@ -625,8 +632,9 @@ class ImageIndex:
         """Encoded thumbnails of ``ids`` (small JPEG or PNG files), in order.
 
         The stored ones (``thumb_size`` pixels square) when the index has the ``thumb``
-        feature; else made from the image files, their longer side ``side`` pixels. An image
-        whose file cannot be read any more gives ``b""`` (shown as an empty cell).
+        feature; else made from the image files, their longer side ``side`` pixels, and kept
+        (up to ``THUMBNAIL_CACHE_BYTES``) until the file changes. An image whose file cannot be
+        read any more gives ``b""`` (shown as an empty cell).
         """
         ids = [int(id_) for id_ in np.ravel(ids)]
         if not ids:
@@ -636,9 +644,15 @@ class ImageIndex:
                 encode_thumbnail(row, None, format) for row in self.store.read_rows("thumb", ids)
             ]
         out = []
-        for path in self.paths(ids):
+        for id_, path in zip(ids, self.paths(ids), strict=True):
             try:
-                out.append(encode_thumbnail(decode(path, min_side=side).image, side, format))
+                stat = path.stat()
+                key = (id_, side, format, str(path), stat.st_size, stat.st_mtime_ns)
+                thumbnail = self._thumbnails.get(key)
+                if thumbnail is None:
+                    thumbnail = encode_thumbnail(decode(path, min_side=side).image, side, format)
+                    self._thumbnails.put(key, thumbnail)
+                out.append(thumbnail)
             except (ImageDecodeError, OSError):
                 out.append(b"")
         return out
@@ -1035,3 +1049,40 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled or total == 0, unit="img", desc="indexing")
+
+
+class _ThumbnailCache:
+    """Encoded thumbnails by key, at most ``max_bytes`` of them, least recently used first out."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held now (at most ``max_bytes``)."""
+        return self._bytes
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes -= len(old) if old is not None else 0
+            self._entries[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                _key, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)

@@ -3,7 +3,8 @@ selections and the point under the pointer computed from a gesture's geometry ov
 
 Everything here is vectorised numpy, sized for a million points: a box is four comparisons, a
 lasso is an even-odd test that only touches the points in each edge's band of y (points sorted
-by y once), and the nearest point is a KD-tree query.
+by y once), and the nearest point is a KD-tree query. The work of one lasso is bounded whatever
+its shape (see ``MapPoints.in_polygon``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,36 @@ NOISE_COLOR = "#b0b0b0"
 
 MAX_POLYGON_VERTICES = 20_000
 """A lasso with more vertices than this is thinned before the test."""
+
+MAX_LASSO_POINT_TESTS = 200_000_000
+"""Most point-against-edge tests of one exact lasso (about 0.5 s of numpy); the sizes of the
+edges' bands of y are known before any test, and a lasso that needs more is tested by rows."""
+
+MAX_LASSO_ROW_CROSSINGS = 4_000_000
+"""Most edge crossings of one lasso tested by rows: with the sort of the points by row, well
+under a second at a million points."""
+
+
+@dataclass(frozen=True)
+class LassoCost:
+    """What one ``MapPoints.in_polygon`` did: the exact test or the row test, and its work.
+
+    ``point_tests``: point-against-edge tests of the exact test (the sum of the edges' bands),
+    counted before it runs, or what it would have taken when it was not run. ``row_crossings``:
+    edge-row crossings of the row test (0 when exact). ``row_height``: the rows' height in map
+    units (0.0 when exact); a point is placed by the outline at the middle of its row, so only a
+    point within half a row, vertically, of the outline can be on the other side of it.
+    """
+
+    vertices: int
+    point_tests: int
+    row_crossings: int = 0
+    row_height: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        """Whether every point was tested against the polygon itself."""
+        return self.row_crossings == 0
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,8 @@ class MapPoints:
             raise ValueError(f"{len(self.ids)} ids but {len(self.xy)} positions")
         self._by_y: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._tree: Any = None
+        self.last_cost = LassoCost(0, 0)
+        """What the last ``in_polygon`` did (which test, how much work)."""
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -139,12 +172,47 @@ class MapPoints:
         x, y = self.xy[:, 0], self.xy[:, 1]
         return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
 
-    def in_polygon(self, polygon: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-        """Mask of the points inside ``polygon`` (closed implicitly; even-odd rule)."""
+    def in_polygon(
+        self,
+        polygon: Sequence[Sequence[float]] | np.ndarray,
+        *,
+        max_point_tests: int = MAX_LASSO_POINT_TESTS,
+        max_row_crossings: int = MAX_LASSO_ROW_CROSSINGS,
+    ) -> np.ndarray:
+        """Mask of the points inside ``polygon`` (closed implicitly; even-odd rule).
+
+        Exact (each point against each edge whose band of y holds it) when that takes at most
+        ``max_point_tests`` tests: any lasso a hand draws. A polygon whose edges sweep over more
+        points (a 20,000-vertex zigzag across the map is 2e10 tests at a million points) is
+        tested by rows instead: the points in rows of y, each row against the outline's
+        crossings at its middle, the rows as fine as ``max_row_crossings`` allows. Either way
+        the work is bounded; ``last_cost`` says which test ran and what it cost.
+        """
         vertices = thin_polygon(np.asarray(polygon, dtype=np.float64).reshape(-1, 2))
         mask = np.zeros(len(self), dtype=bool)
+        self.last_cost = LassoCost(len(vertices), 0)
         if len(vertices) < 3 or len(self) == 0:
             return mask
+        order, xs, ys = self._sorted_by_y()
+        starts, ends = vertices, np.roll(vertices, -1, axis=0)
+        sloped = starts[:, 1] != ends[:, 1]
+        starts, ends = starts[sloped], ends[sloped]
+        low = np.minimum(starts[:, 1], ends[:, 1])
+        high = np.maximum(starts[:, 1], ends[:, 1])
+        # Points with low <= y < high: the half-open band counts a shared vertex once.
+        first = np.searchsorted(ys, low, side="left")
+        last = np.searchsorted(ys, high, side="left")
+        point_tests = int((last - first).sum())
+        if point_tests <= max_point_tests:
+            self.last_cost = LassoCost(len(vertices), point_tests)
+            mask[order] = _inside_by_bands(xs, ys, starts, ends, first, last)
+            return mask
+        inside, crossings, height = _inside_by_rows(xs, ys, starts, ends, max_row_crossings)
+        self.last_cost = LassoCost(len(vertices), point_tests, crossings, height)
+        mask[order] = inside
+        return mask
+
+    def _sorted_by_y(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._by_y is None:
             order = np.argsort(self.xy[:, 1], kind="stable")
             self._by_y = (
@@ -152,22 +220,7 @@ class MapPoints:
                 self.xy[order, 0].astype(np.float64),
                 self.xy[order, 1].astype(np.float64),
             )
-        order, xs, ys = self._by_y
-        inside = np.zeros(len(self), dtype=bool)
-        starts, ends = vertices, np.roll(vertices, -1, axis=0)
-        for (x1, y1), (x2, y2) in zip(starts.tolist(), ends.tolist(), strict=True):
-            if y1 == y2:
-                continue
-            low, high = (y1, y2) if y1 < y2 else (y2, y1)
-            # Points with low <= y < high: the half-open band counts a shared vertex once.
-            first, last = np.searchsorted(ys, [low, high], side="left")
-            if first == last:
-                continue
-            band_y = ys[first:last]
-            crossing = x1 + (band_y - y1) * ((x2 - x1) / (y2 - y1))
-            inside[first:last] ^= xs[first:last] < crossing
-        mask[order] = inside
-        return mask
+        return self._by_y
 
     def nearest(self, x: float, y: float, *, dx: float, dy: float, radius: float) -> int | None:
         """Position of the point nearest (x, y) on screen, if within ``radius`` pixels.
@@ -189,3 +242,84 @@ class MapPoints:
         pixels = np.hypot((self.xy[found, 0] - x) / dx, (self.xy[found, 1] - y) / dy)
         best = int(np.argmin(pixels))
         return int(found[best]) if pixels[best] <= radius else None
+
+
+def _inside_by_bands(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+) -> np.ndarray:
+    """Even-odd insideness of the points (sorted by y) against each edge, in its band only."""
+    inside = np.zeros(len(xs), dtype=bool)
+    for (x1, y1), (x2, y2), begin, end in zip(
+        starts.tolist(), ends.tolist(), first.tolist(), last.tolist(), strict=True
+    ):
+        if begin == end:
+            continue
+        crossing = x1 + (ys[begin:end] - y1) * ((x2 - x1) / (y2 - y1))
+        inside[begin:end] ^= xs[begin:end] < crossing
+    return inside
+
+
+def _inside_by_rows(
+    xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_crossings: int
+) -> tuple[np.ndarray, int, float]:
+    """Even-odd insideness of the points (sorted by y), each tested at the middle of its row.
+
+    Rows of equal height over the points' y range, as many as ``max_crossings`` edge-row
+    crossings allow. In each row the outline's crossings of the middle line flip every point
+    to their left: one sort of the points by (row, x), one ``searchsorted`` per crossing and a
+    running parity. Returns the mask, the crossings used and the row height.
+    """
+    y_min, y_max = float(ys[0]), float(ys[-1])
+    x_min, x_max = float(xs.min()), float(xs.max())
+    low = np.minimum(starts[:, 1], ends[:, 1])
+    high = np.maximum(starts[:, 1], ends[:, 1])
+    span = max(y_max - y_min, np.finfo(np.float64).tiny)
+    # An edge of height d spans at most d / height + 1 row middles.
+    swept = float(np.minimum(high - low, span).sum())
+    budget = max(max_crossings - len(starts), 1)
+    rows = int(min(max(budget * span / max(swept, span), 1.0), len(xs)))
+    while True:
+        height = span / rows
+        row_first = np.ceil((low - y_min) / height - 0.5).clip(0, rows).astype(np.int64)
+        row_last = np.ceil((high - y_min) / height - 0.5).clip(0, rows).astype(np.int64)
+        counts = row_last - row_first
+        total = int(counts.sum())
+        if total <= max_crossings or rows == 1:
+            break
+        rows = max(rows // 2, 1)
+    point_rows = np.minimum(((ys - y_min) / height).astype(np.int64), rows - 1)
+    # One increasing key per point: its row, then its x within the row.
+    width = (x_max - x_min) + 2.0
+    keys = point_rows * width + (xs - x_min)
+    by_row = np.argsort(keys)
+    keys = keys[by_row]
+    row_starts = np.searchsorted(keys, np.arange(rows) * width, side="left")
+
+    slope = (ends[:, 0] - starts[:, 0]) / (ends[:, 1] - starts[:, 1])
+    offset = starts[:, 0] - starts[:, 1] * slope - x_min  # crossing - x_min = offset + slope * y
+    # Each edge's rows, one after the other: row_first, row_first + 1, ... < row_last.
+    row = np.repeat(row_first - (np.cumsum(counts) - counts), counts)
+    row += np.arange(total)
+    crossing = row + 0.5
+    crossing *= height
+    crossing += y_min
+    crossing *= np.repeat(slope, counts)
+    crossing += np.repeat(offset, counts)
+    np.clip(crossing, 0.0, x_max - x_min + 1.0, out=crossing)
+    needles = row * width
+    needles += crossing
+    del crossing
+    needles.sort()
+    # Sorted, the crossings are found in one sweep of the keys rather than a search each.
+    positions = np.searchsorted(keys, needles, side="left")
+    # Each crossing flips the points of its row left of it: [row start, position).
+    flips = np.bincount(positions, minlength=len(xs) + 1)
+    np.add.at(flips, row_starts, np.bincount(row, minlength=rows))
+    inside = np.empty(len(xs), dtype=bool)
+    inside[by_row] = (np.cumsum(flips[:-1]) & 1).astype(bool)
+    return inside, total, height

@@ -107,28 +107,35 @@ def test_the_browser_cannot_write_python_owned_traits(widget):
     assert widget.scope_size == -1 and widget.elapsed_ms == 0.0 and widget.rejected == 5
 
 
-def test_the_browser_may_set_its_controls(widget):
-    front_end_sets(widget, mode="ahash", k=5)
+def test_the_browser_may_ask_for_its_controls(widget):
+    custom(widget, {"type": "set", "name": "mode", "value": "ahash"})
+    custom(widget, {"type": "set", "name": "k", "value": 5})
     assert (widget.mode, widget.metric, widget.k) == ("ahash", "hamming", 5)
-    front_end_sets(widget, error="x" * 10_000)
+    custom(widget, {"type": "file_error", "message": "x" * 10_000})
     assert len(widget.error) == 1000 and widget.rejected == 0
 
 
+def test_the_browser_cannot_write_its_controls_either(widget):
+    front_end_sets(widget, mode="ahash", k=5, error="x")
+    assert (widget.mode, widget.k, widget.error) == ("rgb", 10, "") and widget.rejected == 3
+
+
 @pytest.mark.parametrize(
-    "state",
+    ("name", "value"),
     [
-        {"k": "ten"},
-        {"k": 2.5},
-        {"k": True},
-        {"mode": 3},
-        {"weights": [1]},
-        {"weights": {"rgb": "a"}},
+        ("k", "ten"),
+        ("k", 2.5),
+        ("k", True),
+        ("mode", 3),
+        ("weights", [1]),
+        ("weights", {"rgb": "a"}),
+        ("max_upload_bytes", 10**12),
     ],
 )
-def test_controls_of_the_wrong_type_are_refused_readably(widget, state):
-    before = (widget.mode, widget.k, dict(widget.weights))
-    front_end_sets(widget, **state)
-    assert (widget.mode, widget.k, dict(widget.weights)) == before
+def test_controls_of_the_wrong_type_are_refused_readably(widget, name, value):
+    before = (widget.mode, widget.k, dict(widget.weights), widget.max_upload_bytes)
+    custom(widget, {"type": "set", "name": name, "value": value})
+    assert (widget.mode, widget.k, dict(widget.weights), widget.max_upload_bytes) == before
     assert widget.error and widget.rejected == 1
 
 
@@ -259,32 +266,60 @@ def test_a_where_that_would_run_forever_is_stopped_within_its_budget(cheap_index
 
 
 INTERRUPT_CHILD = r"""
-import sys, time
+import signal, sys, time
+from imrec_widgets import catalog as catalog_module
 from imrec_widgets.catalog import Catalog
+
+
+class Clock:
+    # The catalog's clock, counting its reads: ids_where reads it once for its deadline, then
+    # once in each run of sqlite's progress handler, i.e. while the query runs.
+    def __init__(self):
+        self.reads = 0
+        self.at_signal = None
+
+    def monotonic(self):
+        self.reads += 1
+        if self.reads == 2:
+            print("running", flush=True)  # inside the query: now Ctrl-C must stop it
+        return time.monotonic()
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def ctrl_c(signum, frame):
+    clock.at_signal = clock.reads
+    raise KeyboardInterrupt
+
+
+clock = Clock()
+catalog_module.time = clock
+signal.signal(signal.SIGINT, ctrl_c)
 catalog = Catalog(sys.argv[1], read_only=True)
-print("running", flush=True)
-started = time.monotonic()
 try:
-    catalog.ids_where(sys.argv[2], time_budget=60)
+    catalog.ids_where(sys.argv[2], time_budget=3600)
 except KeyboardInterrupt:
-    print(f"interrupted after {time.monotonic() - started:.1f} s", flush=True)
+    print(f"interrupted after {clock.reads - clock.at_signal} progress checks", flush=True)
 """
 
 
 def test_ctrl_c_stops_a_where(cheap_index):
+    """Ctrl-C during a where= query stops it in the progress check that sees it (not at its hour-long
+    budget). Waits on the child's own signs, never on the clock: holds on a busy machine."""
     child = subprocess.Popen(
         [sys.executable, "-c", INTERRUPT_CHILD, str(cheap_index.catalog_path), FOREVER],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert child.stdout.readline().strip() == "running"
-        time.sleep(0.5)
+        assert child.stdout.readline().strip() == "running"  # the query itself is running
         child.send_signal(signal.SIGINT)
-        out, _ = child.communicate(timeout=30)
+        out, _ = child.communicate(timeout=600)  # a hang guard only: the budget is an hour
     finally:
         child.kill()
-    assert out.startswith("interrupted after") and float(out.split()[2]) < 10
+    assert child.returncode == 0, out
+    assert out.startswith("interrupted after ") and int(out.split()[2]) == 0, out
 
 
 def test_a_where_cannot_write(cheap_index):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from imrec_widgets.mapdata import (
+    MAX_LASSO_POINT_TESTS,
+    MAX_LASSO_ROW_CROSSINGS,
     NOISE_COLOR,
     OTHER_COLOR,
     PALETTE,
@@ -123,6 +125,74 @@ def test_a_million_points_every_one_inside() -> None:
     np.testing.assert_array_equal(
         inside[sample], _inside_reference(xy[sample].astype(np.float64), ring)
     )
+
+
+def _zigzag(vertices: int, width: float = 50.0, height: float = 60.0) -> np.ndarray:
+    """A lasso no hand draws: ``vertices`` teeth, each edge across the whole height."""
+    return np.column_stack(
+        [
+            np.linspace(-width / 2, width / 2, vertices),
+            np.where(np.arange(vertices) % 2 == 0, -height / 2, height / 2),
+        ]
+    )
+
+
+def test_a_lasso_of_any_shape_costs_bounded_work() -> None:
+    rng = np.random.default_rng(0)
+    points = MapPoints(np.arange(1_000_000), rng.normal(0, 5, (1_000_000, 2)).astype(np.float32))
+    ring = _star((0.0, 0.0), 8 + 2 * np.sin(np.linspace(0, 14 * np.pi, 2000)))
+    points.in_polygon(ring)  # a hand-drawn lasso: exact, a few point tests per point
+    assert points.last_cost.exact and points.last_cost.point_tests < 5_000_000
+    # 20,000 edges across every point: 2e10 exact tests (45 s), refused up front for rows
+    selected = points.in_polygon(_zigzag(20_000))
+    cost = points.last_cost
+    assert not cost.exact and cost.point_tests > 1e10 > MAX_LASSO_POINT_TESTS
+    assert 0 < cost.row_crossings <= MAX_LASSO_ROW_CROSSINGS
+    assert cost.row_height <= 0.005 * 60  # rows under 0.5% of the lasso's height
+    assert 0.4 < selected.mean() < 0.6  # the teeth cover half the map
+    # the most a message may carry is thinned first, then bounded the same way
+    points.in_polygon(_zigzag(50_000))
+    assert points.last_cost.vertices <= 20_000
+    assert points.last_cost.row_crossings <= MAX_LASSO_ROW_CROSSINGS
+
+
+def _vertical_gap_to_outline(point: np.ndarray, polygon: np.ndarray) -> float:
+    """How far ``point`` is, straight up or down, from the outline of ``polygon``."""
+    starts, ends = polygon, np.roll(polygon, -1, axis=0)
+    gaps = [np.inf]
+    for (x1, y1), (x2, y2) in zip(starts.tolist(), ends.tolist(), strict=True):
+        if min(x1, x2) <= point[0] <= max(x1, x2):
+            y = y1 if x1 == x2 else y1 + (point[0] - x1) * (y2 - y1) / (x2 - x1)
+            gaps.append(abs(point[1] - y))
+    return min(gaps)
+
+
+@pytest.mark.parametrize(
+    "polygon",
+    [
+        _zigzag(301, width=3.0, height=3.0),
+        _star((0.0, 0.0), np.random.default_rng(5).uniform(0.4, 1.8, 37), 2.0),
+    ],
+)
+def test_rows_agree_with_the_exact_test_except_within_half_a_row_of_the_outline(
+    polygon: np.ndarray,
+) -> None:
+    rng = np.random.default_rng(4)
+    xy = rng.uniform(-2, 2, (20_000, 2)).astype(np.float32)
+    points = MapPoints(np.arange(len(xy)), xy)
+    exact = points.in_polygon(polygon)
+    assert points.last_cost.exact
+    by_rows = points.in_polygon(polygon, max_point_tests=0, max_row_crossings=20_000)
+    cost = points.last_cost
+    assert not cost.exact and cost.row_crossings <= 20_000 and cost.row_height > 0
+    differ = np.flatnonzero(by_rows != exact)
+    assert len(differ) < 0.05 * len(xy)
+    for position in differ.tolist():
+        gap = _vertical_gap_to_outline(xy[position].astype(np.float64), polygon)
+        assert gap <= cost.row_height / 2 + 1e-9, (position, gap, cost)
+    # finer rows, fewer differences; rows as fine as the points' own y: the exact answer
+    finer = points.in_polygon(polygon, max_point_tests=0, max_row_crossings=200_000)
+    assert (finer != exact).sum() <= len(differ)
 
 
 def test_thin_polygon_keeps_at_most_the_limit() -> None:

@@ -18,6 +18,7 @@ from PIL import Image
 
 import imrec_widgets
 from imrec_widgets import ImageIndex
+from imrec_widgets import index as index_module
 from imrec_widgets.features import DEFAULT_HYBRID_WEIGHTS, MODE_METRICS, MODEL_FREE_FEATURES
 from imrec_widgets.widgets._base import STATIC_DIR
 from imrec_widgets.widgets.query_display import QUERY_THUMB_SIZE
@@ -91,8 +92,15 @@ def custom(widget, content, buffers=()):
     )
 
 
-def front_end_sets(widget, **state):
-    """``model.set(...); model.save_changes()`` from the browser."""
+def user_picks(widget, **controls):
+    """The user changed controls in the browser: one ``{"type": "set"}`` message each, as
+    search_widget.js sends them (it never writes a trait)."""
+    for name, value in controls.items():
+        custom(widget, {"type": "set", "name": name, "value": value})
+
+
+def front_end_writes(widget, **state):
+    """``model.set(...); model.save_changes()`` from a browser: what the real one never sends."""
     widget._handle_msg({"content": {"data": {"method": "update", "state": state}}, "buffers": []})
 
 
@@ -219,18 +227,18 @@ def test_thumbnails_reach_the_browser_as_binary_buffers(widget, sample_folder, m
 
 def test_mode_switch_sets_metrics_resets_metric_and_reruns(widget, sample_folder):
     widget.search(photo(sample_folder, "astronaut"))
-    front_end_sets(widget, metric="cosine")
+    user_picks(widget, metric="cosine")
     assert (widget.metric, widget.result_metric) == ("cosine", "cosine")
-    front_end_sets(widget, mode="ahash")
+    user_picks(widget, mode="ahash")
     assert widget.metrics == ["hamming"] and widget.metric == "hamming"
     assert (widget.result_mode, widget.result_metric) == ("ahash", "hamming")
     assert all(float(d).is_integer() for d in distances(widget))  # bit counts
     assert widget.results[0]["distance"] == 0
-    front_end_sets(widget, mode="rgb")
+    user_picks(widget, mode="rgb")
     assert widget.metrics == ["euclidean", "manhattan", "cosine"]
     assert widget.metric == "euclidean"  # back to the default, not the earlier cosine
     assert widget.result_metric == "euclidean"
-    front_end_sets(widget, k=4)
+    user_picks(widget, k=4)
     assert len(widget.results) == 4
     assert widget.query_names == ["astronaut.jpg"]  # the same query, re-run each time
 
@@ -250,15 +258,18 @@ def test_metric_not_allowed_from_python_shows_error_and_widget_still_works(widge
     assert widget.error == "" and len(widget.results) == 3
 
 
-def test_a_metric_refused_from_the_browser_is_sent_back_and_stays_refused(widget, sample_folder):
+def test_a_metric_refused_from_the_browser_is_refused_and_its_control_reset(widget, sample_folder):
     widget.search(photo(sample_folder, "moon"), k=3)
     before = widget.results
     sent = []
     widget._send = lambda msg, buffers=None: sent.append(msg)
-    front_end_sets(widget, metric="hamming")
+    user_picks(widget, metric="hamming")
     assert "metric 'hamming' is not allowed for mode 'rgb'" in widget.error
     assert widget.metric == "euclidean" and widget.results == before
-    assert [m["state"]["metric"] for m in sent if "metric" in m.get("state", {})][-1] == "euclidean"
+    # The trait never changed; the browser is told to show it again in its menu.
+    assert {"type": "refused", "name": "metric"} in [m.get("content") for m in sent]
+    assert not [m for m in sent if "metric" in m.get("state", {})]
+    assert widget.rejected == 0  # a stale menu can send this: refused, not malformed
 
 
 def test_refused_metric_without_a_query_clears_on_next_good_value(widget):
@@ -309,7 +320,7 @@ def test_non_images_show_an_error_and_keep_the_widget_usable(
     assert "image" in widget.error
     assert widget.results == before and widget.query_names == ["coins.jpg"]
     assert busy == [True, False]  # the browser stops its spinner on the False
-    front_end_sets(widget, k=6)  # the last good query is still there
+    user_picks(widget, k=6)  # the last good query is still there
     assert len(widget.results) == 6 and widget.error == ""
 
 
@@ -431,7 +442,7 @@ def test_hybrid_mode_has_no_metric_and_searches_with_the_weights(
 ):
     query = photo(sample_folder, "astronaut")
     widget.search(query, k=6)
-    front_end_sets(widget, mode="hybrid")
+    user_picks(widget, mode="hybrid")
     assert widget.error == ""
     assert (widget.mode, widget.metrics, widget.metric) == ("hybrid", [], "")
     assert (widget.result_mode, widget.result_metric) == ("hybrid", "1 rgb/euclidean")
@@ -439,21 +450,21 @@ def test_hybrid_mode_has_no_metric_and_searches_with_the_weights(
     assert widget.query_names == ["astronaut.jpg"]  # the same query, re-run
 
     weights = {"rgb": 0.5, "dhash": 0.25, "ahash": 0.25}
-    front_end_sets(widget, weights=weights)  # a slider moved
+    user_picks(widget, weights=weights)  # a slider moved
     assert widget.error == "" and widget.weights == weights
     assert widget.result_metric == "0.5 rgb/euclidean + 0.25 dhash/hamming + 0.25 ahash/hamming"
     assert widget.results == hybrid_hits(cheap_index, query, weights, k=6)
     assert widget.results != hybrid_hits(cheap_index, query, {"rgb": 1}, k=6)
 
-    front_end_sets(widget, k=3)
+    user_picks(widget, k=3)
     assert widget.results == hybrid_hits(cheap_index, query, weights, k=3)
-    front_end_sets(widget, mode="rgb")  # back: the mode's metrics and default metric again
+    user_picks(widget, mode="rgb")  # back: the mode's metrics and default metric again
     assert (widget.metrics, widget.metric) == (list(MODE_METRICS["rgb"]), "euclidean")
     assert (widget.result_mode, widget.result_metric) == ("rgb", "euclidean")
     before = widget.results
-    front_end_sets(widget, weights={"dhash": 1})  # kept for later; nothing to re-run now
+    user_picks(widget, weights={"dhash": 1})  # kept for later; nothing to re-run now
     assert widget.weights == {"dhash": 1.0} and widget.results == before
-    front_end_sets(widget, mode="hybrid")
+    user_picks(widget, mode="hybrid")
     assert widget.result_metric == "1 dhash/hamming"
     assert widget.results == hybrid_hits(cheap_index, query, {"dhash": 1}, k=3)
 
@@ -476,14 +487,15 @@ def test_refused_weights_show_an_error_and_the_widget_stays_usable(
     sent = []
     monkeypatch.setattr(widget, "_send", lambda msg, buffers=None: sent.append(msg))
     monkeypatch.setattr(widget.index, "search", failing_search := FailIfCalled())
-    front_end_sets(widget, weights={"rgb": 0, "ahash": 0})  # every slider at 0
+    user_picks(widget, weights={"rgb": 0, "ahash": 0})  # every slider at 0
     assert widget.error == "hybrid weights are all zero; give at least one mode a positive weight"
     assert widget.weights == {"rgb": 0.3} and widget.results == before
     assert not failing_search.calls  # nothing re-run
-    # the browser shows the refused sliders: it gets the kept weights back
-    assert [m["state"]["weights"] for m in sent if "weights" in m.get("state", {})][-1] == {
-        "rgb": 0.3
-    }
+    # the browser shows the refused sliders: it is told to show the kept weights again
+    assert [m["content"] for m in sent if "content" in m] == [
+        {"type": "refused", "name": "weights"}
+    ]
+    assert [m["state"] for m in sent if "state" in m] == [{"error": widget.error}]
     monkeypatch.undo()
     for bad, message in [
         ({"embedding": 1}, "mode 'embedding' in weights is not in this index"),
@@ -495,9 +507,9 @@ def test_refused_weights_show_an_error_and_the_widget_stays_usable(
         widget.weights = bad  # from Python: no exception escapes either
         assert message in widget.error, widget.error
         assert widget.weights == {"rgb": 0.3} and widget.results == before
-    front_end_sets(widget, metric="cosine")
+    user_picks(widget, metric="cosine")
     assert "the hybrid mode has no metric of its own" in widget.error and widget.metric == ""
-    front_end_sets(widget, weights={"rgb": 0, "ahash": 0.4})
+    user_picks(widget, weights={"rgb": 0, "ahash": 0.4})
     assert widget.error == "" and widget.result_metric == "1 ahash/hamming"
     assert widget.results == hybrid_hits(cheap_index, query, {"ahash": 0.4}, k=4)
     upload(widget, [("coffee.jpg", query.read_bytes(), "image/jpeg")])
@@ -536,6 +548,96 @@ def test_hybrid_from_python_and_within_a_scope(cheap_index, sample_folder):
         SearchWidget(cheap_index, mode="hybrid", metric="euclidean")
 
 
+# -- a hostile browser: it sends messages, Python owns every trait --------------------------------
+
+
+def test_the_browser_cannot_raise_k_by_writing_state(widget):
+    front_end_writes(widget, k=200_000)  # then "more like this"
+    custom(widget, {"type": "more_like", "id": 0})
+    assert widget.k == 10 and len(widget.results) == 10 and widget.error == ""
+    assert widget.rejected == 1
+
+
+@pytest.mark.parametrize("k", [200_000, 0, -5, 1000, 10**400])
+def test_a_k_out_of_bounds_from_the_browser_is_refused_and_later_searches_work(widget, k):
+    sent = []
+    widget._send = lambda msg, buffers=None: sent.append(msg)
+    custom(widget, {"type": "set", "name": "k", "value": k})
+    assert widget.k == 10 and "k must be from 1 to 100" in widget.error
+    assert {"type": "refused", "name": "k"} in [m.get("content") for m in sent]
+    custom(widget, {"type": "more_like", "id": 0})
+    assert len(widget.results) == 10 and widget.error == ""
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"type": "set", "name": "weights", "value": {"rgb": 1e400}}',  # json: inf
+        '{"type": "set", "name": "weights", "value": {"rgb": NaN}}',
+        '{"type": "set", "name": "weights", "value": {"rgb": -1e400}}',
+        '{"type": "set", "name": "weights", "value": {"rgb": 1' + "0" * 400 + "}}",  # 10**400
+        '{"type": "set", "name": "weights", "value": {"rgb": 0}}',
+    ],
+)
+def test_weights_that_are_no_finite_numbers_are_refused_and_later_searches_work(
+    widget, cheap_index, sample_folder, message
+):
+    query = photo(sample_folder, "coffee")
+    widget.search(query, mode="hybrid", k=4)
+    custom(widget, json.loads(message))
+    assert widget.weights == {"rgb": 0.3} and "weight" in widget.error
+    assert "Overflow" not in widget.error and widget.rejected == 0
+    custom(widget, {"type": "set", "name": "k", "value": 5})
+    assert widget.error == "" and widget.results == hybrid_hits(cheap_index, query, {"rgb": 1}, 5)
+
+
+def test_weights_whose_sum_overflows_rank_like_their_shares(widget, cheap_index, sample_folder):
+    query = photo(sample_folder, "coffee")
+    huge = {"rgb": 1e308, "ahash": 1e308}
+    hits = hybrid_hits(cheap_index, query, huge, k=6)
+    assert hits == hybrid_hits(cheap_index, query, {"rgb": 1, "ahash": 1}, k=6)
+    assert any(hit["distance"] > 0 for hit in hits)  # an overflowed sum made every one 0
+    widget.search(query, mode="hybrid", k=6)
+    custom(widget, {"type": "set", "name": "weights", "value": huge})
+    assert widget.error == "" and widget.results == hits
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"type": "set", "name": "max_upload_bytes", "value": 10**12},
+        {"type": "set", "name": "results", "value": []},
+        {"type": "set", "name": ["k"], "value": 5},
+        {"type": "set", "name": "k"},
+        {"type": "set", "name": "mode", "value": "x" * 10_000},
+        {"type": "set", "name": "weights", "value": {f"m{i}": 1 for i in range(10_000)}},
+        {"type": "set", "name": "weights", "value": {"rgb": True}},
+        {"type": "set", "name": "weights", "value": {"rgb": None}},
+        {"type": "file_error", "message": 5},
+    ],
+)
+def test_malformed_control_messages_change_nothing(widget, content):
+    before = {name: getattr(widget, name) for name in widget.keys if name != "error"}
+    custom(widget, content)
+    assert widget.rejected == 1 and widget.error and len(widget.error) < 200
+    assert {name: getattr(widget, name) for name in widget.keys if name != "error"} == before
+
+
+def test_the_front_end_module_sends_messages_and_writes_no_trait():
+    source = (STATIC_DIR / "search_widget.js").read_text(encoding="utf-8")
+    assert "model.send(" in source
+    assert "model.set(" not in source and "save_changes(" not in source.replace(
+        "`set`/`save_changes`", ""
+    )
+
+
+def test_the_browser_dismisses_its_error_by_message(widget):
+    custom(widget, {"type": "set", "name": "k", "value": 0})
+    assert widget.error
+    custom(widget, {"type": "dismiss"})
+    assert widget.error == "" and widget.k == 10
+
+
 def test_no_hybrid_mode_without_embedding_or_colour(sample_folder, tmp_path):
     index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash", "thumb"])
     index.update(progress=False, workers=0)
@@ -546,7 +648,7 @@ def test_no_hybrid_mode_without_embedding_or_colour(sample_folder, tmp_path):
     w.mode = "hybrid"
     assert w.mode == "ahash" and w.results == before
     assert w.error.startswith("mode 'hybrid' is not available: the default hybrid weights need")
-    front_end_sets(w, k=2)
+    user_picks(w, k=2)
     assert w.error == "" and len(w.results) == 2
     with pytest.raises(ValueError, match="mode 'hybrid' is not available"):
         SearchWidget(index, mode="hybrid")
@@ -562,7 +664,7 @@ def test_hybrid_with_an_embedding_uploads_and_finds_the_photo(full_index, sample
     assert w.error == "" and w.result_metric == "0.7 embedding/cosine + 0.3 rgb/euclidean"
     assert Path(w.results[0]["path"]).name == "rocket.jpg"
     assert w.results == hybrid_hits(full_index, data, DEFAULT_HYBRID_WEIGHTS, k=3)
-    front_end_sets(w, weights={"embedding": 0.2, "rgb": 0.6, "dhash": 0.2})
+    user_picks(w, weights={"embedding": 0.2, "rgb": 0.6, "dhash": 0.2})
     assert w.results == hybrid_hits(
         full_index, data, {"embedding": 0.2, "rgb": 0.6, "dhash": 0.2}, k=3
     )
@@ -624,11 +726,49 @@ def test_an_index_without_thumbnails_shows_ones_made_from_the_files(sample_folde
     assert all(max(size) == QUERY_THUMB_SIZE for size in sizes), sizes
 
 
+def test_thumbnails_made_from_files_are_decoded_once_until_the_file_changes(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "big.png")  # a big PNG: no draft decoding
+    Image.fromarray(pixels[:300, :400]).save(folder / "small.png")
+    index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    decoded = []
+    real_decode = index_module.decode
+    monkeypatch.setattr(
+        index_module, "decode", lambda path, **kw: decoded.append(path) or real_decode(path, **kw)
+    )
+    big = next(r.id for r in index.records(index.ids()) if r.path == "big.png")
+    first = index.thumbnail_bytes([big])  # hovering the same point again and again
+    for _ in range(5):
+        assert index.thumbnail_bytes([big]) == first
+    assert len(decoded) == 1 and jpeg_size(first[0]) == (96, 72)
+    assert index.thumbnail_bytes([big], side=128) != first and len(decoded) == 2  # own key
+    stat = (folder / "big.png").stat()
+    Image.fromarray(pixels[::-1]).save(folder / "big.png")  # edited since: decoded again
+    os.utime(folder / "big.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert index.thumbnail_bytes([big]) != first and len(decoded) == 3
+    (folder / "big.png").unlink()
+    assert index.thumbnail_bytes([big]) == [b""]
+
+
+def test_the_thumbnail_cache_is_bounded_in_bytes(tmp_path, sample_folder, monkeypatch):
+    monkeypatch.setattr(index_module, "THUMBNAIL_CACHE_BYTES", 20_000)
+    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash"])
+    index.update(progress=False, workers=0)
+    thumbnails = index.thumbnail_bytes(index.ids())
+    assert sum(map(len, thumbnails)) > 40_000  # more than the cache holds
+    cache = index._thumbnails
+    assert 0 < cache.held_bytes <= 20_000 and 0 < len(cache) < len(thumbnails)
+    assert index.thumbnail_bytes(index.ids()) == thumbnails  # evicted ones are made again
+
+
 def test_clear_forgets_the_query(widget, sample_folder):
     widget.search(photo(sample_folder, "brick"))
     widget.clear()
     assert widget.results == [] and widget.query_thumbnails == [] and widget.query_names == []
-    front_end_sets(widget, k=3)  # nothing to re-run
+    user_picks(widget, k=3)  # nothing to re-run
     assert widget.results == [] and widget.error == ""
 
 
@@ -642,7 +782,7 @@ def test_embedding_mode_finds_the_photo_itself(full_index, sample_folder):
     assert Path(w.results[0]["path"]).name == "rocket.jpg"
     assert w.results[0]["distance"] == pytest.approx(0, abs=1e-3)
     assert distances(w) == sorted(distances(w))
-    front_end_sets(w, metric="euclidean")
+    user_picks(w, metric="euclidean")
     assert w.result_metric == "euclidean" and Path(w.results[0]["path"]).name == "rocket.jpg"
 
 

@@ -86,22 +86,32 @@ def check_hybrid_weights(
         weight, metric = (
             value if isinstance(value, (tuple, list)) and len(value) == 2 else (value, None)
         )
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, numbers.Real)
-            or not math.isfinite(weight)
-        ):
-            raise ValueError(f"the weight of {mode!r} must be a finite number, not {weight!r}")
-        value = float(weight)
+        value = _finite_weight(weight) if isinstance(weight, numbers.Real) else None
+        if isinstance(weight, bool) or value is None:
+            raise ValueError(
+                f"the weight of {mode!r} must be a finite number, not {repr(weight)[:40]}"
+            )
         if value < 0:
             raise ValueError(f"the weight of {mode!r} must not be negative, not {weight}")
         metric = check_mode_metric(mode, metric)
         if value > 0:
             chosen[mode] = (value, metric)
-    total = sum(weight for weight, _metric in chosen.values())
-    if total <= 0:
+    if not chosen:
         raise ValueError("hybrid weights are all zero; give at least one mode a positive weight")
-    return {mode: (weight / total, metric) for mode, (weight, metric) in chosen.items()}
+    # Scaled by the largest first: the sum of weights near the float maximum stays finite.
+    largest = max(weight for weight, _metric in chosen.values())
+    scaled = {mode: (weight / largest, metric) for mode, (weight, metric) in chosen.items()}
+    total = sum(weight for weight, _metric in scaled.values())
+    return {mode: (weight / total, metric) for mode, (weight, metric) in scaled.items()}
+
+
+def _finite_weight(weight: numbers.Real) -> float | None:
+    """``weight`` as a float, or None when it is not finite or too large for one (10**400)."""
+    try:
+        value = float(weight)
+    except (OverflowError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def build_feature(name: str, settings: dict[str, Any]) -> Feature:

@@ -1,6 +1,7 @@
 // @ts-check
 // SearchWidget's front end, one ES module: anywidget loads this file (`_esm = Path(...)`) and
-// calls its default export, which renders the Python-side state and sends user intent back.
+// calls its default export, which renders the Python-side state and sends user intent back as
+// messages. It never writes a trait: Python owns them all and checks every message.
 // The named exports are pure helpers (no DOM, no model) that `node --test js/tests/` imports.
 
 // ---------------------------------------------------------------------------------------------
@@ -282,6 +283,34 @@ export function resultTitle(hit, metric, mode) {
     "\nclick: more like this";
 }
 
+// -- messages to the Python side (user intent; Python checks each and owns every trait) -------
+
+/** The controls a message may ask to change (the Python side's CONTROLS). */
+export const CONTROLS = ["mode", "metric", "k", "weights"];
+
+/**
+ * The message asking Python to set control `name` to `value`.
+ * @param {string} name one of CONTROLS
+ * @param {unknown} value
+ * @returns {{type: "set", name: string, value: unknown}}
+ */
+export function controlMessage(name, value) {
+  if (!CONTROLS.includes(name)) throw new RangeError(`${name} is not a control`);
+  return { type: "set", name, value };
+}
+
+/**
+ * The message showing an error the browser found itself (a file it will not send).
+ * @param {unknown} message
+ * @returns {{type: "file_error", message: string}}
+ */
+export function fileErrorMessage(message) {
+  return { type: "file_error", message: String(message ?? "") };
+}
+
+/** The message clearing the error shown (the user dismissed it). */
+export const DISMISS_MESSAGE = Object.freeze({ type: "dismiss" });
+
 // -- hybrid mode: one weight slider per search mode ------------------------------------------
 
 /** The Python side's HYBRID_MODE: ranks by a weighted mix of the other modes. */
@@ -370,6 +399,17 @@ export function withWeight(weights, mode, value) {
 }
 
 /**
+ * Whether two weights give every mode the same number (a missing mode counts as 0).
+ * @param {Record<string, unknown> | null | undefined} a
+ * @param {Record<string, unknown> | null | undefined} b
+ * @returns {boolean}
+ */
+export function sameWeights(a, b) {
+  const modes = new Set([...Object.keys(a ?? {}), ...Object.keys(b ?? {})]);
+  return [...modes].every((mode) => Number(a?.[mode] ?? 0) === Number(b?.[mode] ?? 0));
+}
+
+/**
  * A debounced function: `fn(...args)` with the last call's arguments, once `ms` passed
  * without another call.
  * @template {unknown[]} A
@@ -422,13 +462,12 @@ export function debounce(fn, ms, timers = globalThis) {
 
 /**
  * What this module uses of anywidget's model (`AnyModel` in @anywidget/types).
+ * (It reads traits and sends messages; it never calls `set`/`save_changes`.)
  * @typedef {object} Model
  * @property {(name: string) => any} get
- * @property {(name: string, value: unknown) => void} set
- * @property {() => void} save_changes
  * @property {(content: object, callbacks?: unknown, buffers?: ArrayBuffer[]) => void} send
- * @property {(event: string, fn: () => void) => void} on
- * @property {(event: string, fn: () => void) => void} off
+ * @property {(event: string, fn: (...args: any[]) => void) => void} on
+ * @property {(event: string, fn: (...args: any[]) => void) => void} off
  */
 
 /**
@@ -497,8 +536,7 @@ let uploadCounter = 0;
 async function sendFiles(model, fileList, setPending) {
   const { files, error } = validateFiles(fileList, model.get("max_upload_bytes"));
   if (error) {
-    model.set("error", error);
-    model.save_changes();
+    model.send(fileErrorMessage(error));
     return;
   }
   setPending(true);
@@ -517,8 +555,7 @@ async function sendFiles(model, fileList, setPending) {
     model.send({ type: "query", upload, files: meta });
   } catch (err) {
     setPending(false);
-    model.set("error", `could not read the file: ${err instanceof Error ? err.message : err}`);
-    model.save_changes();
+    model.send(fileErrorMessage(`could not read the file: ${err instanceof Error ? err.message : err}`));
   }
 }
 
@@ -715,11 +752,10 @@ function render({ model, el }) {
   renderImages();
 
   // -- intents
+  // A control shows the user's pick at once; Python sets the trait (the control then follows
+  // it) or refuses the value and says so: the control goes back to the trait's value.
   /** @param {string} name @param {unknown} value */
-  const setControl = (name, value) => {
-    model.set(name, value);
-    model.save_changes();
-  };
+  const setControl = (name, value) => model.send(controlMessage(name, value));
   mode.addEventListener("change", () => setControl("mode", mode.value));
   metric.addEventListener("change", () => setControl("metric", metric.value));
   const commitK = () => {
@@ -728,10 +764,9 @@ function render({ model, el }) {
     if (clamped !== null && clamped !== model.get("k")) setControl("k", clamped);
   };
   k.addEventListener("change", commitK);
+  // The draft stays shown until Python's weights arrive (or it refuses them).
   const sendWeights = debounce(() => {
-    const next = draft;
-    draft = null;
-    if (next) setControl("weights", next);
+    if (draft) setControl("weights", draft);
   }, WEIGHT_DEBOUNCE_MS);
   weights.addEventListener("input", (event) => {
     const slider = /** @type {HTMLInputElement | null} */ (
@@ -760,7 +795,10 @@ function render({ model, el }) {
       model.send({ type: "more_like", id: Number(cell.dataset.id) });
     }
   });
-  dismiss.addEventListener("click", () => setControl("error", ""));
+  dismiss.addEventListener("click", () => {
+    error.hidden = true; // at once; Python's cleared error follows
+    model.send(DISMISS_MESSAGE);
+  });
 
   /** @param {DragEvent} event */
   const onDragOver = (event) => {
@@ -790,7 +828,7 @@ function render({ model, el }) {
     }
   });
 
-  /** @typedef {[string, () => void]} Listener a trait and what renders it */
+  /** @typedef {[string, (...args: any[]) => void]} Listener an event and what handles it */
   /** @param {string[]} names @param {() => void} fn @returns {Listener[]} */
   const each = (names, fn) => names.map((name) => /** @type {Listener} */ ([name, fn]));
   const listeners = [
@@ -817,6 +855,19 @@ function render({ model, el }) {
   };
   let disposed = false;
   const handlers = listeners.map(([name, fn]) => /** @type {Listener} */ ([`change:${name}`, later(fn)]));
+  /** @param {unknown} message */
+  const onMessage = (message) => {
+    if (/** @type {{type?: unknown}} */ (message)?.type !== "refused") return;
+    draft = null; // refused weights: the sliders go back to Python's
+    later(renderControls)();
+    later(renderWeights)();
+  };
+  handlers.push(["msg:custom", onMessage]);
+  // Python's weights replace the draft once they are the draft (earlier ones may still
+  // arrive while the slider moves on: showing them would make it jump back).
+  handlers.push(["change:weights", () => {
+    if (!sendWeights.pending() && sameWeights(draft, model.get("weights"))) draft = null;
+  }]);
   for (const [event, fn] of handlers) model.on(event, fn);
 
   return () => {

@@ -44,12 +44,15 @@ if TYPE_CHECKING:
 K_MIN, K_MAX = 1, 100
 """Bounds of ``SearchWidget.k`` (the front end's number input uses the same)."""
 
-FRONT_END_TRAITS = frozenset({"mode", "metric", "k", "weights", "error"})
-"""The traits the browser may set (its controls, and ``error`` for its own file checks); state
-it sends for any other trait is ignored."""
+CONTROLS = ("mode", "metric", "k", "weights")
+"""The controls the browser may ask to change, each with a ``{"type": "set", "name", "value"}``
+message that is checked here like an assignment from Python. The browser writes no trait."""
 
 MAX_ERROR_CHARS = 1000
-"""Longest ``error`` text accepted from the browser (longer is cut)."""
+"""Longest error text accepted from the browser's own file checks (longer is cut)."""
+
+MAX_NAME_CHARS = 100
+"""Longest mode or metric name (or weights key) accepted from the browser."""
 
 MAX_IMAGE_ID = 2**63 - 1
 
@@ -84,7 +87,8 @@ def check_weights(weights: Any, modes: Sequence[str]) -> dict[str, float]:
     """
     if not isinstance(weights, Mapping):
         raise ValueError(
-            f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}"
+            f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}, not "
+            f"{repr(weights)[:80]}"
         )
     for mode, weight in weights.items():
         if isinstance(weight, (tuple, list)):
@@ -149,7 +153,8 @@ class SearchWidget(BaseWidget):
     _esm = STATIC_DIR / "search_widget.js"
     _css = STATIC_DIR / "search_widget.css"
 
-    # -- controls (set from Python or the browser; a refused value shows in ``error``) ---------
+    # -- controls: Python's traits; the browser asks for changes with messages ---------------
+    # A value refused (from Python or the browser) keeps the old one and says why in ``error``.
     mode = traitlets.Unicode("").tag(sync=True)
     """str: the feature compared, one of ``modes``. Default: "embedding" if indexed, else the first."""
 
@@ -167,7 +172,7 @@ class SearchWidget(BaseWidget):
 
     max_upload_bytes = traitlets.Int(DEFAULT_MAX_UPLOAD_BYTES).tag(sync=True)
     """int: largest accepted file, checked in the browser and again in Python. Default 20 MB.
-    Synced so the browser can check first; set only from Python (the browser's writes are ignored)."""
+    Synced so the browser can check first."""
 
     # -- state shown by the front end (read-only) -----------------------------------------------
     modes = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
@@ -234,9 +239,10 @@ class SearchWidget(BaseWidget):
         self._rerun_paused = 0
         self._last: _Query | None = None
         self._seen: dict[str, Any] = {}  # control values last acted on (see _is_new)
+        self._refusals = 0  # values refused so far (see _refuse)
         self._uploads = Uploads(max_upload_bytes, DEFAULT_MAX_UPLOAD_TOTAL_BYTES)
         self.rejected = 0
-        """Front-end messages and state refused as malformed or not the browser's to send."""
+        """Front-end messages refused as malformed, and trait values the browser tried to write."""
 
         self._search_modes = available_modes(index)
         self._hybrid_reason = hybrid_unavailable(index)
@@ -351,31 +357,14 @@ class SearchWidget(BaseWidget):
             self.set_trait("query_names", [])
             self._set_results(None, None)
 
-    # -- state from the browser: only its controls, each of the right type ----------------------
+    # -- state from the browser: none; it sends messages ------------------------------------------
     def set_state(self, sync_data: dict[str, Any]) -> None:
-        """Apply state sent by the front end: only ``FRONT_END_TRAITS``, each of the right type.
+        """Ignore state sent by the front end: every trait here is Python's.
 
-        Python owns every other trait (results, busy, max_upload_bytes, ...): a front end writing
-        one is ignored. A value of the wrong type is refused in ``error`` and the kept value is
-        sent back.
+        The browser asks for a control change with a message (see ``CONTROLS``); each trait it
+        tries to write instead counts in ``rejected``.
         """
-        if not isinstance(sync_data, dict):
-            self.rejected += 1
-            return
-        accepted: dict[str, Any] = {}
-        for name, value in sync_data.items():
-            if name not in FRONT_END_TRAITS:
-                self.rejected += 1
-                continue
-            problem = _front_end_type_problem(name, value)
-            if problem:
-                self.rejected += 1
-                self.error = problem
-                self.send_state(name)
-                continue
-            accepted[name] = value[:MAX_ERROR_CHARS] if name == "error" else value
-        if accepted:
-            super().set_state(accepted)
+        self.rejected += len(sync_data) if isinstance(sync_data, dict) and sync_data else 1
 
     # -- validation: refused values keep the old one and say why in the widget -------------------
     def _mode_message(self, mode: str, modes: Sequence[str]) -> str:
@@ -404,20 +393,12 @@ class SearchWidget(BaseWidget):
         if not self._ready:
             raise ValueError(message)
         self.error = message
-        # From the browser, the refused value is already set (validation comes after, in
-        # hold_trait_notifications): keep the last accepted one, whose change notification
-        # then sends it back. From Python, the browser may still need the kept value.
-        kept = self._seen.get(name, getattr(self, name))
-        if getattr(self, name) == kept:
-            self.send_state(name)
-        return kept
+        self._refusals += 1
+        return getattr(self, name)
 
     def _is_new(self, name: str) -> bool:
-        """Whether control ``name`` differs from its value last acted on (and note it).
-
-        A value refused from the browser notifies twice (to it, back from it), each time with
-        the kept value already in place: both are stale and must not re-run or clear ``error``.
-        """
+        """Whether control ``name`` differs from its value last acted on (and note it): an
+        assignment of the same value (e.g. the same weights as new floats) re-runs nothing."""
         value = getattr(self, name)
         if name in self._seen and self._seen[name] == value:
             return False
@@ -573,6 +554,13 @@ class SearchWidget(BaseWidget):
             except Exception as exc:
                 self._show_error(exc)
             return
+        if kind in ("set", "dismiss", "file_error"):
+            try:
+                self._browser_intent(kind, content)
+            except MalformedMessage as exc:
+                self.rejected += 1
+                self._show_error(exc)
+            return
         if kind not in ("query", "more_like"):
             self.rejected += 1
             return
@@ -588,6 +576,27 @@ class SearchWidget(BaseWidget):
             self._show_error(exc)
         finally:
             self.set_trait("busy", False)
+
+    def _browser_intent(self, kind: str, content: dict[str, Any]) -> None:
+        """A control the user changed, the error they dismissed, or a file the browser refused."""
+        if kind == "dismiss":
+            self.error = ""
+            return
+        if kind == "file_error":
+            message = content.get("message")
+            if not isinstance(message, str):
+                raise MalformedMessage("a file error must be text")
+            self.error = message[:MAX_ERROR_CHARS]
+            return
+        name, value = content.get("name"), content.get("value")
+        problem = _control_problem(name, value)
+        if problem or not isinstance(name, str):
+            raise MalformedMessage(problem)
+        refusals = self._refusals
+        setattr(self, name, value)
+        if self._refusals != refusals:
+            # The browser's control shows what the user picked: tell it to show the kept value.
+            self.send({"type": "refused", "name": name})
 
     def _query_upload(self, content: dict[str, Any]) -> None:
         try:
@@ -610,17 +619,27 @@ class SearchWidget(BaseWidget):
         self._run(_Query(item, [query_label(item, self._index)]), raise_errors=False)
 
 
-def _front_end_type_problem(name: str, value: Any) -> str:
-    """Why ``value`` cannot be the browser's ``name`` ("" when its type is right)."""
-    if name in ("mode", "metric", "error"):
-        return "" if isinstance(value, str) else f"{name} must be text, not {type(value).__name__}"
+def _control_problem(name: Any, value: Any) -> str:
+    """Why ``{"name": name, "value": value}`` is no control change an honest front end sends
+    ("" when its name and type are right; its value is then checked like one from Python)."""
+    if name not in CONTROLS:
+        return f"{repr(name)[:40]} is not a control; the browser may set {', '.join(CONTROLS)}"
+    if name in ("mode", "metric"):
+        if isinstance(value, str) and len(value) <= MAX_NAME_CHARS:
+            return ""
+        return f"{name} must be a name of at most {MAX_NAME_CHARS} characters"
     if name == "k":
         return "" if is_whole(value) else f"k must be a whole number from {K_MIN} to {K_MAX}"
-    if name == "weights":
-        if isinstance(value, dict) and all(
-            isinstance(weight, (int, float)) and not isinstance(weight, bool)
-            for weight in value.values()
-        ):
-            return ""
-        return f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}"
-    return f"{name} cannot be set from the browser"
+    if (
+        isinstance(value, dict)
+        and len(value) <= len(SEARCH_MODES)
+        and all(
+            isinstance(mode, str)
+            and len(mode) <= MAX_NAME_CHARS
+            and isinstance(weight, (int, float))
+            and not isinstance(weight, bool)
+            for mode, weight in value.items()
+        )
+    ):
+        return ""
+    return f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}"

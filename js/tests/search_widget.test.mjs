@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  CONTROLS,
+  DISMISS_MESSAGE,
   HYBRID_MODE,
   K_MAX,
   K_MIN,
@@ -13,7 +15,10 @@ import {
   cellSize,
   chunkRanges,
   clampK,
+  controlMessage,
+  sameWeights,
   debounce,
+  fileErrorMessage,
   filesFromItems,
   fitName,
   formatBytes,
@@ -334,4 +339,34 @@ describe("debounce", () => {
     timers.advance(500);
     assert.deepEqual(calls, ["a"]);
   });
+});
+
+describe("messages to Python (the front end writes no trait)", () => {
+  test("a control change is a set message naming one of the controls", () => {
+    assert.deepEqual(CONTROLS, ["mode", "metric", "k", "weights"]);
+    assert.deepEqual(controlMessage("k", 20), { type: "set", name: "k", value: 20 });
+    assert.deepEqual(controlMessage("weights", { rgb: 0.5 }), {
+      type: "set", name: "weights", value: { rgb: 0.5 },
+    });
+    for (const name of ["max_upload_bytes", "error", "results", ""]) {
+      assert.throws(() => controlMessage(name, 1), RangeError);
+    }
+  });
+
+  test("a file the browser refuses is shown by Python; dismissing is a message too", () => {
+    assert.deepEqual(fileErrorMessage("a.pdf is not an image"), {
+      type: "file_error", message: "a.pdf is not an image",
+    });
+    assert.deepEqual(fileErrorMessage(undefined), { type: "file_error", message: "" });
+    assert.deepEqual(DISMISS_MESSAGE, { type: "dismiss" });
+    assert.ok(Object.isFrozen(DISMISS_MESSAGE));
+  });
+});
+
+test("sameWeights: the same number for every mode, a missing mode as 0", () => {
+  assert.ok(sameWeights({ rgb: 0.3, ahash: 0.5 }, { ahash: 0.5, rgb: 0.3 }));
+  assert.ok(sameWeights({ rgb: 0.3, dhash: 0 }, { rgb: 0.3 }));
+  assert.ok(!sameWeights({ rgb: 0.3, dhash: 0.05 }, { rgb: 0.3, dhash: 0.2 }));
+  assert.ok(!sameWeights(null, { rgb: 0.3 }));
+  assert.ok(sameWeights(null, {}));
 });

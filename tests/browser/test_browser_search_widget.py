@@ -55,6 +55,7 @@ def _dump(change=None):
         "metric": w.metric, "metrics": w.metrics, "k": w.k, "query_names": w.query_names,
         "thumbnails": len(w.thumbnails), "busy": w.busy,
         "result_mode": w.result_mode, "result_metric": w.result_metric, "weights": w.weights,
+        "rejected": w.rejected,
     }})
 
 w.observe(_dump, names=["results", "error", "mode", "metric", "k", "query_names", "busy", "weights"])
@@ -464,7 +465,7 @@ def test_hybrid_mode_shows_weight_sliders_that_rerun_the_query(step):
         page.keyboard.press("ArrowRight")
     state = lab.state(lambda s: s["weights"].get("dhash") == 0.2 and "dhash" in s["result_metric"])
     assert state["weights"] == {"rgb": 0.3, "ahash": 0.5, "dhash": 0.2}
-    assert dhash.input_value() == "0.2"
+    expect(dhash).to_have_value("0.2")  # the browser gets Python's weights after it has them
     expect(summary).to_have_text(f"{K} results · hybrid · {state['result_metric']}")
     lab.wait_for_results(K)
     page.locator(".imrec-search").scroll_into_view_if_needed()
@@ -474,10 +475,23 @@ def test_hybrid_mode_shows_weight_sliders_that_rerun_the_query(step):
     )
 
     page.select_option(".imrec-search .imrec-mode", "rgb")
-    lab.state(lambda s: s["result_mode"] == "rgb" and s["metric"] == "euclidean")
+    state = lab.state(lambda s: s["result_mode"] == "rgb" and s["metric"] == "euclidean")
     expect(weights).to_be_hidden()
     expect(metric).to_be_visible()
     expect(summary).to_have_text(f"{K} results · rgb · euclidean")
+    assert state["rejected"] == 0  # the front end only sends messages Python accepts
+
+    # A value Python refuses (a stale menu could send one): the error, and the menu shows
+    # Python's metric again.
+    page.evaluate(
+        "() => document.querySelector('.imrec-search .imrec-metric')"
+        ".append(new Option('hamming', 'hamming'))"
+    )
+    page.select_option(".imrec-search .imrec-metric", "hamming")
+    state = lab.state(lambda s: "metric 'hamming' is not allowed" in s["error"])
+    assert state["metric"] == "euclidean" and state["rejected"] == 0
+    expect(metric).to_have_value("euclidean")
+    expect(page.locator(".imrec-search .imrec-metric option")).to_have_count(3)
 
 
 def test_hybrid_weight_sliders_line_up_when_they_wrap(step):
