@@ -12,6 +12,7 @@ from .errors import (
     EmptyIndexError,
     EngineFallbackWarning,
     EngineUnavailableError,
+    ExportError,
     ImageDecodeError,
     ImrecError,
     ImrecWarning,
@@ -22,6 +23,7 @@ from .errors import (
     MoveError,
     ProjectionError,
     QuantizerMismatchWarning,
+    TagError,
     WeightsUnavailableError,
 )
 
@@ -34,6 +36,7 @@ __all__ = [
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",
+    "ExportError",
     "Hit",
     "ImageDecodeError",
     "ImageIndex",
@@ -48,6 +51,7 @@ __all__ = [
     "QuantizerMismatchWarning",
     "SearchResults",
     "SearchWidget",
+    "TagError",
     "UmapExplorer",
     "WeightsUnavailableError",
     "WriteLock",

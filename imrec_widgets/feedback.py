@@ -1,0 +1,108 @@
+"""Relevance feedback: images marked relevant and not relevant -> one query vector.
+
+Every method returns a vector ``w`` whose cosine ranking (``w . x / |x|``) is its ranking of the
+indexed rows, so a refined search is an ordinary search: the same kernels, compact copies,
+filters, ANN and Dask paths as any other. Rows are L2-normalised first.
+
+- ``rocchio``: ``mean(relevant) - NEGATIVE_WEIGHT * mean(not relevant)``.
+- ``logistic``: logistic regression of relevant (1) vs not relevant plus ``BACKGROUND_ROWS``
+  random indexed rows (0), classes balanced; ``w`` is its coefficient vector (its intercept does
+  not change a ranking). Random rows stand for "the rest of the index", so a single relevant
+  image with no negatives still gets a model.
+- ``svm``: the same with a linear SVM (hinge loss).
+
+``benchmarks/bench_feedback.py`` measures them; ``DEFAULT_METHOD`` is the one it chose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+METHODS = ("rocchio", "logistic", "svm")
+DEFAULT_METHOD = "logistic"
+"""Chosen by ``benchmarks/bench_feedback.py`` (see the README's table)."""
+
+NEGATIVE_WEIGHT = 0.25
+"""Rocchio's weight of the mean of the non-relevant rows (relevant ones weigh 1)."""
+
+BACKGROUND_ROWS = 512
+"""Random indexed rows the classifiers take as not relevant, beside the marked ones."""
+
+REGULARISATION = 1.0
+"""The classifiers' inverse regularisation strength ``C``."""
+
+
+def _normalised(rows: Any) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim == 1:
+        rows = rows[None]
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms > 0, norms, np.float32(1.0))
+
+
+def background_ids(ok_ids: np.ndarray, count: int = BACKGROUND_ROWS, seed: int = 0) -> np.ndarray:
+    """A fixed (seeded) random sample of ``count`` of ``ok_ids``, ascending."""
+    if ok_ids.size <= count:
+        return np.asarray(ok_ids, dtype=np.int64)
+    chosen = np.random.default_rng(seed).choice(ok_ids.size, size=count, replace=False)
+    return np.sort(np.asarray(ok_ids, dtype=np.int64)[chosen])
+
+
+def query_vector(
+    relevant: Any,
+    not_relevant: Any | None = None,
+    background: Any | None = None,
+    method: str = DEFAULT_METHOD,
+) -> np.ndarray:
+    """One float32 query vector from the rows marked ``relevant`` (at least one) and
+    ``not_relevant``; ``background``: random indexed rows (for the classifiers)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown feedback method {method!r}; choose from {', '.join(METHODS)}")
+    positive = _normalised(relevant)
+    if positive.shape[0] == 0:
+        raise ValueError("relevance feedback needs at least one relevant image")
+    dim = positive.shape[1]
+    negative = (
+        _normalised(not_relevant)
+        if not_relevant is not None and len(not_relevant)
+        else np.zeros((0, dim), np.float32)
+    )
+    if method == "rocchio":
+        vector = positive.mean(axis=0)
+        if negative.shape[0]:
+            vector = vector - NEGATIVE_WEIGHT * negative.mean(axis=0)
+        return np.asarray(vector, dtype=np.float32)
+    rest = (
+        _normalised(background)
+        if background is not None and len(background)
+        else np.zeros((0, dim), np.float32)
+    )
+    others = np.concatenate([negative, rest])
+    if others.shape[0] == 0:  # nothing to tell the relevant ones from: their mean
+        return np.asarray(positive.mean(axis=0), dtype=np.float32)
+    features = np.concatenate([positive, others])
+    labels = np.concatenate([np.ones(positive.shape[0]), np.zeros(others.shape[0])])
+    # marked rows count more than the random ones: each side half the weight, marked
+    # negatives as much as all the background together
+    weights = (
+        np.concatenate(
+            [
+                np.full(positive.shape[0], 1.0 / positive.shape[0]),
+                np.full(negative.shape[0], 0.5 / max(1, negative.shape[0])),
+                np.full(rest.shape[0], (0.5 if negative.shape[0] else 1.0) / max(1, rest.shape[0])),
+            ]
+        )
+        * features.shape[0]
+    )
+    if method == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        model: Any = LogisticRegression(C=REGULARISATION, max_iter=200)
+    else:
+        from sklearn.svm import LinearSVC
+
+        model = LinearSVC(C=REGULARISATION, max_iter=2000)
+    model.fit(features, labels, sample_weight=weights)
+    return np.asarray(model.coef_[0], dtype=np.float32)
