@@ -234,6 +234,8 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "files":
+        return _export_files(args)
     from .export.tensorboard import export_tensorboard, tensorboard_command
 
     run_dir = export_tensorboard(
@@ -322,6 +324,26 @@ def _tags(args: argparse.Namespace) -> int:
         print(f"no tags yet; add one with `imrec tag {args.root} NAME --ids ...`")
     for name, count in counts.items():
         print(f"{count:>8}  {name}")
+    return 0
+
+
+def _export_files(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    if args.ids is not None:
+        try:
+            selection: Any = [int(part) for entry in args.ids for part in entry.split(",") if part]
+        except ValueError:
+            raise ValueError(
+                f"--ids takes image ids like 3 7 12; not {' '.join(args.ids)!r}"
+            ) from None
+    else:
+        selection = args.tag
+    report = index.export(selection, args.dest, how=args.how, layout=args.layout)
+    print(report)
+    for path in report.missing[:5]:
+        print(
+            f"warning: {path} is indexed but gone; run `imrec index {args.root}`", file=sys.stderr
+        )
     return 0
 
 
@@ -744,10 +766,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="NAME", default=None, help="list the images with this tag")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser(
-        "export", help="write an index's feature for another tool (TensorBoard projector)"
+    export = sub.add_parser(
+        "export",
+        help="copy tagged images out as a labelled dataset (files), or a feature for TensorBoard",
     )
-    p.add_argument("format", choices=("tensorboard",), help="what to write")
+    formats = export.add_subparsers(dest="format", metavar="FORMAT")
+    formats.required = True
+    p = formats.add_parser(
+        "files",
+        help="the files of tagged (or chosen) images, one folder per tag (torchvision ImageFolder)",
+    )
+    add_root(p)
+    p.add_argument("dest", help="folder to export into (created; nothing in it is replaced)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tag", nargs="+", help="the tag(s) whose images to export")
+    which.add_argument("--ids", nargs="+", help="image ids to export (their tags name the folders)")
+    p.add_argument("--how", choices=("copy", "symlink", "hardlink"), default="copy")
+    p.add_argument(
+        "--layout",
+        choices=("by_tag", "flat"),
+        default="by_tag",
+        help="by_tag: DEST/TAG/FILE (default); flat: DEST/FILE; labels.csv lists path,tag",
+    )
+    p = formats.add_parser("tensorboard", help="a feature as a TensorBoard projector run")
     add_root(p)
     p.add_argument(
         "--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)"

@@ -242,3 +242,26 @@ def test_a_catalog_from_before_tags_reads_as_untagged(index: ImageIndex) -> None
         read_only.close()
     assert index.tags() == {}  # a writable open adds the table
     assert index.tag(index.ids()[:1], "keep") == 1
+
+
+def test_the_map_colours_by_a_tag(tmp_path: Path) -> None:
+    from imrec_widgets import UmapExplorer
+    from imrec_widgets.synthetic import write_map_index
+
+    write_map_index(tmp_path / "index", 500)
+    (tmp_path / "root").mkdir()
+    index = ImageIndex.open(tmp_path / "root", index_dir=tmp_path / "index")
+    index.tag(list(range(0, 500, 5)), "group zero")
+    explorer = UmapExplorer(index, feature="rgb", compute=False, color_by="tag:group zero")
+    assert "tag:group zero" in explorer.color_menu.options
+    categories = explorer.categories()
+    names = [categories.names[c] for c in categories.codes.tolist()]
+    ids = explorer.points.ids.tolist()
+    assert names == ["group zero" if i % 5 == 0 else "(not tagged)" for i in ids]
+    assert "group zero" in explorer.legend.value
+    index.tag([1], "late")  # a tag made after the widget: still a choice, read fresh
+    explorer.color_by = " tag:late ".strip()
+    assert explorer.color_menu.value == "tag:late"
+    assert sorted(explorer.categories().counts) == [1, 499]
+    with pytest.raises(Exception, match="control character"):
+        explorer.color_by = "tag:bad\x01"
