@@ -721,9 +721,10 @@ class ImageIndex:
         drops those with any of them (see ``tag``).
 
         Relevance feedback: ``query`` lists the images marked relevant (ids or images) and
-        ``negatives`` the ids marked not relevant; the ranking then follows a linear model
-        of relevant vs not relevant (see ``imrec_widgets.feedback``), and the negatives are
-        left out of the results. For float modes (embedding, rgb) with the cosine metric.
+        ``negatives`` the ids marked not relevant: the ranking then follows a linear classifier
+        of relevant vs not relevant and random indexed images, on the normalised features
+        (see ``imrec_widgets.feedback``), and the negatives are left out of the results.
+        For float modes (embedding, rgb) with the cosine metric.
 
         ``mode="hybrid"`` ranks by a weighted mean of several modes' distances, each divided by
         that mode's median distance between random pairs of indexed images (so 1.0 means
