@@ -58,7 +58,7 @@ class TagError(ImrecError, ValueError):
     """A tag name that is not allowed, or a selection to tag that names no usable image."""
 
 
-class ExportError(ImrecError, OSError):
+class ExportError(ImrecError, RuntimeError):
     """Files that cannot be exported where asked (destination refused, disk full, no links)."""
 
 
