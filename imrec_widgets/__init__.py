@@ -13,6 +13,7 @@ from .errors import (
     EmptyIndexError,
     EngineFallbackWarning,
     EngineUnavailableError,
+    ExportError,
     ImageDecodeError,
     ImrecError,
     ImrecWarning,
@@ -26,6 +27,7 @@ from .errors import (
     ProjectionError,
     QuantizerMismatchWarning,
     SettingError,
+    TagError,
     WeightsUnavailableError,
 )
 
@@ -39,6 +41,7 @@ __all__ = [
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",
+    "ExportError",
     "Hit",
     "ImageDecodeError",
     "ImageIndex",
@@ -56,6 +59,7 @@ __all__ = [
     "SearchResults",
     "SearchWidget",
     "SettingError",
+    "TagError",
     "UmapExplorer",
     "WeightsUnavailableError",
     "WriteLock",

@@ -45,6 +45,13 @@ CREATE TABLE IF NOT EXISTS moves (
     changed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS moves_state ON moves(state);
+CREATE TABLE IF NOT EXISTS tags (
+    image_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    tagged_at REAL NOT NULL,
+    PRIMARY KEY (image_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_name ON tags(name, image_id);
 """
 
 
@@ -386,3 +393,110 @@ class Catalog:
                 [(status, int(i)) for i in ids],
             )
             self._bump_generation()
+
+    # -- tags -----------------------------------------------------------------------------------
+    # Tags belong to an image id, which update() keeps for a changed file and gives back to a
+    # file that returns at the same path, so they survive both; a removed image keeps its tags,
+    # hidden from every read below (which all look at ok images only) until it returns.
+    def _has_tags(self) -> bool:
+        """False for an index made before tags whose catalog is opened read-only."""
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tags'"
+        ).fetchone()
+        return row is not None
+
+    def require_ok(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` (ascending, distinct) when every one is an ok image, else KeyError naming one."""
+        wanted = sorted({int(i) for i in ids})
+        status: dict[int, str] = {}
+        for start in range(0, len(wanted), 900):
+            block = wanted[start : start + 900]
+            marks = ",".join("?" * len(block))
+            status.update(
+                self._db.execute(f"SELECT id, status FROM images WHERE id IN ({marks})", block)
+            )
+        for id_ in wanted:
+            if id_ not in status:
+                raise KeyError(f"no image with id {id_} in the catalog")
+            if status[id_] != "ok":
+                state = "was removed" if status[id_] == "removed" else "could not be read"
+                raise KeyError(f"image {id_} {state}; it cannot be tagged")
+        return wanted
+
+    def add_tag(self, ids: Sequence[int], name: str) -> int:
+        """Tag ok images ``ids`` with ``name`` in one transaction; how many were not tagged yet.
+
+        KeyError (nothing written) when an id is unknown or not an ok image.
+        """
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            wanted = self.require_ok(ids)
+            before = self._db.total_changes
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR IGNORE INTO tags(image_id, name, tagged_at) VALUES(?, ?, ?)",
+                [(id_, name, now) for id_ in wanted],
+            )
+            return self._db.total_changes - before
+
+    def remove_tag(self, ids: Sequence[int], name: str) -> int:
+        """Take tag ``name`` off ok images ``ids`` in one transaction; how many had it."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            wanted = self.require_ok(ids)
+            before = self._db.total_changes
+            self._db.executemany(
+                "DELETE FROM tags WHERE image_id = ? AND name = ?",
+                [(id_, name) for id_ in wanted],
+            )
+            return self._db.total_changes - before
+
+    def tag_counts(self) -> dict[str, int]:
+        """``{name: ok images with it}``, names sorted (tags only removed images hold are left out)."""
+        if not self._has_tags():
+            return {}
+        return dict(
+            self._db.execute(
+                "SELECT t.name, COUNT(*) FROM tags t JOIN images i ON i.id = t.image_id "
+                "WHERE i.status = 'ok' GROUP BY t.name ORDER BY t.name"
+            )
+        )
+
+    def tagged_ids(self, names: Sequence[str]) -> list[int]:
+        """Ids of ok images with any of ``names``, ascending."""
+        if not self._has_tags() or not names:
+            return []
+        marks = ",".join("?" * len(names))
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT DISTINCT t.image_id FROM tags t JOIN images i ON i.id = t.image_id "
+                f"WHERE i.status = 'ok' AND t.name IN ({marks}) ORDER BY t.image_id",
+                list(names),
+            )
+        ]
+
+    def tags_by_id(self, ids: Sequence[int] | None = None) -> dict[int, list[str]]:
+        """``{id: sorted tag names}`` of the ok images among ``ids`` (every ok image when None)
+        that have at least one tag."""
+        if not self._has_tags():
+            return {}
+        query = (
+            "SELECT t.image_id, t.name FROM tags t JOIN images i ON i.id = t.image_id "
+            "WHERE i.status = 'ok'"
+        )
+        found: dict[int, list[str]] = {}
+        if ids is None:
+            rows: Iterable[tuple[int, str]] = self._db.execute(query + " ORDER BY 1, 2")
+        else:
+            wanted = sorted({int(i) for i in ids})
+            rows = []
+            for start in range(0, len(wanted), 900):
+                block = wanted[start : start + 900]
+                marks = ",".join("?" * len(block))
+                rows.extend(
+                    self._db.execute(query + f" AND t.image_id IN ({marks}) ORDER BY 1, 2", block)
+                )
+        for id_, name in rows:
+            found.setdefault(id_, []).append(name)
+        return found

@@ -278,6 +278,8 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "files":
+        return _export_files(args)
     from .export.tensorboard import export_tensorboard, tensorboard_command
 
     run_dir = export_tensorboard(
@@ -290,6 +292,102 @@ def _export(args: argparse.Namespace) -> int:
     )
     print(f"wrote TensorBoard projector run {run_dir}")
     print(f"view it with: {tensorboard_command(run_dir.parent)}  (then open the PROJECTOR tab)")
+    return 0
+
+
+def _selection(args: argparse.Namespace, index: Any) -> list[int]:
+    """The ids ``imrec tag``/``untag`` act on: --ids, --from-file paths, or a --query search."""
+    from pathlib import Path
+
+    from .tags import ids_for_paths
+
+    if args.ids is not None:
+        try:
+            return [int(part) for entry in args.ids for part in entry.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"--ids takes image ids like 3 7 12; not {' '.join(args.ids)!r}"
+            ) from None
+    if args.from_file is not None:
+        listing = Path(args.from_file).expanduser()
+        if not listing.is_file():
+            raise FileNotFoundError(f"--from-file: no such file {listing}")
+        lines = listing.read_text(encoding="utf-8").splitlines()
+        return ids_for_paths(index, [line.strip() for line in lines if line.strip()])
+    queries: list[Any] = [
+        int(query) if query.isdigit() and not Path(query).exists() else Path(query)
+        for query in args.query
+    ]
+    results = index.search(queries if len(queries) > 1 else queries[0], mode=args.mode, k=args.k)
+    return [hit.id for hit in results]
+
+
+@command("tag")
+def _tag(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    ids = _selection(args, index)
+    added = index.tag(ids, args.name)
+    name = index.tagged(args.name)
+    print(
+        f"tagged {added} image{'' if added == 1 else 's'} {args.name.strip()!r}"
+        f"{f' ({len(set(ids)) - added} had it already)' if len(set(ids)) > added else ''}; "
+        f"{len(name)} image{'' if len(name) == 1 else 's'} have it"
+    )
+    return 0
+
+
+@command("untag")
+def _untag(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    if args.all:
+        ids = index.tagged(args.name).tolist()
+        removed = index.untag(ids, args.name) if ids else 0
+    else:
+        removed = index.untag(_selection(args, index), args.name)
+    print(f"took {args.name.strip()!r} off {removed} image{'' if removed == 1 else 's'}")
+    return 0
+
+
+@command("tags")
+def _tags(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    if args.show is not None:
+        ids = index.tagged(args.show)
+        paths = [str(path) for path in index.paths(ids)] if len(ids) else []
+        if args.json:
+            print(json.dumps([{"id": int(i), "path": p} for i, p in zip(ids, paths, strict=True)]))
+        else:
+            for id_, path in zip(ids, paths, strict=True):
+                print(f"{int(id_):>8}  {path}")
+        return 0
+    counts = index.tags()
+    if args.json:
+        print(json.dumps(counts, ensure_ascii=False, indent=2))
+        return 0
+    if not counts:
+        print(f"no tags yet; add one with `imrec tag {args.root} NAME --ids ...`")
+    for name, count in counts.items():
+        print(f"{count:>8}  {name}")
+    return 0
+
+
+def _export_files(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    if args.ids is not None:
+        try:
+            selection: Any = [int(part) for entry in args.ids for part in entry.split(",") if part]
+        except ValueError:
+            raise ValueError(
+                f"--ids takes image ids like 3 7 12; not {' '.join(args.ids)!r}"
+            ) from None
+    else:
+        selection = args.tag
+    report = index.export(selection, args.dest, how=args.how, layout=args.layout)
+    print(report)
+    for path in report.missing[:5]:
+        print(
+            f"warning: {path} is indexed but gone; run `imrec index {args.root}`", file=sys.stderr
+        )
     return 0
 
 
@@ -680,10 +778,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", action="store_true", help="also list the unreadable files and why")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
-    p = sub.add_parser(
-        "export", help="write an index's feature for another tool (TensorBoard projector)"
+    def add_selection(p: argparse.ArgumentParser, *, with_all: bool = False) -> None:
+        p.add_argument("name", help="the tag: 1-100 characters, any script")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--ids", nargs="+", help="image ids (as `imrec search --json` prints)")
+        which.add_argument(
+            "--from-file",
+            metavar="PATHS.TXT",
+            help="a text file of image paths, one a line (relative to ROOT, or absolute)",
+        )
+        which.add_argument(
+            "--query",
+            nargs="+",
+            metavar="IMAGE",
+            help="the images a search for these image file(s) or id(s) finds (-k of them)",
+        )
+        if with_all:
+            which.add_argument("--all", action="store_true", help="every image with the tag")
+        p.add_argument("-k", type=int, default=20, help="with --query: how many (default 20)")
+        p.add_argument(
+            "--mode",
+            default="embedding",
+            choices=("embedding", "rgb", "ahash", "dhash"),
+            help="with --query: how to search (default embedding)",
+        )
+        add_engine(p)
+
+    p = sub.add_parser("tag", help="give a tag to images (by id, a list of paths, or a search)")
+    add_root(p)
+    add_selection(p)
+
+    p = sub.add_parser("untag", help="take a tag off images")
+    add_root(p)
+    add_selection(p, with_all=True)
+
+    p = sub.add_parser("tags", help="list the tags and how many images have each")
+    add_root(p)
+    p.add_argument("--show", metavar="NAME", default=None, help="list the images with this tag")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    export = sub.add_parser(
+        "export",
+        help="copy tagged images out as a labelled dataset (files), or a feature for TensorBoard",
     )
-    p.add_argument("format", choices=("tensorboard",), help="what to write")
+    formats = export.add_subparsers(dest="format", metavar="FORMAT")
+    formats.required = True
+    p = formats.add_parser(
+        "files",
+        help="the files of tagged (or chosen) images, one folder per tag (torchvision ImageFolder)",
+    )
+    add_root(p)
+    p.add_argument("dest", help="folder to export into (created; nothing in it is replaced)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tag", nargs="+", help="the tag(s) whose images to export")
+    which.add_argument("--ids", nargs="+", help="image ids to export (their tags name the folders)")
+    p.add_argument("--how", choices=("copy", "symlink", "hardlink"), default="copy")
+    p.add_argument(
+        "--layout",
+        choices=("by_tag", "flat"),
+        default="by_tag",
+        help="by_tag: DEST/TAG/FILE (default); flat: DEST/FILE; labels.csv lists path,tag",
+    )
+    p = formats.add_parser("tensorboard", help="a feature as a TensorBoard projector run")
     add_root(p)
     p.add_argument(
         "--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)"
@@ -709,7 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         default=None,
-        help="CSV with a header id,label or path,label (default: each image's parent folder name)",
+        help="CSV with a header id,label or path,label, or \"tags\" (each image's one tag) (default: each image's parent folder name)",
     )
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument(

@@ -58,6 +58,14 @@ class EngineUnavailableError(ImrecError, RuntimeError):
     """An engine cannot run here (package missing or broken, graph not exportable or loadable)."""
 
 
+class TagError(ImrecError, ValueError):
+    """A tag name that is not allowed, or a selection to tag that names no usable image."""
+
+
+class ExportError(ImrecError, RuntimeError):
+    """Files that cannot be exported where asked (destination refused, disk full, no links)."""
+
+
 class ImrecWarning(UserWarning):
     """Base of the warnings imrec-widgets gives (filter them all with this class)."""
 
@@ -93,6 +101,7 @@ __all__ = [
     "EmptyIndexError",
     "EngineFallbackWarning",
     "EngineUnavailableError",
+    "ExportError",
     "ImageDecodeError",
     "ImrecError",
     "ImrecWarning",
@@ -106,5 +115,6 @@ __all__ = [
     "ProjectionError",
     "QuantizerMismatchWarning",
     "SettingError",
+    "TagError",
     "WeightsUnavailableError",
 ]

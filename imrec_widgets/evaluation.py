@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 RANDOM_MODE = "random"
 """The baseline row: a seeded random ranking of the labelled images."""
 
+TAG_LABELS = "tags"
+"""``labels=`` value that labels each image by its one tag (a CSV path is anything else)."""
+
 COLUMNS = ("mode", "metric", "k", "queries", "precision", "recall", "mAP", "ms_per_query")
 """Keys of every row of an ``EvaluationReport`` (and columns of its CSV)."""
 
@@ -112,7 +115,8 @@ def evaluate(
 ) -> EvaluationReport:
     """Precision@k, recall@k, mAP@k and query time of each mode on labelled images.
 
-    ``labels``: None (parent folder names, see ``folder_labels``), a CSV path (``read_labels``)
+    ``labels``: None (parent folder names, see ``folder_labels``), ``"tags"`` (each image's
+    tag, for images with exactly one; see ``tags.tag_labels``), a CSV path (``read_labels``)
     or a ``{id: label}`` mapping. ``modes``: entries like ``"embedding"`` (every allowed
     metric), ``"rgb:cosine"`` (one metric) or ``"hybrid"`` (with ``weights``, see
     ``ImageIndex.search``); default: every indexed mode and metric, plus hybrid when the
@@ -125,6 +129,10 @@ def evaluate(
     k = int(k)
     if labels is None:
         label_of = folder_labels(index)
+    elif isinstance(labels, str) and labels == TAG_LABELS:
+        from .tags import tag_labels
+
+        label_of = tag_labels(index)
     elif isinstance(labels, Mapping):
         label_of = {int(id_): str(label) for id_, label in labels.items()}
     else:

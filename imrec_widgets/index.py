@@ -718,6 +718,70 @@ class ImageIndex:
 
         return export_tensorboard(self, logdir, feature, **options)
 
+    # -- tags and exports ----------------------------------------------------------------------
+    def tag(self, ids: Any, name: str) -> int:
+        """Give tag ``name`` to images ``ids`` (an id, ids, or search results), in one
+        transaction; returns how many did not have it yet.
+
+        A name is trimmed, 1-100 characters, any script, no control character (``TagError``
+        otherwise). Tags stay with an image across ``update()``: a changed file keeps them,
+        a removed one keeps them hidden and shows them again if it returns at the same path.
+        Unknown or removed ids, or an empty selection, are a ``TagError`` and nothing is written.
+        """
+        from . import tags
+
+        return tags.tag(self, ids, name)
+
+    def untag(self, ids: Any, name: str) -> int:
+        """Take tag ``name`` off images ``ids`` (one transaction); returns how many had it."""
+        from . import tags
+
+        return tags.untag(self, ids, name)
+
+    def tags(self) -> dict[str, int]:
+        """Every tag of a searchable image and how many have it, ``{name: count}`` by name."""
+        return self.catalog.tag_counts() if self.exists() else {}
+
+    def tagged(self, name: str | Sequence[str]) -> np.ndarray:
+        """Ids of the searchable images with tag ``name`` (or any of several names), ascending."""
+        from . import tags
+
+        names = tags.check_tag_names(name, "tagged()")
+        return np.asarray(self.catalog.tagged_ids(names), dtype=np.int64)
+
+    def tags_of(self, id_: int) -> list[str]:
+        """The tags of searchable image ``id_``, sorted (``TagError`` for an unknown or removed id)."""
+        from .errors import TagError
+        from .tags import selected_ids
+
+        (wanted,) = selected_ids(id_)
+        try:
+            self.catalog.require_ok([wanted])
+        except KeyError as exc:
+            raise TagError(str(exc.args[0])) from None
+        return self.catalog.tags_by_id([wanted]).get(wanted, [])
+
+    def export(
+        self,
+        selection: Any,
+        dest: str | os.PathLike[str],
+        how: str = "copy",
+        layout: str = "by_tag",
+    ) -> Any:
+        """Write the image files of ``selection`` into folder ``dest``; an ``ExportReport``.
+
+        ``selection``: ids (or search results), or a tag name or list of names (their images).
+        ``how``: "copy", "symlink" or "hardlink". ``layout="by_tag"``: one sub-folder per tag
+        (the layout torchvision's ``ImageFolder``, Keras and FiftyOne read), an image in the
+        folder of each of its tags (of the named ones, when tags were named); ``"flat"``: all
+        in ``dest``. ``dest/labels.csv`` lists ``path,tag``. Never overwrites a file: a name
+        taken by another file gets ``-1``, ``-2``...; a rerun adds only what is missing. See
+        ``imrec_widgets.export.files.export_files``.
+        """
+        from .export.files import export_files
+
+        return export_files(self, selection, dest, how=how, layout=layout)
+
     # -- searching ---------------------------------------------------------------------------------
     @property
     def searcher(self) -> Searcher:
@@ -737,6 +801,9 @@ class ImageIndex:
         where: str | None = None,
         folder: str | os.PathLike[str] | None = None,
         path_glob: str | None = None,
+        tags: str | Sequence[str] | None = None,
+        exclude_tags: str | Sequence[str] | None = None,
+        negatives: Sequence[int] | np.ndarray | None = None,
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
@@ -753,6 +820,14 @@ class ImageIndex:
         like ``"cats/*.jpg"`` (``*`` also crosses ``/``). ``where`` is SQL: a condition on the
         catalog's ``images`` table (``"path LIKE 'cats/%' AND width >= 1000"``; columns in
         ``Catalog.ids_where``), run read-only and stopped after ``WHERE_TIME_BUDGET_S``.
+        ``tags`` keeps the images with any of these tags (a name or a list), ``exclude_tags``
+        drops those with any of them (see ``tag``).
+
+        Relevance feedback: ``query`` lists the images marked relevant (ids or images) and
+        ``negatives`` the ids marked not relevant: the ranking then follows a linear classifier
+        of relevant vs not relevant and random indexed images, on the normalised features
+        (see ``imrec_widgets.feedback``), and the negatives are left out of the results.
+        For float modes (embedding, rgb) with the cosine metric.
 
         ``mode="hybrid"`` ranks by a weighted mean of several modes' distances, each divided by
         that mode's median distance between random pairs of indexed images (so 1.0 means
@@ -780,6 +855,9 @@ class ImageIndex:
             where=where,
             folder=folder,
             path_glob=path_glob,
+            tags=tags,
+            exclude_tags=exclude_tags,
+            negatives=negatives,
             exclude_self=exclude_self,
             weights=weights,
             client=client,
@@ -797,6 +875,9 @@ class ImageIndex:
         where: str | None = None,
         folder: str | os.PathLike[str] | None = None,
         path_glob: str | None = None,
+        tags: str | Sequence[str] | None = None,
+        exclude_tags: str | Sequence[str] | None = None,
+        negatives: Sequence[int] | np.ndarray | None = None,
         exclude_self: bool = True,
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
@@ -808,6 +889,12 @@ class ImageIndex:
             self._check_not_rebuilding(used)
         if folder is not None or path_glob is not None:
             ids = self._path_filter_ids(ids, folder, path_glob)
+        if tags is not None or exclude_tags is not None:
+            from .tags import tag_filter_ids
+
+            ids = tag_filter_ids(self, ids, tags, exclude_tags)
+        if negatives is not None and mode == HYBRID_MODE:
+            raise ValueError("negatives= refines a single-mode search, not mode='hybrid'")
         if mode == HYBRID_MODE:
             if client is not None:
                 raise ValueError(
@@ -824,7 +911,16 @@ class ImageIndex:
         if weights is not None:
             raise ValueError(f"weights= is for mode='hybrid', not mode={mode!r}")
         return self.searcher.search_many(
-            list(queries), mode, metric, k, ids, where, exclude_self, client=client, exact=exact
+            list(queries),
+            mode,
+            metric,
+            k,
+            ids,
+            where,
+            exclude_self,
+            client=client,
+            exact=exact,
+            negatives=negatives,
         )
 
     def _check_not_rebuilding(self, modes: Sequence[str]) -> None:
@@ -890,8 +986,8 @@ class ImageIndex:
     ) -> EvaluationReport:
         """Retrieval quality of every mode and metric on labelled images: an ``EvaluationReport``.
 
-        Labels come from each image's parent folder (None), a CSV of ``id,label`` or
-        ``path,label``, or a ``{id: label}`` mapping. Each labelled image queries the others;
+        Labels come from each image's parent folder (None), its tag (``"tags"``: images with
+        exactly one tag), a CSV of ``id,label`` or ``path,label``, or a ``{id: label}`` mapping. Each labelled image queries the others;
         rows give precision@k, recall@k, mAP@k and ms per query for each mode/metric, hybrid
         (``weights``) and a seeded random ranking. See ``imrec_widgets.evaluation.evaluate``.
         """

@@ -43,6 +43,8 @@ PAGE_SIZE = 40
 """Thumbnails per gallery page."""
 
 COLOR_BY = ("cluster", "folder", "status", "label")
+TAG_PREFIX = "tag:"
+"""``color_by="tag:<name>"`` colours the images with tag ``<name>`` apart from the rest."""
 """What the points can be coloured by: "status" is how a point got its place (in the UMAP fit
 sample, or placed later by its neighbours); "label" needs ``labels=``."""
 
@@ -80,7 +82,7 @@ class UmapExplorer(ipywidgets.VBox):
 
     ``max_points``: draw at most this many (a fixed random sample beyond); selections always
     cover every image on the map. ``color_by``: "cluster", "folder", "status" (in the UMAP fit
-    sample or placed later) or "label"; ``labels``: a
+    sample or placed later), "label" or "tag:<name>" (tagged or not); ``labels``: a
     CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a mapping id -> label.
     """
 
@@ -91,7 +93,7 @@ class UmapExplorer(ipywidgets.VBox):
     """Whether a linked SearchWidget searches only the selected images."""
 
     color_by = traitlets.Unicode("cluster")
-    """What the points are coloured by: "cluster", "folder", "status" or "label"."""
+    """What the points are coloured by: "cluster", "folder", "status", "label" or "tag:<name>"."""
 
     renderer = traitlets.Unicode("webgl")
     """"webgl" (every point), or "svg" (a sample) when the browser has no WebGL."""
@@ -201,6 +203,9 @@ class UmapExplorer(ipywidgets.VBox):
         self.tool.layout = ipywidgets.Layout(width="auto")
         self.tool.add_class("imrec-umap-tool")
         color_options = [c for c in COLOR_BY if c != "label" or labels is not None]
+        color_options += [TAG_PREFIX + name for name in index.tags()]
+        if color_by.startswith(TAG_PREFIX) and color_by not in color_options:
+            color_options.append(color_by)
         self.color_menu = ipywidgets.Dropdown(
             options=color_options,
             value=color_by,
@@ -311,6 +316,8 @@ class UmapExplorer(ipywidgets.VBox):
     def categories(self, color_by: str | None = None) -> Categories:
         """Colour categories of every point on the map for ``color_by`` (default: the current)."""
         kind = color_by or self.color_by
+        if kind.startswith(TAG_PREFIX):  # tags change any time: never cached
+            return self._compute_categories(kind)
         if kind not in self._categories:
             self._categories[kind] = self._compute_categories(kind)
         return self._categories[kind]
@@ -326,6 +333,10 @@ class UmapExplorer(ipywidgets.VBox):
             fitted = projection_module.fitted_ids(self.index, self.feature)
             in_fit = np.ones(len(ids), dtype=bool) if fitted is None else np.isin(ids, fitted)
             return mapdata.categorize(np.where(in_fit, "fitted", "placed later"))
+        if kind.startswith(TAG_PREFIX):
+            name = kind[len(TAG_PREFIX) :]
+            tagged = np.isin(ids, self.index.tagged(name))
+            return mapdata.categorize(np.where(tagged, name, "(not tagged)"))
         if kind == "label":
             from imrec_widgets.evaluation import read_labels
 
@@ -344,6 +355,17 @@ class UmapExplorer(ipywidgets.VBox):
     def _valid_color_by(self, proposal: dict[str, Any]) -> str:
         value = proposal["value"]
         allowed = [c for c in COLOR_BY if c != "label" or self._labels is not None]
+        if isinstance(value, str) and value.startswith(TAG_PREFIX):
+            from imrec_widgets.tags import check_tag_name
+
+            try:
+                value = TAG_PREFIX + check_tag_name(value[len(TAG_PREFIX) :])
+            except ValueError as exc:
+                raise traitlets.TraitError(str(exc)) from None
+            menu = getattr(self, "color_menu", None)
+            if menu is not None and value not in menu.options:
+                menu.options = (*menu.options, value)
+            return value
         if value not in allowed:
             raise traitlets.TraitError(
                 f"color_by must be one of {', '.join(allowed)}; got {value!r}"
