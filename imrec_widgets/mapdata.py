@@ -146,12 +146,12 @@ class MapPoints:
         if len(vertices) < 3 or len(self) == 0:
             return mask
         if self._by_y is None:
+            # Kept for later lassos: 12 bytes a point (int32 order, float32 x and y sorted by y),
+            # 11.4 MiB at 1M points; each band is widened to float64 when it is used.
             order = np.argsort(self.xy[:, 1], kind="stable")
-            self._by_y = (
-                order,
-                self.xy[order, 0].astype(np.float64),
-                self.xy[order, 1].astype(np.float64),
-            )
+            if len(order) < 2**31:
+                order = order.astype(np.int32)
+            self._by_y = (order, self.xy[order, 0], self.xy[order, 1])
         order, xs, ys = self._by_y
         inside = np.zeros(len(self), dtype=bool)
         starts, ends = vertices, np.roll(vertices, -1, axis=0)
@@ -163,9 +163,9 @@ class MapPoints:
             first, last = np.searchsorted(ys, [low, high], side="left")
             if first == last:
                 continue
-            band_y = ys[first:last]
+            band_y = ys[first:last].astype(np.float64)
             crossing = x1 + (band_y - y1) * ((x2 - x1) / (y2 - y1))
-            inside[first:last] ^= xs[first:last] < crossing
+            inside[first:last] ^= xs[first:last].astype(np.float64) < crossing
         mask[order] = inside
         return mask
 
