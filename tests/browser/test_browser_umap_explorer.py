@@ -23,15 +23,18 @@ from harness import (
     CHROMIUM_PATH,
     DUMP_JSON_HELPER,
     NO_WEBGL_CHROMIUM_ARGS,
+    NOTEBOOK_PANEL,
     WEBGL_CHROMIUM_ARGS,
     app_errors,
     chromium,
+    collect_console,
     dump_failure,
     new_page,
     open_notebook,
     run_all_cells,
     screenshot,
     wait_for_file,
+    wait_for_kernel_idle,
     write_notebook,
 )
 from PIL import Image
@@ -979,3 +982,62 @@ def test_a_figure_without_the_expected_parts_says_so_and_draws_svg(server, webgl
         raise
     finally:
         _close(map_page)
+
+
+# -- a browser reload -------------------------------------------------------------------------------
+
+RELOAD_CELL = """\
+import ipywidgets
+from imrec_widgets import ImageIndex
+from imrec_widgets.widgets import UmapExplorer
+
+idx = ImageIndex.open({root!r}, index_dir={index_dir!r})
+# New parameters: the map is computed here, with its progress bars in this cell's output.
+ex = UmapExplorer(idx, feature="rgb", n_neighbors=6, clusters=3)
+"""
+# The map in a tab that is not shown: bqplot lays the figure out at zero size.
+RELOAD_DISPLAY = 'ipywidgets.Tab([ipywidgets.HTML("first tab"), ex], titles=["first", "map"])'
+
+_JS_DRAWN = f"() => {{ const c = {_JS_CANVAS}; return c && Number(c.dataset.frame) > 0 && Number(c.dataset.points) > 0; }}"
+
+
+def _page_problems(page) -> list[str]:
+    texts = page.locator(f"{NOTEBOOK_PANEL} .jp-OutputArea-output").all_inner_texts()
+    shown = [t for t in texts if "Error displaying widget" in t]
+    console = [
+        e
+        for e in collect_console(page).errors
+        if "negative value" in e or "model not found" in e.lower() or "imrec" in e.lower()
+    ]
+    return shown + console
+
+
+def test_a_reload_shows_the_widgets_and_no_errors(server, webgl_browser, photos):
+    folder, index_dir = photos
+    write_notebook(
+        server.root_dir / "reload.ipynb",
+        [RELOAD_CELL.format(root=str(folder), index_dir=str(index_dir)), RELOAD_DISPLAY],
+    )
+    page = new_page(webgl_browser)
+    try:
+        open_notebook(page, server, "reload.ipynb")
+        run_all_cells(page, timeout=300)
+        page.locator(".lm-TabBar-tab", has_text="map").click()
+        page.wait_for_function(_JS_DRAWN, timeout=120_000)
+        assert _page_problems(page) == []
+        page.keyboard.press("Control+s")
+        saved = server.root_dir / "reload.ipynb"
+        wait_for_file(saved, lambda text: "widget-view+json" in text)
+        page.reload()
+        page.wait_for_selector(f"{NOTEBOOK_PANEL} .jp-Notebook", timeout=90_000)
+        wait_for_kernel_idle(page, server, "reload.ipynb", timeout=90)
+        # The saved outputs are shown again, connected to the running kernel's widgets.
+        page.locator(".lm-TabBar-tab", has_text="map").click(timeout=60_000)
+        page.wait_for_function(_JS_DRAWN, timeout=120_000)
+        screenshot(page, "umap_explorer_after_reload")
+        assert _page_problems(page) == []
+    except BaseException:
+        dump_failure(page, server, "umap_explorer_reload_FAILED")
+        raise
+    finally:
+        page.context.close()
