@@ -307,7 +307,8 @@ class PointsRenderer {
     /** Selected points, drawn after the others (the last `selected` entries of the order). */
     this.selected = 0;
     // 32-bit indices: core in WebGL 2, an extension every WebGL 1 implementation in use has.
-    this.indexed = gl instanceof WebGL2RenderingContext || Boolean(gl.getExtension("OES_element_index_uint"));
+    this.indexed = (typeof WebGL2RenderingContext !== "undefined" && gl instanceof WebGL2RenderingContext)
+      || Boolean(gl.getExtension("OES_element_index_uint"));
     /** @type {Uint32Array} */
     this.lod = new Uint32Array(0);
     /** @type {Uint8Array} */
