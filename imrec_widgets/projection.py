@@ -529,6 +529,7 @@ class _Stages:
         self._show = progress is True
         self._stage: str | None = None
         self._bar: Any = None
+        self._displays = _RemovedDisplays() if self._show else None
 
     @property
     def umap_tqdm_kwds(self) -> dict[str, Any] | None:
@@ -556,6 +557,47 @@ class _Stages:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+        if self._displays is not None:
+            self._displays.remove()
+
+
+class _RemovedDisplays:
+    """Shows tqdm's notebook bars (ours and umap-learn's) under a display id until ``remove()``,
+    which replaces each with an empty output.
+
+    A closed bar would otherwise leave a view of a widget that no longer exists in the saved
+    notebook: "Error displaying widget: model not found" after every browser reload.
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+        self._module: Any = None
+        self._display: Any = None
+        try:
+            import tqdm.notebook as module
+        except ImportError:
+            return
+        display = getattr(module, "display", None)
+        if display is None or getattr(display, "__module__", "").startswith("tqdm"):
+            return  # not in a notebook (tqdm's own stand-in)
+        self._module, self._display = module, display
+
+        def keep(*objs: Any, **kwargs: Any) -> Any:
+            kwargs["display_id"] = True
+            handle = display(*objs, **kwargs)
+            if handle is not None:
+                self._handles.append(handle)
+            return handle
+
+        module.display = keep
+
+    def remove(self) -> None:
+        if self._module is not None:
+            self._module.display, self._module = self._display, None
+        for handle in self._handles:
+            with contextlib.suppress(Exception):
+                handle.update({"text/plain": ""}, raw=True)
+        self._handles.clear()
 
 
 def compute(

@@ -67,6 +67,11 @@ def test_valid_messages_reach_the_handler(layer: MapLayer) -> None:
         {"event": "brush", "x": [0, 1e999], "y": [0, 1]},
         {"event": "hover", "x": True, "y": 0, "dx": 1, "dy": 1},
         {"event": "click", "x": 0, "y": 0, "dx": 1},
+        # ints past float's range (JSON has no limit): refused, never an OverflowError
+        {"event": "click", "x": 10**400, "y": 0, "dx": 1, "dy": 1},
+        {"event": "hover", "x": 0, "y": 0, "dx": 1, "dy": 1, "radius": -(10**400)},
+        {"event": "brush", "x": [0, 10**400], "y": [0, 1]},
+        {"event": "lasso", "polygon": [[0, 0], [10**400, 0], [0, 1]]},
     ],
 )
 def test_malformed_messages_are_refused(layer: MapLayer, content) -> None:

@@ -22,6 +22,20 @@ export const HOVER_INTERVAL_MS = 60;
 export const HOVER_RADIUS_PX = 8;
 /** Zoom factor per wheel pixel (bqplot's PanZoom uses the same). */
 export const WHEEL_ZOOM_RATE = 0.001;
+/** The wheel zooms no deeper than this view span relative to the coordinates' magnitude. */
+export const MIN_RELATIVE_SPAN = 1e-9;
+/** How long a shown map waits for bqplot's figure view before saying it is unsupported (ms). */
+export const FIGURE_DEADLINE_MS = 10_000;
+/** How long a lost WebGL context may take to come back before the SVG map replaces it (ms). */
+export const CONTEXT_RESTORE_MS = 3_000;
+/** While the view moves, each frame draws a subsample sized to cost about this much (ms). */
+export const FRAME_BUDGET_MS = 25;
+/** A moving frame never draws fewer points than this (or all of them, when fewer). */
+export const MIN_MOVING_POINTS = 20_000;
+/** The full set is drawn once the view has not moved for this long (ms). */
+export const SETTLE_MS = 150;
+/** Cells per side of the grid that spreads a subsample evenly over the map. */
+export const LOD_GRID = 128;
 
 /**
  * The domain after zooming by `factor` (< 1 zooms in) around the data value `at`.
@@ -125,6 +139,103 @@ export function tooltipPosition(at, size, bounds, gap = 12) {
 }
 
 /**
+ * The data -> clip-space transform the shader applies to positions relative to `center`:
+ * clip = (x - cx) * sx + ox, (y - cy) * sy + oy. Subtracting a centre near the view (in float32,
+ * exact for points near it) before scaling keeps a deep zoom exact, where `a * x + b` in float32
+ * would lose the low bits of `x` against the large, cancelling `a * x` and `b`.
+ * @param {{a: number, b: number}} xMap data -> CSS pixels @param {{a: number, b: number}} yMap
+ * @param {number} width CSS pixels @param {number} height @param {[number, number]} center
+ */
+export function clipTransform(xMap, yMap, width, height, center) {
+  const [cx, cy] = center;
+  return {
+    scale: [(2 * xMap.a) / width, (-2 * yMap.a) / height],
+    offset: [(2 * (xMap.a * cx + xMap.b)) / width - 1, 1 - (2 * (yMap.a * cy + yMap.b)) / height],
+  };
+}
+
+/**
+ * A float32 point near the middle of `domain` (what the shader subtracts before scaling).
+ * @param {[number, number]} domain
+ */
+export function viewCenter(domain) {
+  return Math.fround((domain[0] + domain[1]) / 2);
+}
+
+/**
+ * An order of the points whose every prefix is spread evenly over the map: one point of each
+ * occupied cell of a `grid` x `grid` grid, then a second of each, and so on; cells and points
+ * taken in a fixed pseudo-random order, so a prefix favours no region and never changes.
+ * @param {Float32Array} x @param {Float32Array} y @param {number} [grid]
+ * @returns {Uint32Array}
+ */
+export function lodOrder(x, y, grid = LOD_GRID) {
+  const count = Math.min(x.length, y.length);
+  const order = new Uint32Array(count);
+  if (count === 0) return order;
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (let i = 0; i < count; i++) {
+    const [xi, yi] = [x[i], y[i]];
+    if (xi < x0) x0 = xi;
+    if (xi > x1) x1 = xi;
+    if (yi < y0) y0 = yi;
+    if (yi > y1) y1 = yi;
+  }
+  const sx = x1 > x0 ? grid / (x1 - x0) : 0;
+  const sy = y1 > y0 ? grid / (y1 - y0) : 0;
+  // With step coprime to count, i -> (i + step) % count visits every point once, scattered.
+  let step = Math.max(1, Math.floor(count * 0.6180339887));
+  while (gcd(step, count) !== 1) step += 1;
+  const taken = new Uint32Array(grid * grid);
+  const rank = new Uint32Array(count);
+  let maxRank = 0;
+  for (let k = 0, i = 0; k < count; k++, i = (i + step) % count) {
+    const cx = Math.min(grid - 1, Math.max(0, Math.floor((x[i] - x0) * sx) || 0));
+    const cy = Math.min(grid - 1, Math.max(0, Math.floor((y[i] - y0) * sy) || 0));
+    const r = taken[cy * grid + cx]++;
+    rank[i] = r;
+    if (r > maxRank) maxRank = r;
+  }
+  const starts = new Uint32Array(maxRank + 2);
+  for (let i = 0; i < count; i++) starts[rank[i] + 1]++;
+  for (let r = 1; r < starts.length; r++) starts[r] += starts[r - 1];
+  for (let k = 0, i = 0; k < count; k++, i = (i + step) % count) order[starts[rank[i]]++] = i;
+  return order;
+}
+
+/** @param {number} a @param {number} b */
+function gcd(a, b) {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * The draw order: `lod` with the selected points moved to the end (drawn last, on top of the
+ * faded ones), each part keeping its even spread. `selected` counts the points in the last part.
+ * @param {Uint32Array} lod @param {Uint8Array} mask one byte per point; empty: nothing selected
+ * @returns {{order: Uint32Array, selected: number}}
+ */
+export function drawOrder(lod, mask) {
+  if (mask.length < lod.length) return { order: lod, selected: 0 };
+  const order = new Uint32Array(lod.length);
+  let front = 0;
+  let selected = 0;
+  for (let k = 0; k < lod.length; k++) if (!mask[lod[k]]) order[front++] = lod[k];
+  for (let k = 0; k < lod.length; k++) if (mask[lod[k]]) order[front + selected++] = lod[k];
+  return { order, selected };
+}
+
+/**
+ * How many points a moving frame draws: what fits `budgetMs` at the measured cost per point,
+ * at least `minimum`, at most `total`.
+ * @param {number} total @param {number} msPerPoint @param {number} [budgetMs] @param {number} [minimum]
+ */
+export function movingCount(total, msPerPoint, budgetMs = FRAME_BUDGET_MS, minimum = MIN_MOVING_POINTS) {
+  if (!(msPerPoint > 0)) return total;
+  return Math.min(total, Math.max(minimum, Math.floor(budgetMs / msPerPoint)));
+}
+
+/**
  * Bytes of a binary trait (ipywidgets delivers DataView) as a typed array of `Kind`.
  * @template {Float32ArrayConstructor | Uint8ArrayConstructor} K
  * @param {any} value
@@ -149,7 +260,8 @@ attribute float x;
 attribute float y;
 attribute float code;
 attribute float selected;
-uniform vec4 toClip;        // clip = (a_x * x + b_x, a_y * y + b_y)
+uniform vec2 center;        // a float32 point near the view's middle, subtracted first
+uniform vec4 toClip;        // clip = ((x - cx) * toClip.x + toClip.y, (y - cy) * toClip.z + toClip.w)
 uniform float pointSize;
 uniform float colorCount;
 uniform float hasSelection;
@@ -157,7 +269,7 @@ uniform float fadedAlpha;
 uniform sampler2D palette;
 varying vec4 color;
 void main() {
-  gl_Position = vec4(toClip.x * x + toClip.y, toClip.z * y + toClip.w, 0.0, 1.0);
+  gl_Position = vec4((x - center.x) * toClip.x + toClip.y, (y - center.y) * toClip.z + toClip.w, 0.0, 1.0);
   vec4 c = texture2D(palette, vec2((code + 0.5) / colorCount, 0.5));
   float alpha = (hasSelection > 0.5 && selected < 0.5) ? fadedAlpha : 1.0;
   gl_PointSize = (hasSelection > 0.5 && selected > 0.5) ? pointSize + 1.0 : pointSize;
@@ -192,6 +304,15 @@ class PointsRenderer {
     this.count = 0;
     this.colorCount = 1;
     this.hasSelection = false;
+    /** Selected points, drawn after the others (the last `selected` entries of the order). */
+    this.selected = 0;
+    // 32-bit indices: core in WebGL 2, an extension every WebGL 1 implementation in use has.
+    this.indexed = (typeof WebGL2RenderingContext !== "undefined" && gl instanceof WebGL2RenderingContext)
+      || Boolean(gl.getExtension("OES_element_index_uint"));
+    /** @type {Uint32Array} */
+    this.lod = new Uint32Array(0);
+    /** @type {Uint8Array} */
+    this.mask = new Uint8Array(0);
     const program = /** @type {WebGLProgram} */ (gl.createProgram());
     gl.attachShader(program, compile(gl, gl.VERTEX_SHADER, VERTEX_SHADER));
     gl.attachShader(program, compile(gl, gl.FRAGMENT_SHADER, FRAGMENT_SHADER));
@@ -208,12 +329,14 @@ class PointsRenderer {
       this.buffers[name] = /** @type {WebGLBuffer} */ (gl.createBuffer());
       this.attributes[name] = gl.getAttribLocation(program, name);
     }
+    this.indexBuffer = gl.createBuffer();
     /** @type {Record<string, WebGLUniformLocation | null>} */
     this.uniforms = {};
-    for (const name of ["toClip", "pointSize", "colorCount", "hasSelection", "fadedAlpha", "palette"]) {
+    for (const name of ["center", "toClip", "pointSize", "colorCount", "hasSelection", "fadedAlpha", "palette"]) {
       this.uniforms[name] = gl.getUniformLocation(program, name);
     }
     this.texture = gl.createTexture();
+    this.pixel = new Uint8Array(4);
   }
 
   /** @param {string} name @param {ArrayBufferView} values */
@@ -228,6 +351,8 @@ class PointsRenderer {
     this.count = Math.min(x.length, y.length);
     this.upload("x", x);
     this.upload("y", y);
+    this.lod = this.indexed ? lodOrder(x.subarray(0, this.count), y.subarray(0, this.count)) : new Uint32Array(0);
+    this.uploadOrder();
   }
 
   /** @param {Uint8Array} codes */
@@ -238,7 +363,18 @@ class PointsRenderer {
   /** @param {Uint8Array} mask one byte per point, empty for "no selection" */
   setSelection(mask) {
     this.hasSelection = mask.length > 0;
-    this.upload("selected", this.hasSelection && mask.length >= this.count ? mask : new Uint8Array(this.count));
+    this.mask = this.hasSelection && mask.length >= this.count ? mask : new Uint8Array(0);
+    this.upload("selected", this.mask.length ? this.mask : new Uint8Array(this.count));
+    this.uploadOrder();
+  }
+
+  uploadOrder() {
+    if (!this.indexed) return;
+    const { order, selected } = drawOrder(this.lod, this.mask);
+    this.selected = selected;
+    const gl = this.gl;
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.indexBuffer);
+    gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, order.byteLength ? order : new Uint32Array(1), gl.STATIC_DRAW);
   }
 
   /** @param {string[]} colors */
@@ -255,24 +391,23 @@ class PointsRenderer {
   }
 
   /**
-   * Draw every point. `xMap`/`yMap` take data to CSS pixels of the canvas.
-   * @param {{a: number, b: number}} xMap @param {{a: number, b: number}} yMap
+   * Draw `limit` points (all by default; fewer: an even subsample, the selected share kept, still
+   * on top) and wait until they are in the drawing buffer. Returns the points drawn.
+   * @param {{a: number, b: number}} xMap data -> CSS pixels of the canvas @param {{a: number, b: number}} yMap
+   * @param {[number, number]} center float32 point near the view's middle
    * @param {number} width CSS pixels @param {number} height @param {number} pointSize CSS pixels
-   * @param {number} ratio device pixels per CSS pixel
+   * @param {number} ratio device pixels per CSS pixel @param {number} [limit]
    */
-  draw(xMap, yMap, width, height, pointSize, ratio) {
+  draw(xMap, yMap, center, width, height, pointSize, ratio, limit = Infinity) {
     const gl = this.gl;
     gl.viewport(0, 0, this.canvas.width, this.canvas.height);
     gl.clearColor(0, 0, 0, 0);
     gl.clear(gl.COLOR_BUFFER_BIT);
-    if (this.count === 0 || width <= 0 || height <= 0) return;
+    if (this.count === 0 || width <= 0 || height <= 0) return 0;
     gl.useProgram(this.program);
-    // CSS pixels -> clip space: x_clip = 2 px / width - 1, y_clip = 1 - 2 py / height.
-    gl.uniform4f(
-      this.uniforms.toClip,
-      (2 * xMap.a) / width, (2 * xMap.b) / width - 1,
-      (-2 * yMap.a) / height, 1 - (2 * yMap.b) / height,
-    );
+    const { scale, offset } = clipTransform(xMap, yMap, width, height, center);
+    gl.uniform2f(this.uniforms.center, center[0], center[1]);
+    gl.uniform4f(this.uniforms.toClip, scale[0], offset[0], scale[1], offset[1]);
     gl.uniform1f(this.uniforms.pointSize, pointSize * ratio);
     gl.uniform1f(this.uniforms.colorCount, this.colorCount);
     gl.uniform1f(this.uniforms.hasSelection, this.hasSelection ? 1 : 0);
@@ -291,7 +426,22 @@ class PointsRenderer {
     }
     gl.enable(gl.BLEND);
     gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
-    gl.drawArrays(gl.POINTS, 0, this.count);
+    let drawn = this.count;
+    if (!this.indexed) {
+      gl.drawArrays(gl.POINTS, 0, this.count);
+    } else {
+      gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.indexBuffer);
+      const faded = this.count - this.selected;
+      const share = Math.min(1, limit / this.count);
+      const [front, back] = share < 1 ? [Math.ceil(faded * share), Math.ceil(this.selected * share)] : [faded, this.selected];
+      if (front) gl.drawElements(gl.POINTS, front, gl.UNSIGNED_INT, 0);
+      if (back) gl.drawElements(gl.POINTS, back, gl.UNSIGNED_INT, faded * 4);
+      drawn = front + back;
+    }
+    // Reading one pixel back waits until the draw is done: the frame's real cost, and a
+    // renderer that never queues frames behind the one on screen.
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, this.pixel);
+    return drawn;
   }
 }
 
@@ -310,21 +460,8 @@ function pause(ms, signal) {
   });
 }
 
-/**
- * Poll `probe` until it returns something: every frame at first, then every 250 ms (a map in a
- * collapsed output or a background tab waits, without a deadline, until it is shown).
- * @template T
- * @param {() => T | undefined | null | Promise<T | undefined | null>} probe
- * @param {AbortSignal} signal
- * @returns {Promise<T>}
- */
-async function waitFor(probe, signal) {
-  for (let attempt = 0; ; attempt++) {
-    const value = await probe();
-    if (value) return value;
-    await pause(attempt < 60 ? 16 : 250, signal);
-  }
-}
+/** The parts of bqplot's FigureView this layer uses. */
+export const FIGURE_PARTS = ["padded_range", "webGLCanvas", "svg", "margin", "plotareaWidth", "plotareaHeight"];
 
 /** @param {any} model @param {string} name */
 async function referencedModel(model, name) {
@@ -332,32 +469,43 @@ async function referencedModel(model, name) {
   return model.widget_manager.get_model(ref.replace(/^IPY_MODEL_/, ""));
 }
 
-/**
- * The figure view shown in the same explorer as `el` (or the only one shown), once bqplot has
- * laid it out.
- * @param {any} figureModel @param {HTMLElement} el @param {AbortSignal} signal
- */
-async function findFigureView(figureModel, el, signal) {
-  return waitFor(async () => {
-    if (!el.isConnected) return null;
-    const home = el.closest(".imrec-umap-explorer");
-    const views = await Promise.all(Object.values(figureModel.views || {}));
-    const shown = views.filter((view) => view && view.el && view.el.isConnected);
-    const mine = shown.find((view) => home && home.contains(view.el)) || (shown.length === 1 ? shown[0] : null);
-    if (!mine || !mine.webGLCanvas || !(mine.plotareaWidth > 0) || !(mine.plotareaHeight > 0)) return null;
-    return mine;
-  }, signal);
+/** Whether `node` takes space on the page (not in a collapsed output or a hidden tab). @param {Element | null} node */
+function shown(node) {
+  return Boolean(node && node.isConnected && node.getClientRects().length > 0);
 }
 
 /**
- * What this layer needs of bqplot's FigureView; missing pieces mean an unsupported version.
- * @param {any} view
+ * The figure view shown in the same explorer as `el` (or the only one shown), once bqplot has
+ * laid it out with every part this layer needs. A map that is not shown (a collapsed output, a
+ * background tab) waits as long as it takes; a shown one waits at most `deadline` ms of being
+ * shown, then rejects saying what is missing (an unsupported bqplot), never a silent blank map.
+ * @param {any} figureModel @param {HTMLElement} el @param {AbortSignal} signal @param {number} [deadline]
  */
-function checkFigureView(view) {
-  const missing = ["padded_range", "webGLCanvas", "svg", "margin", "plotareaWidth", "plotareaHeight"]
-    .filter((name) => view[name] === undefined);
-  return missing.length ? `bqplot's figure lacks ${missing.join(", ")}` : "";
+async function findFigureView(figureModel, el, signal, deadline = FIGURE_DEADLINE_MS) {
+  let waited = 0;
+  let last = performance.now();
+  for (let attempt = 0; ; attempt++) {
+    const home = el.closest(".imrec-umap-explorer") || el.parentElement;
+    const views = await Promise.all(
+      Object.values(figureModel.views || {}).map((view) => Promise.resolve(view).catch(() => null)),
+    );
+    const onPage = views.filter((view) => view && view.el && view.el.isConnected);
+    const mine = onPage.find((view) => home && home.contains(view.el)) || (onPage.length === 1 ? onPage[0] : null);
+    const missing = mine ? FIGURE_PARTS.filter((name) => mine[name] === undefined) : FIGURE_PARTS;
+    if (mine && !missing.length && mine.plotareaWidth > 0 && mine.plotareaHeight > 0) return mine;
+    const now = performance.now();
+    if (shown(home)) waited += now - last;
+    last = now;
+    if (waited > deadline) {
+      throw new UnsupportedFigure(
+        mine ? `bqplot's figure lacks ${missing.join(", ") || "a plot area"}` : "bqplot never showed the figure",
+      );
+    }
+    await pause(attempt < 60 ? 16 : 250, signal);
+  }
 }
+
+class UnsupportedFigure extends Error {}
 
 // ---------------------------------------------------------------------------------------------
 // The layer
@@ -382,6 +530,20 @@ class MapLayer {
     this.renderer = null;
     this.frames = 0;
     this.frameRequested = false;
+    /** The device pixel ratio the canvas was sized for. */
+    this.canvasRatio = 0;
+    /** Whether the view is moving (frames draw a subsample), and the timer that ends it. */
+    this.moving = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.settleTimer = undefined;
+    /** Measured cost of drawing one point (ms), 0 until a frame has been drawn. */
+    this.msPerPoint = 0;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.restoreTimer = undefined;
+    /** Whether a lost WebGL context sent the map to the SVG fallback. */
+    this.fellBack = false;
+    /** @type {HTMLElement | null} */
+    this.note = null;
     /** @type {null | {kind: string, path: number[][], add: boolean, pointerId: number}} */
     this.gesture = null;
     this.lastHoverSent = 0;
@@ -431,10 +593,12 @@ class MapLayer {
     );
     this.xScale = xScale;
     this.yScale = yScale;
-    const view = await findFigureView(figureModel, this.el, this.signal);
-    const problem = checkFigureView(view);
-    if (problem) {
-      this.report("unsupported", problem);
+    let view;
+    try {
+      view = await findFigureView(figureModel, this.el, this.signal);
+    } catch (error) {
+      if (!(error instanceof UnsupportedFigure)) throw error;
+      this.report("unsupported", error.message);
       return;
     }
     this.view = view;
@@ -447,6 +611,59 @@ class MapLayer {
   /** @param {string} event @param {string} [message] */
   report(event, message = "") {
     this.model.send({ event, message });
+  }
+
+  /** @param {string} text shown over the map; "" hides it */
+  say(text) {
+    if (!this.note) return;
+    this.note.textContent = text;
+    this.note.style.display = text ? "" : "none";
+  }
+
+  /** @param {WebGLRenderingContext | null} gl */
+  onContextLost(gl) {
+    if (!this.renderer || !gl || this.fellBack) return;
+    this.renderer = null;
+    /** @type {HTMLCanvasElement} */ (this.canvas).dataset.webgl = "lost";
+    this.say("The browser took the map's WebGL context away; waiting for it to come back…");
+    clearTimeout(this.restoreTimer);
+    this.restoreTimer = setTimeout(() => {
+      if (this.renderer || this.signal.aborted) return;
+      this.fellBack = true;
+      this.say("");
+      this.report("webgl", "the browser took the map's WebGL context away (too many WebGL views on the page?)");
+    }, CONTEXT_RESTORE_MS);
+  }
+
+  /** @param {WebGLRenderingContext | null} gl */
+  onContextRestored(gl) {
+    if (!gl || this.fellBack || this.signal.aborted) return;
+    clearTimeout(this.restoreTimer);
+    try {
+      this.renderer = new PointsRenderer(/** @type {HTMLCanvasElement} */ (this.canvas), gl);
+    } catch (error) {
+      this.fellBack = true;
+      this.say("");
+      this.report("webgl", `WebGL failed after the context came back: ${error}`);
+      return;
+    }
+    /** @type {HTMLCanvasElement} */ (this.canvas).dataset.webgl = "1";
+    this.say("");
+    this.msPerPoint = 0;
+    this.loadData();
+  }
+
+  /** Follow the device pixel ratio (a window moved to another screen, the browser zoomed). */
+  watchPixelRatio() {
+    const query = window.matchMedia(`(resolution: ${window.devicePixelRatio || 1}dppx)`);
+    const onChange = () => {
+      query.removeEventListener("change", onChange);
+      if (this.signal.aborted) return;
+      this.layout();
+      this.watchPixelRatio();
+    };
+    query.addEventListener("change", onChange);
+    this.cleanups.push(() => query.removeEventListener("change", onChange));
   }
 
   build() {
@@ -472,6 +689,24 @@ class MapLayer {
     view.el.insertBefore(canvas, view.svg.node());
     this.canvas = canvas;
     if (this.renderer) this.report("ready");
+    // Browsers cap WebGL contexts per page and take the oldest back: wait for it to be restored
+    // (the default would be never), and fall back to the SVG map, saying so, if it is not.
+    const onLost = (/** @type {Event} */ event) => {
+      event.preventDefault();
+      this.onContextLost(gl);
+    };
+    const onRestored = () => this.onContextRestored(gl);
+    canvas.addEventListener("webglcontextlost", onLost);
+    canvas.addEventListener("webglcontextrestored", onRestored);
+    this.cleanups.push(() => {
+      canvas.removeEventListener("webglcontextlost", onLost);
+      canvas.removeEventListener("webglcontextrestored", onRestored);
+      clearTimeout(this.restoreTimer);
+    });
+    const note = document.createElement("div");
+    note.className = "imrec-map-note";
+    note.style.display = "none";
+    this.note = note;
 
     const overlay = document.createElement("div");
     overlay.className = "imrec-map-overlay";
@@ -494,11 +729,12 @@ class MapLayer {
     this.tooltipName.className = "imrec-map-tooltip-name";
     tooltip.append(this.tooltipImage, this.tooltipName);
     this.tooltip = tooltip;
-    view.el.append(overlay, tooltip);
+    view.el.append(overlay, tooltip, note);
     this.cleanups.push(() => {
       canvas.remove();
       overlay.remove();
       tooltip.remove();
+      note.remove();
       if (this.thumbUrl) URL.revokeObjectURL(this.thumbUrl);
     });
   }
@@ -519,6 +755,7 @@ class MapLayer {
     const resize = new ResizeObserver(() => this.layout());
     resize.observe(this.view.el);
     this.cleanups.push(() => resize.disconnect());
+    this.watchPixelRatio();
 
     const overlay = /** @type {HTMLElement} */ (this.overlay);
     const listen = (/** @type {EventTarget} */ target, /** @type {string} */ type, /** @type {any} */ handler) => {
@@ -571,9 +808,10 @@ class MapLayer {
     }
     this.canvas.width = Math.max(1, Math.round(width * ratio));
     this.canvas.height = Math.max(1, Math.round(height * ratio));
+    this.canvasRatio = ratio;
     this.svg?.setAttribute("width", String(width));
     this.svg?.setAttribute("height", String(height));
-    this.requestFrame();
+    this.viewMoved();
   }
 
   /** Data -> plot-area pixel maps, the same as bqplot's marks use. */
@@ -598,16 +836,36 @@ class MapLayer {
     const unit = event.deltaMode === 1 ? 16 : event.deltaMode === 2 ? view.plotareaHeight : 1;
     const factor = Math.exp(event.deltaY * unit * WHEEL_ZOOM_RATE);
     const [x, y] = this.toData([px, py]);
-    for (const [scale, at] of [[this.xScale, x], [this.yScale, y]]) {
-      const [min, max] = zoomDomain([scale.get("min"), scale.get("max")], at, factor);
+    const domains = [[this.xScale, x], [this.yScale, y]].map(([scale, at]) =>
+      zoomDomain([scale.get("min"), scale.get("max")], at, factor));
+    // Past float64's resolution the view would collapse: stop zooming in there.
+    const tooDeep = domains.some(([min, max]) =>
+      max - min < MIN_RELATIVE_SPAN * Math.max(Math.abs(min), Math.abs(max), 1e-300));
+    if (factor < 1 && tooDeep) return;
+    domains.forEach(([min, max], axis) => {
+      const scale = axis ? this.yScale : this.xScale;
       scale.set({ min, max });
       scale.save_changes();
-    }
+    });
   }
 
   onDomainChanged() {
-    this.requestFrame();
+    this.viewMoved();
     this.hideTooltip();
+  }
+
+  /**
+   * The view moves (wheel, pan, resize): frames draw an even subsample sized to the frame budget
+   * until it has been still for SETTLE_MS, then the full set once. Selections never depend on it.
+   */
+  viewMoved() {
+    this.moving = true;
+    clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      this.moving = false;
+      this.requestFrame();
+    }, SETTLE_MS);
+    this.requestFrame();
   }
 
   requestFrame() {
@@ -624,16 +882,39 @@ class MapLayer {
     const canvas = /** @type {HTMLCanvasElement} */ (this.canvas);
     const view = this.view;
     const { x, y } = this.maps();
+    const total = this.renderer ? this.renderer.count : 0;
     const size = this.model.get("point_size") || defaultPointSize(this.x ? this.x.length : 0);
+    const ratio = window.devicePixelRatio || 1;
+    if (ratio !== this.canvasRatio) this.layout(); // a change no event told us of
+    let drawn = 0;
+    let limit = total;
     if (this.renderer) {
-      this.renderer.draw(x, y, view.plotareaWidth, view.plotareaHeight, size, window.devicePixelRatio || 1);
+      limit = this.moving ? movingCount(total, this.msPerPoint) : total;
+      const center = /** @type {[number, number]} */ ([
+        viewCenter([this.xScale.get("min"), this.xScale.get("max")]),
+        viewCenter([this.yScale.get("min"), this.yScale.get("max")]),
+      ]);
+      const started = performance.now();
+      drawn = this.renderer.draw(x, y, center, view.plotareaWidth, view.plotareaHeight, size, ratio, limit);
+      const cost = performance.now() - started;
+      // Cost per point, smoothed over frames; frames of few points say little about it.
+      if (drawn >= Math.min(total, MIN_MOVING_POINTS)) {
+        const sample = cost / drawn;
+        this.msPerPoint = this.msPerPoint ? 0.5 * this.msPerPoint + 0.5 * sample : sample;
+      }
+      canvas.dataset.frameMs = cost.toFixed(1);
     }
     this.redrawOutlines();
     this.frames += 1;
-    // The data -> pixel maps in force, for tests and benchmarks that aim the pointer at points.
+    // The data -> pixel maps in force, for tests and benchmarks that aim the pointer at points;
+    // drawnAt: when this frame's points were in the drawing buffer (ms since the epoch).
     canvas.dataset.xMap = `${x.a},${x.b}`;
     canvas.dataset.yMap = `${y.a},${y.b}`;
-    canvas.dataset.points = String(this.renderer ? this.renderer.count : 0);
+    canvas.dataset.points = String(total);
+    canvas.dataset.drawn = String(drawn);
+    canvas.dataset.detail = drawn < total ? "subsample" : "full";
+    canvas.dataset.ratio = String(ratio);
+    canvas.dataset.drawnAt = String(Date.now());
     canvas.dataset.frame = String(this.frames);
   }
 
@@ -853,6 +1134,7 @@ class MapLayer {
   }
 
   destroy() {
+    clearTimeout(this.settleTimer);
     for (const cleanup of this.cleanups.splice(0)) cleanup();
   }
 }

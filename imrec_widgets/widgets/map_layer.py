@@ -33,9 +33,15 @@ Handler = Callable[[dict[str, Any], list[bytes]], None]
 
 def _number(content: dict[str, Any], key: str) -> float:
     value = content.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MapMessageError(f"{key!r} must be a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an int past float's range (JSON allows 10**400) overflows here
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise MapMessageError(f"{key!r} must be a finite number")
+    return number
 
 
 def _pair(content: dict[str, Any], key: str) -> tuple[float, float]:
@@ -67,7 +73,7 @@ def parse_message(content: Any) -> dict[str, Any]:
             raise MapMessageError(f"'polygon' must be a list of at most {MAX_VERTICES} points")
         try:
             vertices = np.asarray(polygon, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MapMessageError("'polygon' must hold [x, y] number pairs") from exc
         if vertices.size and (
             vertices.ndim != 2 or vertices.shape[1] != 2 or not np.isfinite(vertices).all()

@@ -180,7 +180,11 @@ class UmapExplorer(ipywidgets.VBox):
         self.figure = Figure(
             marks=[self.hit_halo, self.hits, self.query_mark],
             interaction=None,
-            fig_margin={"top": 10, "bottom": 10, "left": 10, "right": 10},
+            # No margin: bqplot sizes its plot area as the figure's size minus the margins, and
+            # a figure laid out while hidden (a reloaded page, a closed tab) would get a negative
+            # one ("<rect> attribute width: A negative value is not valid"). The scales' padded
+            # domains keep the points off the edges instead.
+            fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
             layout=ipywidgets.Layout(width="560px", height="520px"),
             animation_duration=0,
             display_toolbar=False,

@@ -4,7 +4,12 @@ import { test } from "node:test";
 
 import {
   axisMap,
+  clipTransform,
   defaultPointSize,
+  drawOrder,
+  lodOrder,
+  movingCount,
+  viewCenter,
   extendPath,
   paletteBytes,
   pathExtent,
@@ -72,4 +77,66 @@ test("zoomDomain keeps the point under the pointer where it is", () => {
   assert.deepEqual(zoomDomain([0, 10], 0, 2), [0, 20]);
   const [low, high] = zoomDomain([-3, 9], 1, 0.8);
   assert.ok(Math.abs((1 - low) / (high - low) - (1 - -3) / 12) < 1e-12);
+});
+
+test("clipTransform relative to a float32 centre stays exact at a deep zoom", () => {
+  // A 1e-5 wide view around (12.3, -9.7), 560 x 520 CSS pixels; float32 points across it land
+  // where float64 puts them, computed in float32 as the shader does.
+  const f = Math.fround;
+  const [x0, y0] = [12.3, -9.7];
+  const span = 1e-5;
+  const xMap = axisMap([x0 - span / 2, x0 + span / 2], [0, 560]);
+  const yMap = axisMap([y0 - span / 2, y0 + span / 2], [520, 0]);
+  const center = [viewCenter([x0 - span / 2, x0 + span / 2]), viewCenter([y0 - span / 2, y0 + span / 2])];
+  const { scale, offset } = clipTransform(xMap, yMap, 560, 520, center);
+  const a = f((2 * xMap.a) / 560);
+  const b = f((2 * xMap.b) / 560 - 1);
+  let worst = 0;
+  let worstOld = 0;
+  for (let k = -4; k <= 4; k++) {
+    const x = f(x0 + (k * span) / 10);
+    const y = f(y0 - (k * span) / 10);
+    const exactX = (xMap.a * x + xMap.b) / 280 - 1; // clip x in float64
+    const exactY = 1 - (yMap.a * y + yMap.b) / 260;
+    const clipX = f(f(f(x - f(center[0])) * f(scale[0])) + f(offset[0]));
+    const clipY = f(f(f(y - f(center[1])) * f(scale[1])) + f(offset[1]));
+    worst = Math.max(worst, Math.abs(clipX - exactX) * 280, Math.abs(clipY - exactY) * 260);
+    worstOld = Math.max(worstOld, Math.abs(f(f(a * x) + b) - exactX) * 280);
+  }
+  assert.ok(worst < 0.1, `${worst} pixels off`);
+  assert.ok(worstOld > 5, `${worstOld}`); // a * x + b in float32: what this transform is for
+});
+
+test("lodOrder is a permutation whose prefixes cover the map evenly", () => {
+  const count = 20_000;
+  const x = new Float32Array(count);
+  const y = new Float32Array(count);
+  // 19,000 points in one dense corner blob, 1,000 spread over the rest of the square.
+  for (let i = 0; i < count; i++) {
+    const dense = i < 19_000;
+    x[i] = dense ? (i % 137) / 1370 : ((i * 7919) % 1000) / 1000;
+    y[i] = dense ? (i % 139) / 1390 : ((i * 104729) % 997) / 997;
+  }
+  const order = lodOrder(x, y, 16);
+  assert.equal(new Set(order).size, count);
+  const prefix = order.subarray(0, 2_000);
+  const sparse = Array.from(prefix).filter((i) => i >= 19_000).length;
+  assert.ok(sparse > 400, `only ${sparse} of the 2,000 first points outside the dense corner`);
+  assert.deepEqual(Array.from(lodOrder(x, y, 16)), Array.from(order)); // fixed: no flicker
+});
+
+test("drawOrder puts the selected points last, each part keeping its order", () => {
+  const lod = Uint32Array.from([4, 1, 3, 0, 2]);
+  const mask = Uint8Array.from([0, 1, 0, 0, 1]);
+  const { order, selected } = drawOrder(lod, mask);
+  assert.deepEqual(Array.from(order), [3, 0, 2, 4, 1]);
+  assert.equal(selected, 2);
+  assert.deepEqual(drawOrder(lod, new Uint8Array(0)).selected, 0);
+});
+
+test("movingCount fits the frame budget, within bounds", () => {
+  assert.equal(movingCount(1_000_000, 0), 1_000_000); // nothing measured yet: everything
+  assert.equal(movingCount(1_000_000, 0.001, 25), 25_000);
+  assert.equal(movingCount(1_000_000, 0.01, 25), 20_000); // never fewer than the minimum
+  assert.equal(movingCount(50_000, 0.0001, 25), 50_000); // a small map is always drawn whole
 });

@@ -526,9 +526,13 @@ def app_errors(page: Any, server: JupyterLabServer) -> list[str]:
     return errors
 
 
-def new_page(browser: Any, viewport: dict[str, int] | None = None) -> Any:
+def new_page(
+    browser: Any, viewport: dict[str, int] | None = None, *, device_scale_factor: float = 1
+) -> Any:
     """New isolated context + page with console collection attached."""
-    context = browser.new_context(viewport=viewport or DEFAULT_VIEWPORT)
+    context = browser.new_context(
+        viewport=viewport or DEFAULT_VIEWPORT, device_scale_factor=device_scale_factor
+    )
     context.set_default_timeout(30_000)
     page = context.new_page()
     collect_console(page)

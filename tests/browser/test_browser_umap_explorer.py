@@ -23,15 +23,18 @@ from harness import (
     CHROMIUM_PATH,
     DUMP_JSON_HELPER,
     NO_WEBGL_CHROMIUM_ARGS,
+    NOTEBOOK_PANEL,
     WEBGL_CHROMIUM_ARGS,
     app_errors,
     chromium,
+    collect_console,
     dump_failure,
     new_page,
     open_notebook,
     run_all_cells,
     screenshot,
     wait_for_file,
+    wait_for_kernel_idle,
     write_notebook,
 )
 from PIL import Image
@@ -39,7 +42,8 @@ from PIL import Image
 from imrec_widgets import ImageIndex
 from imrec_widgets.mapdata import MapPoints
 from imrec_widgets.samples import write_sample_photos
-from imrec_widgets.synthetic import write_map_index
+from imrec_widgets.settings import DEFAULT_SETTINGS
+from imrec_widgets.synthetic import MAP_PARAMS, write_feature_index, write_map_index
 
 FEATURES = ["rgb", "dhash", "thumb"]
 PHOTOS = 18
@@ -244,9 +248,21 @@ def _assert_selected(
     return sorted(ids[inside & ~unsure].tolist())
 
 
-def _open(server, browser, name: str, cells: list[str], state: str, points: int) -> MapPage:
+def _open(
+    server,
+    browser,
+    name: str,
+    cells: list[str],
+    state: str,
+    points: int,
+    *,
+    device_scale_factor: float = 1,
+    init_script: str | None = None,
+) -> MapPage:
     write_notebook(server.root_dir / f"{name}.ipynb", cells)
-    page = new_page(browser)
+    page = new_page(browser, device_scale_factor=device_scale_factor)
+    if init_script:
+        page.add_init_script(init_script)
     try:
         open_notebook(page, server, f"{name}.ipynb")
         run_all_cells(page, timeout=240)
@@ -684,3 +700,344 @@ _dump_big()""",
         _close(map_page)
     with contextlib.suppress(OSError):
         (ARTIFACTS_DIR / "umap_explorer_million.txt").write_text(f"drawn {drawn:.1f}s\n")
+
+
+# -- a map that never goes blank silently: pixel ratio, deep zoom, draw order, lost contexts ------
+
+OVERLAP_SPOTS = 150
+OVERLAP_CENTRE = (12.3, -9.7)  # far from 0: float32 positions lose pixels at a deep zoom there
+
+OVERLAP_CELL = """\
+from imrec_widgets import ImageIndex
+from imrec_widgets.widgets import UmapExplorer
+
+idx = ImageIndex.open({root!r}, index_dir={index_dir!r})
+ex = UmapExplorer(idx, feature="rgb", compute=False, color_by="cluster")
+ex.select(list(range(0, {rows}, 2)))  # every even point: drawn over its odd twin
+sw = None
+dump_json("palette.json", {{"even": ex.layer.palette[int(ex.categories().codes[0])]}})
+"""
+
+_JS_CANVAS_SIZE = f"""() => {{
+  const c = {_JS_CANVAS};
+  return c && {{width: c.width, css: c.getBoundingClientRect().width, ratio: Number(c.dataset.ratio)}};
+}}"""
+
+
+@pytest.fixture(scope="module")
+def overlap(tmp_path_factory) -> tuple[Path, Path]:
+    """Pairs of points on one spot in two colours (even ids cluster 0, odd ids cluster 1)."""
+    base = tmp_path_factory.mktemp("umap-overlap")
+    (base / "root").mkdir()
+    rng = np.random.default_rng(3)
+    spots = (np.asarray(OVERLAP_CENTRE) + rng.uniform(-3, 3, (OVERLAP_SPOTS, 2))).astype(np.float32)
+    bins = DEFAULT_SETTINGS["bins"]
+    catalog, _store = write_feature_index(
+        base / "index",
+        2 * OVERLAP_SPOTS,
+        {
+            "rgb": lambda ids: rng.random((ids.size, 3 * bins), dtype=np.float32),
+            "thumb": lambda ids: np.full((ids.size, 16, 16, 3), 128, dtype=np.uint8),
+            "umap/rgb": lambda ids: spots[ids // 2],
+            "cluster/rgb": lambda ids: (ids % 2).astype(np.int32),
+        },
+        settings={"features": ["rgb", "thumb"], "thumb_size": 16},
+        size=(16, 16),
+    )
+    catalog.set_meta(
+        "projection/rgb",
+        {
+            "params": MAP_PARAMS,
+            "clusters": {"clusters": 2, "min_cluster_size": None},
+            "updated_at": time.time(),
+            "fitted": 2 * OVERLAP_SPOTS,
+        },
+    )
+    catalog.close()
+    return base / "root", base / "index"
+
+
+# Headless Chromium changes devicePixelRatio under CDP's device metrics override but sends no
+# media query "change" event, as a real browser does when a window moves to another screen: keep
+# the page's resolution queries so the test can send that event itself.
+_KEEP_MEDIA_QUERIES = """
+window.__resolutionQueries = [];
+const _matchMedia = window.matchMedia.bind(window);
+window.matchMedia = (query) => {
+  const list = _matchMedia(query);
+  if (/resolution/.test(query)) window.__resolutionQueries.push(list);
+  return list;
+};
+"""
+_JS_SCREEN_CHANGED = """() => {
+  for (const list of window.__resolutionQueries) {
+    if (!list.matches) list.dispatchEvent(new MediaQueryListEvent('change', {media: list.media, matches: false}));
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def sharp_lab(server, webgl_browser, overlap):
+    """The overlap map on a 2x screen (Playwright's device_scale_factor=2)."""
+    root, index_dir = overlap
+    cells = _cells(
+        OVERLAP_CELL.format(root=str(root), index_dir=str(index_dir), rows=2 * OVERLAP_SPOTS),
+        "overlap_state.json",
+    )
+    map_page = _open(
+        server,
+        webgl_browser,
+        "overlap",
+        cells,
+        "overlap_state.json",
+        2 * OVERLAP_SPOTS,
+        device_scale_factor=2,
+        init_script=_KEEP_MEDIA_QUERIES,
+    )
+    yield map_page
+    _close(map_page)
+
+
+def _canvas_pixels(map_page: MapPage) -> np.ndarray:
+    """The map's canvas as the screen shows it (device pixels, RGB), pointer and tooltip away."""
+    map_page.page.mouse.move(2, 2)
+    map_page.page.wait_for_function(
+        "() => document.querySelector('.imrec-umap-explorer .imrec-map-tooltip').style.display === 'none'"
+    )
+    canvas = map_page.page.locator(".imrec-umap-explorer canvas.imrec-map-points")
+    return np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), dtype=float)
+
+
+def _isolated(screen_xy: np.ndarray, distance: float) -> np.ndarray:
+    """Positions (of even ids) whose spot is at least ``distance`` pixels from every other spot."""
+    spots = screen_xy[::2]
+    gaps = np.linalg.norm(spots[:, None] - spots[None], axis=2) + np.eye(len(spots)) * 1e9
+    return np.flatnonzero(gaps.min(axis=1) > distance) * 2
+
+
+def test_the_canvas_follows_the_device_pixel_ratio(sharp_lab):
+    page = sharp_lab.page
+    size = page.evaluate(_JS_CANVAS_SIZE)
+    assert size["ratio"] == 2 and size["width"] == round(size["css"] * 2), size
+    # The window moves to a 1x screen: no resize, only the ratio (and its media query) changes.
+    cdp = page.context.new_cdp_session(page)
+    for ratio in (1, 3, 2):
+        cdp.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 900, "deviceScaleFactor": ratio, "mobile": False},
+        )
+        page.wait_for_function(f"() => window.devicePixelRatio === {ratio}")
+        page.evaluate(_JS_SCREEN_CHANGED)
+        page.wait_for_function(
+            f"() => {{ const s = ({_JS_CANVAS_SIZE})(); return s.ratio === {ratio} && s.width === Math.round(s.css * {ratio}); }}"
+        )
+    cdp.detach()
+
+
+def test_selected_points_are_drawn_over_the_faded_ones(sharp_lab):
+    state = sharp_lab.state(lambda s: len(s["selected"]) == OVERLAP_SPOTS)
+    assert state["selected"] == list(range(0, 2 * OVERLAP_SPOTS, 2))
+    even = wait_for_file(sharp_lab.server.root_dir / "palette.json")["even"]
+    selected_colour = np.array([int(even[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    maps = sharp_lab.maps()
+    ids, xy = sharp_lab.points()
+    assert ids.tolist() == list(range(2 * OVERLAP_SPOTS))
+    screen_xy = sharp_lab.screen(xy, maps)
+    pixels = _canvas_pixels(sharp_lab)
+    ratio = pixels.shape[1] / maps["width"]
+    centres = []
+    for position in _isolated(screen_xy, 12):
+        px, py = (screen_xy[position] - [maps["left"], maps["top"]]) * ratio
+        if 4 < px < pixels.shape[1] - 4 and 4 < py < pixels.shape[0] - 4:
+            centres.append(pixels[int(py), int(px)])
+    assert len(centres) > 20, len(centres)
+    # Drawn last, a selected point shows its own colour; under its faded twin it would be mixed.
+    off = np.abs(np.asarray(centres) - selected_colour).max(axis=1)
+    assert (off <= 3).all(), f"{(off > 3).sum()} of {len(off)} selected points covered: {off.max()}"
+    screenshot(sharp_lab.page, "umap_explorer_selected_on_top")
+
+
+def test_a_deep_zoom_draws_points_where_a_lasso_selects_them(sharp_lab):
+    page = sharp_lab.page
+    ids, xy = sharp_lab.points()
+    maps = sharp_lab.maps()
+    screen_xy = sharp_lab.screen(xy, maps)
+    target = int(_isolated(screen_xy, 40)[0])
+    # Zoom around one point until the view is 1e-5 map units wide (float32 holds ~1e-6 here).
+    while True:
+        maps = page.evaluate(_JS_MAPS)
+        span = maps["width"] / maps["x"][0]
+        if span < 1e-5:
+            break
+        x, y = sharp_lab.screen(xy[target : target + 1], maps)[0]
+        page.mouse.move(x, y)
+        page.mouse.wheel(0, -1000)
+        page.wait_for_function(
+            f"() => {{ const m = ({_JS_MAPS})(); return m && m.x[0] > {maps['x'][0]} * 1.5; }}"
+        )
+    page.wait_for_function(
+        f"() => {_JS_CANVAS} && {_JS_CANVAS}.dataset.detail === 'full' && ({_JS_MAPS})().x[0] === {maps['x'][0]}"
+    )
+    maps = sharp_lab.maps()
+    expected = sharp_lab.screen(xy[target : target + 1], maps)[0] - [maps["left"], maps["top"]]
+    pixels = _canvas_pixels(sharp_lab)
+    ratio = pixels.shape[1] / maps["width"]
+    background = pixels[2, 2]
+    drawn = np.argwhere(np.abs(pixels - background).max(axis=2) > 40)
+    assert len(drawn) > 0, "the point is not drawn at all"
+    seen = drawn.mean(axis=0)[::-1] / ratio  # (x, y) in CSS pixels
+    assert np.abs(seen - expected).max() < 1.5, (seen, expected)
+    # A small lasso around what is seen selects exactly that spot's two points.
+    left, top = maps["left"] + seen[0], maps["top"] + seen[1]
+    square = np.array(
+        [[left - 15, top - 15], [left + 15, top - 15], [left + 15, top + 15], [left - 15, top + 15]]
+    )
+    before = sharp_lab.state()["seq"]
+    sharp_lab.drag([*square.tolist(), square[0].tolist()])
+    state = sharp_lab.state(
+        lambda s: s["seq"] > before and s["selected"] != list(range(0, 2 * OVERLAP_SPOTS, 2))
+    )
+    _assert_selected(state, ids, sharp_lab.screen(xy, maps), square)
+    assert sorted(state["selected"]) == [int(ids[target]), int(ids[target + 1])]
+    screenshot(page, "umap_explorer_deep_zoom")
+    page.locator(".imrec-umap-explorer .imrec-umap-reset").click()
+    page.wait_for_function(f"() => ({_JS_MAPS})().x[0] < {maps['x'][0]} / 1000")
+
+
+_JS_LOSE_CONTEXT = f"""() => {{
+  const ext = {_JS_CANVAS}.getContext('webgl').getExtension('WEBGL_lose_context');
+  window.__imrecLoseContext = ext;
+  ext.loseContext();
+}}"""
+
+
+def _drawn_fraction(pixels: np.ndarray) -> float:
+    """Share of the pixels that differ from the background (points, faded ones included)."""
+    return float((np.abs(pixels - pixels[2, 2]).max(axis=2) > 10).mean())
+
+
+def test_a_lost_webgl_context_comes_back(sharp_lab):
+    page = sharp_lab.page
+    before = _canvas_pixels(sharp_lab)
+    assert _drawn_fraction(before) > 0.001
+    page.evaluate(_JS_LOSE_CONTEXT)
+    page.wait_for_function(f"() => {_JS_CANVAS}.dataset.webgl === 'lost'")
+    note = page.locator(".imrec-umap-explorer .imrec-map-note")
+    assert "WebGL" in note.inner_text()
+    frame = page.evaluate(_JS_FRAME)
+    page.evaluate("() => window.__imrecLoseContext.restoreContext()")
+    page.wait_for_function(f"() => {_JS_CANVAS}.dataset.webgl === '1'")
+    sharp_lab.frame_after(frame)
+    assert note.is_hidden()
+    after = _canvas_pixels(sharp_lab)
+    assert np.abs(after - before).mean() < 0.5  # the same picture as before it was lost
+    assert sharp_lab.state()["renderer"] == "webgl"
+
+
+def test_a_context_that_stays_lost_falls_back_to_svg_and_says_so(sharp_lab):
+    page = sharp_lab.page
+    page.evaluate(_JS_LOSE_CONTEXT)
+    state = sharp_lab.state(lambda s: s["renderer"] == "svg")
+    assert "WebGL context away" in state["message"] and "drawn as SVG" in state["message"]
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.imrec-umap svg.svg-figure path.dot').length >= n",
+        arg=2 * OVERLAP_SPOTS,
+    )
+    screenshot(page, "umap_explorer_context_lost")
+
+
+# Hides bqplot's webGLCanvas from every script but bqplot's own: a figure without a part the
+# layer needs, as an older or newer bqplot would be.
+_HIDE_WEBGL_CANVAS = """
+Object.defineProperty(Object.prototype, 'webGLCanvas', {
+  configurable: true,
+  get() { return /bqplot/.test(new Error().stack || '') ? this.__hiddenWebGLCanvas : undefined; },
+  set(value) { Object.defineProperty(this, '__hiddenWebGLCanvas', {value, writable: true, configurable: true}); },
+});
+"""
+
+
+def test_a_figure_without_the_expected_parts_says_so_and_draws_svg(server, webgl_browser, overlap):
+    root, index_dir = overlap
+    cells = _cells(
+        OVERLAP_CELL.format(root=str(root), index_dir=str(index_dir), rows=2 * OVERLAP_SPOTS),
+        "parts_state.json",
+    )
+    write_notebook(server.root_dir / "parts.ipynb", cells)
+    page = new_page(webgl_browser)
+    page.add_init_script(_HIDE_WEBGL_CANVAS)
+    map_page = MapPage(page, server, "parts_state.json")
+    try:
+        open_notebook(page, server, "parts.ipynb")
+        run_all_cells(page, timeout=240)
+        state = map_page.state(lambda s: s["renderer"] == "svg", timeout=120)
+        assert "not supported" in state["message"] and "webGLCanvas" in state["message"]
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('.imrec-umap svg.svg-figure path.dot').length >= n",
+            arg=2 * OVERLAP_SPOTS,
+        )
+        screenshot(page, "umap_explorer_unsupported_figure")
+    except BaseException:
+        dump_failure(page, server, "umap_explorer_unsupported_figure_FAILED")
+        raise
+    finally:
+        _close(map_page)
+
+
+# -- a browser reload -------------------------------------------------------------------------------
+
+RELOAD_CELL = """\
+import ipywidgets
+from imrec_widgets import ImageIndex
+from imrec_widgets.widgets import UmapExplorer
+
+idx = ImageIndex.open({root!r}, index_dir={index_dir!r})
+# New parameters: the map is computed here, with its progress bars in this cell's output.
+ex = UmapExplorer(idx, feature="rgb", n_neighbors=6, clusters=3)
+"""
+# The map in a tab that is not shown: bqplot lays the figure out at zero size.
+RELOAD_DISPLAY = 'ipywidgets.Tab([ipywidgets.HTML("first tab"), ex], titles=["first", "map"])'
+
+_JS_DRAWN = f"() => {{ const c = {_JS_CANVAS}; return c && Number(c.dataset.frame) > 0 && Number(c.dataset.points) > 0; }}"
+
+
+def _page_problems(page) -> list[str]:
+    texts = page.locator(f"{NOTEBOOK_PANEL} .jp-OutputArea-output").all_inner_texts()
+    shown = [t for t in texts if "Error displaying widget" in t]
+    console = [
+        e
+        for e in collect_console(page).errors
+        if "negative value" in e or "model not found" in e.lower() or "imrec" in e.lower()
+    ]
+    return shown + console
+
+
+def test_a_reload_shows_the_widgets_and_no_errors(server, webgl_browser, photos):
+    folder, index_dir = photos
+    write_notebook(
+        server.root_dir / "reload.ipynb",
+        [RELOAD_CELL.format(root=str(folder), index_dir=str(index_dir)), RELOAD_DISPLAY],
+    )
+    page = new_page(webgl_browser)
+    try:
+        open_notebook(page, server, "reload.ipynb")
+        run_all_cells(page, timeout=300)
+        page.locator(".lm-TabBar-tab", has_text="map").click()
+        page.wait_for_function(_JS_DRAWN, timeout=120_000)
+        assert _page_problems(page) == []
+        page.keyboard.press("Control+s")
+        saved = server.root_dir / "reload.ipynb"
+        wait_for_file(saved, lambda text: "widget-view+json" in text)
+        page.reload()
+        page.wait_for_selector(f"{NOTEBOOK_PANEL} .jp-Notebook", timeout=90_000)
+        wait_for_kernel_idle(page, server, "reload.ipynb", timeout=90)
+        # The saved outputs are shown again, connected to the running kernel's widgets.
+        page.locator(".lm-TabBar-tab", has_text="map").click(timeout=60_000)
+        page.wait_for_function(_JS_DRAWN, timeout=120_000)
+        screenshot(page, "umap_explorer_after_reload")
+        assert _page_problems(page) == []
+    except BaseException:
+        dump_failure(page, server, "umap_explorer_reload_FAILED")
+        raise
+    finally:
+        page.context.close()
