@@ -26,7 +26,7 @@ class IndexSettings(TypedDict, total=False):
     hash_size: int | None
     """Side of the ``ahash``/``dhash`` grids (``hash_size**2`` bits)."""
     thumb_size: int | None
-    """Longer side in pixels of the stored thumbnails (224: crisp in ~110 px cells on a 2x screen)."""
+    """Longer side in pixels of the stored thumbnails (256: crisp in the ~120 px result cells on a 2x screen)."""
     thumb_format: str | None
     """How thumbnails are stored: ``"jpeg"`` (aspect kept; new indexes) or ``"pixels"`` (the
     64 x 64 squares padded with white of indexes made before; read until ``rebuild=["thumb"]``)."""
@@ -42,7 +42,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "weights": None,
     "bins": 8,
     "hash_size": 8,
-    "thumb_size": 224,
+    "thumb_size": 256,
     "thumb_format": "jpeg",
     "vector_dtype": "float32",
     "model_precision": "float32",

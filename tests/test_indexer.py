@@ -54,7 +54,7 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     assert index.features("rgb").shape == (count, 512)
     np.testing.assert_allclose(np.linalg.norm(index.features("rgb"), axis=1), 1.0, rtol=1e-5)
     assert index.features("ahash").shape == (count, 8) and index.features("dhash").dtype == np.uint8
-    assert index.features("thumb").shape == (count, row_bytes(224))
+    assert index.features("thumb").shape == (count, row_bytes(256))
 
     coffee = next(
         i
@@ -64,11 +64,11 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     record = index.records([coffee])[0]
     assert (record.width, record.height, record.format, record.status) == (600, 400, "JPEG", "ok")
     thumb = np.asarray(index.thumbnail(coffee))
-    assert thumb.shape == (149, 224, 3), "the photo's aspect, its longer side 224 px"
+    assert thumb.shape == (171, 256, 3), "the photo's aspect, its longer side 256 px"
     assert not (thumb[:4] == 255).all() and not (thumb[-4:] == 255).all(), "no white padding"
-    assert thumb[74].std() > 5
+    assert thumb[85].std() > 5
     jpeg = index.thumbnail_bytes([coffee])[0]
-    assert jpeg[:3] == b"\xff\xd8\xff" and Image.open(io.BytesIO(jpeg)).size == (224, 149)
+    assert jpeg[:3] == b"\xff\xd8\xff" and Image.open(io.BytesIO(jpeg)).size == (256, 171)
 
     with sqlite3.connect(photos / ".imrec" / "catalog.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

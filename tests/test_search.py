@@ -305,7 +305,7 @@ def test_thumbnail_bytes_are_the_stored_ones_else_made_from_the_files(
     assert all(jpeg[:3] == b"\xff\xd8\xff" for jpeg in jpegs)
     for id_, jpeg in zip(ids, jpegs, strict=True):  # the stored files, aspect kept, unpadded
         width, height = Image.open(stored.path(id_)).size
-        assert _image_size(jpeg) == fitted_size(width, height, 224)
+        assert _image_size(jpeg) == fitted_size(width, height, 256)
         assert jpeg == row_jpeg(stored.features("thumb", [id_])[0])
 
     for id_, jpeg in zip(ids, made.thumbnail_bytes(np.asarray(ids)), strict=True):

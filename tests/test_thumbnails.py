@@ -108,8 +108,8 @@ def test_an_old_index_keeps_updating_then_a_rebuild_makes_jpeg_rows(
 
     rebuilt = ImageIndex.open(photos, old_index.index_dir, rebuild=["thumb"])
     rebuilt.update(progress=False, workers=0)
-    assert rebuilt.settings["thumb_format"] == "jpeg" and rebuilt.settings["thumb_size"] == 224
-    assert rebuilt.features("thumb").shape[1:] == (row_bytes(224),)
-    assert _size(rebuilt.thumbnail_bytes([_coffee(rebuilt)])[0]) == (224, 149)
+    assert rebuilt.settings["thumb_format"] == "jpeg" and rebuilt.settings["thumb_size"] == 256
+    assert rebuilt.features("thumb").shape[1:] == (row_bytes(256),)
+    assert _size(rebuilt.thumbnail_bytes([_coffee(rebuilt)])[0]) == (256, 171)
     reopened = ImageIndex.open(photos, old_index.index_dir)
     assert reopened.settings["thumb_format"] == "jpeg"

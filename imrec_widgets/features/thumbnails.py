@@ -25,7 +25,7 @@ THUMB_FORMATS = ("jpeg", "pixels")
 
 HEADER_BYTES = 8
 JPEG_QUALITIES = (80, 70, 60, 50, 40)
-"""Tried in turn until the JPEG fits its row (busy photos at 224 px are ~20 KB at quality 80)."""
+"""Tried in turn until the JPEG fits its row (busy photos at 256 px are ~28 KB at quality 80)."""
 
 
 def row_bytes(size: int) -> int:
@@ -48,7 +48,7 @@ class ThumbnailFeature:
     chunk_rows = 64
     """Rows per stored chunk: a gallery page reads a few dozen scattered rows, so chunks are small."""
 
-    def __init__(self, size: int = 224, format: str = "jpeg") -> None:
+    def __init__(self, size: int = 256, format: str = "jpeg") -> None:
         if not 8 <= int(size) <= 512:
             raise ValueError(f"thumbnail size must be between 8 and 512, not {size}")
         if format not in THUMB_FORMATS:

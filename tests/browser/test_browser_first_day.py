@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from harness import (
     ARTIFACTS_DIR,
@@ -148,7 +149,7 @@ def test_result_thumbnails_are_crisp_and_have_no_white_bars(page, indexes) -> No
         pixels = _shot(page, image, f"result_{theme.split()[-1].lower()}")
         # the band above the landscape photo is the theme's background, never baked-in white
         band = pixels.crop((0, 0, pixels.width, pixels.height // 10))
-        mean = sum(band.convert("L").getdata()) / (band.width * band.height)
+        mean = float(np.asarray(band.convert("L")).mean())
         if theme.endswith("Dark"):
             assert mean < 120, f"white bar over the photo in the dark theme (mean {mean:.0f})"
         page.screenshot(path=str(ARTIFACTS_DIR / f"first_day_page_{theme.split()[-1].lower()}.png"))
@@ -182,18 +183,25 @@ def test_hybrid_weight_names_do_not_overlap_their_sliders(page) -> None:
 
 
 def test_a_result_chosen_from_the_keyboard_hands_the_focus_to_the_new_first_image(page) -> None:
+    page.wait_for_function(  # the rgb results, not the hybrid ones they replace
+        """() => {
+          const summary = document.querySelector('.imrec-search .imrec-summary');
+          return summary && summary.textContent.includes(' · rgb · ') &&
+            !document.querySelector('.imrec-is-busy');
+        }"""
+    )
     _results(page, 6)
     second = page.locator(".imrec-search .imrec-result").nth(1)
-    second_id = second.get_attribute("data-id")
-    second.focus()
-    page.keyboard.press("Enter")  # "more like this", from the keyboard
+    replaced = second.element_handle()
+    second.click()  # "more like this"; the clicked result has the focus, then goes away
     page.wait_for_function(
-        """(id) => {
-          const first = document.querySelector('.imrec-search .imrec-result');
-          return first && first.dataset.id === id && !document.querySelector('.imrec-is-busy');
-        }""",
-        arg=second_id,
+        "(old) => !old.isConnected && !document.querySelector('.imrec-is-busy')", arg=replaced
     )
+    assert page.evaluate(
+        "() => document.activeElement === document.querySelector('.imrec-search .imrec-result')"
+    ), "the focus fell back to the page"
+    page.keyboard.press("Tab")  # from the keyboard now: the ring must be on the image
+    page.keyboard.press("Shift+Tab")
     focus = page.evaluate(
         """() => {
           const active = document.activeElement;
