@@ -13,10 +13,14 @@ $(BIN)/python:
 # Installs once, again only when pyproject.toml changes. TORCH_INDEX_URL (e.g.
 # https://download.pytorch.org/whl/cpu) installs torch from there first: a CPU-only torch.
 TORCH_INDEX_URL ?=
+# pip's own lines (one per package, download bars in a terminal) show that it is moving.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "Installing imrec-widgets with torch and friends into $(VENV): a few minutes, several GB (README: Troubleshooting)"
-	$(if $(TORCH_INDEX_URL),$(BIN)/pip install -q torch torchvision --index-url $(TORCH_INDEX_URL))
-	$(BIN)/pip install -q -e ".[test]"
+	$(if $(TORCH_INDEX_URL),@echo "== torch and torchvision from $(TORCH_INDEX_URL)")
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install torch torchvision --index-url $(TORCH_INDEX_URL))
+	@echo "== imrec-widgets and its dependencies"
+	$(BIN)/pip install -e ".[test]"
+	@echo "== installed; the demo's commands are in $(BIN) (. $(BIN)/activate puts them on your PATH)"
 	@touch $@
 
 venv: $(VENV)/.installed

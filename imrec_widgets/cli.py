@@ -62,6 +62,11 @@ def shown(path: Any) -> str:
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 sample photo``, ``2 sample photos``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KB", "MB", "GB"):
@@ -135,16 +140,27 @@ def _index_on_dask(args: argparse.Namespace, index: Any) -> Any:
 def _search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    index = _open_index(args)
+    mode = args.mode or ("hybrid" if args.weights else "embedding")
+    if args.weights and mode != "hybrid":
+        raise ValueError(
+            f"--weights mixes modes and goes with --mode hybrid, not --mode {mode}; "
+            "drop --mode (or --weights)"
+        )
     queries: list[Any] = []
     for query in args.query:
         if query.isdigit() and not Path(query).exists():
             queries.append(int(query))
+        elif Path(query).is_dir():
+            raise ValueError(
+                f"{query} is a folder; give image files (several are one combined query), "
+                f"e.g. {Path(query) / '*.jpg'}"
+            )
         else:
             queries.append(Path(query))
+    index = _open_index(args)
     results = index.search(
         queries if len(queries) > 1 else queries[0],
-        mode=args.mode,
+        mode=mode,
         metric=args.metric,
         k=args.k,
         weights=_parse_weights(args.weights),
@@ -166,9 +182,19 @@ def _search(args: argparse.Namespace) -> int:
     print(
         f"{len(results)} nearest by {results.mode}/{results.metric} in {results.seconds * 1000:.1f} ms"
     )
+    print(f"{'rank':>4}  {'distance':>10}  path")
     for hit in results:
-        print(f"{hit.rank + 1:>4}  {hit.distance:>10.4f}  {shown(hit.path)}")
+        print(
+            f"{hit.rank + 1:>4}  {format_distance(hit.distance, results.metric):>10}  {shown(hit.path)}"
+        )
     return 0
+
+
+def format_distance(distance: float, metric: str) -> str:
+    """A distance as the CLI prints it: whole bits for hamming, four decimals otherwise."""
+    if metric == "hamming":
+        return str(round(distance))
+    return f"{distance:.4f}"
 
 
 @command("ann")
@@ -451,8 +477,9 @@ def _duplicates(args: argparse.Namespace) -> int:
     for number, group in enumerate(groups, 1):
         kind = "identical files" if group.identical else "near-duplicates"
         print(f"group {number}: {len(group.ids)} {kind}")
+        print(f"  {'distance':>8}  path")
         for path, distance in zip(group.paths, group.distances, strict=True):
-            print(f"  {distance:>8.4g}  {shown(path)}")
+            print(f"  {format_distance(distance, groups.metric):>8}  {shown(path)}")
     return 0
 
 
@@ -498,11 +525,20 @@ def _demo(args: argparse.Namespace) -> int:
     # A rerun changes nothing that exists: no photo rewritten, no edited notebook replaced.
     written = write_sample_photos(photos, with_variants=True, overwrite=False)
     if written:
-        print(f"wrote {len(written)} sample photos (scikit-image, scikit-learn) to {photos}")
+        print(
+            f"wrote {plural(len(written), 'sample photo')} (scikit-image, scikit-learn) to {photos}"
+        )
     else:
         print(f"sample photos already in {photos}")
     index = ImageIndex.open(photos)
     print(index.update(progress=not args.quiet))
+    if not args.no_warm_up:
+        log = start_umap_warm_up()
+        if log is not None:
+            print(
+                "compiling UMAP for this machine in the background (once, about a minute), "
+                f"so that the first map is quick; log: {log}"
+            )
     import shutil
 
     copied, kept = [], []
@@ -518,9 +554,58 @@ def _demo(args: argparse.Namespace) -> int:
     if kept:
         print(f"kept your {', '.join(kept)} (delete one to get the shipped version back)")
     print(f"the notebooks search IMREC_PHOTOS={photos}")
+    hint = terminal_hint()
     if args.no_lab:
+        if hint:
+            print(hint)
         return 0
-    return _run_lab(folder, photos, open_browser=not args.no_browser)
+    return _run_lab(folder, photos, open_browser=not args.no_browser, hint=hint)
+
+
+WARM_UP_CODE = (
+    "from imrec_widgets.projection import warm_umap; print(f'compiled in {warm_umap():.0f} s')"
+)
+
+
+def start_umap_warm_up() -> Any:
+    """Start compiling umap-learn into the numba cache in a process of its own (it outlives
+    this one); return its log file, or None when there is nothing to do or nowhere to keep it."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from .numba_cache import umap_compiled, use_numba_cache
+
+    use_numba_cache()
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder or umap_compiled():
+        return None
+    log = Path(folder) / "imrec-warm-up.log"
+    with open(log, "wb") as out:
+        subprocess.Popen(
+            [sys.executable, "-c", WARM_UP_CODE],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return log
+
+
+def terminal_hint() -> str | None:
+    """How to get ``imrec`` in a terminal when this one is not on the PATH (``make demo`` runs it
+    from ./.venv without activating it); None when ``imrec`` already is the one on the PATH."""
+    import shutil
+    from pathlib import Path
+
+    scripts = Path(sys.executable).parent
+    found = shutil.which("imrec")
+    if found and Path(found).parent == scripts:
+        return None
+    activate = scripts / "activate"
+    if activate.is_file():
+        return f"to use `imrec` in a terminal: . {activate}   (then: imrec --help)"
+    return f"`imrec` is in {scripts}, not on your PATH: run {scripts / 'imrec'} --help"
 
 
 DEMO_NOTEBOOK = "01_quickstart.ipynb"
@@ -537,11 +622,18 @@ def lab_command(folder: Any, *, open_browser: bool, as_root: bool) -> list[str]:
     return command
 
 
-def _run_lab(folder: Any, photos: Any, *, open_browser: bool) -> int:
-    """Run JupyterLab on the demo folder until it stops; print its URL (with the token) once up."""
+LAB_LOG = "jupyterlab.log"
+"""JupyterLab's own messages go to this file in the demo folder, so that its banner never
+buries the demo's last lines (the URL to open)."""
+
+
+def _run_lab(folder: Any, photos: Any, *, open_browser: bool, hint: str | None = None) -> int:
+    """Run JupyterLab on the demo folder until it stops; print its URL (with the token) once up,
+    last."""
     import importlib.util
     import os
     import subprocess
+    from pathlib import Path
 
     if importlib.util.find_spec("jupyterlab") is None:
         raise RuntimeError(
@@ -549,13 +641,28 @@ def _run_lab(folder: Any, photos: Any, *, open_browser: bool) -> int:
             f"{folder} with any Jupyter"
         )
     command = lab_command(folder, open_browser=open_browser, as_root=os.geteuid() == 0)
+    log_path = Path(folder) / LAB_LOG
     print("starting JupyterLab:", " ".join(command), flush=True)
-    server = subprocess.Popen(command, cwd=folder, env={**os.environ, "IMREC_PHOTOS": str(photos)})
+    print(f"its messages go to {log_path}", flush=True)
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen(
+            command,
+            cwd=folder,
+            env={**os.environ, "IMREC_PHOTOS": str(photos)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = _wait_for_lab_url(server)
         if url:
-            print(f"JupyterLab is running at {url}", flush=True)
-            print("stop it with Ctrl-C", flush=True)
+            if hint:
+                print(hint)
+            print("stop JupyterLab with Ctrl-C; open the quick start at:")
+            print(f"\nJupyterLab is running at {url}\n", flush=True)
+        else:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            print("\n".join(tail), file=sys.stderr)
+            print(f"JupyterLab did not start; its messages are in {log_path}", file=sys.stderr)
         return server.wait()
     except KeyboardInterrupt:
         server.terminate()  # a clean shutdown: JupyterLab stops its kernels
@@ -685,13 +792,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine(p)
     p.add_argument("--index-dir", default=None, help="where the index lives (default: ROOT/.imrec)")
     p.add_argument(
-        "--mode", default="embedding", choices=("embedding", "rgb", "ahash", "dhash", "hybrid")
+        "--mode",
+        default=None,
+        choices=("embedding", "rgb", "ahash", "dhash", "hybrid"),
+        help="what to compare (default embedding; hybrid when --weights is given)",
     )
     p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
     p.add_argument(
         "--weights",
         default=None,
-        help="with --mode hybrid: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3)",
+        help="hybrid search: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3); implies --mode hybrid",
     )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     how = p.add_mutually_exclusive_group()
@@ -770,6 +880,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lab", action="store_true", help="only write and index the photos")
     p.add_argument(
         "--no-browser", action="store_true", help="start JupyterLab without opening a browser"
+    )
+    p.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="do not compile UMAP in the background (the first map then takes a minute longer)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

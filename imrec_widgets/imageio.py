@@ -257,9 +257,10 @@ def decode(
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
-THUMBNAIL_SIDE = 96
+THUMBNAIL_SIDE = 256
 """Longer side, in pixels, of the thumbnails made to show an image (a query, or an indexed image
-when the index stores none); the widgets and the HTML of search results show them this size."""
+when the index stores none): crisp in the widgets' ~120 px cells on a 2x screen, as the stored
+ones (``DEFAULT_SETTINGS["thumb_size"]``)."""
 
 
 def encode_thumbnail(

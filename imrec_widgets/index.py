@@ -26,6 +26,7 @@ from .errors import (
 )
 from .features import FEATURE_NAMES, HYBRID_MODE, build_features
 from .features.engines import check_model_precision
+from .features.thumbnails import THUMB_FORMATS, is_jpeg_rows, row_image, row_jpeg
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
 from .indexer import (
     UpdateReport,
@@ -228,6 +229,15 @@ class ImageIndex:
         """Stored settings overridden by the requested ones; a conflict needs a rebuild."""
         # settings added since an index was built take their defaults (what it was built with)
         settings = {**DEFAULT_SETTINGS, **(stored or {})}
+        if stored is not None and "thumb_format" not in stored and "thumb" in stored["features"]:
+            settings["thumb_format"] = "pixels"  # the only layout before the setting existed
+        if (
+            "thumb" in self._rebuild
+            and settings["thumb_format"] != DEFAULT_SETTINGS["thumb_format"]
+        ):
+            # Rebuilding old thumbnails makes today's (unless other values are asked for).
+            for key in ("thumb_format", "thumb_size"):
+                self._requested.setdefault(key, DEFAULT_SETTINGS[key])
         for key, value in self._requested.items():
             if key == "features":
                 value = _checked_features(value)
@@ -235,6 +245,10 @@ class ImageIndex:
                 value = check_vector_dtype(value)
             if key == "model_precision":
                 value = check_model_precision(value)
+            if key == "thumb_format" and value not in THUMB_FORMATS:
+                raise ValueError(
+                    f"thumb_format must be one of {', '.join(THUMB_FORMATS)}, not {value!r}"
+                )
             affected = SETTING_FEATURES.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:
@@ -366,7 +380,9 @@ class ImageIndex:
             for name in self._rebuild & set(features) | self._features_to_backfill(stored):
                 store.delete(name)
             for name, feature in features.items():
-                store.ensure(name, feature.shape, feature.dtype)
+                store.ensure(
+                    name, feature.shape, feature.dtype, rows=getattr(feature, "chunk_rows", None)
+                )
             if stored is None:
                 catalog.set_meta("schema_version", SCHEMA_VERSION)
                 catalog.set_meta("created_at", time.time())
@@ -621,27 +637,33 @@ class ImageIndex:
         return self.store.read_rows(name, self.ids() if ids is None else ids)
 
     def thumbnail(self, id_: int) -> Image.Image:
-        """The stored thumbnail of image ``id_`` as a ``PIL.Image``."""
-        from PIL import Image
-
-        return Image.fromarray(self.store.read_rows("thumb", [int(id_)])[0])
+        """The stored thumbnail of image ``id_`` as a ``PIL.Image`` (aspect kept, no margins)."""
+        (record,) = self.records([int(id_)])
+        row = self.store.read_rows("thumb", [int(id_)])[0]
+        return row_image(row, record.width, record.height)
 
     def thumbnail_bytes(
         self, ids: Sequence[int] | np.ndarray, format: str = "JPEG", *, side: int = THUMBNAIL_SIDE
     ) -> list[bytes]:
         """Encoded thumbnails of ``ids`` (small JPEG or PNG files), in order.
 
-        The stored ones (``thumb_size`` pixels square) when the index has the ``thumb``
-        feature; else made from the image files, their longer side ``side`` pixels, and kept
-        (up to ``THUMBNAIL_CACHE_BYTES``) until the file changes. An image whose file cannot be
-        read any more gives ``b""`` (shown as an empty cell).
+        The stored ones (longer side ``thumb_size`` pixels, as stored: no re-encoding) when the
+        index has the ``thumb`` feature; else made from the image files, their longer side
+        ``side`` pixels, kept (up to ``THUMBNAIL_CACHE_BYTES``) until the file changes. An image whose file cannot be read any more gives ``b""`` (shown as an
+        empty cell). Thumbnails of an index made before JPEG rows (white-padded squares) come
+        without their margins until ``rebuild=["thumb"]``.
         """
         ids = [int(id_) for id_ in np.ravel(ids)]
         if not ids:
             return []
         if "thumb" in self.settings["features"]:
+            rows = self.store.read_rows("thumb", ids)
+            if is_jpeg_rows(rows) and format.upper() in ("JPEG", "JPG"):
+                return [row_jpeg(row) for row in rows]
+            records = self.records(ids)
             return [
-                encode_thumbnail(row, None, format) for row in self.store.read_rows("thumb", ids)
+                encode_thumbnail(row_image(row, record.width, record.height), None, format)
+                for row, record in zip(rows, records, strict=True)
             ]
         out = []
         for id_, path in zip(ids, self.paths(ids), strict=True):

@@ -15,11 +15,43 @@ from typing import Any
 
 import numpy as np
 
-PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#17becf", "#bcbd22", "#8c564b", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
-    "#9467bd", "#e377c2", "#7f7f7f", "#aec7e8",
-)  # fmt: skip
+PALETTE_SIZE = 24
+"""Categories with a colour of their own; the rest share "other"."""
+
+PALETTE_LIGHTNESS = (40.0, 75.0)
+"""CIELAB lightness range of the palette: dark enough on white, light enough on a dark theme."""
+
+PALETTE_MIN_CHROMA = 30.0
+"""CIELAB chroma the palette's colours have at least, so none passes for the grey "other"."""
+
+
+def cielab(rgb: Sequence[float]) -> tuple[float, float, float]:
+    """CIELAB (D65) ``(L*, a*, b*)`` of an sRGB colour with channels in 0..1."""
+    linear = np.array([c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb])
+    xyz = (
+        np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+        @ linear
+        / np.array([0.95047, 1.0, 1.08883])
+    )
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return float(116 * f[1] - 16), float(500 * (f[0] - f[1])), float(200 * (f[1] - f[2]))
+
+
+def glasbey_palette(size: int = PALETTE_SIZE) -> tuple[str, ...]:
+    """The first ``size`` colours of colorcet's Glasbey palette (made to be told apart) with a
+    lightness in ``PALETTE_LIGHTNESS`` and chroma of ``PALETTE_MIN_CHROMA`` or more, as ``#rrggbb``."""
+    import colorcet
+
+    low, high = PALETTE_LIGHTNESS
+    chosen = []
+    for rgb in colorcet.glasbey_bw_minc_20:
+        lightness, a, b = cielab(rgb)
+        if low <= lightness <= high and np.hypot(a, b) >= PALETTE_MIN_CHROMA:
+            chosen.append("#" + "".join(f"{round(channel * 255):02x}" for channel in rgb))
+    return tuple(chosen[:size])
+
+
+PALETTE = glasbey_palette()
 """Category colours, in order of category size; each is readable on light and dark themes."""
 
 OTHER_COLOR = "#8a8a8a"

@@ -28,3 +28,35 @@ def use_numba_cache() -> Path | None:
     if config is not None and not getattr(config, "CACHE_DIR", ""):
         config.CACHE_DIR = str(folder)  # numba read its environment already
     return folder
+
+
+def _compiled_marker() -> Path | None:
+    """The file that says umap-learn's code is compiled in this machine's numba cache (per
+    umap-learn and numba version); None without a cache folder."""
+    use_numba_cache()
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        versions = f"umap-{version('umap-learn')}-numba-{version('numba')}"
+    except PackageNotFoundError:
+        return None
+    return Path(folder) / f"imrec-{versions}.compiled"
+
+
+def umap_compiled() -> bool:
+    """Whether a UMAP fit ran to the end with this machine's numba cache (the next is quick)."""
+    marker = _compiled_marker()
+    return marker is not None and marker.exists()
+
+
+def mark_umap_compiled() -> None:
+    """Record that a UMAP fit finished, so its compiled code is in the cache."""
+    marker = _compiled_marker()
+    if marker is not None:
+        try:
+            marker.touch()
+        except OSError:
+            pass  # a read-only cache: the message shows again, nothing worse

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -36,7 +37,7 @@ import numpy as np
 
 from .derived import create_temporary
 from .errors import ProjectionError, SettingError
-from .numba_cache import use_numba_cache
+from .numba_cache import mark_umap_compiled, umap_compiled, use_numba_cache
 from .settings import env_count
 
 if TYPE_CHECKING:
@@ -531,6 +532,15 @@ class _Stages:
         self._bar: Any = None
         self._displays = _RemovedDisplays() if self._show else None
 
+    def live(self, stage: str, note: str = "") -> _Ticker:
+        """Report ``stage`` (0 of 1) and keep its display ticking (elapsed time) until the block
+        ends, for a stage with no steps to count; ``note`` is shown beside it, never given to a
+        callback."""
+        self(stage, 0, 1)
+        if self._bar is not None and note:
+            self._bar.set_description_str(f"{stage} ({note})", refresh=True)
+        return _Ticker(self._bar)
+
     @property
     def umap_tqdm_kwds(self) -> dict[str, Any] | None:
         """umap-learn's own epoch display, shown only beside a progress display."""
@@ -544,8 +554,13 @@ class _Stages:
         if self._bar is None:
             from tqdm.auto import tqdm
 
+            # leave=False: the bars go away once the map is made (an explorer shows it below).
             self._bar = tqdm(
-                total=total, desc=stage, bar_format=self._BAR_FORMAT, dynamic_ncols=True
+                total=total,
+                desc=stage,
+                bar_format=self._BAR_FORMAT,
+                dynamic_ncols=True,
+                leave=False,
             )
         elif stage != self._stage:
             self._bar.set_description_str(stage, refresh=False)
@@ -598,6 +613,40 @@ class _RemovedDisplays:
             with contextlib.suppress(Exception):
                 handle.update({"text/plain": ""}, raw=True)
         self._handles.clear()
+
+
+TICK_SECONDS = 1.0
+"""How often a stage with no steps to count redraws its display (its elapsed time moves)."""
+
+
+class _Ticker:
+    """Refreshes a progress display every ``TICK_SECONDS`` while its block runs."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._interval = TICK_SECONDS
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(Exception):  # a display closed under it: just stop
+                self._bar.refresh()
+
+    def __enter__(self) -> _Ticker:
+        if self._bar is not None:
+            self._thread = threading.Thread(target=self._run, name="imrec-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+COMPILE_NOTE = "compiling UMAP for this machine, once, about a minute"
+"""Shown beside "UMAP fit" while numba has not compiled umap-learn's code on this machine yet."""
 
 
 def compute(
@@ -747,6 +796,26 @@ def _import_umap() -> Any:
     return umap
 
 
+def warm_umap(rows: int = 200) -> float:
+    """Compile umap-learn's code into this machine's numba cache, as a first map would (a fit
+    of random rows, same settings as ``compute``'s); return the seconds it took.
+
+    ``imrec demo`` runs it in the background after indexing, so the first map takes seconds.
+    """
+    import warnings
+
+    started = time.perf_counter()
+    values = np.random.default_rng(0).normal(size=(rows, 50)).astype(np.float32)
+    umap = _import_umap()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=42, init="spectral").fit_transform(
+            values
+        )
+    mark_umap_compiled()
+    return time.perf_counter() - started
+
+
 def _fit(
     index: IndexView, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
@@ -774,20 +843,22 @@ def _fit(
         mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         stages("PCA", 1, 1)
     vectors = _reduce(values, mean, components)
-    umap = _import_umap()
-    reducer = umap.UMAP(
-        n_neighbors=params["n_neighbors"],
-        min_dist=params["min_dist"],
-        metric=metric,
-        random_state=params["random_state"],
-        n_components=2,
-        init="spectral" if len(vectors) > params["n_neighbors"] + 2 else "random",
-        tqdm_kwds=stages.umap_tqdm_kwds,
-    )
-    stages("UMAP fit", 0, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # n_jobs / spectral-init chatter from umap-learn
-        xy = reducer.fit_transform(vectors).astype(np.float32)
+    # The first fit on a machine spends about a minute in numba's compiler (import and fit).
+    with stages.live("UMAP fit", "" if umap_compiled() else COMPILE_NOTE):
+        umap = _import_umap()
+        reducer = umap.UMAP(
+            n_neighbors=params["n_neighbors"],
+            min_dist=params["min_dist"],
+            metric=metric,
+            random_state=params["random_state"],
+            n_components=2,
+            init="spectral" if len(vectors) > params["n_neighbors"] + 2 else "random",
+            tqdm_kwds=stages.umap_tqdm_kwds,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # n_jobs / spectral-init chatter from umap-learn
+            xy = reducer.fit_transform(vectors).astype(np.float32)
+    mark_umap_compiled()
     stages("UMAP fit", 1, 1)
     return Placement(mean, components, vectors, xy, metric, params["n_neighbors"]), fit_ids, xy
 

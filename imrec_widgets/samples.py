@@ -109,3 +109,46 @@ def write_sample_photos(
                     copy.save(copies[suffix], quality=88)
                     written.append(copies[suffix])
     return written
+
+
+PHOTOS_ENV = "IMREC_PHOTOS"
+"""Environment variable naming the photo folder the example notebooks use (``imrec demo`` sets it)."""
+
+
+def sample_cache_folder() -> Path:
+    """Where the sample photos are written once for notebooks started anywhere:
+    ``$XDG_CACHE_HOME/imrec-widgets/sample-photos`` (default ``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "imrec-widgets" / "sample-photos"
+
+
+def notebook_photos(beside: str | os.PathLike[str] = ".", *, announce: bool = True) -> Path:
+    """The photo folder of the example notebooks; says which one it is and why.
+
+    ``IMREC_PHOTOS`` when set (the samples are written there if it does not exist); else
+    ``photos/`` in ``beside`` (the notebook's folder) when it exists; else the sample photos with
+    their variants, written once to ``sample_cache_folder()`` and reused by every later run, so
+    that no kernel run leaves a copy of its own behind.
+    """
+    named = os.environ.get(PHOTOS_ENV)
+    if named:
+        folder, why = Path(named).expanduser(), f"from {PHOTOS_ENV}"
+        fill = not folder.exists()
+    elif (Path(beside) / "photos").is_dir():
+        folder, why, fill = (
+            Path(beside) / "photos",
+            "the photos/ folder beside this notebook",
+            False,
+        )
+    else:
+        folder, fill = sample_cache_folder(), True
+        why = (
+            f"the sample photos, kept for every run; put your own in photos/ beside this "
+            f"notebook or name a folder in {PHOTOS_ENV}"
+        )
+    folder = folder.expanduser().resolve()
+    written = write_sample_photos(folder, with_variants=True, overwrite=False) if fill else []
+    if announce:
+        wrote = f"; wrote {len(written)} sample photo{'' if len(written) == 1 else 's'}"
+        print(f"photos: {folder} ({why}){wrote if written else ''}")
+    return folder

@@ -904,7 +904,7 @@ class Searcher:
         ids = [int(i) for i in ids]
         paths = self.index.paths(ids) if ids else []
         hits = [
-            Hit(id_, path, float(distance), rank)
+            Hit(id_, path, _without_rounding_noise(float(distance)), rank)
             for rank, (id_, path, distance) in enumerate(zip(ids, paths, distances, strict=True))
         ]
         return SearchResults(
@@ -915,3 +915,12 @@ class Searcher:
             thumbnails=self.index.thumbnail_bytes,
             query=query,
         )
+
+
+ROUNDING_NOISE = 1e-6
+"""Distances closer to 0 than this are float32 rounding (an image's own copy scores ~2e-7 by
+cosine), not a difference: results give them as 0."""
+
+
+def _without_rounding_noise(distance: float) -> float:
+    return 0.0 if abs(distance) < ROUNDING_NOISE else distance

@@ -28,7 +28,10 @@ class IndexSettings(TypedDict, total=False):
     hash_size: int | None
     """Side of the ``ahash``/``dhash`` grids (``hash_size**2`` bits)."""
     thumb_size: int | None
-    """Side in pixels of the stored thumbnails."""
+    """Longer side in pixels of the stored thumbnails (256: crisp in the ~120 px result cells on a 2x screen)."""
+    thumb_format: str | None
+    """How thumbnails are stored: ``"jpeg"`` (aspect kept; new indexes) or ``"pixels"`` (the
+    64 x 64 squares padded with white of indexes made before; read until ``rebuild=["thumb"]``)."""
     vector_dtype: str | None
     """Stored search copy of float features: ``"float32"``, ``"float16"`` or ``"int8"``."""
     model_precision: str | None
@@ -41,7 +44,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "weights": None,
     "bins": 8,
     "hash_size": 8,
-    "thumb_size": 64,
+    "thumb_size": 256,
+    "thumb_format": "jpeg",
     "vector_dtype": "float32",
     "model_precision": "float32",
 }
@@ -53,6 +57,7 @@ SETTING_FEATURES: dict[str, tuple[str, ...]] = {
     "bins": ("rgb",),
     "hash_size": ("ahash", "dhash"),
     "thumb_size": ("thumb",),
+    "thumb_format": ("thumb",),
 }
 """Settings that change stored values, and the features each one belongs to."""
 

@@ -73,11 +73,18 @@ class FeatureStore:
         self._arrays.clear()
 
     def ensure(
-        self, name: str, row_shape: Sequence[int], dtype: np.dtype | str, fill_value: Any = 0
+        self,
+        name: str,
+        row_shape: Sequence[int],
+        dtype: np.dtype | str,
+        fill_value: Any = 0,
+        *,
+        rows: int | None = None,
     ) -> Any:
         """The array ``name``, created (empty) with these row shape and dtype if missing.
 
-        Rows never written read as ``fill_value``.
+        Rows never written read as ``fill_value``. ``rows``: rows per chunk (default: about
+        ``TARGET_CHUNK_BYTES`` of them).
         """
         dtype = np.dtype(dtype)
         if name in self:
@@ -88,7 +95,7 @@ class FeatureStore:
                     f"not {tuple(row_shape)} {dtype}"
                 )
             return array
-        rows = chunk_rows(row_shape, dtype)
+        rows = rows or chunk_rows(row_shape, dtype)
         return self._group.create_array(
             name,
             shape=(0, *row_shape),

@@ -119,7 +119,7 @@ def write_map_index(
             "umap/rgb": positions,
             "cluster/rgb": lambda ids: (ids % groups).astype(np.int32),
         },
-        settings={"features": ["rgb", "thumb"], "thumb_size": thumb_size},
+        settings={"features": ["rgb", "thumb"], "thumb_size": thumb_size, "thumb_format": "pixels"},
         path=lambda i: f"group{i % groups}/{i:07d}.jpg",
         size=(thumb_size, thumb_size),
         chunk=chunk,

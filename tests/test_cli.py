@@ -5,6 +5,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from imrec_widgets import __version__
-from imrec_widgets.cli import lab_command, main
+from imrec_widgets.cli import lab_command, main, plural, start_umap_warm_up, terminal_hint
 
 
 def imrec(*args: str) -> subprocess.CompletedProcess[str]:
@@ -109,7 +110,7 @@ def test_version_and_help() -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A folder made by ``imrec demo --no-lab`` (photos indexed with every feature) and its output."""
     folder = tmp_path_factory.mktemp("demo") / "imrec-demo"
-    result = imrec("demo", str(folder), "--no-lab", "-q")
+    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert result.returncode == 0, result.stderr
     return folder, result.stdout
 
@@ -123,6 +124,9 @@ def test_demo_writes_indexes_and_copies_the_notebooks(demo: tuple[Path, str]) ->
     assert f"{count} new, 0 changed, 0 removed, 0 errors" in out
     assert (folder / "01_quickstart.ipynb").is_file()
     assert f"IMREC_PHOTOS={photos}" in out
+    hint = terminal_hint()  # `make demo` runs .venv/bin/imrec without activating the venv
+    if hint:
+        assert out.strip().splitlines()[-1] == hint
 
 
 @pytest.mark.slow
@@ -136,16 +140,16 @@ def test_demo_rerun_changes_nothing_that_exists(demo: tuple[Path, str]) -> None:
     missing.unlink()
     before = {path: path.stat().st_mtime_ns for path in photos.rglob("*.jpg")}
 
-    result = imrec("demo", str(folder), "--no-lab", "-q")
+    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert result.returncode == 0, result.stderr
-    assert "wrote 1 sample photos" in result.stdout
+    assert "wrote 1 sample photo (" in result.stdout  # not "1 sample photos"
     assert f"0 new, 1 changed, 0 removed, 0 errors, {len(before)} unchanged" in result.stdout
     assert missing.is_file()
     assert {path: path.stat().st_mtime_ns for path in before} == before  # none rewritten
     assert notebook.read_text() == edited
     assert "kept your 01_quickstart.ipynb" in result.stdout
 
-    result = imrec("demo", str(folder), "--no-lab", "-q")
+    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert "sample photos already in" in result.stdout
     assert f"0 new, 0 changed, 0 removed, 0 errors, {len(before) + 1} unchanged" in result.stdout
 
@@ -186,7 +190,11 @@ def test_demo_starts_jupyterlab_and_prints_its_url(demo: tuple[Path, str], tmp_p
     }
     with open(tmp_path / "stderr.log", "wb") as stderr:
         server = subprocess.Popen(
-            [sys.executable, "-m", "imrec_widgets.cli", "demo", str(folder), "--no-browser", "-q"],
+            [
+                sys.executable,
+                *("-m", "imrec_widgets.cli", "demo", str(folder)),
+                *("--no-browser", "--no-warm-up", "-q"),
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -207,6 +215,10 @@ def test_demo_starts_jupyterlab_and_prints_its_url(demo: tuple[Path, str], tmp_p
         log = (tmp_path / "stderr.log").read_text(errors="replace")[-3000:]
         assert url, f"no URL printed; stdout: {seen}\nstderr: {log}"
         assert "/lab/tree/01_quickstart.ipynb?token=" in url
+        # JupyterLab's banner goes to its log, never between the demo's lines
+        assert not any("To access the server" in line for line in seen), seen
+        banner = (folder / "jupyterlab.log").read_text(errors="replace")
+        assert "ServerApp" in banner
         assert ("--allow-root" in "".join(seen)) == (os.geteuid() == 0)
         status = None
         while status != 200 and time.monotonic() < deadline:
@@ -303,3 +315,130 @@ def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
     troubleshooting = (repo / "README.md").read_text().split("## Troubleshooting", 1)[1]
     assert "--index-url https://download.pytorch.org/whl/cpu" in troubleshooting
     assert "CUDA" in troubleshooting and "GB" in troubleshooting
+
+
+def test_search_output_has_headers_whole_bits_and_no_rounding_noise(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["index", str(photos), "--features", "rgb,dhash", "-q", "--workers", "0"]) == 0
+    capsys.readouterr()
+    chelsea = str(photos / "animals" / "chelsea.jpg")
+    assert main(["search", chelsea, "--root", str(photos), "--mode", "dhash", "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["rank", "distance", "path"]
+    rank, distance, path = lines[2].split()
+    assert (rank, distance, path) == ("1", "0", chelsea)  # a bit count, not "0.0000"
+    assert all(re.fullmatch(r"\d+", line.split()[1]) for line in lines[2:])
+    # its own copy by cosine: float32 rounding (~2e-7) is no distance
+    for name in sorted(p.name for p in photos.rglob("*.jpg"))[:6]:
+        query = str(next(photos.rglob(name)))
+        assert (
+            main(
+                [
+                    "search",
+                    query,
+                    "--root",
+                    str(photos),
+                    "--mode",
+                    "rgb",
+                    "--metric",
+                    "cosine",
+                    "-k",
+                    "1",
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        assert json.loads(capsys.readouterr().out)["hits"][0]["distance"] == 0.0
+
+
+def test_search_mistakes_are_answered_in_cli_words(photos: Path) -> None:
+    assert main(["index", str(photos), "--features", "rgb,dhash", "-q", "--workers", "0"]) == 0
+    folder = photos / "animals"
+    result = imrec("search", str(folder), "--root", str(photos), "--mode", "rgb")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        f"imrec search: error: {folder} is a folder; give image files"
+    )
+    assert "no such image file" not in result.stderr
+
+    chelsea = str(photos / "animals" / "chelsea.jpg")
+    result = imrec("search", chelsea, "--root", str(photos), "--mode", "rgb", "--weights", "rgb=1")
+    assert result.returncode == 1
+    assert "--weights" in result.stderr and "--mode hybrid" in result.stderr
+    assert "weights=" not in result.stderr and "mode='" not in result.stderr
+    # --weights alone is a hybrid search
+    result = imrec(
+        "search", chelsea, "--root", str(photos), "--weights", "rgb=1,dhash=1", "-k", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("2 nearest by hybrid/")
+
+
+def test_duplicates_without_groups_and_with_a_header(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["index", str(photos), "--features", "dhash", "-q", "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["duplicates", str(photos), "--max-distance", "0"]) == 0  # raised IndexError
+    assert "group 1" not in capsys.readouterr().out
+    shutil.copyfile(photos / "animals" / "chelsea.jpg", photos / "animals" / "chelsea_copy.jpg")
+    assert main(["index", str(photos), "-q", "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["duplicates", str(photos)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = lines.index("group 1: 2 identical files")
+    assert lines[first + 1].split() == ["distance", "path"]
+    assert lines[first + 2].split()[0] == "0"
+
+
+def test_plural_says_one_photo() -> None:
+    assert plural(1, "sample photo") == "1 sample photo"
+    assert plural(90, "sample photo") == "90 sample photos"
+
+
+def test_terminal_hint_says_how_to_get_imrec_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", "/nonexistent")
+    hint = terminal_hint()
+    assert hint is not None and str(scripts) in hint
+    if (scripts / "activate").is_file():
+        assert f". {scripts / 'activate'}" in hint
+    if (scripts / "imrec").is_file():
+        monkeypatch.setenv("PATH", str(scripts))
+        assert terminal_hint() is None
+
+
+def test_demo_starts_the_umap_warm_up_in_a_process_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imrec_widgets import numba_cache
+
+    started: list[tuple[list[str], dict]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append((args, kw)))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(numba_cache, "umap_compiled", lambda: True)
+    assert start_umap_warm_up() is None and not started  # compiled already: nothing to do
+    monkeypatch.setattr(numba_cache, "umap_compiled", lambda: False)
+    log = start_umap_warm_up()
+    assert log == tmp_path / "imrec-warm-up.log"
+    ((args, options),) = started
+    assert args[0] == sys.executable and "warm_umap()" in args[-1]
+    assert options["start_new_session"] is True  # outlives `imrec demo` (and its Ctrl-C)
+
+
+def test_make_shows_the_install_as_it_goes() -> None:
+    """`make` was silent for 3.5 minutes of `pip install -q`: pip's own lines, a line per stage."""
+    repo = Path(__file__).resolve().parents[1]
+    steps = subprocess.run(
+        ["make", "-n", "-B", "venv", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    installs = [step for step in steps if "pip install" in step]
+    assert len(installs) == 2 and not any(" -q" in step for step in installs), installs
+    stages = [step for step in steps if step.startswith('echo "==')]
+    assert len(stages) == 3 and "activate" in stages[-1]

@@ -26,6 +26,7 @@ from imrec_widgets import (
 )
 from imrec_widgets import indexer as indexer_module
 from imrec_widgets.features import MODEL_FREE_FEATURES
+from imrec_widgets.features.thumbnails import row_bytes
 from imrec_widgets.imageio import load_rgb
 from imrec_widgets.indexer import DECODE_MIN_SIDE, scan, worker_setup
 
@@ -59,7 +60,7 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     assert index.features("rgb").shape == (count, 512)
     np.testing.assert_allclose(np.linalg.norm(index.features("rgb"), axis=1), 1.0, rtol=1e-5)
     assert index.features("ahash").shape == (count, 8) and index.features("dhash").dtype == np.uint8
-    assert index.features("thumb").shape == (count, 64, 64, 3)
+    assert index.features("thumb").shape == (count, row_bytes(256))
 
     coffee = next(
         i
@@ -69,10 +70,11 @@ def test_full_index_of_real_photos(photos: Path) -> None:
     record = index.records([coffee])[0]
     assert (record.width, record.height, record.format, record.status) == (600, 400, "JPEG", "ok")
     thumb = np.asarray(index.thumbnail(coffee))
-    assert thumb.shape == (64, 64, 3)
-    assert (thumb[:8] == 255).all(), "landscape thumbnail is padded top and bottom"
-    assert thumb[32].std() > 5
-    assert index.thumbnail_bytes([coffee])[0][:3] == b"\xff\xd8\xff"
+    assert thumb.shape == (171, 256, 3), "the photo's aspect, its longer side 256 px"
+    assert not (thumb[:4] == 255).all() and not (thumb[-4:] == 255).all(), "no white padding"
+    assert thumb[85].std() > 5
+    jpeg = index.thumbnail_bytes([coffee])[0]
+    assert jpeg[:3] == b"\xff\xd8\xff" and Image.open(io.BytesIO(jpeg)).size == (256, 171)
 
     with sqlite3.connect(photos / ".imrec" / "catalog.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

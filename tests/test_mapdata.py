@@ -13,6 +13,7 @@ from imrec_widgets.mapdata import (
     PALETTE,
     MapPoints,
     categorize,
+    cielab,
     cluster_categories,
     display_sample,
     padded_range,
@@ -229,3 +230,28 @@ def test_padded_range_and_display_sample() -> None:
     assert sample.size == 100 and np.all(np.diff(sample) > 0)
     np.testing.assert_array_equal(sample, display_sample(1000, 100))
     assert not np.array_equal(sample, display_sample(1000, 100, seed=1))
+
+
+def _relative_luminance(color: str) -> float:
+    rgb = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
+
+
+def _contrast(first: str, second: str) -> float:
+    dark, light = sorted([_relative_luminance(first), _relative_luminance(second)])
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_palette_has_twenty_odd_colours_told_apart_on_both_themes() -> None:
+    """16 clusters once shared ~10 colours (two oranges): Glasbey's colours, each far from the
+    others and from "other" (CIELAB distance), readable on white and on JupyterLab's dark
+    background."""
+    colors = [*PALETTE, OTHER_COLOR]
+    assert len(PALETTE) >= 20 and len(set(colors)) == len(colors)
+    lab = [np.array(cielab([int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)])) for c in colors]
+    closest = min(float(np.linalg.norm(lab[i] - lab[j])) for i in range(len(lab)) for j in range(i))
+    assert closest >= 15, closest
+    for color in colors:
+        assert _contrast(color, "#ffffff") >= 2, color
+        assert _contrast(color, "#111111") >= 3, color

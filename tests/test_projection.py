@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -396,3 +397,50 @@ def test_progress_reports_each_stage_in_order(
     assert capsys.readouterr().err == "", "library calls are quiet by default"
     with pytest.raises(TypeError, match="progress must be"):
         index.umap("rgb", progress="yes")
+
+
+def test_the_first_fit_on_a_machine_says_it_compiles_ticks_and_clears_its_bars(
+    index: ImageIndex,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A first map sat ~70 s behind a finished "PCA 100%" bar while numba compiled; the bars
+    then stayed above the map."""
+    import tqdm.auto
+
+    from imrec_widgets import numba_cache
+
+    marker = tmp_path / "umap.compiled"
+    monkeypatch.setattr(numba_cache, "_compiled_marker", lambda: marker)
+    monkeypatch.setattr(projection, "TICK_SECONDS", 0.001)
+    bars: list[tqdm.auto.tqdm] = []
+    ticks: list[str] = []
+
+    class Recorded(tqdm.auto.tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def refresh(self, *args: Any, **kwargs: Any) -> Any:
+            ticks.append(str(self.desc))
+            return super().refresh(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    index.umap("rgb", sample_size=60, clusters=4, refit=True, progress=True)
+    shown = capsys.readouterr().err
+    assert f"UMAP fit ({projection.COMPILE_NOTE})" in shown
+    assert ticks.count(f"UMAP fit ({projection.COMPILE_NOTE})") > 2, "no live indicator"
+    assert marker.exists(), "a finished fit marks the code compiled"
+    assert bars and all(bar.leave is False for bar in bars), "bars stay after the map is made"
+
+    index.umap("rgb", sample_size=60, clusters=4, refit=True, progress=True)
+    shown = capsys.readouterr().err
+    assert "UMAP fit" in shown and projection.COMPILE_NOTE not in shown
+
+
+def test_warm_umap_compiles_what_a_first_map_needs() -> None:
+    from imrec_widgets.numba_cache import umap_compiled
+
+    assert projection.warm_umap(rows=40) > 0
+    assert umap_compiled() or not os.environ.get("NUMBA_CACHE_DIR")

@@ -165,7 +165,8 @@ def test_served_embedding_equals_the_index(tensorboard: str, index: ImageIndex) 
     (embedding,) = config["embeddings"]
     assert embedding["tensorName"] == "embedding"
     assert embedding["tensorShape"] == [len(index), stored.shape[1]]
-    assert embedding["sprite"]["singleImageDim"] == [64, 64]
+    side = index.settings["thumb_size"]
+    assert embedding["sprite"]["singleImageDim"] == [side, side]
 
     served = np.frombuffer(_projector(tensorboard, "tensor", "embedding", "embedding"), dtype="<f4")
     np.testing.assert_array_equal(served.reshape(stored.shape), stored)
@@ -196,13 +197,18 @@ def test_served_sprite_is_the_thumbnail_grid(tensorboard: str, index: ImageIndex
         io.BytesIO(_projector(tensorboard, "sprite_image", "embedding", "embedding"))
     )
     columns = math.ceil(math.sqrt(len(index)))
-    assert sprite.size == (columns * 64, columns * 64)
+    side = index.settings["thumb_size"]
+    assert sprite.size == (columns * side, columns * side)
     pixels = np.asarray(sprite.convert("RGB"), dtype=np.int16)
-    thumbs = index.features("thumb").astype(np.int16)
+    ids = index.ids()
     for position in (0, columns + 1, len(index) - 1):
+        # each stored thumbnail whole, centred on a white square cell
+        thumb = index.thumbnail(int(ids[position]))
+        expected = Image.new("RGB", (side, side), (255, 255, 255))
+        expected.paste(thumb, ((side - thumb.width) // 2, (side - thumb.height) // 2))
         row, column = divmod(position, columns)
-        cell = pixels[row * 64 : (row + 1) * 64, column * 64 : (column + 1) * 64]
-        assert np.abs(cell - thumbs[position]).mean() < 8  # JPEG, quality 90
+        cell = pixels[row * side : (row + 1) * side, column * side : (column + 1) * side]
+        assert np.abs(cell - np.asarray(expected, dtype=np.int16)).mean() < 8  # JPEG, quality 90
 
 
 def test_sampled_run_without_sprite(tensorboard: str, index: ImageIndex) -> None:

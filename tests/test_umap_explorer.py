@@ -16,7 +16,7 @@ from imrec_widgets import projection as projection_module
 from imrec_widgets.mapdata import PALETTE, cluster_categories, display_sample, padded_range
 from imrec_widgets.synthetic import write_map_index
 from imrec_widgets.widgets.search_widget import SearchWidget
-from imrec_widgets.widgets.umap_explorer import App, UmapExplorer, gallery_page
+from imrec_widgets.widgets.umap_explorer import App, UmapExplorer, gallery_page, legend_html
 
 FEATURES = ["rgb", "dhash", "thumb"]
 PAGE_SIZE = 40
@@ -553,3 +553,24 @@ def test_a_bad_colour_choice_is_a_readable_error(mapped: ImageIndex) -> None:
         Exception, match="color_by must be one of cluster, folder, status; got 'label'"
     ):
         UmapExplorer(mapped, feature="rgb", compute=False, color_by="label")
+
+
+def test_the_scope_box_shows_only_once_a_search_is_linked(
+    mapped: ImageIndex, explorer: UmapExplorer
+) -> None:
+    """A standalone map has no search to restrict: "search only inside the selection" is hidden."""
+    assert explorer.scope_box.layout.display == "none"
+    explorer.link(SearchWidget(mapped, mode="rgb", k=5))
+    assert explorer.scope_box.layout.display is None
+    assert App(mapped, feature="rgb", compute=False).explorer.scope_box.layout.display is None
+
+
+def test_the_legend_lists_every_colour_without_a_scroll_box() -> None:
+    clusters = np.concatenate(
+        [np.full(200 - k, k) for k in range(len(PALETTE) + 3)] + [np.full(50, -1)]
+    )
+    html_text = legend_html(cluster_categories(clusters))
+    assert html_text.count('class="imrec-umap-legend-row"') == len(PALETTE) + 2
+    outer = re.match(r'<div class="imrec-umap-legend" style="([^"]*)"', html_text)
+    assert outer is not None
+    assert "max-height" not in outer[1] and "overflow" not in outer[1]

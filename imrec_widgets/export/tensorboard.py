@@ -251,18 +251,23 @@ def _write_sprite(path: Path, index: IndexView, ids: np.ndarray) -> int:
     """Paste the thumbnails of ``ids`` on a square grid, row by row; return the cell side."""
     from PIL import Image
 
-    thumb_size = int(index.store.array("thumb").shape[1])
-    cell, columns = sprite_layout(ids.size, thumb_size)
+    from imrec_widgets.features.thumbnails import PAD_COLOR, row_image
+
+    cell, columns = sprite_layout(ids.size, int(index.settings["thumb_size"]))
     sheet = np.zeros((columns * cell, columns * cell, 3), dtype=np.uint8)
     for start in range(0, ids.size, _ROWS_PER_BLOCK):
-        thumbs = index.features("thumb", ids[start : start + _ROWS_PER_BLOCK])
-        for offset, pixels in enumerate(thumbs):
-            if cell != thumbs.shape[1]:
-                pixels = np.asarray(
-                    Image.fromarray(pixels).resize((cell, cell), Image.Resampling.BOX)
-                )
+        block = ids[start : start + _ROWS_PER_BLOCK]
+        thumbs = index.features("thumb", block)
+        for offset, (stored, record) in enumerate(zip(thumbs, index.records(block), strict=True)):
+            # Each thumbnail whole, centred in its square cell (the projector's sprites are square).
+            picture = row_image(stored, record.width, record.height)
+            picture.thumbnail((cell, cell), Image.Resampling.BOX)
+            square = Image.new("RGB", (cell, cell), PAD_COLOR)
+            square.paste(picture, ((cell - picture.width) // 2, (cell - picture.height) // 2))
             row, column = divmod(start + offset, columns)
-            sheet[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = pixels
+            sheet[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = np.asarray(
+                square
+            )
     with _atomic_file(path) as out:
         # 4:4:4 so colours do not bleed between neighbouring thumbnails.
         Image.fromarray(sheet).save(out, format="JPEG", quality=90, subsampling=0)

@@ -137,7 +137,9 @@ def build_feature(name: str, settings: dict[str, Any]) -> Feature:
     if name == "thumb":
         from .thumbnails import ThumbnailFeature
 
-        return ThumbnailFeature(size=settings["thumb_size"])
+        return ThumbnailFeature(
+            size=settings["thumb_size"], format=settings.get("thumb_format") or "pixels"
+        )
     raise ValueError(f"unknown feature {name!r}; choose from {', '.join(FEATURE_NAMES)}")
 
 

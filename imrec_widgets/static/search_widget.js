@@ -722,6 +722,9 @@ function render({ model, el }) {
     const cell = cellSize(hits.length);
     const maxChars = nameChars(cell);
     grid.style.setProperty("--imrec-cell", `${cell}px`);
+    // A result chosen from the keyboard is replaced by the new ones: the first new one takes the
+    // focus, or it would fall back to the page and the keyboard user would lose their place.
+    const hadFocus = grid.contains(document.activeElement);
     grid.replaceChildren(
       ...hits.map((hit, i) => {
         const title = resultTitle(hit, metricName, model.get("result_mode"));
@@ -738,6 +741,7 @@ function render({ model, el }) {
         return cell;
       }),
     );
+    if (hadFocus) /** @type {HTMLElement | null} */ (grid.firstElementChild)?.focus();
     const scope = model.get("scope_size");
     summary.textContent =
       summaryText(hits.length, model.get("result_mode"), metricName) +

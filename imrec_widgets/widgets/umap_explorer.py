@@ -74,7 +74,8 @@ def legend_html(categories: Categories) -> str:
         "</div>"
         for color, name, count in categories.legend()
     )
-    return f'<div class="imrec-umap-legend" style="font-size:12px;max-height:160px;overflow-y:auto">{rows}</div>'
+    # No height cap: every row shows (at most the palette's colours, "other" and noise).
+    return f'<div class="imrec-umap-legend" style="font-size:12px">{rows}</div>'
 
 
 class UmapExplorer(ipywidgets.VBox):
@@ -220,10 +221,11 @@ class UmapExplorer(ipywidgets.VBox):
         self.count = ipywidgets.HTML(layout=ipywidgets.Layout(width="auto"))
         self.count.add_class("imrec-umap-count")
         self.legend = ipywidgets.HTML(layout=ipywidgets.Layout(width="200px"))
+        # Hidden until link(): without a SearchWidget there is no search to restrict.
         self.scope_box = ipywidgets.Checkbox(
             description="search only inside the selection",
             indent=False,
-            layout=ipywidgets.Layout(width="auto"),
+            layout=ipywidgets.Layout(width="auto", display="none"),
         )
         self.clear_button = ipywidgets.Button(
             description="clear",
@@ -599,6 +601,7 @@ class UmapExplorer(ipywidgets.VBox):
     def link(self, search_widget: SearchWidget) -> UmapExplorer:
         """Link with a SearchWidget: highlight its results, search from clicked points, share scope."""
         self._linked = search_widget
+        self.scope_box.layout.display = None
         search_widget.observe(self._results_changed, "results")
         self._apply_scope()
         self._results_changed({"new": search_widget.results})
