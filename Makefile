@@ -1,11 +1,12 @@
 # The two jobs of the README: `make demo` (index real sample photos, open the quick-start)
-# and `make test` (set up and run every test). Both create ./.venv on first use.
+# and `make test` (set up, lint and run every test). Both create ./.venv on first use.
+# `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= $(HOME)/imrec-demo
 
-.PHONY: demo test test-fast venv browser lint clean
+.PHONY: demo test test-fast venv browser lint tsc docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,7 @@ $(BIN)/python:
 TORCH_INDEX_URL ?=
 # pip's own lines (one per package, download bars in a terminal) show that it is moving.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	@echo "Installing imrec-widgets with torch and friends into $(VENV): a few minutes, several GB (README: Troubleshooting)"
+	@echo "Installing imrec-widgets with torch and friends into $(VENV): a few minutes, several GB (docs/troubleshooting.md)"
 	$(if $(TORCH_INDEX_URL),@echo "== torch and torchvision from $(TORCH_INDEX_URL)")
 	$(if $(TORCH_INDEX_URL),$(BIN)/pip install torch torchvision --index-url $(TORCH_INDEX_URL))
 	@echo "== imrec-widgets and its dependencies"
@@ -34,20 +35,31 @@ browser:
 demo: venv
 	$(BIN)/imrec demo $(DEMO_DIR)
 
-test: venv browser
-	$(BIN)/ruff check imrec_widgets tests benchmarks
-	$(BIN)/ruff format --check imrec_widgets tests benchmarks
-	$(BIN)/mypy
+test: venv browser lint
 	$(BIN)/python -m pytest
 
 # The inner loop: no browser, no notebooks, nothing marked slow (under a minute on 2 cores).
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not browser and not slow" -q
 
-lint: venv
+lint: venv tsc
 	$(BIN)/ruff check imrec_widgets tests benchmarks
 	$(BIN)/ruff format --check imrec_widgets tests benchmarks
 	$(BIN)/mypy
 
+# The widgets' ES modules, type-checked from their JSDoc (js/tsconfig.json); nothing is compiled.
+# npx fetches this TypeScript from npm once and keeps it in its cache (~/.npm/_npx).
+TYPESCRIPT ?= typescript@5.9.3
+tsc:
+	npx --yes -p $(TYPESCRIPT) tsc -p js/
+
+# The site, with an API reference from the docstrings; --strict: a broken link fails the build.
+$(VENV)/.docs-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[docs]"
+	@touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) dist build .pytest_cache test-artifacts
+	rm -rf $(VENV) dist build site .pytest_cache test-artifacts

@@ -80,11 +80,11 @@ def tensors(model: EmbeddingFeature, grey: np.ndarray) -> np.ndarray:
 
 def copy_groups(model: EmbeddingFeature, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """The tests' 12 photos x 6 copies (crop, half size, JPEG q30, colour, dark...), labelled by photo."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from labeled_photos import write_labeled_photos
-
     from imrec_widgets.imageio import load_rgb
 
+    from _tests import load
+
+    write_labeled_photos = load("labeled_photos.py").write_labeled_photos
     written = write_labeled_photos(work / "copies")
     paths = [(label, path) for label, group in written.items() for path in group]
     batch = np.stack([model.prepare(load_rgb(path)) for _, path in paths])

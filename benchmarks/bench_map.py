@@ -54,7 +54,6 @@ import platform
 import shutil
 import statistics
 import struct
-import sys
 import tempfile
 import time
 import traceback
@@ -66,10 +65,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "browser"))
+from imrec_widgets.synthetic import write_feature_index, write_map_index
 
-from harness import (  # noqa: E402  (tests/browser/ is not a package)
+from _browser import (
     DUMP_JSON_HELPER,
     NOTEBOOK_PANEL,
     WEBGL_CHROMIUM_ARGS,
@@ -85,8 +83,7 @@ from harness import (  # noqa: E402  (tests/browser/ is not a package)
     write_notebook,
 )
 
-from imrec_widgets.synthetic import write_feature_index, write_map_index  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]
 WIDGETS = ("ours", "jscatter")
 VIEWPORT = {"width": 1400, "height": 1200}
 PLOT_WIDTH, PLOT_HEIGHT = 560, 520
