@@ -490,6 +490,13 @@ def model_inputs(decoded: Sequence[Decoded]) -> np.ndarray:
     return np.stack([x for x in inputs if x is not None])
 
 
+def _not_a_plain_lock(path: Path) -> str:
+    return (
+        f"{path} is a link or not a plain file, so the index cannot be locked safely; "
+        "remove it (it holds nothing but a pid) and run again"
+    )
+
+
 class WriteLock:
     """The one writer of an index: an exclusive ``flock`` on ``<index>/write.lock``.
 
@@ -523,14 +530,21 @@ class WriteLock:
         import fcntl
 
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # Never through a link: a planted write.lock -> ~/.bashrc would be truncated.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IndexLockedError(_not_a_plain_lock(self.path)) from None
             if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise IndexReadOnlyError(
                     f"index {self.path.parent} is read-only ({exc.strerror}): it can be searched "
                     "but not written; copy it to a writable folder to update it"
                 ) from None
             raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise IndexLockedError(_not_a_plain_lock(self.path))
         started = time.monotonic()
         while True:
             try:

@@ -653,3 +653,25 @@ def test_a_bad_pixel_cap_is_one_line_naming_the_variable(
     assert "\n" not in str(raised.value)
     monkeypatch.setenv(MAX_PIXELS_VARIABLE, " 200_000_000 ")
     assert max_pixels_limit() == 200_000_000
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_a_planted_write_lock_link_is_never_written_through(tmp_path: Path, kind: str) -> None:
+    from imrec_widgets.errors import IndexLockedError
+    from imrec_widgets.indexer import WriteLock
+
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    victim = tmp_path / "bashrc"
+    victim.write_text("export PATH=/usr/bin\n")
+    lock = index_dir / "write.lock"
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    else:
+        os.link(victim, lock)
+    with pytest.raises(IndexLockedError, match="not a plain file"), WriteLock(lock):
+        pass
+    assert victim.read_text() == "export PATH=/usr/bin\n"
+    lock.unlink()
+    with WriteLock(lock):  # a plain lock file works as before
+        assert lock.read_text() == str(os.getpid())
