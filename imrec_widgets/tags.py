@@ -60,6 +60,17 @@ def check_tag_names(names: str | Iterable[str], what: str = "tags=") -> list[str
     return checked
 
 
+def existing_tag_names(catalog: Any, names: str | Iterable[str], what: str = "tags=") -> list[str]:
+    """``names`` checked, each one some searchable image has (else a TagError: likely a typo)."""
+    wanted = check_tag_names(names, what)
+    counts = catalog.tag_counts()
+    unknown = [name for name in wanted if name not in counts]
+    if unknown:
+        known = ", ".join(repr(name) for name in list(counts)[:10]) or "none yet"
+        raise TagError(f"no searchable image is tagged {unknown[0]!r}; tags: {known}")
+    return wanted
+
+
 def selected_ids(ids: Any) -> list[int]:
     """A selection (an id, ids, an array of ids, or search results) as distinct ids in order;
     TagError when it is empty or holds something that is not an id."""
@@ -125,12 +136,7 @@ def tag_filter_ids(
     """
     catalog = index.catalog
     if tags is not None:
-        wanted = check_tag_names(tags, "tags=")
-        counts = catalog.tag_counts()
-        unknown = [name for name in wanted if name not in counts]
-        if unknown:
-            known = ", ".join(repr(name) for name in list(counts)[:10]) or "none yet"
-            raise TagError(f"no searchable image is tagged {unknown[0]!r}; tags: {known}")
+        wanted = existing_tag_names(catalog, tags, "tags=")
         found = np.asarray(catalog.tagged_ids(wanted), dtype=np.int64)
     else:
         found = np.asarray(catalog.ids("ok"), dtype=np.int64)

@@ -295,15 +295,20 @@ def test_cli_errors_say_what_to_type(photos: Path, tmp_path: Path) -> None:
     assert result.stderr.strip() == f"imrec evaluate: error: labels file not found: {missing}"
 
 
-def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
+def _make_venv_steps() -> list[str]:
+    """What `make venv` would run (with a torch index URL), one command a line."""
     repo = Path(__file__).resolve().parents[1]
-    steps = subprocess.run(
+    return subprocess.run(
         ["make", "-n", "-B", "venv", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
         cwd=repo,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
+
+
+def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
+    steps = _make_venv_steps()
     installs = [i for i, step in enumerate(steps) if "pip install" in step]
     announced = [
         i for i, step in enumerate(steps) if step.startswith("echo") and "a few minutes" in step
@@ -312,7 +317,9 @@ def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
     assert (
         "torch torchvision --index-url https://download.pytorch.org/whl/cpu" in steps[installs[0]]
     )
-    troubleshooting = (repo / "docs" / "troubleshooting.md").read_text()
+    troubleshooting = (
+        Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
+    ).read_text()
     assert "--index-url https://download.pytorch.org/whl/cpu" in troubleshooting
     assert "CUDA" in troubleshooting and "GB" in troubleshooting
 
@@ -430,14 +437,7 @@ def test_demo_starts_the_umap_warm_up_in_a_process_of_its_own(
 
 def test_make_shows_the_install_as_it_goes() -> None:
     """`make` was silent for 3.5 minutes of `pip install -q`: pip's own lines, a line per stage."""
-    repo = Path(__file__).resolve().parents[1]
-    steps = subprocess.run(
-        ["make", "-n", "-B", "venv", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    steps = _make_venv_steps()
     installs = [step for step in steps if "pip install" in step]
     assert len(installs) == 2 and not any(" -q" in step for step in installs), installs
     stages = [step for step in steps if step.startswith('echo "==')]

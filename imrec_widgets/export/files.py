@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imrec_widgets.errors import ExportError, TagError
-from imrec_widgets.tags import check_tag_names, selected_ids
+from imrec_widgets.tags import existing_tag_names, selected_ids
 
 if TYPE_CHECKING:
     from imrec_widgets.protocols import IndexView
@@ -153,12 +153,7 @@ def _labels(index: IndexView, selection: Any) -> dict[int, list[str]]:
         and all(isinstance(s, str) for s in selection)
     )
     if named:
-        names = check_tag_names(selection, "the tags to export")
-        counts = catalog.tag_counts()
-        unknown = [name for name in names if name not in counts]
-        if unknown:
-            known = ", ".join(repr(name) for name in list(counts)[:10]) or "none yet"
-            raise TagError(f"no searchable image is tagged {unknown[0]!r}; tags: {known}")
+        names = existing_tag_names(catalog, selection, "the tags to export")
         tagged = catalog.tags_by_id(catalog.tagged_ids(names))
         return {id_: [n for n in names_of if n in names] for id_, names_of in tagged.items()}
     ids = selected_ids(selection)
