@@ -355,9 +355,9 @@ def _tag(args: argparse.Namespace) -> int:
     added = index.tag(ids, args.name)
     name = index.tagged(args.name)
     print(
-        f"tagged {added} image{'' if added == 1 else 's'} {args.name.strip()!r}"
+        f"tagged {plural(added, 'image')} {args.name.strip()!r}"
         f"{f' ({len(set(ids)) - added} had it already)' if len(set(ids)) > added else ''}; "
-        f"{len(name)} image{'' if len(name) == 1 else 's'} have it"
+        f"{plural(len(name), 'image')} have it"
     )
     return 0
 
@@ -370,7 +370,7 @@ def _untag(args: argparse.Namespace) -> int:
         removed = index.untag(ids, args.name) if ids else 0
     else:
         removed = index.untag(_selection(args, index), args.name)
-    print(f"took {args.name.strip()!r} off {removed} image{'' if removed == 1 else 's'}")
+    print(f"took {args.name.strip()!r} off {plural(removed, 'image')}")
     return 0
 
 
