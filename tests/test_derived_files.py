@@ -675,3 +675,39 @@ def test_a_planted_write_lock_link_is_never_written_through(tmp_path: Path, kind
     lock.unlink()
     with WriteLock(lock):  # a plain lock file works as before
         assert lock.read_text() == str(os.getpid())
+
+
+# -- a planted catalog link is never written through -------------------------------------------
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "wal symlink", "shm hardlink"])
+def test_a_planted_catalog_link_is_never_written_through(
+    copy: Path, tmp_path: Path, kind: str
+) -> None:
+    from imrec_widgets.errors import IndexFileError
+
+    catalog = copy / "index" / "catalog.sqlite"
+    name = {"wal symlink": "catalog.sqlite-wal", "shm hardlink": "catalog.sqlite-shm"}.get(
+        kind, "catalog.sqlite"
+    )
+    planted = copy / "index" / name
+    victim = tmp_path / "victim"
+    if name == "catalog.sqlite":
+        shutil.copy(catalog, victim)  # a database, so that SQLite would gladly write to it
+        catalog.unlink()
+    else:
+        victim.write_bytes(b"precious\n" * 1000)
+        planted.unlink(missing_ok=True)
+    if "symlink" in kind:
+        planted.symlink_to(victim)
+    else:
+        os.link(victim, planted)
+    before = (victim.read_bytes(), victim.stat().st_mtime_ns)
+    with pytest.raises(IndexFileError, match="not a file of this index") as raised:
+        Catalog(catalog)
+    assert "\n" not in str(raised.value) and name in str(raised.value)
+    with pytest.raises(IndexFileError):
+        ImageIndex.open(copy / "images", copy / "index").update(progress=False)
+    assert (victim.read_bytes(), victim.stat().st_mtime_ns) == before
+    if name == "catalog.sqlite":  # a read-only open may still read it
+        reader = Catalog(catalog, read_only=True)
+        assert reader.count() == 2000
+        reader.close()
