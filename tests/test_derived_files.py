@@ -711,3 +711,29 @@ def test_a_planted_catalog_link_is_never_written_through(
         reader = Catalog(catalog, read_only=True)
         assert reader.count() == 2000
         reader.close()
+
+
+# -- a feature store (or a folder in it) that is a link out is never written -------------------
+@pytest.mark.parametrize("link", ["features.zarr", "features.zarr/rgb", "features.zarr/rgb/c"])
+def test_a_feature_store_link_out_of_the_index_is_never_written(
+    photos: Path, tmp_path: Path, link: str
+) -> None:
+    from imrec_widgets.errors import IndexFileError
+
+    idx = update_photos(photos)
+    before = idx.features("rgb", [0])
+    idx.close()
+    planted = idx.index_dir / link
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(planted, elsewhere)
+    planted.symlink_to(elsewhere, target_is_directory=True)
+    outside = files_under(elsewhere)
+    Image.fromarray(np.full((40, 50, 3), (250, 10, 10), np.uint8)).save(photos / "red.jpg")
+
+    idx = ImageIndex.open(photos)
+    np.testing.assert_array_equal(idx.features("rgb", [0]), before)  # still read
+    with pytest.raises(IndexFileError, match="is a symbolic link") as raised:
+        idx.update(progress=False)
+    assert "\n" not in str(raised.value) and link.rsplit("/", 1)[-1] in str(raised.value)
+    assert files_under(elsewhere) == outside
+    assert {p.name for p in elsewhere.rglob("*.partial")} == set()
