@@ -737,3 +737,34 @@ def test_a_feature_store_link_out_of_the_index_is_never_written(
     assert "\n" not in str(raised.value) and link.rsplit("/", 1)[-1] in str(raised.value)
     assert files_under(elsewhere) == outside
     assert {p.name for p in elsewhere.rglob("*.partial")} == set()
+
+
+# -- a crafted ANN stamp is reported, never a KeyError -----------------------------------------
+@pytest.mark.parametrize("missing", ["metric", "rows_bytes", "params", "built_at", "not a record"])
+def test_info_reports_a_crafted_ann_stamp_as_invalid(
+    copy: Path, missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from imrec_widgets.cli import main
+
+    catalog = Catalog(copy / "index" / "catalog.sqlite")
+    stamp = catalog.get_meta(ann.stamp_key("embedding"))
+    if missing == "not a record":
+        stamp = ["embedding.1.faiss"]
+    else:
+        del stamp[missing]
+    catalog.set_meta(ann.stamp_key("embedding"), stamp)
+    catalog.close()
+
+    found = opened(copy).info()["ann"]["embedding"]
+    if missing == "built_at":  # not needed to use the index: shown as unknown
+        assert found["built_at"] is None and found["count"] == 2000
+    else:
+        assert list(found) == ["invalid"] and "\n" not in found["invalid"]
+    root, index_dir = str(copy / "images"), str(copy / "index")
+    assert main(["info", root, "--index-dir", index_dir]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ANN")]
+    assert len(lines) == 1 and ("not used" in lines[0]) == (missing != "built_at")
+    assert main(["info", root, "--index-dir", index_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ann"]["embedding"] == found
