@@ -121,8 +121,21 @@ def loaded_path(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def contained_path(path: str) -> str:
+    """``path`` when it is a name ``update()`` writes: a normalized POSIX path, relative to the
+    root, or absolute for a file reached through a linked folder (``indexer.catalog_path``).
+    Anything else, which only a crafted catalog holds (a ``..``, ``.`` or empty part, a NUL),
+    becomes a hidden name inside the root that names no file, ``.../<its other parts>``: no
+    reader (thumbnails, duplicate hashing, moves, exports) follows it out of the root."""
+    body = path[1:] if path.startswith("/") else path
+    parts = body.split("/")
+    if "\x00" not in path and all(part not in ("", ".", "..") for part in parts):
+        return path
+    return "/".join(["...", *(p.replace("\x00", "") for p in parts if p not in ("", ".", ".."))])
+
+
 def _record(row: Sequence[Any]) -> Record:
-    return Record(row[0], loaded_path(row[1]), *row[2:])
+    return Record(row[0], contained_path(loaded_path(row[1])), *row[2:])
 
 
 def _text(message: str | None) -> str | None:

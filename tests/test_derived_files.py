@@ -768,3 +768,53 @@ def test_info_reports_a_crafted_ann_stamp_as_invalid(
     assert len(lines) == 1 and ("not used" in lines[0]) == (missing != "built_at")
     assert main(["info", root, "--index-dir", index_dir, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ann"]["embedding"] == found
+
+
+# -- image paths from a crafted catalog never lead out of the root ------------------------------
+@pytest.mark.parametrize("crafted", ["../outside.jpg", "sub/../../outside.jpg", "./../outside.jpg"])
+def test_a_crafted_catalog_path_is_never_read_outside_the_root(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crafted: str
+) -> None:
+    import sqlite3
+
+    from imrec_widgets import duplicates
+
+    idx = ImageIndex.open(photos, features=["rgb", "dhash"])  # no stored thumbnails
+    idx.update(progress=False)
+    a, b = (int(i) for i in idx.ids()[:2])
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(idx.path(a), outside)
+    assert (photos / crafted).resolve() == outside.resolve()
+    idx.close()
+    with sqlite3.connect(photos / ".imrec" / "catalog.sqlite") as db:
+        size = db.execute("SELECT size FROM images WHERE id = ?", (a,)).fetchone()[0]
+        db.execute("UPDATE images SET path = ?, size = ? WHERE id = ?", (crafted, size, b))
+    db.close()
+
+    idx = ImageIndex.open(photos)
+    [path] = idx.paths([b])
+    assert path.resolve().is_relative_to(photos.resolve()) and not path.exists()
+    assert idx.thumbnail_bytes([b]) == [b""] and idx.thumbnail_bytes([a])[0] != b""
+    read: list[Path] = []
+    real = duplicates._sha256
+    monkeypatch.setattr(duplicates, "_sha256", lambda p: (read.append(Path(p)), real(p))[1])
+    digests = duplicates._content_digests(idx.root, idx.records([a, b]))
+    assert list(digests) == [0]  # the crafted row (same size as a) is not hashed
+    duplicates.find_duplicates(idx, "dhash")
+    assert read and all(p.resolve().is_relative_to(photos.resolve()) for p in read)
+
+
+def test_a_file_reached_through_a_linked_folder_keeps_its_absolute_path(
+    photos: Path, tmp_path: Path
+) -> None:
+    """The one absolute name ``update()`` writes for a single root: a linked folder out of it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(next(photos.rglob("*.jpg")), elsewhere / "far.jpg")
+    (photos / "linked").symlink_to(elsewhere, target_is_directory=True)
+    idx = ImageIndex.open(photos, features=["rgb"])
+    idx.update(progress=False)
+    [far] = [r for r in idx.records() if r.path.endswith("far.jpg")]
+    assert far.path == (elsewhere.resolve() / "far.jpg").as_posix()
+    assert idx.paths([far.id]) == [elsewhere.resolve() / "far.jpg"]
+    assert idx.thumbnail_bytes([far.id])[0] != b""
