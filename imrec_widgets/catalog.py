@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import IndexFileError
 
 SCHEMA_VERSION = 1
 
@@ -118,8 +121,21 @@ def loaded_path(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def contained_path(path: str) -> str:
+    """``path`` when it is a name ``update()`` writes: a normalized POSIX path, relative to the
+    root, or absolute for a file reached through a linked folder (``indexer.catalog_path``).
+    Anything else, which only a crafted catalog holds (a ``..``, ``.`` or empty part, a NUL),
+    becomes a hidden name inside the root that names no file, ``.../<its other parts>``: no
+    reader (thumbnails, duplicate hashing, moves, exports) follows it out of the root."""
+    body = path[1:] if path.startswith("/") else path
+    parts = body.split("/")
+    if "\x00" not in path and all(part not in ("", ".", "..") for part in parts):
+        return path
+    return "/".join(["...", *(p.replace("\x00", "") for p in parts if p not in ("", ".", ".."))])
+
+
 def _record(row: Sequence[Any]) -> Record:
-    return Record(row[0], loaded_path(row[1]), *row[2:])
+    return Record(row[0], contained_path(loaded_path(row[1])), *row[2:])
 
 
 def _text(message: str | None) -> str | None:
@@ -150,6 +166,31 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     raise AssertionError("unreachable")
 
 
+def refuse_linked_files(path: Path) -> None:
+    """Raise ``IndexFileError`` when the catalog at ``path`` or its ``-wal``, ``-shm`` or
+    ``-journal`` file is a symbolic link, a hard link or not a plain file: a writer would write
+    through it, to wherever it leads (a missing file is fine: SQLite makes it)."""
+    for name in (path.name, *(f"{path.name}{suffix}" for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            info = (path.parent / name).lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise IndexFileError(f"cannot check {path.parent / name} ({exc.strerror})") from None
+        if stat.S_ISLNK(info.st_mode):
+            kind = "a symbolic link"
+        elif not stat.S_ISREG(info.st_mode):
+            kind = "not a plain file"
+        elif info.st_nlink != 1:
+            kind = f"a hard link ({info.st_nlink} names)"
+        else:
+            continue
+        raise IndexFileError(
+            f"{path.parent / name} is {kind}, not a file of this index: it is not written "
+            "through; replace it with a plain copy (cp without -l or -s) to update the index"
+        )
+
+
 class Catalog:
     """The ``catalog.sqlite`` of an index: images table plus a key/value ``meta`` table."""
 
@@ -160,6 +201,7 @@ class Catalog:
             self._db = connect_read_only(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            refuse_linked_files(self.path)
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

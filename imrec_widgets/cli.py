@@ -291,6 +291,9 @@ def _info(args: argparse.Namespace) -> int:
         f"on disk     : catalog {_human_bytes(info['catalog_bytes'])}, features {_human_bytes(info['features_bytes'])}"
     )
     for name, stamp in sorted(info.get("ann", {}).items()):
+        if "invalid" in stamp:
+            print(f"ANN         : {name}: not used, {shown(stamp['invalid'])}")
+            continue
         print(
             f"ANN         : {name} ({stamp['metric']}), {stamp['count']} rows, "
             f"{_human_bytes(stamp['bytes'])} + float32 rows {_human_bytes(stamp['rows_bytes'])}"

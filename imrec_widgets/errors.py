@@ -23,6 +23,11 @@ class IndexReadOnlyError(ImrecError, RuntimeError):
     """The index is on a read-only folder or mount: it can be searched, not written."""
 
 
+class IndexFileError(ImrecError, RuntimeError):
+    """A file or folder of the index is a link (symbolic or hard) or not a plain one: it is
+    never written through, so a planted link cannot redirect a write out of the index folder."""
+
+
 class EmptyIndexError(ImrecError, ValueError):
     """The index holds no searchable images yet."""
 
@@ -107,6 +112,7 @@ __all__ = [
     "ImrecWarning",
     "IndexBusyWarning",
     "IndexConfigError",
+    "IndexFileError",
     "IndexLockedError",
     "IndexReadOnlyError",
     "MalformedMessage",

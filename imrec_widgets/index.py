@@ -707,15 +707,28 @@ class ImageIndex:
             "stored": self.store.names(),
             "catalog_bytes": _size_on_disk(self.index_dir, "catalog.sqlite*"),
             "features_bytes": self.store.nbytes_stored(),
-            "ann": {
-                name: {
-                    key: stamp[key]
-                    for key in ("metric", "count", "bytes", "rows_bytes", "params", "built_at")
-                }
-                for name, stamp in self.ann_info().items()
-                if stamp
-            },
+            "ann": self._ann_summary(),
         }
+
+    def _ann_summary(self) -> dict[str, dict[str, Any]]:
+        """Per feature with an ANN stamp: its sizes, or ``{"invalid": why}`` for a stamp this
+        version does not write (searches do not use it; the next ``update()`` rebuilds it)."""
+        from . import ann
+
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.settings["features"]:
+            stamp = self.catalog.get_meta(ann.stamp_key(name)) if name != "thumb" else None
+            if not stamp:
+                continue
+            problem = ann.stamp_problem(stamp, name)
+            if problem is not None:
+                out[name] = {"invalid": problem}
+                continue
+            out[name] = {
+                key: stamp.get(key)
+                for key in ("metric", "count", "bytes", "rows_bytes", "params", "built_at")
+            }
+        return out
 
     def _rebuild_progress(self) -> dict[str, Any] | None:
         """``{"features", "done", "total"}`` of a rebuild that is running or was stopped, else None."""

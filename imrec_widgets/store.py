@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import IndexFileError
 
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 GROWTH_ROWS = 4096
@@ -33,14 +36,34 @@ class FeatureStore:
         self.read_only = read_only
         self._arrays: dict[str, Any] = {}
         self._group: Any  # a zarr Group (Any: zarr types a member as Array | Group), None if absent
+        root = _local_root(path)
+        self._links_checked = read_only or root is None
+        # A store folder that is a link is read where it leads, never written (see _writable).
+        linked = not read_only and root is not None and root.is_symlink()
         if read_only and not _exists(path):
             self._group = None
         else:
             # fsspec's local file system makes no parent folders unless asked to.
             options = {"auto_mkdir": True} if str(path).startswith("file://") else None
             self._group = zarr.open_group(
-                store=str(path), mode="r" if read_only else "a", storage_options=options
+                store=str(path), mode="r" if read_only or linked else "a", storage_options=options
             )
+
+    def _writable(self) -> None:
+        """Refuse (``IndexFileError``) to write a local store that holds a symbolic link: the
+        store folder or any folder or file in it. Zarr writes a chunk through a linked folder,
+        wherever the link leads; checked once, before this store's first write."""
+        if self._links_checked:
+            return
+        root = _local_root(self.path)
+        assert root is not None
+        link = _first_link(root)
+        if link is not None:
+            raise IndexFileError(
+                f"{link} is a symbolic link, not a folder of this index: the feature store is "
+                "not written through it; replace it with a plain copy to update the index"
+            )
+        self._links_checked = True
 
     def __contains__(self, name: str) -> bool:
         return self._group is not None and name in self._group
@@ -86,6 +109,7 @@ class FeatureStore:
         Rows never written read as ``fill_value``. ``rows``: rows per chunk (default: about
         ``TARGET_CHUNK_BYTES`` of them).
         """
+        self._writable()
         dtype = np.dtype(dtype)
         if name in self:
             array = self._group[name]
@@ -105,12 +129,14 @@ class FeatureStore:
         )
 
     def delete(self, name: str) -> None:
+        self._writable()
         self._arrays.pop(name, None)
         if name in self:
             del self._group[name]
 
     def write_rows(self, name: str, ids: np.ndarray, values: np.ndarray) -> None:
         """Write ``values[i]`` to row ``ids[i]``, growing the array when needed."""
+        self._writable()
         array = self.array(name)
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
@@ -164,6 +190,7 @@ class FeatureStore:
 
     def put_small(self, name: str, values: np.ndarray, attributes: dict[str, Any]) -> None:
         """Store a small array (one chunk) with ``attributes``, replacing any older one."""
+        self._writable()
         values = np.asarray(values)
         array = self._group.create_array(
             name, shape=values.shape, chunks=values.shape, dtype=values.dtype, overwrite=True
@@ -192,3 +219,29 @@ def _exists(path: str | Path) -> bool:
     if "://" in text and not text.startswith("file://"):
         return True
     return Path(text.removeprefix("file://")).exists()
+
+
+def _local_root(path: str | Path) -> Path | None:
+    """The folder of a store on this machine's file system; None for a remote one."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return None
+    return Path(text.removeprefix("file://"))
+
+
+def _first_link(root: Path) -> Path | None:
+    """``root`` or the first symbolic link found below it (links are not followed)."""
+    if root.is_symlink():
+        return root
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_symlink():
+                        return Path(entry.path)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+        except OSError:  # gone or unreadable: nothing can be written there either
+            continue
+    return None

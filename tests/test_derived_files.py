@@ -675,3 +675,146 @@ def test_a_planted_write_lock_link_is_never_written_through(tmp_path: Path, kind
     lock.unlink()
     with WriteLock(lock):  # a plain lock file works as before
         assert lock.read_text() == str(os.getpid())
+
+
+# -- a planted catalog link is never written through -------------------------------------------
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "wal symlink", "shm hardlink"])
+def test_a_planted_catalog_link_is_never_written_through(
+    copy: Path, tmp_path: Path, kind: str
+) -> None:
+    from imrec_widgets.errors import IndexFileError
+
+    catalog = copy / "index" / "catalog.sqlite"
+    name = {"wal symlink": "catalog.sqlite-wal", "shm hardlink": "catalog.sqlite-shm"}.get(
+        kind, "catalog.sqlite"
+    )
+    planted = copy / "index" / name
+    victim = tmp_path / "victim"
+    if name == "catalog.sqlite":
+        shutil.copy(catalog, victim)  # a database, so that SQLite would gladly write to it
+        catalog.unlink()
+    else:
+        victim.write_bytes(b"precious\n" * 1000)
+        planted.unlink(missing_ok=True)
+    if "symlink" in kind:
+        planted.symlink_to(victim)
+    else:
+        os.link(victim, planted)
+    before = (victim.read_bytes(), victim.stat().st_mtime_ns)
+    with pytest.raises(IndexFileError, match="not a file of this index") as raised:
+        Catalog(catalog)
+    assert "\n" not in str(raised.value) and name in str(raised.value)
+    with pytest.raises(IndexFileError):
+        ImageIndex.open(copy / "images", copy / "index").update(progress=False)
+    assert (victim.read_bytes(), victim.stat().st_mtime_ns) == before
+    if name == "catalog.sqlite":  # a read-only open may still read it
+        reader = Catalog(catalog, read_only=True)
+        assert reader.count() == 2000
+        reader.close()
+
+
+# -- a feature store (or a folder in it) that is a link out is never written -------------------
+@pytest.mark.parametrize("link", ["features.zarr", "features.zarr/rgb", "features.zarr/rgb/c"])
+def test_a_feature_store_link_out_of_the_index_is_never_written(
+    photos: Path, tmp_path: Path, link: str
+) -> None:
+    from imrec_widgets.errors import IndexFileError
+
+    idx = update_photos(photos)
+    before = idx.features("rgb", [0])
+    idx.close()
+    planted = idx.index_dir / link
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(planted, elsewhere)
+    planted.symlink_to(elsewhere, target_is_directory=True)
+    outside = files_under(elsewhere)
+    Image.fromarray(np.full((40, 50, 3), (250, 10, 10), np.uint8)).save(photos / "red.jpg")
+
+    idx = ImageIndex.open(photos)
+    np.testing.assert_array_equal(idx.features("rgb", [0]), before)  # still read
+    with pytest.raises(IndexFileError, match="is a symbolic link") as raised:
+        idx.update(progress=False)
+    assert "\n" not in str(raised.value) and link.rsplit("/", 1)[-1] in str(raised.value)
+    assert files_under(elsewhere) == outside
+    assert {p.name for p in elsewhere.rglob("*.partial")} == set()
+
+
+# -- a crafted ANN stamp is reported, never a KeyError -----------------------------------------
+@pytest.mark.parametrize("missing", ["metric", "rows_bytes", "params", "built_at", "not a record"])
+def test_info_reports_a_crafted_ann_stamp_as_invalid(
+    copy: Path, missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from imrec_widgets.cli import main
+
+    catalog = Catalog(copy / "index" / "catalog.sqlite")
+    stamp = catalog.get_meta(ann.stamp_key("embedding"))
+    if missing == "not a record":
+        stamp = ["embedding.1.faiss"]
+    else:
+        del stamp[missing]
+    catalog.set_meta(ann.stamp_key("embedding"), stamp)
+    catalog.close()
+
+    found = opened(copy).info()["ann"]["embedding"]
+    if missing == "built_at":  # not needed to use the index: shown as unknown
+        assert found["built_at"] is None and found["count"] == 2000
+    else:
+        assert list(found) == ["invalid"] and "\n" not in found["invalid"]
+    root, index_dir = str(copy / "images"), str(copy / "index")
+    assert main(["info", root, "--index-dir", index_dir]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ANN")]
+    assert len(lines) == 1 and ("not used" in lines[0]) == (missing != "built_at")
+    assert main(["info", root, "--index-dir", index_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ann"]["embedding"] == found
+
+
+# -- image paths from a crafted catalog never lead out of the root ------------------------------
+@pytest.mark.parametrize("crafted", ["../outside.jpg", "sub/../../outside.jpg", "./../outside.jpg"])
+def test_a_crafted_catalog_path_is_never_read_outside_the_root(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crafted: str
+) -> None:
+    import sqlite3
+
+    from imrec_widgets import duplicates
+
+    idx = ImageIndex.open(photos, features=["rgb", "dhash"])  # no stored thumbnails
+    idx.update(progress=False)
+    a, b = (int(i) for i in idx.ids()[:2])
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(idx.path(a), outside)
+    assert (photos / crafted).resolve() == outside.resolve()
+    idx.close()
+    with sqlite3.connect(photos / ".imrec" / "catalog.sqlite") as db:
+        size = db.execute("SELECT size FROM images WHERE id = ?", (a,)).fetchone()[0]
+        db.execute("UPDATE images SET path = ?, size = ? WHERE id = ?", (crafted, size, b))
+    db.close()
+
+    idx = ImageIndex.open(photos)
+    [path] = idx.paths([b])
+    assert path.resolve().is_relative_to(photos.resolve()) and not path.exists()
+    assert idx.thumbnail_bytes([b]) == [b""] and idx.thumbnail_bytes([a])[0] != b""
+    read: list[Path] = []
+    real = duplicates._sha256
+    monkeypatch.setattr(duplicates, "_sha256", lambda p: (read.append(Path(p)), real(p))[1])
+    digests = duplicates._content_digests(idx.root, idx.records([a, b]))
+    assert list(digests) == [0]  # the crafted row (same size as a) is not hashed
+    duplicates.find_duplicates(idx, "dhash")
+    assert read and all(p.resolve().is_relative_to(photos.resolve()) for p in read)
+
+
+def test_a_file_reached_through_a_linked_folder_keeps_its_absolute_path(
+    photos: Path, tmp_path: Path
+) -> None:
+    """The one absolute name ``update()`` writes for a single root: a linked folder out of it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(next(photos.rglob("*.jpg")), elsewhere / "far.jpg")
+    (photos / "linked").symlink_to(elsewhere, target_is_directory=True)
+    idx = ImageIndex.open(photos, features=["rgb"])
+    idx.update(progress=False)
+    [far] = [r for r in idx.records() if r.path.endswith("far.jpg")]
+    assert far.path == (elsewhere.resolve() / "far.jpg").as_posix()
+    assert idx.paths([far.id]) == [elsewhere.resolve() / "far.jpg"]
+    assert idx.thumbnail_bytes([far.id])[0] != b""
