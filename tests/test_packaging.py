@@ -193,7 +193,14 @@ def test_the_umap_notebook_says_how_long_the_first_map_takes():
 
 def test_the_widgets_front_end_files_are_known():
     names = frontend_files()
-    assert names == {"search_widget.js", "search_widget.css", "umap_map.js", "umap_map.css"}
+    assert names == {
+        "search_widget.js",
+        "search_widget.css",
+        "umap_map.js",
+        "umap_map.css",
+        "duplicates_widget.js",
+        "duplicates_widget.css",
+    }
     # and nothing else is there
     assert {p.name for p in (REPO_ROOT / PACKAGE / "static").iterdir()} == names
     for name in names:

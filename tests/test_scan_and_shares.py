@@ -97,8 +97,9 @@ def test_search_output_is_one_line_per_hit_whatever_the_names(odd_names: Path) -
     )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.decode("utf-8").splitlines()
-    assert len(lines) == 1 + 5, lines  # a title and one line per hit
-    names = {line.split(None, 2)[2] for line in lines[1:]}
+    assert len(lines) == 2 + 5, lines  # a title, the column headers and one line per hit
+    assert lines[1].split() == ["rank", "distance", "path"]
+    names = {line.split(None, 2)[2] for line in lines[2:]}
     assert f"$'{odd_names}/new\\nline.jpg'" in names
     assert f"$'{odd_names}/bad\\xff\\xfename.jpg'" in names
     assert coffee in names, "plain names are printed as they are"
@@ -284,7 +285,7 @@ def test_a_read_only_index_is_searched_and_refuses_updates_in_one_line(photos: P
     assert seen.pop("read_only") and expected.pop("read_only") is False
     assert seen == expected and min(seen["thumbs"]) > 100
     assert name == "IndexReadOnlyError" and "read-only" in message and "\n" not in message
-    assert cli.returncode == 0 and len(cli.stdout.splitlines()) == 1 + 10, cli.stderr
+    assert cli.returncode == 0 and len(cli.stdout.splitlines()) == 2 + 10, cli.stderr
     assert cli_index.returncode == 1
     assert cli_index.stderr.count("\n") == 1 and "is read-only" in cli_index.stderr
 

@@ -185,7 +185,8 @@ def test_uploaded_file_gives_k_results_best_first(widget, sample_folder):
     )
     assert set(widget.results[0]) == {"id", "path", "distance", "rank"}
     assert json.loads(json.dumps(widget.results)) == widget.results
-    assert [jpeg_size(t) for t in widget.thumbnails] == [(64, 64)] * 5
+    side = widget._index.settings["thumb_size"]  # stored thumbnails: longer side, aspect kept
+    assert [max(jpeg_size(t)) for t in widget.thumbnails] == [side] * 5
     assert widget.query_names == ["coffee.jpg"]
     (query_thumb,) = widget.query_thumbnails
     assert max(jpeg_size(query_thumb)) == QUERY_THUMB_SIZE  # small, not the original
@@ -682,7 +683,8 @@ def test_clicking_a_result_searches_more_like_it_without_itself(widget, sample_f
     assert clicked["id"] not in [hit["id"] for hit in widget.results]
     assert len(widget.results) == 5
     assert widget.query_names == [Path(clicked["path"]).name]
-    assert jpeg_size(widget.query_thumbnails[0]) == (64, 64)  # the stored thumbnail
+    stored = widget._index.thumbnail_bytes([clicked["id"]])[0]
+    assert widget.query_thumbnails[0] == stored  # the stored thumbnail
     custom(widget, {"type": "more_like", "id": 10_000})
     assert widget.error == "no image with id 10000 in the index (removed or never indexed)"
     assert widget.query_names == [Path(clicked["path"]).name]
@@ -743,7 +745,8 @@ def test_thumbnails_made_from_files_are_decoded_once_until_the_file_changes(tmp_
     first = index.thumbnail_bytes([big])  # hovering the same point again and again
     for _ in range(5):
         assert index.thumbnail_bytes([big]) == first
-    assert len(decoded) == 1 and jpeg_size(first[0]) == (96, 72)
+    side = index_module.THUMBNAIL_SIDE  # the longer side of a 2000 x 1500 image
+    assert len(decoded) == 1 and jpeg_size(first[0]) == (side, side * 3 // 4)
     assert index.thumbnail_bytes([big], side=128) != first and len(decoded) == 2  # own key
     stat = (folder / "big.png").stat()
     Image.fromarray(pixels[::-1]).save(folder / "big.png")  # edited since: decoded again
