@@ -36,7 +36,7 @@ from uuid import uuid4
 import numpy as np
 
 from .derived import create_temporary
-from .errors import ProjectionError, SettingError
+from .errors import IndexLockedError, ProjectionError, SettingError
 from .numba_cache import mark_umap_compiled, umap_compiled, use_numba_cache
 from .settings import env_count
 
@@ -532,6 +532,14 @@ class _Stages:
         self._bar: Any = None
         self._displays = _RemovedDisplays() if self._show else None
 
+    def waiting(self, holder: str, index_dir: Path) -> None:
+        """Say whom the computation waits for (called between tries for the write lock)."""
+        stage = f"waiting for pid {holder} to finish writing {index_dir}"
+        if stage != self._stage:
+            self(stage, 0, 1)
+        elif self._bar is not None:
+            self._bar.refresh()  # its elapsed time moves
+
     def live(self, stage: str, note: str = "") -> _Ticker:
         """Report ``stage`` (0 of 1) and keep its display ticking (elapsed time) until the block
         ends, for a stage with no steps to count; ``note`` is shown beside it, never given to a
@@ -645,6 +653,11 @@ class _Ticker:
             self._thread.join()
 
 
+MAP_WAIT_S = 600.0
+"""Seconds ``compute`` waits by default for another process writing the index (an update or
+another viewer's map) before it gives up with ``IndexLockedError``."""
+
+
 COMPILE_NOTE = "compiling UMAP for this machine, once, about a minute"
 """Shown beside "UMAP fit" while numba has not compiled umap-learn's code on this machine yet."""
 
@@ -663,6 +676,7 @@ def compute(
     random_state: int = 42,
     batch_size: int = 20_000,
     progress: bool | ProgressCallback = False,
+    wait: float | None = MAP_WAIT_S,
 ) -> Projection:
     """Compute (or extend) the 2-D UMAP map of ``feature`` and its clusters; cache both.
 
@@ -671,6 +685,12 @@ def compute(
     ``min_cluster_size`` (default: about 1% of the images, at least 5). ``progress``: True
     shows a progress display of the stages ("reading features", "PCA", "UMAP fit", "placing N
     images", "clustering"); a callable is called as ``progress(stage, done, total)``.
+
+    When another process writes the index (an update, or another viewer computing this map),
+    this waits up to ``wait`` seconds (default ``MAP_WAIT_S``; None: as long as it takes; 0:
+    not at all) for it to finish, saying whom it waits for as a stage ("waiting for pid N to
+    finish writing ..."), then raises ``IndexLockedError`` if it still writes. A map the other
+    process has just made with the same parameters is then returned as it is, not made again.
     """
     started = time.perf_counter()
     if feature not in PROJECTABLE:
@@ -680,11 +700,7 @@ def compute(
             f"feature {feature!r} is not in this index (it has {', '.join(index.settings['features'])}); "
             f"index it first"
         )
-    ids = index.ids()
-    if ids.size < MIN_IMAGES:
-        raise ProjectionError(
-            f"a UMAP map needs at least {MIN_IMAGES} images; this index has {ids.size}"
-        )
+    ids = _enough_images(index)
     params: dict[str, Any] = {
         "n_neighbors": int(min(n_neighbors, ids.size - 1)),
         "min_dist": float(min_dist),
@@ -693,11 +709,32 @@ def compute(
         "random_state": int(random_state),
     }
     cluster_params = {"clusters": clusters, "min_cluster_size": min_cluster_size}
+    if isinstance(wait, bool):
+        wait = None if wait else 0.0
+    if wait is not None and not wait >= 0:
+        raise ValueError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
     from .indexer import WriteLock
 
     stages = _Stages(progress)
+    lock = WriteLock(
+        index.index_dir / "write.lock",
+        wait=wait,
+        on_wait=lambda holder, _: stages.waiting(holder, index.index_dir),
+    )
     try:
-        with WriteLock(index.index_dir / "write.lock"):
+        with contextlib.ExitStack() as held:
+            if not lock.acquire():
+                raise IndexLockedError(
+                    f"index {index.index_dir} is still locked by pid {lock.holder} after "
+                    f"waiting {wait:g} s (another update or map is running); try again when it "
+                    "has finished, or pass wait=None to wait as long as it takes"
+                )
+            held.callback(lock.release)
+            waited = bool(lock.holder)  # set only when another process held the lock
+            if waited:  # the writer waited for may have added images and grown the arrays
+                index.store.refresh()
+                ids = _enough_images(index)
+                params["n_neighbors"] = int(min(n_neighbors, ids.size - 1))
             catalog, store = index.catalog, index.store
             if store.read_only:
                 index.close()
@@ -717,6 +754,17 @@ def compute(
             if model is not None and meta is not None:
                 token, fitted = meta["placement"], int(meta.get("fitted", 0))
                 state = _map_state(index, feature, meta, ids)
+                if waited and not state.pending.any() and meta.get("clusters") == cluster_params:
+                    # The process waited for has just made this very map: use it.
+                    return Projection(
+                        feature,
+                        ids,
+                        state.xy,
+                        store.read_rows(_labels_name(feature, meta), ids),
+                        params,
+                        fitted=fitted,
+                        seconds=time.perf_counter() - started,
+                    )
                 xy, todo = state.xy, ids[state.pending]
             else:
                 model, fit_ids, fit_xy = _fit(index, feature, ids, params, stages)
@@ -760,6 +808,16 @@ def compute(
         fitted=fitted,
         seconds=time.perf_counter() - started,
     )
+
+
+def _enough_images(index: IndexView) -> np.ndarray:
+    """The ids of every searchable image; ProjectionError when too few to make a map."""
+    ids = index.ids()
+    if ids.size < MIN_IMAGES:
+        raise ProjectionError(
+            f"a UMAP map needs at least {MIN_IMAGES} images; this index has {ids.size}"
+        )
+    return ids
 
 
 def _import_umap() -> Any:

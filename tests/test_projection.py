@@ -5,6 +5,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from PIL import Image, ImageOps
 from skimage import data
 
 from imrec_widgets import ImageIndex, projection
-from imrec_widgets.errors import ProjectionError
+from imrec_widgets.errors import IndexLockedError, ProjectionError
+from imrec_widgets.indexer import WriteLock
 from imrec_widgets.projection import status
 
 FEATURES = ["rgb", "dhash", "thumb"]
@@ -444,3 +446,117 @@ def test_warm_umap_compiles_what_a_first_map_needs() -> None:
 
     assert projection.warm_umap(rows=40) > 0
     assert umap_compiled() or not os.environ.get("NUMBA_CACHE_DIR")
+
+
+# -- several processes computing one map ------------------------------------------------------------
+MAPPER = textwrap.dedent(
+    """
+    import json, sys
+    from imrec_widgets import ImageIndex, index as index_module, projection
+
+    def held(step):  # pause with the lock held until the test writes a line
+        print(f"holding the lock: {step}", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+
+    role = sys.argv[2]
+    index = ImageIndex.open(sys.argv[1], features=["rgb", "dhash", "thumb"])
+    if role == "update":  # a dashboard's idx.update(), paused before it scans
+        scan = index_module.scan
+        index_module.scan = lambda *a, **k: (held("scan"), scan(*a, **k))[1]
+        print(json.dumps({"new": index.update(progress=False, workers=0).new}))
+        sys.exit()
+    if role == "first":  # another viewer's map, paused once made, before it is published
+        projection.publish_step = lambda step: step == "staging" and held(step)
+    if role == "reuse":
+        def made_again(*args, **kwargs):
+            raise AssertionError("the map was made again")
+        projection._fit = projection._cluster = made_again
+    made = index.umap("rgb", sample_size=40, clusters=4, progress=role != "first")
+    print(json.dumps({
+        "fitted": made.fitted,
+        "transformed": made.transformed,
+        "ids": made.ids.tolist(),
+        "xy": made.xy.tolist(),
+        "clusters": made.clusters.tolist(),
+    }))
+    """
+)
+
+
+def start(root: Path, role: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", MAPPER, str(root), role],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def read_until(process: subprocess.Popen[bytes], text: str) -> str:
+    """Reads ``process``'s stderr until ``text`` appears (or it ends)."""
+    assert process.stderr is not None
+    seen = b""
+    while text.encode() not in seen:
+        chunk = os.read(process.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
+def go_on_and_finish(process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    import json
+
+    out, err = process.communicate(b"\n")
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+def test_a_viewer_waits_for_another_viewers_map_and_uses_it(index: ImageIndex) -> None:
+    """Several viewers computing the map at once got IndexLockedError; now the later ones wait,
+    say whom for, and take the map the first one published instead of fitting another."""
+    first = start(index.root, "first")
+    assert "holding the lock: staging" in read_until(first, "holding the lock")
+    second = start(index.root, "reuse")
+    said = read_until(second, f"waiting for pid {first.pid} to finish")
+    assert f"waiting for pid {first.pid} to finish writing {index.index_dir}" in said
+    made, reused = go_on_and_finish(first), go_on_and_finish(second)
+    assert made["fitted"] == 40 and made["transformed"] == len(index) - 40
+    assert reused["fitted"] == 40 and reused["transformed"] == 0
+    assert reused["ids"] == made["ids"] == index.ids().tolist()
+    assert reused["xy"] == made["xy"] and reused["clusters"] == made["clusters"]
+    assert index.projection("rgb").xy.tolist() == made["xy"]
+    assert status(index, "rgb")["state"] == "fresh"
+
+
+def test_a_map_made_after_waiting_for_an_update_holds_the_images_it_added(
+    index: ImageIndex,
+) -> None:
+    before = index.umap("rgb", sample_size=40, clusters=4)
+    Image.fromarray(data.astronaut()).save(index.root / "new1.jpg")
+    Image.fromarray(data.rocket()).save(index.root / "new2.jpg")
+    updater = start(index.root, "update")
+    read_until(updater, "holding the lock: scan")
+    mapper = start(index.root, "extend")  # counts the images before the update adds two
+    assert f"waiting for pid {updater.pid}" in read_until(mapper, f"waiting for pid {updater.pid}")
+    assert go_on_and_finish(updater) == {"new": 2}
+    extended = go_on_and_finish(mapper)
+    assert extended["transformed"] == 2 and extended["fitted"] == before.fitted
+    assert len(extended["ids"]) == len(before) + 2 == len(index)
+    assert status(index, "rgb") == {"state": "fresh", "pending": 0}
+
+
+def test_a_map_gives_up_waiting_after_wait_seconds_and_says_whom_for(index: ImageIndex) -> None:
+    calls: list[tuple[str, int, int]] = []
+    with WriteLock(index.index_dir / "write.lock"):
+        with pytest.raises(
+            IndexLockedError, match=f"locked by pid {os.getpid()} after waiting 0 s"
+        ):
+            index.umap("rgb", wait=0)
+        with pytest.raises(IndexLockedError, match="wait=None"):
+            index.umap("rgb", wait=1, progress=lambda *call: calls.append(call))
+    assert calls[0] == (f"waiting for pid {os.getpid()} to finish writing {index.index_dir}", 0, 1)
+    assert status(index, "rgb")["state"] == "missing"
+    with pytest.raises(ValueError, match="wait="):
+        index.umap("rgb", wait=-1)
+    assert len(index.umap("rgb", wait=0, sample_size=40)) == len(index), "free again: it runs"
