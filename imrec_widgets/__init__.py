@@ -72,9 +72,10 @@ if TYPE_CHECKING:
     from .index import ImageIndex
     from .indexer import WriteLock
     from .results import Hit, SearchResults
+    from .widgets.app import App
     from .widgets.duplicates_widget import DuplicatesWidget
     from .widgets.search_widget import SearchWidget
-    from .widgets.umap_explorer import App, UmapExplorer
+    from .widgets.umap_explorer import UmapExplorer
 
 _LAZY = {
     "ImageIndex": "index",
@@ -84,7 +85,7 @@ _LAZY = {
     "SearchWidget": "widgets.search_widget",
     "DuplicatesWidget": "widgets.duplicates_widget",
     "UmapExplorer": "widgets.umap_explorer",
-    "App": "widgets.umap_explorer",
+    "App": "widgets.app",
 }
 
 

@@ -9,7 +9,7 @@ its shape (see ``MapPoints.in_polygon``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +155,32 @@ def cluster_categories(clusters: np.ndarray) -> Categories:
     categories = categorize(clusters, noise=-1)
     names = [name if name in ("noise", "other") else f"cluster {name}" for name in categories.names]
     return Categories(categories.codes, names, categories.colors, categories.counts)
+
+
+NO_TAG = "(no tag)"
+SEVERAL_TAGS = "(several tags)"
+
+
+def tag_categories(ids: np.ndarray, tagged: Mapping[str, Sequence[int] | np.ndarray]) -> Categories:
+    """Categories of each point's tag: its one tag, "(several tags)" or "(no tag)" (grey, last).
+
+    ``tagged`` maps each tag name to the ids that have it. A point has one colour, so an image
+    with several tags is shown as such rather than by an arbitrary one of them.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    names = list(tagged)
+    code = np.full(len(ids), -1, dtype=np.int64)  # -1: no tag, -2: several, k: names[k]
+    for k, name in enumerate(names):
+        has = np.isin(ids, np.asarray(tagged[name], dtype=np.int64))
+        code[has] = np.where(code[has] == -1, k, -2)
+    categories = categorize(code, noise=-1, noise_name=NO_TAG)
+    shown = {str(k): name for k, name in enumerate(names)} | {"-2": SEVERAL_TAGS}
+    return Categories(
+        categories.codes,
+        [shown.get(name, name) for name in categories.names],
+        categories.colors,
+        categories.counts,
+    )
 
 
 def padded_range(values: np.ndarray, margin: float = 0.05) -> tuple[float, float]:

@@ -17,6 +17,7 @@ from imrec_widgets.widgets._base import STATIC_DIR
 from imrec_widgets.widgets.duplicates_widget import DuplicatesWidget
 from imrec_widgets.widgets.map_layer import MapLayer
 from imrec_widgets.widgets.search_widget import SearchWidget
+from imrec_widgets.widgets.selection_gallery import SelectionGallery
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
@@ -51,6 +52,7 @@ def test_node_unit_tests_pass(node):
         (SearchWidget, {"validateFiles", "chunkRanges", "clampK", "fitName", "debounce"}),
         (MapLayer, {"axisMap", "pixelToData", "extendPath", "paletteBytes", "typedArray"}),
         (DuplicatesWidget, {"formatSize", "formatDay", "itemFacts", "thumbnailOffsets"}),
+        (SelectionGallery, {"cellTitle", "fileName"}),
     ],
 )
 def test_each_widget_is_one_module_anywidget_can_load(node, tmp_path, widget, helpers):
@@ -75,7 +77,7 @@ def test_each_widget_is_one_module_anywidget_can_load(node, tmp_path, widget, he
 def test_the_static_folder_holds_only_what_the_widgets_load():
     loaded = sorted(
         str(getattr(w, key))
-        for w in (SearchWidget, MapLayer, DuplicatesWidget)
+        for w in (SearchWidget, MapLayer, DuplicatesWidget, SelectionGallery)
         for key in ("_esm", "_css")
     )
     assert sorted(p.read_text(encoding="utf-8") for p in STATIC_DIR.iterdir()) == loaded

@@ -200,6 +200,8 @@ def test_the_widgets_front_end_files_are_known():
         "umap_map.css",
         "duplicates_widget.js",
         "duplicates_widget.css",
+        "selection_gallery.js",
+        "selection_gallery.css",
     }
     # and nothing else is there
     assert {p.name for p in (REPO_ROOT / PACKAGE / "static").iterdir()} == names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,14 @@ from skimage import data
 
 from imrec_widgets import ImageIndex
 from imrec_widgets import projection as projection_module
-from imrec_widgets.mapdata import PALETTE, cluster_categories, display_sample, padded_range
+from imrec_widgets.errors import TagError
+from imrec_widgets.mapdata import (
+    PALETTE,
+    cluster_categories,
+    display_sample,
+    padded_range,
+    tag_categories,
+)
 from imrec_widgets.synthetic import write_map_index
 from imrec_widgets.widgets.search_widget import SearchWidget
 from imrec_widgets.widgets.umap_explorer import App, UmapExplorer, gallery_page, legend_html
@@ -65,7 +73,7 @@ def linked(mapped: ImageIndex, explorer: UmapExplorer) -> tuple[UmapExplorer, Se
 
 
 def _thumb_titles(explorer: UmapExplorer) -> list[str]:
-    return re.findall(r'class="imrec-umap-thumb"[^>]*title="([^"]*)"', explorer.gallery.value)
+    return [item["path"] for item in explorer.gallery.items]
 
 
 def _photo(index: ImageIndex, name: str) -> Path:
@@ -174,7 +182,7 @@ def test_new_parameters_are_not_silently_ignored(mapped: ImageIndex, tmp_path: P
 
 def test_colour_by_folder_and_by_label(mapped: ImageIndex, tmp_path: Path) -> None:
     explorer = UmapExplorer(mapped, feature="rgb", compute=False)
-    assert explorer.color_menu.options == ("cluster", "folder", "status")
+    assert explorer.color_menu.options == ("cluster", "folder", "status", "tags")
     explorer.color_menu.value = "folder"  # the dropdown drives the trait
     assert explorer.color_by == "folder"
     folders = [r.path.rpartition("/")[0] for r in mapped.records(explorer.points.ids)]
@@ -218,7 +226,7 @@ def test_colour_by_status_tells_fitted_from_placed(built, tmp_path) -> None:
 def test_lasso_selects_every_point_inside_and_shows_it(explorer: UmapExplorer) -> None:
     assert explorer.selected == []
     assert "0 of 90 selected" in explorer.count.value
-    assert _thumb_titles(explorer) == [] and "Lasso or brush" in explorer.gallery.value
+    assert _thumb_titles(explorer) == [] and "Lasso or brush" in explorer.gallery.hint
 
     xy = explorer.points.xy
     centre = np.median(xy, axis=0)
@@ -234,9 +242,9 @@ def test_lasso_selects_every_point_inside_and_shows_it(explorer: UmapExplorer) -
     assert f"{len(expected)} of 90 selected" in explorer.count.value
     paths = [r.path for r in explorer.index.records(expected)]
     assert _thumb_titles(explorer) == paths[:PAGE_SIZE]
-    assert explorer.gallery.value.count('src="data:image/jpeg;base64,/9j/') == min(
-        len(expected), PAGE_SIZE
-    )
+    thumbs = explorer.gallery.thumbnails
+    assert len(thumbs) == min(len(expected), PAGE_SIZE)
+    assert all(jpeg.startswith(b"\xff\xd8\xff") for jpeg in thumbs)
     assert _mask(explorer) == np.isin(explorer.points.ids, expected).astype(int).tolist()
     assert repr(explorer) == f"UmapExplorer('rgb', 90 points, {len(expected)} selected)"
 
@@ -444,7 +452,8 @@ def test_clicking_inside_a_scoped_selection_keeps_the_scope(linked) -> None:
 def test_app_builds_both_linked(mapped: ImageIndex) -> None:
     app = App(mapped, feature="rgb", compute=False)
     assert isinstance(app.search, SearchWidget) and isinstance(app.explorer, UmapExplorer)
-    assert list(app.children) == [app.search, app.explorer]
+    assert app.titles == ("Search & map", "Duplicates")
+    assert list(app.children[0].children) == [app.search, app.explorer]
     app.search.search(_id(mapped, "moon"))
     assert len(app.explorer.hits.x) == len(app.search.results) == 10
     app.explorer.select([_id(mapped, "moon_crop"), _id(mapped, "moon_warm")])
@@ -550,7 +559,7 @@ def test_a_stale_map_says_images_are_missing(mapped: ImageIndex, tmp_path: Path)
 
 def test_a_bad_colour_choice_is_a_readable_error(mapped: ImageIndex) -> None:
     with pytest.raises(
-        Exception, match="color_by must be one of cluster, folder, status; got 'label'"
+        Exception, match="color_by must be one of cluster, folder, status, tags; got 'label'"
     ):
         UmapExplorer(mapped, feature="rgb", compute=False, color_by="label")
 
@@ -574,3 +583,190 @@ def test_the_legend_lists_every_colour_without_a_scroll_box() -> None:
     outer = re.match(r'<div class="imrec-umap-legend" style="([^"]*)"', html_text)
     assert outer is not None
     assert "max-height" not in outer[1] and "overflow" not in outer[1]
+
+
+# -- tagging from the map ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tagging(mapped: ImageIndex, tmp_path: Path) -> UmapExplorer:
+    """An explorer on a copy of the mapped index, so its tags stay in this test."""
+    shutil.copytree(mapped.index_dir, tmp_path / "index")
+    index = ImageIndex.open(mapped.root, index_dir=tmp_path / "index")
+    return UmapExplorer(index, feature="rgb", compute=False, page_size=PAGE_SIZE)
+
+
+def _click_thumb(explorer: UmapExplorer, id_: int) -> None:
+    """A click on a gallery thumbnail, as the front end sends it."""
+    explorer.gallery._received(explorer.gallery, {"event": "toggle", "id": id_}, [])
+
+
+def _message(explorer: UmapExplorer) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", explorer.message.value))
+
+
+def test_tag_categories_name_each_images_tag_several_or_none() -> None:
+    ids = np.arange(6)
+    # a tag literally called "(no tag)" is a tag like any other, not the untagged images
+    categories = tag_categories(ids, {"a": [0, 1, 5], "b": [1, 2], "(no tag)": [3]})
+    shown = [categories.names[code] for code in categories.codes]
+    assert shown == ["a", "(several tags)", "b", "(no tag)", "(no tag)", "a"]
+    assert categories.names[-1] == "(no tag)" and categories.colors[-1] == "#b0b0b0"
+    assert shown.count("(no tag)") == 2 and categories.codes[3] != categories.codes[4]
+    assert dict(zip(categories.names, categories.counts, strict=True))["a"] == 2
+    empty = tag_categories(ids, {})
+    assert empty.names == ["(no tag)"] and empty.counts == [6]
+
+
+def test_tag_selection_tags_the_kept_images_and_recolours(tagging: UmapExplorer) -> None:
+    explorer, index = tagging, tagging.index
+    explorer.color_by = "tag:keep"  # coloured by a tag nobody has yet
+    assert set(np.frombuffer(explorer.layer.codes, np.uint8)) == {0}
+    explorer.select_box(-1e9, 1e9, -1e9, 1e9)
+    chosen = explorer.selected[:12]
+    explorer.select(chosen)
+    out = chosen[3]
+    _click_thumb(explorer, out)
+    assert explorer.left_out == [out] and explorer.kept == [i for i in chosen if i != out]
+    assert [item["out"] for item in explorer.gallery.items] == [i == out for i in chosen]
+    assert "12 of 90 selected (1 left out)" in explorer.count.value
+
+    explorer.tag_box.value = "  keep "
+    explorer.tag_button.click()
+    assert _message(explorer) == "tagged 11 images 'keep'"
+    assert index.tagged("keep").tolist() == explorer.kept
+    assert "keep" in explorer.tag_box.options and "tag:keep" in explorer.color_menu.options
+    # the map shows the new tag at once: the kept images in one colour, the rest in another
+    codes = np.frombuffer(explorer.layer.codes, np.uint8)
+    tagged = np.isin(explorer.points.ids, explorer.kept)
+    assert len(set(codes[tagged])) == 1 and set(codes[tagged]).isdisjoint(codes[~tagged])
+    assert "keep" in explorer.legend.value and ">11<" in explorer.legend.value
+
+    _click_thumb(explorer, out)  # taken back in: tagging again adds only it
+    assert explorer.left_out == [] and "left out" not in explorer.count.value
+    explorer.tag_button.click()
+    assert _message(explorer) == "tagged 12 images 'keep' (11 had it already)"
+    assert index.tagged("keep").tolist() == chosen
+
+    explorer.select(chosen[:2])
+    explorer.untag_button.click()
+    assert _message(explorer) == "untagged 2 images 'keep'"
+    assert index.tagged("keep").tolist() == chosen[2:]
+    codes = np.frombuffer(explorer.layer.codes, np.uint8)
+    assert codes[explorer.points.ids == chosen[0]][0] != codes[explorer.points.ids == chosen[5]][0]
+
+
+def test_colour_by_tags_shows_each_images_tag_in_the_legend(tagging: UmapExplorer) -> None:
+    explorer, ids = tagging, tagging.points.ids.tolist()
+    explorer.color_by = "tags"
+    assert explorer.categories().names == ["(no tag)"]
+    explorer.select(ids[:5])
+    assert explorer.tag_selection("cats") == 5
+    explorer.select(ids[3:10])
+    assert explorer.tag_selection("dogs") == 7
+    counts = dict(zip(explorer.categories().names, explorer.categories().counts, strict=True))
+    assert counts == {"dogs": 5, "cats": 3, "(several tags)": 2, "(no tag)": 80}
+    legend = html.unescape(re.sub(r"<[^>]+>", " ", explorer.legend.value)).split()
+    assert legend[:4] == ["dogs", "5", "cats", "3"] and "80" in legend
+    codes = np.frombuffer(explorer.layer.codes, np.uint8)
+    names = explorer.categories().names
+    assert [names[c] for c in codes[:10]] == ["cats"] * 3 + ["(several tags)"] * 2 + ["dogs"] * 5
+
+
+def test_bad_tag_input_is_one_message_and_the_widget_stays_usable(
+    tagging: UmapExplorer, monkeypatch
+) -> None:
+    explorer, index = tagging, tagging.index
+    explorer.tag_box.value = "keep"
+    explorer.tag_button.click()
+    assert _message(explorer) == "the selection is empty; lasso or brush some points first"
+    explorer.select(explorer.points.ids[:3])
+    for name, says in [
+        ("   ", "a tag name needs at least one visible character"),
+        ("bad\x07name", "control character U+0007"),
+        ("x" * 101, "is 101 characters; at most 100"),
+    ]:
+        explorer.tag_box.value = name
+        explorer.tag_button.click()
+        assert says in _message(explorer) and "\n" not in _message(explorer)
+    for id_ in explorer.selected:
+        _click_thumb(explorer, id_)
+    explorer.tag_box.value = "keep"
+    explorer.untag_button.click()
+    assert _message(explorer).startswith("every selected image is left out")
+    with pytest.raises(TagError, match="every selected image is left out"):
+        explorer.tag_selection("keep")
+    assert index.tags() == {}
+    _click_thumb(explorer, explorer.selected[0])  # still usable: one taken back is tagged
+    explorer.tag_button.click()
+    assert _message(explorer) == "tagged 1 image 'keep'" and index.tags() == {"keep": 1}
+
+
+def test_a_read_only_index_says_so_when_tagging(mapped: ImageIndex, tmp_path: Path, monkeypatch):
+    shutil.copytree(mapped.index_dir, tmp_path / "index")
+    # The tests run as root, whom file modes do not stop: the index is opened read-only instead.
+    monkeypatch.setattr(ImageIndex, "read_only", property(lambda self: True))
+    index = ImageIndex.open(mapped.root, index_dir=tmp_path / "index")
+    explorer = UmapExplorer(index, feature="rgb", compute=False)
+    explorer.select(explorer.points.ids[:4])
+    explorer.tag_box.value = "keep"
+    explorer.tag_button.click()
+    assert "is read-only here" in _message(explorer) and index.tags() == {}
+    explorer.select(explorer.points.ids[:2])  # still usable
+    assert explorer.selected == sorted(explorer.points.ids[:2].tolist())
+
+
+def test_the_gallery_takes_only_clicks_on_the_images_it_shows(tagging: UmapExplorer) -> None:
+    explorer, gallery = tagging, tagging.gallery
+    explorer.select(explorer.points.ids[:50])
+    on_page, off_page = gallery.ids, explorer.selected[PAGE_SIZE]
+    assert len(on_page) == PAGE_SIZE and off_page not in on_page
+    for bad in [
+        {"event": "toggle", "id": off_page},  # selected, but not shown: no click can name it
+        {"event": "toggle", "id": 10**6},
+        {"event": "toggle", "id": True},
+        {"event": "toggle", "id": str(on_page[0])},
+        {"event": "toggle"},
+        {"event": "delete", "id": on_page[0]},
+        [on_page[0]],
+        "toggle",
+    ]:
+        gallery._received(gallery, bad, [])
+    assert gallery.rejected == 8 and explorer.left_out == []
+    gallery.set_state({"items": [], "hint": "hacked"})  # the browser cannot write the traits
+    assert gallery.ids == on_page and gallery.hint == ""
+    with pytest.raises(ValueError, match="not in the selection"):
+        explorer.toggle(int(explorer.points.ids[-1]))
+
+
+def test_left_out_images_follow_the_selection(tagging: UmapExplorer) -> None:
+    explorer = tagging
+    search = SearchWidget(explorer.index, mode="rgb", k=5)
+    explorer.link(search)
+    ids = explorer.points.ids.tolist()
+    explorer.select(ids[:6])
+    _click_thumb(explorer, ids[1])
+    explorer.search_in_selection = True
+    assert search.scope == [i for i in sorted(ids[:6]) if i != ids[1]]  # left out = not searched
+    explorer.select(ids[6:8], add=True)  # shift-add keeps what was left out
+    assert explorer.left_out == [ids[1]]
+    explorer.select(ids[2:4])  # a selection without it forgets it
+    assert explorer.left_out == [] and search.scope == sorted(ids[2:4])
+    _click_thumb(explorer, ids[2])
+    explorer.clear()
+    assert explorer.left_out == [] and explorer.gallery.items == []
+
+
+def test_app_opens_duplicates_in_a_tab_when_asked(mapped: ImageIndex) -> None:
+    from imrec_widgets import App as PublicApp
+    from imrec_widgets.widgets import umap_explorer
+    from imrec_widgets.widgets.app import App as AppHere
+    from imrec_widgets.widgets.duplicates_widget import DuplicatesWidget
+
+    assert PublicApp is AppHere is umap_explorer.App is App
+    app = App(mapped, feature="rgb", compute=False)
+    assert app.children[1].children == ()  # not looked for until the tab opens
+    app.selected_index = 1
+    (shown,) = app.children[1].children
+    assert isinstance(shown, DuplicatesWidget) and shown is app.duplicates
+    assert len(shown.groups) > 0

@@ -7,16 +7,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .app import App
     from .duplicates_widget import DuplicatesWidget
     from .search_widget import SearchWidget
-    from .umap_explorer import App, UmapExplorer
+    from .umap_explorer import UmapExplorer
 
 __all__ = ["App", "DuplicatesWidget", "SearchWidget", "UmapExplorer"]
 
 _LAZY = {
     "DuplicatesWidget": "duplicates_widget",
     "SearchWidget": "search_widget",
-    "App": "umap_explorer",
+    "App": "app",
     "UmapExplorer": "umap_explorer",
 }
 

@@ -1,16 +1,17 @@
-"""``UmapExplorer``: a map of the whole collection, coloured by cluster, folder or label.
+"""``UmapExplorer``: a map of the whole collection, coloured by cluster, folder, label or tag.
 
 Every image is a point drawn with WebGL (``MapLayer``) inside a bqplot ``Figure`` that keeps the
 scales, pan/zoom and the small SVG marks (result rings, the query marker). Lasso and brush send
 their geometry to Python, where the selection is computed over every point with numpy
 (``mapdata.MapPoints``), drawn or not; ``selected`` holds the ids. ``link(search_widget)``
 connects the map both ways with a ``SearchWidget``: results are ringed, clicking a point searches
-"more like this", and "search only inside the selection" restricts the search to it.
+"more like this", and "search only inside the selection" restricts the search to it. The tag box
+tags (or untags) the selection in the index's catalog; a click on an image in the selection's
+gallery leaves it out of what is tagged (and a second click takes it back).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
 from collections.abc import Mapping, Sequence
@@ -23,10 +24,11 @@ import traitlets
 
 from imrec_widgets import mapdata
 from imrec_widgets import projection as projection_module
-from imrec_widgets.errors import ProjectionError
+from imrec_widgets.errors import ImrecError, ProjectionError
 from imrec_widgets.mapdata import Categories, MapPoints, display_sample, padded_range
 
 from .map_layer import MapLayer
+from .selection_gallery import SelectionGallery
 
 if TYPE_CHECKING:
     from imrec_widgets.index import ImageIndex
@@ -42,11 +44,15 @@ SVG_MAX_POINTS = 20_000
 PAGE_SIZE = 40
 """Thumbnails per gallery page."""
 
-COLOR_BY = ("cluster", "folder", "status", "label")
+COLOR_BY = ("cluster", "folder", "status", "tags", "label")
+"""What the points can be coloured by: "status" is how a point got its place (in the UMAP fit
+sample, or placed later by its neighbours); "tags" is each image's tag (its one tag, "(several
+tags)" or "(no tag)"); "label" needs ``labels=``."""
+
 TAG_PREFIX = "tag:"
 """``color_by="tag:<name>"`` colours the images with tag ``<name>`` apart from the rest."""
-"""What the points can be coloured by: "status" is how a point got its place (in the UMAP fit
-sample, or placed later by its neighbours); "label" needs ``labels=``."""
+
+GALLERY_HINT = "Lasso or brush points to see them here; click one to leave it out."
 
 _RING_COLOR = "var(--jp-ui-font-color0, #111111)"
 _RING_HALO = "var(--jp-layout-color0, #ffffff)"
@@ -83,18 +89,24 @@ class UmapExplorer(ipywidgets.VBox):
 
     ``max_points``: draw at most this many (a fixed random sample beyond); selections always
     cover every image on the map. ``color_by``: "cluster", "folder", "status" (in the UMAP fit
-    sample or placed later), "label" or "tag:<name>" (tagged or not); ``labels``: a
-    CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a mapping id -> label.
+    sample or placed later), "tags" (each image's tag), "label" or "tag:<name>" (tagged or
+    not); ``labels``: a CSV of ``id,label`` or ``path,label`` (as ``evaluate`` reads) or a
+    mapping id -> label. ``tag_selection(name)`` / ``untag_selection(name)`` (and the tag box)
+    tag the ``kept`` images: the selection less those clicked out in the gallery.
     """
 
     selected: Any = traitlets.List()
     """Ids inside the current selection, ascending (observable; assign a list to select)."""
 
+    left_out: Any = traitlets.List(read_only=True)
+    """Ids of the selection clicked out in the gallery, ascending: not tagged, not searched."""
+
     search_in_selection = traitlets.Bool(False)
     """Whether a linked SearchWidget searches only the selected images."""
 
     color_by = traitlets.Unicode("cluster")
-    """What the points are coloured by: "cluster", "folder", "status", "label" or "tag:<name>"."""
+    """What the points are coloured by: "cluster", "folder", "status", "tags", "label" or
+    "tag:<name>"."""
 
     renderer = traitlets.Unicode("webgl")
     """"webgl" (every point), or "svg" (a sample) when the browser has no WebGL."""
@@ -123,6 +135,7 @@ class UmapExplorer(ipywidgets.VBox):
         self._linked: SearchWidget | None = None
         self._labels = labels
         self._setting_mask = False
+        self._setting_menu = False
         self._categories: dict[str, Categories] = {}
         self.color_by = color_by
         self._svg_scatter: Any = None
@@ -207,12 +220,8 @@ class UmapExplorer(ipywidgets.VBox):
         )
         self.tool.layout = ipywidgets.Layout(width="auto")
         self.tool.add_class("imrec-umap-tool")
-        color_options = [c for c in COLOR_BY if c != "label" or labels is not None]
-        color_options += [TAG_PREFIX + name for name in index.tags()]
-        if color_by.startswith(TAG_PREFIX) and color_by not in color_options:
-            color_options.append(color_by)
         self.color_menu = ipywidgets.Dropdown(
-            options=color_options,
+            options=self._color_options(color_by),
             value=color_by,
             description="colour",
             layout=ipywidgets.Layout(width="170px"),
@@ -246,15 +255,36 @@ class UmapExplorer(ipywidgets.VBox):
             description="▶", layout=ipywidgets.Layout(width="36px")
         )
         self.page_label = ipywidgets.HTML()
-        self.gallery = ipywidgets.HTML(layout=ipywidgets.Layout(width="420px"))
-        self.gallery.add_class("imrec-umap-gallery")
+        self.gallery = SelectionGallery(layout=ipywidgets.Layout(width="420px"))
+        self.gallery.on_toggle(self.toggle)
+        self.tag_box = ipywidgets.Combobox(
+            placeholder="tag name",
+            options=list(index.tags()),
+            ensure_option=False,
+            layout=ipywidgets.Layout(width="160px"),
+        )
+        self.tag_box.add_class("imrec-umap-tag-name")
+        self.tag_button = ipywidgets.Button(
+            description="tag selection",
+            layout=ipywidgets.Layout(width="auto"),
+            tooltip="give this tag to the selected images (those not clicked out below)",
+        )
+        self.tag_button.add_class("imrec-umap-tag")
+        self.untag_button = ipywidgets.Button(
+            description="untag selection",
+            layout=ipywidgets.Layout(width="auto"),
+            tooltip="take this tag off the selected images (those not clicked out below)",
+        )
+        self.untag_button.add_class("imrec-umap-untag")
 
         self.tool.observe(self._tool_changed, "value")
-        traitlets.link((self.color_menu, "value"), (self, "color_by"))
+        self.color_menu.observe(self._menu_picked, "value")
         self.clear_button.on_click(lambda _button: self.clear())
         self.reset_button.on_click(lambda _button: self.reset_view())
         self.prev_button.on_click(lambda _button: self._show_page(self._page - 1))
         self.next_button.on_click(lambda _button: self._show_page(self._page + 1))
+        self.tag_button.on_click(lambda _button: self._tag_clicked(add=True))
+        self.untag_button.on_click(lambda _button: self._tag_clicked(add=False))
         traitlets.link((self.scope_box, "value"), (self, "search_in_selection"))
 
         toolbar = ipywidgets.HBox(
@@ -271,11 +301,20 @@ class UmapExplorer(ipywidgets.VBox):
             ),
         )
         pager = ipywidgets.HBox([self.prev_button, self.page_label, self.next_button])
+        tag_bar = ipywidgets.HBox(
+            [self.tag_box, self.tag_button, self.untag_button],
+            layout=ipywidgets.Layout(flex_flow="row wrap", align_items="center", grid_gap="4px"),
+        )
+        tag_bar.add_class("imrec-umap-tag-bar")
         self.children = [
             self.message,
             toolbar,
             ipywidgets.HBox(
-                [self.figure, ipywidgets.VBox([self.legend, pager, self.gallery]), self.layer]
+                [
+                    self.figure,
+                    ipywidgets.VBox([self.legend, tag_bar, pager, self.gallery]),
+                    self.layer,
+                ]
             ),
         ]
         self.add_class("imrec-umap-explorer")
@@ -322,7 +361,7 @@ class UmapExplorer(ipywidgets.VBox):
     def categories(self, color_by: str | None = None) -> Categories:
         """Colour categories of every point on the map for ``color_by`` (default: the current)."""
         kind = color_by or self.color_by
-        if kind.startswith(TAG_PREFIX):  # tags change any time: never cached
+        if kind == "tags" or kind.startswith(TAG_PREFIX):  # tags change any time: never cached
             return self._compute_categories(kind)
         if kind not in self._categories:
             self._categories[kind] = self._compute_categories(kind)
@@ -339,6 +378,10 @@ class UmapExplorer(ipywidgets.VBox):
             fitted = projection_module.fitted_ids(self.index, self.feature)
             in_fit = np.ones(len(ids), dtype=bool) if fitted is None else np.isin(ids, fitted)
             return mapdata.categorize(np.where(in_fit, "fitted", "placed later"))
+        if kind == "tags":
+            return mapdata.tag_categories(
+                ids, {name: self.index.tagged(name) for name in self.index.tags()}
+            )
         if kind.startswith(TAG_PREFIX):
             name = kind[len(TAG_PREFIX) :]
             tagged = np.isin(ids, self.index.tagged(name))
@@ -365,13 +408,9 @@ class UmapExplorer(ipywidgets.VBox):
             from imrec_widgets.tags import check_tag_name
 
             try:
-                value = TAG_PREFIX + check_tag_name(value[len(TAG_PREFIX) :])
+                return TAG_PREFIX + check_tag_name(value[len(TAG_PREFIX) :])
             except ValueError as exc:
                 raise traitlets.TraitError(str(exc)) from None
-            menu = getattr(self, "color_menu", None)
-            if menu is not None and value not in menu.options:
-                menu.options = (*menu.options, value)
-            return value
         if value not in allowed:
             raise traitlets.TraitError(
                 f"color_by must be one of {', '.join(allowed)}; got {value!r}"
@@ -380,8 +419,43 @@ class UmapExplorer(ipywidgets.VBox):
 
     @traitlets.observe("color_by")
     def _color_by_changed(self, _change: dict[str, Any]) -> None:
+        if hasattr(self, "color_menu"):
+            options = list(self.color_menu.options)
+            self._show_in_menu(options if self.color_by in options else [*options, self.color_by])
         if hasattr(self, "layer"):
             self._recolor()
+
+    def _show_in_menu(self, options: list[str]) -> None:
+        """Give the colour menu ``options`` and show ``color_by`` in it, without the menu's
+        passing moments (new options select the first) reaching ``color_by``."""
+        self._setting_menu = True
+        try:
+            if list(self.color_menu.options) != options:
+                self.color_menu.options = options
+            self.color_menu.value = self.color_by
+        finally:
+            self._setting_menu = False
+
+    def _menu_picked(self, change: dict[str, Any]) -> None:
+        if not self._setting_menu and change["new"] is not None:
+            self.color_by = change["new"]
+
+    def _color_options(self, current: str) -> list[str]:
+        """The colour menu: the fixed kinds, then "tag:<name>" for every tag (and ``current``)."""
+        options = [c for c in COLOR_BY if c != "label" or self._labels is not None]
+        options += [TAG_PREFIX + name for name in self.index.tags()]
+        if current.startswith(TAG_PREFIX) and current not in options:
+            options.append(current)
+        return options
+
+    def _refresh_colors(self) -> None:
+        """New colours and legend for the same points (after tags changed)."""
+        categories = self.categories()
+        self.legend.value = legend_html(categories)
+        if self.renderer == "svg":
+            self._draw_svg()
+        else:
+            self.layer.set_colors(categories.codes[self._drawn], categories.colors)
 
     def _recolor(self) -> None:
         categories = self.categories()
@@ -482,6 +556,23 @@ class UmapExplorer(ipywidgets.VBox):
             return value
         return np.unique(np.asarray(value, dtype=np.int64).reshape(-1)).tolist()
 
+    @property
+    def kept(self) -> list[int]:
+        """The selection less the images clicked out in the gallery: what the tag buttons tag."""
+        if not self.left_out:
+            return list(self.selected)
+        return np.setdiff1d(self.selected, self.left_out).tolist()
+
+    def toggle(self, id_: int) -> None:
+        """Leave the selected image ``id_`` out of the selection (or take it back, if left out)."""
+        if id_ not in self.selected:
+            raise ValueError(f"image {id_} is not in the selection")
+        left_out = set(self.left_out) ^ {int(id_)}
+        self.set_trait("left_out", sorted(left_out))
+        self._update_count()
+        self._show_page(self._page)
+        self._apply_scope()
+
     @traitlets.observe("selected")
     def _selected_changed(self, change: dict[str, Any]) -> None:
         if not self._setting_mask:
@@ -494,6 +585,8 @@ class UmapExplorer(ipywidgets.VBox):
                 self._set_selection(self._selected_mask)
                 return
             self._show_selection()
+        if self.left_out:  # a new selection keeps only the left-out images still in it
+            self.set_trait("left_out", np.intersect1d(self.left_out, change["new"]).tolist())
         self._update_count()
         self._show_page(0)
         self._apply_scope()
@@ -510,9 +603,8 @@ class UmapExplorer(ipywidgets.VBox):
 
     def _apply_scope(self) -> None:
         if self._linked is not None:
-            self._linked.scope = (
-                list(self.selected) if self.search_in_selection and self.selected else None
-            )
+            kept = self.kept
+            self._linked.scope = kept if self.search_in_selection and kept else None
 
     def select(self, ids: Sequence[int] | np.ndarray, *, add: bool = False) -> None:
         """Select these ids (those on the map; others are ignored)."""
@@ -540,31 +632,77 @@ class UmapExplorer(ipywidgets.VBox):
 
     def _update_count(self) -> None:
         total = len(self.points)
+        left_out = f" ({len(self.left_out):,} left out)" if self.left_out else ""
         self.count.value = (
             f'<span class="imrec-umap-selected" style="font-size:13px;white-space:nowrap">'
-            f"{len(self.selected):,} of {total:,} selected</span>"
+            f"{len(self.selected):,} of {total:,} selected{left_out}</span>"
         )
+
+    # -- tags ---------------------------------------------------------------------------------------
+    def tag_selection(self, name: str) -> int:
+        """Give tag ``name`` to the ``kept`` images; how many did not have it yet (``TagError``
+        for a bad name, an empty selection or a read-only index)."""
+        count = self.index.tag(self._kept_or_raise(), name)
+        self._tags_changed()
+        return count
+
+    def untag_selection(self, name: str) -> int:
+        """Take tag ``name`` off the ``kept`` images; how many had it."""
+        count = self.index.untag(self._kept_or_raise(), name)
+        self._tags_changed()
+        return count
+
+    def _kept_or_raise(self) -> list[int]:
+        from imrec_widgets.errors import TagError
+
+        kept = self.kept
+        if not kept:
+            raise TagError(
+                "every selected image is left out; click one in the gallery to take it back"
+                if self.selected
+                else "the selection is empty; lasso or brush some points first"
+            )
+        return kept
+
+    def _tag_clicked(self, *, add: bool) -> None:
+        """The tag box's buttons: tag or untag, and say what happened in one line."""
+        from imrec_widgets.tags import check_tag_name
+
+        try:
+            name = check_tag_name(self.tag_box.value)
+            kept = len(self._kept_or_raise())
+            changed = self.tag_selection(name) if add else self.untag_selection(name)
+        except ImrecError as exc:
+            self._say(str(exc))
+            return
+        images = f"{kept:,} image{'' if kept == 1 else 's'}"
+        if add:
+            note = f" ({kept - changed:,} had it already)" if changed < kept else ""
+            self._say(f"tagged {images} {name!r}{note}", level="info")
+        else:
+            note = f" ({kept - changed:,} did not have it)" if changed < kept else ""
+            self._say(f"untagged {images} {name!r}{note}", level="info")
+
+    def _tags_changed(self) -> None:
+        """Tags were written: suggest them, offer them as colours, recolour if coloured by tags."""
+        self.tag_box.options = list(self.index.tags())
+        self._show_in_menu(self._color_options(self.color_by))
+        if self.color_by == "tags" or self.color_by.startswith(TAG_PREFIX):
+            self._refresh_colors()
 
     # -- gallery ---------------------------------------------------------------------------------------
     def _show_page(self, page: int) -> None:
         ids, self._page, pages = gallery_page(self.selected, page, self.page_size)
         self.page_label.value = f'<span style="font-size:12px">page {self._page + 1}/{pages}</span>'
         if not ids:
-            self.gallery.value = '<div style="font-size:12px;color:var(--jp-ui-font-color2,#666)">Lasso or brush points to see them here.</div>'
+            self.gallery.show([], [], GALLERY_HINT)
             return
-        records = self.index.records(ids)
-        thumbs = self.index.thumbnail_bytes(ids)
-        cells = []
-        for record, jpeg in zip(records, thumbs, strict=True):
-            name = html.escape(record.path.rsplit("/", 1)[-1])
-            cells.append(
-                f'<img class="imrec-umap-thumb" src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}" '
-                f'width="64" height="64" title="{html.escape(record.path)}" alt="{name}" '
-                'style="border-radius:3px;object-fit:contain">'
-            )
-        self.gallery.value = (
-            f'<div style="display:flex;flex-wrap:wrap;gap:4px">{"".join(cells)}</div>'
-        )
+        left_out = set(self.left_out)
+        items = [
+            {"id": record.id, "path": record.path, "out": record.id in left_out}
+            for record in self.index.records(ids)
+        ]
+        self.gallery.show(items, self.index.thumbnail_bytes(ids))
 
     # -- hover and click --------------------------------------------------------------------------------
     def _point_at(self, message: dict[str, Any]) -> int | None:
@@ -633,12 +771,12 @@ class UmapExplorer(ipywidgets.VBox):
             return None
 
 
-def App(index: ImageIndex, feature: str = "embedding", **options: Any) -> ipywidgets.VBox:
-    """A SearchWidget above a UmapExplorer of ``index``, linked both ways."""
-    from .search_widget import SearchWidget
+def __getattr__(name: str) -> Any:
+    # App moved to widgets/app.py, which imports this module; the old name still works, looked
+    # up on first use by name (not an import statement: app.py depends on this module, never
+    # the other way round, and tests/test_structure.py keeps the import graph free of cycles).
+    if name == "App":
+        import importlib
 
-    search = SearchWidget(index)
-    explorer = UmapExplorer(index, feature, **options).link(search)
-    app = ipywidgets.VBox([search, explorer])
-    app.search, app.explorer = search, explorer
-    return app
+        return importlib.import_module(".app", __package__).App
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
