@@ -3,6 +3,7 @@ type a tag, "tag selection" — checked on the map's colours and legend and on t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from harness import (
     dump_failure,
     screenshot,
 )
-from test_browser_umap_explorer import _assert_selected, _close, _open
+from PIL import Image
+from test_browser_umap_explorer import _JS_FRAME, _assert_selected, _close, _open
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.synthetic import write_map_index
@@ -49,6 +51,8 @@ def _dump(change=None):
         "color_by": ex.color_by,
         "tag_name": ex.tag_box.value,
         "names": ex.categories().names,
+        "palette": list(ex.layer.palette),
+        "codes": codes.tolist(),
         "shown": [ex.categories().names[c] for c in codes.tolist()],
         "drawn_ids": [int(i) for i in ex.points.ids[ex._drawn]],
     }})
@@ -76,6 +80,34 @@ def _legend(page) -> dict[str, int]:
         )
         for i in range(rows.count())
     }
+
+
+def _hex(color: str) -> np.ndarray:
+    return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+
+
+def _assert_drawn_colours(lab, state: dict, ids: list[int]) -> None:
+    """Each of ``ids`` that stands apart from every other point is drawn in its own colour: the
+    pixel under its centre is nearer its category's palette colour than any other in use."""
+    maps = lab.maps()
+    all_ids, xy = lab.points()
+    screen_xy = lab.screen(xy, maps)
+    shot = np.asarray(Image.open(io.BytesIO(lab.page.screenshot())).convert("RGB"), dtype=float)
+    code_of = dict(zip(state["drawn_ids"], state["codes"], strict=True))
+    used = sorted(set(state["codes"]))
+    checked = 0
+    for id_ in ids:
+        (at,) = np.flatnonzero(all_ids == id_)
+        gaps = np.linalg.norm(screen_xy - screen_xy[at], axis=1)
+        gaps[at] = np.inf
+        if gaps.min() < 14:  # overlapping points: the pixel may be its neighbour's
+            continue
+        x, y = (round(float(v)) for v in screen_xy[at])
+        pixel = np.median(shot[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3), axis=0)
+        distances = {c: np.abs(pixel - _hex(state["palette"][c])).sum() for c in used}
+        assert min(distances, key=distances.get) == code_of[id_], (id_, pixel, distances)
+        checked += 1
+    assert checked >= 3, f"only {checked} isolated points to check"
 
 
 @pytest.mark.parametrize("app", ["lab", "notebook"])
@@ -141,6 +173,7 @@ def test_lasso_leave_one_out_tag_and_the_map_shows_the_tag(
             # type the tag and tag the selection
             page.locator(".imrec-umap-explorer .imrec-umap-tag-name input").fill(TAG)
             lab.state(lambda s: s["tag_name"] == TAG)
+            frame = page.evaluate(_JS_FRAME)
             page.locator(".imrec-umap-explorer button.imrec-umap-tag").click()
             kept = sorted(set(selected) - {out})
             done = lab.state(
@@ -156,6 +189,9 @@ def test_lasso_leave_one_out_tag_and_the_map_shows_the_tag(
                 arg=TAG,
             )
             assert _legend(page) == {TAG: len(kept), "(no tag)": POINTS - len(kept)}
+            # and the canvas: the new colours reached the WebGL layer (the next frame draws them)
+            lab.frame_after(frame)
+            _assert_drawn_colours(lab, done, [*kept, out])
             screenshot(page, f"curation_map_tagged_{app}")
 
             # the menu now offers the tag itself; picking it colours tagged against the rest
