@@ -770,3 +770,17 @@ def test_app_opens_duplicates_in_a_tab_when_asked(mapped: ImageIndex) -> None:
     (shown,) = app.children[1].children
     assert isinstance(shown, DuplicatesWidget) and shown is app.duplicates
     assert len(shown.groups) > 0
+
+
+def test_app_on_an_index_without_hashes_says_why_duplicates_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    write_map_index(tmp_path / "index", 50)  # rgb and thumb only: no dhash to compare
+    index = ImageIndex.open(tmp_path / "root", index_dir=tmp_path / "index")
+    app = App(index, feature="rgb", compute=False)
+    app.selected_index = 1
+    (shown,) = app.children[1].children
+    assert app.duplicates is None
+    assert "No duplicates to show: mode &#x27;dhash&#x27; is not in this index" in shown.value
+    app.selected_index = 0  # the search and the map still work
+    app.explorer.select_box(-1e9, 1e9, -1e9, 1e9)
+    assert len(app.explorer.selected) == 50

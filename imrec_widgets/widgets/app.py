@@ -56,11 +56,13 @@ class App(ipywidgets.Tab):
             try:
                 self._duplicates = DuplicatesWidget(self.index)
                 shown: ipywidgets.Widget = self._duplicates
-            except ImrecError as exc:
+            # duplicates() says a missing hash feature with a plain ValueError: caught too, so
+            # the other tab stays usable and this one says why it is empty.
+            except (ImrecError, ValueError) as exc:
                 log.info("App: no duplicates tab: %s", exc)
                 shown = ipywidgets.HTML(
                     '<div style="color:var(--jp-error-color1,#d32f2f);font-size:13px">'
-                    f"{html.escape(str(exc))}</div>"
+                    f"No duplicates to show: {html.escape(str(exc))}</div>"
                 )
             self._duplicates_tab.children = [shown]
         return self._duplicates
