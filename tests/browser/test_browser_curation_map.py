@@ -215,3 +215,68 @@ def test_lasso_leave_one_out_tag_and_the_map_shows_the_tag(
             raise
         finally:
             _close(lab)
+
+
+APP_CELL = """\
+from imrec_widgets import App, ImageIndex
+
+idx = ImageIndex.open({root!r}, index_dir={index_dir!r})
+app = App(idx, feature="rgb", compute=False)
+ex = app.explorer
+
+def _dump(change=None):
+    dump_json({state!r}, {{
+        "selected": ex.selected, "renderer": ex.renderer, "tab": app.selected_index,
+        "duplicates": [w.value for w in app.children[1].children if hasattr(w, "value")],
+    }})
+
+ex.observe(_dump, names=["selected", "renderer"])
+app.observe(_dump, names=["selected_index"])
+_dump()
+"""
+
+
+def test_app_tabs_keep_the_map_working(webgl_browser, tmp_path: Path) -> None:
+    """App in JupyterLab: the map draws in "Search & map", "Duplicates" says why it is empty on
+    an index without hashes, and back on the map a lasso still selects."""
+    with JupyterLabServer(tmp_path / "server") as server:
+        root, index_dir = server.root_dir / "root", server.root_dir / "index"
+        root.mkdir()
+        write_map_index(index_dir, POINTS)
+        state_file = "app_state.json"
+        cells = [
+            DUMP_JSON_HELPER,
+            APP_CELL.format(root=str(root), index_dir=str(index_dir), state=state_file),
+            "app",
+        ]
+        lab = _open(server, webgl_browser, "app_tabs", cells, state_file, POINTS)
+        page = lab.page
+        try:
+            assert lab.state()["renderer"] == "webgl"
+            page.locator(".imrec-app .lm-TabBar-tab", has_text="Duplicates").click()
+            state = lab.state(lambda s: s["tab"] == 1 and s["duplicates"])
+            assert "mode 'dhash' is not in this index" in state["duplicates"][0].replace(
+                "&#x27;", "'"
+            )
+            page.get_by_text("No duplicates to show").wait_for()
+            page.locator(".imrec-app .lm-TabBar-tab", has_text="Search & map").click()
+            lab.state(lambda s: s["tab"] == 0)
+            maps = lab.maps()
+            frame = maps["frame"]
+            left, top, width, height = maps["left"], maps["top"], maps["width"], maps["height"]
+            box = [
+                [left + 0.02 * width, top + 0.02 * height],
+                [left + 0.98 * width, top + 0.02 * height],
+                [left + 0.98 * width, top + 0.98 * height],
+                [left + 0.02 * width, top + 0.98 * height],
+            ]
+            lab.drag([*box, box[0]])
+            state = lab.state(lambda s: s["selected"])
+            assert len(state["selected"]) == POINTS and state["renderer"] == "webgl"
+            lab.frame_after(frame)  # the selection is drawn: the layer lives after the tab switch
+            screenshot(page, "app_tabs_lab")
+        except BaseException:
+            dump_failure(page, server, "app_tabs_FAILED")
+            raise
+        finally:
+            _close(lab)
