@@ -12,7 +12,6 @@ from . import __version__
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 DEMO_FOLDER = "~/imrec-demo"  # README and Makefile say the same
-HASH_MODES = ("ahash", "dhash")  # the modes whose duplicates have a default --max-distance
 
 
 def command(
@@ -454,7 +453,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("duplicates")
 def _duplicates(args: argparse.Namespace) -> int:
-    if args.max_distance is None and args.mode not in HASH_MODES:
+    from .features import mode_metrics
+
+    # hash modes (hamming distance) have a default --max-distance: a number of bits
+    if args.max_distance is None and mode_metrics()[args.mode][0] != "hamming":
         raise ValueError(
             f"--mode {args.mode} has no default distance; pass --max-distance, "
             "e.g. --max-distance 0.05 for embedding (cosine)"
@@ -711,6 +713,13 @@ def example_notebooks() -> list[Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .features import HYBRID_MODE, feature_names, mappable_features, mode_metrics
+
+    # every choice of a feature or mode comes from the feature table (features.register)
+    modes = tuple(mode_metrics())
+    ann_features = tuple(
+        m for m, metrics in mode_metrics().items() if {"cosine", "euclidean"} & set(metrics)
+    )
     parser = argparse.ArgumentParser(
         prog="imrec",
         description="Index a folder of images and search it by example.",
@@ -735,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="build or update the index of a folder (only what changed)")
     add_root(p)
-    p.add_argument("--features", help="comma-separated subset of embedding,rgb,ahash,dhash,thumb")
+    p.add_argument("--features", help=f"comma-separated subset of {','.join(feature_names())}")
     p.add_argument(
         "--backbone",
         choices=("efficientnet_lite0", "resnet18"),
@@ -797,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode",
         default=None,
-        choices=("embedding", "rgb", "ahash", "dhash", "hybrid"),
+        choices=(*modes, HYBRID_MODE),
         help="what to compare (default embedding; hybrid when --weights is given)",
     )
     p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
@@ -830,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the approximate nearest-neighbour index of a feature (extra: imrec-widgets[ann])",
     )
     add_root(p)
-    p.add_argument("--feature", default="embedding", choices=("embedding", "rgb"))
+    p.add_argument("--feature", default="embedding", choices=ann_features)
     p.add_argument(
         "--metric",
         default=None,
@@ -848,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("umap", help="precompute the 2-D UMAP map and clusters of a feature")
     add_root(p)
-    p.add_argument("--feature", default="embedding", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--feature", default="embedding", choices=mappable_features())
     p.add_argument(
         "--refit", action="store_true", help="fit again instead of extending the cached map"
     )
@@ -917,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--mode",
             default="embedding",
-            choices=("embedding", "rgb", "ahash", "dhash"),
+            choices=modes,
             help="with --query: how to search (default embedding)",
         )
         add_engine(p)
@@ -960,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = formats.add_parser("tensorboard", help="a feature as a TensorBoard projector run")
     add_root(p)
     p.add_argument(
-        "--feature", default="embedding", help="embedding, rgb, ahash or dhash (default embedding)"
+        "--feature",
+        default="embedding",
+        help=f"one of {', '.join(mappable_features())} the index has (default embedding)",
     )
     p.add_argument(
         "--out",
@@ -1003,7 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
         "duplicates", help="find groups of near-identical (and byte-identical) images"
     )
     add_root(p)
-    p.add_argument("--mode", default="dhash", choices=("embedding", "rgb", "ahash", "dhash"))
+    p.add_argument("--mode", default="dhash", choices=modes)
     p.add_argument("--metric", default=None, help="distance (default: the mode's)")
     p.add_argument(
         "--max-distance",

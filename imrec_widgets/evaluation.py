@@ -28,10 +28,9 @@ import numpy as np
 from .features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
-    MODE_METRICS,
-    SEARCH_MODES,
     check_hybrid_weights,
     check_mode_metric,
+    mode_metrics,
 )
 
 if TYPE_CHECKING:
@@ -194,9 +193,10 @@ def evaluate(
 def _configurations(
     index: IndexView, modes: Sequence[str] | None, weights: Mapping[str, Any] | None
 ) -> list[tuple[str, str]]:
-    available = [mode for mode in SEARCH_MODES if mode in index.settings["features"]]
+    metrics = mode_metrics()
+    available = [mode for mode in metrics if mode in index.settings["features"]]
     if modes is None:
-        chosen = [(mode, metric) for mode in available for metric in MODE_METRICS[mode]]
+        chosen = [(mode, metric) for mode in available for metric in metrics[mode]]
         if weights is not None:
             check_hybrid_weights(weights, available)
             chosen.append((HYBRID_MODE, ""))
@@ -218,7 +218,7 @@ def _configurations(
         if metric:
             chosen.append((mode, check_mode_metric(mode, metric)))
         else:
-            chosen.extend((mode, name) for name in MODE_METRICS[mode])
+            chosen.extend((mode, name) for name in metrics[mode])
     if not chosen:
         raise ValueError(f"choose at least one mode of {', '.join([*available, HYBRID_MODE])}")
     return list(dict.fromkeys(chosen))

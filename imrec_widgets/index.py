@@ -24,7 +24,7 @@ from .errors import (
     IndexReadOnlyError,
     ProjectionError,
 )
-from .features import FEATURE_NAMES, HYBRID_MODE, build_features
+from .features import HYBRID_MODE, build_features, feature_names, setting_features
 from .features.engines import check_model_precision
 from .features.thumbnails import THUMB_FORMATS, is_jpeg_rows, row_image, row_jpeg
 from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
@@ -39,7 +39,7 @@ from .indexer import (
 )
 from .results import SearchResults
 from .searcher import Searcher
-from .settings import DEFAULT_SETTINGS, SETTING_FEATURES, IndexSettings
+from .settings import IndexSettings, default_settings
 from .store import FeatureStore
 
 if TYPE_CHECKING:
@@ -124,16 +124,17 @@ class ImageIndex:
         self.index_dir = (
             Path(index_dir).expanduser().resolve() if index_dir else self.root / INDEX_DIRNAME
         )
-        unknown = set(settings) - set(DEFAULT_SETTINGS)
+        defaults = default_settings()
+        unknown = set(settings) - set(defaults)
         if unknown:
             raise TypeError(
-                f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(DEFAULT_SETTINGS)}"
+                f"unknown setting {sorted(unknown)[0]!r}; choose from {', '.join(defaults)}"
             )
         self._requested: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-        unknown = set(rebuild) - set(FEATURE_NAMES)
+        unknown = set(rebuild) - set(feature_names())
         if unknown:
             raise ValueError(
-                f"cannot rebuild {sorted(unknown)[0]!r}; choose from {', '.join(FEATURE_NAMES)}"
+                f"cannot rebuild {sorted(unknown)[0]!r}; choose from {', '.join(feature_names())}"
             )
         self._rebuild = set(rebuild)
         self._catalog: Catalog | None = None
@@ -228,16 +229,15 @@ class ImageIndex:
     def _resolve_settings(self, stored: dict[str, Any] | None) -> dict[str, Any]:
         """Stored settings overridden by the requested ones; a conflict needs a rebuild."""
         # settings added since an index was built take their defaults (what it was built with)
-        settings = {**DEFAULT_SETTINGS, **(stored or {})}
+        defaults = default_settings()
+        settings = {**defaults, **(stored or {})}
         if stored is not None and "thumb_format" not in stored and "thumb" in stored["features"]:
             settings["thumb_format"] = "pixels"  # the only layout before the setting existed
-        if (
-            "thumb" in self._rebuild
-            and settings["thumb_format"] != DEFAULT_SETTINGS["thumb_format"]
-        ):
+        if "thumb" in self._rebuild and settings["thumb_format"] != defaults["thumb_format"]:
             # Rebuilding old thumbnails makes today's (unless other values are asked for).
             for key in ("thumb_format", "thumb_size"):
-                self._requested.setdefault(key, DEFAULT_SETTINGS[key])
+                self._requested.setdefault(key, defaults[key])
+        owners = setting_features()
         for key, value in self._requested.items():
             if key == "features":
                 value = _checked_features(value)
@@ -249,7 +249,7 @@ class ImageIndex:
                 raise ValueError(
                     f"thumb_format must be one of {', '.join(THUMB_FORMATS)}, not {value!r}"
                 )
-            affected = SETTING_FEATURES.get(key, ())
+            affected = owners.get(key, ())
             if stored is not None and affected and settings.get(key) != value:
                 if not set(affected) <= self._rebuild:
                     raise IndexConfigError(
@@ -1124,12 +1124,13 @@ class ImageIndex:
 
 
 def _checked_features(names: Sequence[str]) -> list[str]:
-    unknown = sorted(set(names) - set(FEATURE_NAMES))
+    known = feature_names()
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(FEATURE_NAMES)}")
+        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(known)}")
     if not names:
-        raise ValueError(f"choose at least one feature of {', '.join(FEATURE_NAMES)}")
-    return [name for name in FEATURE_NAMES if name in set(names)]
+        raise ValueError(f"choose at least one feature of {', '.join(known)}")
+    return [name for name in known if name in set(names)]
 
 
 def _local_index_dir(url: str) -> tuple[Path, str]:

@@ -43,7 +43,6 @@ from .settings import env_count
 if TYPE_CHECKING:
     from .protocols import IndexView
 
-PROJECTABLE = ("embedding", "rgb", "ahash", "dhash")
 MIN_IMAGES = 5
 PLACEMENT_VERSION = 1
 
@@ -83,13 +82,12 @@ class Projection:
 
 
 def _prepare_input(feature: str, values: np.ndarray) -> tuple[np.ndarray, str]:
-    if feature in ("ahash", "dhash"):
-        return np.unpackbits(values, axis=1).astype(np.float32), "hamming"
-    values = values.astype(np.float32, copy=False)
-    if feature == "embedding":
-        norms = np.linalg.norm(values, axis=1, keepdims=True)
-        return values / np.where(norms > 0, norms, 1), "euclidean"  # on unit vectors ~ cosine
-    return values, "euclidean"
+    """Stored rows of ``feature`` as UMAP input, and the metric they are compared by (the
+    feature class's ``map_input`` and ``map_metric``, see ``features.register``)."""
+    from .features import feature_class
+
+    cls = feature_class(feature)
+    return cls.map_input(values), cls.map_metric
 
 
 class Placement:
@@ -693,8 +691,12 @@ def compute(
     process has just made with the same parameters is then returned as it is, not made again.
     """
     started = time.perf_counter()
-    if feature not in PROJECTABLE:
-        raise ProjectionError(f"cannot map {feature!r}; choose from {', '.join(PROJECTABLE)}")
+    from .features import mappable_features
+
+    if feature not in mappable_features():
+        raise ProjectionError(
+            f"cannot map {feature!r}; choose from {', '.join(mappable_features())}"
+        )
     if feature not in index.settings["features"]:
         raise ProjectionError(
             f"feature {feature!r} is not in this index (it has {', '.join(index.settings['features'])}); "

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import SettingError
-from .features import FEATURE_NAMES
+from .features import GENERAL_SETTINGS, feature_names, feature_settings, setting_features
 
 
 class IndexSettings(TypedDict, total=False):
     """Keyword settings of ``ImageIndex.open`` (each optional; None or absent = the stored one).
+
+    These are the built-in features' settings, typed; a feature added with
+    ``features.register`` brings its own (its class's ``settings`` and ``options``).
 
     An index remembers them; opening it with other values of the ones that change stored
     features (``backbone``, ``model_precision``, ``bins``, ``hash_size``, ``thumb_size``) needs
@@ -38,28 +41,28 @@ class IndexSettings(TypedDict, total=False):
     """The CNN's arithmetic: ``"float32"``, or ``"int8"`` (a quantized graph on ONNX Runtime)."""
 
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "features": list(FEATURE_NAMES),
-    "backbone": "efficientnet_lite0",
-    "weights": None,
-    "bins": 8,
-    "hash_size": 8,
-    "thumb_size": 256,
-    "thumb_format": "jpeg",
-    "vector_dtype": "float32",
-    "model_precision": "float32",
-}
-"""Settings of a new index where ``open`` is not given others."""
+def default_settings() -> dict[str, Any]:
+    """Settings of a new index where ``open`` is not given others: every feature of the table
+    (``features.register``), the settings each feature owns with their defaults, and the
+    general ones (``features.GENERAL_SETTINGS``)."""
+    return {"features": list(feature_names()), **feature_settings(), **GENERAL_SETTINGS}
 
-SETTING_FEATURES: dict[str, tuple[str, ...]] = {
-    "backbone": ("embedding",),
-    "model_precision": ("embedding",),
-    "bins": ("rgb",),
-    "hash_size": ("ahash", "dhash"),
-    "thumb_size": ("thumb",),
-    "thumb_format": ("thumb",),
-}
-"""Settings that change stored values, and the features each one belongs to."""
+
+if TYPE_CHECKING:
+    DEFAULT_SETTINGS: dict[str, Any]
+    """Settings of a new index where ``open`` is not given others (``default_settings()``)."""
+    SETTING_FEATURES: dict[str, tuple[str, ...]]
+    """Settings that change stored values, and the features each one belongs to
+    (``features.setting_features()``)."""
+
+
+def __getattr__(name: str) -> Any:
+    """The public constants, read from the feature table when asked for."""
+    if name == "DEFAULT_SETTINGS":
+        return default_settings()
+    if name == "SETTING_FEATURES":
+        return setting_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def env_count(name: str, default: int, unit: str = "") -> int:

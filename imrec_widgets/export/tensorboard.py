@@ -42,7 +42,6 @@ MAX_SPRITE_SIDE = 8192
 
 METADATA_COLUMNS = ("id", "file", "folder", "cluster", "status")
 CONFIG_NAME = "projector_config.pbtxt"
-HASH_FEATURES = ("ahash", "dhash")
 
 _ROWS_PER_BLOCK = 4096
 _SAMPLE_SEED = 0
@@ -67,7 +66,9 @@ def export_tensorboard(
     ``sprite``: ``None`` adds the thumbnail sprite when the index stores thumbnails, ``True``
     requires it, ``False`` leaves it out. TensorFlow is not needed, neither here nor to view.
     """
-    exportable = [name for name in index.settings["features"] if name != "thumb"]
+    from imrec_widgets.features import feature_class, mappable_features
+
+    exportable = [name for name in index.settings["features"] if name in mappable_features()]
     if feature not in exportable:
         raise ValueError(
             f"cannot export feature {feature!r}; this index has {', '.join(exportable) or 'none'} "
@@ -83,12 +84,11 @@ def export_tensorboard(
     run_dir = Path(logdir).expanduser().resolve() / _run_name(run, index.root.name, feature)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    vectors = feature_class(feature).vectors
+
     def blocks() -> Iterator[np.ndarray]:
         for start in range(0, chosen.size, _ROWS_PER_BLOCK):
-            rows = index.features(feature, chosen[start : start + _ROWS_PER_BLOCK])
-            if feature in HASH_FEATURES:
-                rows = np.unpackbits(rows, axis=1)
-            yield rows.reshape(len(rows), -1)
+            yield vectors(index.features(feature, chosen[start : start + _ROWS_PER_BLOCK]))
 
     tensor_file, dim = write_tensor(run_dir, blocks)
     write_metadata(run_dir / "metadata.tsv", index, chosen, feature)

@@ -4,34 +4,160 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .base import Feature
+from .base import Feature, FeatureBase
+from .color import ColorHistogramFeature
+from .embeddings import EmbeddingFeature
+from .hashes import AverageHashFeature, DifferenceHashFeature
+from .thumbnails import ThumbnailFeature
 
-FEATURE_NAMES = ("embedding", "rgb", "ahash", "dhash", "thumb")
-"""Every feature an index can hold, in the order they are computed."""
+HYBRID_MODE = "hybrid"
+"""The search mode that fuses several modes' normalised distances (``weights=``)."""
 
-MODEL_FREE_FEATURES = ("rgb", "ahash", "dhash", "thumb")
-"""Every feature but the CNN embedding: an index of these needs no model and builds fast."""
+_TABLE: dict[str, type[FeatureBase]] = {}
+"""The one table of features: name -> class, in the order they are computed and listed."""
 
-SEARCH_MODES = ("embedding", "rgb", "ahash", "dhash")
-"""Features that can be searched (thumbnails are for display only)."""
+GENERAL_SETTINGS: dict[str, Any] = {"vector_dtype": "float32"}
+"""Index settings that belong to no one feature (see ``settings.IndexSettings``)."""
 
-MODE_METRICS: dict[str, tuple[str, ...]] = {
-    "embedding": ("cosine", "euclidean", "manhattan"),
-    "rgb": ("euclidean", "manhattan", "cosine"),
-    "ahash": ("hamming",),
-    "dhash": ("hamming",),
+_SEARCH_METRICS = ("cosine", "euclidean", "manhattan", "hamming")  # search.METRICS
+_MAP_METRICS = ("euclidean", "hamming")  # what projection.Placement places by
+
+
+def register(cls: type[FeatureBase]) -> type[FeatureBase]:
+    """Add a feature class to the table (usable as a class decorator); return it.
+
+    Its ``name`` becomes a feature an index can store, a search mode with its ``metrics`` when it
+    has any, a choice of the CLI's ``--features``/``--mode``/``--feature``, a map input and
+    TensorBoard export; its ``settings`` and ``options`` become index settings with their
+    defaults. A ``ValueError`` says what is wrong with a class that does not fit.
+    """
+    name = cls.name
+    if not isinstance(name, str) or not name.isidentifier() or name == HYBRID_MODE:
+        raise ValueError(f"a feature's name must be a Python identifier, not {name!r}")
+    if name in _TABLE and _TABLE[name] is not cls:
+        raise ValueError(f"a feature named {name!r} is registered already ({_TABLE[name]})")
+    unknown = [metric for metric in cls.metrics if metric not in _SEARCH_METRICS]
+    if unknown:
+        raise ValueError(f"{name}: unknown metric {unknown[0]!r}; choose from {_SEARCH_METRICS}")
+    if (cls.default_metric is None) != (not cls.metrics) or (
+        cls.default_metric is not None and cls.default_metric not in cls.metrics
+    ):
+        raise ValueError(f"{name}: default_metric must be one of metrics, or None when none")
+    if cls.map_metric not in _MAP_METRICS:
+        raise ValueError(f"{name}: map_metric must be one of {_MAP_METRICS}")
+    taken = {"features", "engine", *GENERAL_SETTINGS}
+    for key, default in {**cls.settings, **cls.options}.items():
+        owners = [other for other in _TABLE.values() if other is not cls]
+        same = [o for o in owners if key in {**o.settings, **o.options}]
+        if key in taken or any({**o.settings, **o.options}[key] != default for o in same):
+            raise ValueError(f"{name}: setting {key!r} is taken by another feature or the index")
+    _TABLE[name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Take a feature out of the table (an index that stores it can then not be opened)."""
+    del _TABLE[name]
+
+
+def feature_class(name: str) -> type[FeatureBase]:
+    """The class of feature ``name``; ValueError naming the choices if there is none."""
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise ValueError(f"unknown feature {name!r}; choose from {', '.join(_TABLE)}") from None
+
+
+def feature_names() -> tuple[str, ...]:
+    """Every feature an index can hold, in the order they are computed."""
+    return tuple(_TABLE)
+
+
+def search_modes() -> tuple[str, ...]:
+    """Features that can be searched (those with metrics; thumbnails are for display only)."""
+    return tuple(name for name, cls in _TABLE.items() if cls.metrics)
+
+
+def mode_metrics() -> dict[str, tuple[str, ...]]:
+    """Allowed metrics of each search mode, its default first."""
+    return {
+        name: (cls.default_metric, *(m for m in cls.metrics if m != cls.default_metric))
+        for name, cls in _TABLE.items()
+        if cls.default_metric is not None
+    }
+
+
+def model_free_features() -> tuple[str, ...]:
+    """Every feature but the CNN embedding: an index of these needs no model and builds fast."""
+    return tuple(name for name in _TABLE if name != "embedding")
+
+
+def mappable_features() -> tuple[str, ...]:
+    """Features a UMAP map (and a TensorBoard export) can be made of: the searchable ones."""
+    return search_modes()
+
+
+def feature_settings() -> dict[str, Any]:
+    """Every setting a feature owns (``settings`` and ``options``), with its default."""
+    return {
+        key: value
+        for cls in _TABLE.values()
+        for key, value in {**cls.settings, **cls.options}.items()
+    }
+
+
+def setting_features() -> dict[str, tuple[str, ...]]:
+    """Settings that change stored values, and the features each one belongs to."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, cls in _TABLE.items():
+        for key in cls.settings:
+            owners[key] = (*owners.get(key, ()), name)
+    return owners
+
+
+for _builtin in (
+    EmbeddingFeature,
+    ColorHistogramFeature,
+    AverageHashFeature,
+    DifferenceHashFeature,
+    ThumbnailFeature,
+):
+    register(_builtin)
+
+_VIEWS: dict[str, Callable[[], Any]] = {
+    "FEATURE_NAMES": feature_names,
+    "MODEL_FREE_FEATURES": model_free_features,
+    "SEARCH_MODES": search_modes,
+    "MODE_METRICS": mode_metrics,
 }
-"""Allowed metrics of each search mode, its default first."""
+
+if TYPE_CHECKING:
+    FEATURE_NAMES: tuple[str, ...]
+    """Every feature an index can hold, in the order they are computed (``feature_names()``)."""
+    MODEL_FREE_FEATURES: tuple[str, ...]
+    """Every feature but the CNN embedding (``model_free_features()``)."""
+    SEARCH_MODES: tuple[str, ...]
+    """Features that can be searched (``search_modes()``)."""
+    MODE_METRICS: dict[str, tuple[str, ...]]
+    """Allowed metrics of each search mode, its default first (``mode_metrics()``)."""
+
+
+def __getattr__(name: str) -> Any:
+    """The public constants, read from the table when asked for (so they follow ``register``)."""
+    if name in _VIEWS:
+        return _VIEWS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_mode_metric(mode: str, metric: str | None) -> str:
     """The metric to use for ``mode`` (its default when ``metric`` is None); ValueError if not allowed."""
-    if mode not in MODE_METRICS:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODE_METRICS)}")
-    allowed = MODE_METRICS[mode]
+    metrics = mode_metrics()
+    if mode not in metrics:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(metrics)}")
+    allowed = metrics[mode]
     if metric is None:
         return allowed[0]
     if metric not in allowed:
@@ -40,9 +166,6 @@ def check_mode_metric(mode: str, metric: str | None) -> str:
         )
     return metric
 
-
-HYBRID_MODE = "hybrid"
-"""The search mode that fuses several modes' normalised distances (``weights=``)."""
 
 DEFAULT_HYBRID_WEIGHTS: dict[str, float] = {"embedding": 0.7, "rgb": 0.3}
 """Weights of ``mode="hybrid"`` when none are given (modes the index lacks are left out)."""
@@ -74,11 +197,10 @@ def check_hybrid_weights(
             f"weights must map modes to weights, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}"
         )
     chosen: dict[str, tuple[float, str]] = {}
+    modes = search_modes()
     for mode, value in weights.items():
-        if mode not in MODE_METRICS:
-            raise ValueError(
-                f"unknown mode {mode!r} in weights; choose from {', '.join(MODE_METRICS)}"
-            )
+        if mode not in modes:
+            raise ValueError(f"unknown mode {mode!r} in weights; choose from {', '.join(modes)}")
         if available is not None and mode not in available:
             raise ValueError(
                 f"mode {mode!r} in weights is not in this index; it has {', '.join(available)}"
@@ -114,55 +236,40 @@ def _finite_weight(weight: numbers.Real) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def build_feature(name: str, settings: dict[str, Any]) -> Feature:
+def build_feature(name: str, settings: Mapping[str, Any]) -> FeatureBase:
     """One feature extractor configured from index settings (see ``ImageIndex.open``)."""
-    if name == "embedding":
-        from .embeddings import EmbeddingFeature
-
-        return EmbeddingFeature(
-            backbone=settings["backbone"],
-            weights=settings.get("weights"),
-            engine=settings.get("engine") or "auto",
-            precision=settings.get("model_precision") or "float32",
-        )
-    if name == "rgb":
-        from .color import ColorHistogramFeature
-
-        return ColorHistogramFeature(bins=settings["bins"])
-    if name in ("ahash", "dhash"):
-        from .hashes import AverageHashFeature, DifferenceHashFeature
-
-        cls = AverageHashFeature if name == "ahash" else DifferenceHashFeature
-        return cls(hash_size=settings["hash_size"])
-    if name == "thumb":
-        from .thumbnails import ThumbnailFeature
-
-        return ThumbnailFeature(
-            size=settings["thumb_size"], format=settings.get("thumb_format") or "pixels"
-        )
-    raise ValueError(f"unknown feature {name!r}; choose from {', '.join(FEATURE_NAMES)}")
+    return feature_class(name).from_settings(settings)
 
 
-def build_features(settings: dict[str, Any]) -> dict[str, Feature]:
-    """The extractors named in ``settings["features"]``, in ``FEATURE_NAMES`` order."""
+def build_features(settings: Mapping[str, Any]) -> dict[str, FeatureBase]:
+    """The extractors named in ``settings["features"]``, in ``feature_names()`` order."""
     wanted = set(settings["features"])
-    unknown = wanted - set(FEATURE_NAMES)
-    if unknown:
-        raise ValueError(
-            f"unknown feature {sorted(unknown)[0]!r}; choose from {', '.join(FEATURE_NAMES)}"
-        )
-    return {name: build_feature(name, settings) for name in FEATURE_NAMES if name in wanted}
+    for name in sorted(wanted):
+        feature_class(name)  # unknown names fail before any model is built
+    return {name: build_feature(name, settings) for name in _TABLE if name in wanted}
 
 
 __all__ = [
     "DEFAULT_HYBRID_WEIGHTS",
     "FEATURE_NAMES",
     "HYBRID_MODE",
+    "MODEL_FREE_FEATURES",
     "MODE_METRICS",
     "SEARCH_MODES",
     "Feature",
+    "FeatureBase",
     "build_feature",
     "build_features",
     "check_hybrid_weights",
     "check_mode_metric",
+    "feature_class",
+    "feature_names",
+    "feature_settings",
+    "mappable_features",
+    "mode_metrics",
+    "model_free_features",
+    "register",
+    "search_modes",
+    "setting_features",
+    "unregister",
 ]

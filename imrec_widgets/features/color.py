@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
+from .base import FeatureBase
 
-class ColorHistogramFeature:
+
+class ColorHistogramFeature(FeatureBase):
     """``bins``\u00b3 joint RGB histogram of each image, L2-normalised (float32, ``bins**3`` values)."""
 
     name = "rgb"
     default_metric = "euclidean"
     metrics = ("euclidean", "manhattan", "cosine")
+    settings: ClassVar[Mapping[str, Any]] = {"bins": 8}
     dtype = np.dtype("float32")
 
     def __init__(self, bins: int = 8) -> None:

@@ -16,10 +16,10 @@ import tempfile
 import threading
 import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ from imrec_widgets.errors import (
 )
 
 from . import engines
+from .base import FeatureBase
 from .engines import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def _weights_file(backbone: str, weights: Path | None) -> Path | None:
     return cached if cached.is_file() else None
 
 
-class EmbeddingFeature:
+class EmbeddingFeature(FeatureBase):
     """Pretrained-CNN image embedding (``efficientnet_lite0``: 1280-d, ``resnet18``: 512-d).
 
     ``prepare`` (numpy/PIL only) resizes and center-crops one image; ``embed`` turns a batch of
@@ -162,6 +163,11 @@ class EmbeddingFeature:
     name = "embedding"
     default_metric = "cosine"
     metrics = ("cosine", "euclidean", "manhattan")
+    settings: ClassVar[Mapping[str, Any]] = {
+        "backbone": "efficientnet_lite0",
+        "model_precision": "float32",
+    }
+    options: ClassVar[Mapping[str, Any]] = {"weights": None}
 
     def __init__(
         self,
@@ -204,6 +210,22 @@ class EmbeddingFeature:
         self._engine_used: str | None = None
         self._session: Any = None
         self._session_threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> EmbeddingFeature:
+        return cls(
+            backbone=settings["backbone"],
+            weights=settings.get("weights"),
+            engine=settings.get("engine") or "auto",
+            precision=settings.get("model_precision") or "float32",
+        )
+
+    @classmethod
+    def map_input(cls, values: np.ndarray) -> np.ndarray:
+        """Unit vectors: euclidean distance between them ranks as cosine does."""
+        values = values.astype(np.float32, copy=False)
+        norms = np.linalg.norm(values, axis=1, keepdims=True)
+        return values / np.where(norms > 0, norms, 1)
 
     @property
     def dtype(self) -> np.dtype:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
+from .base import FeatureBase
 
-class _HashFeature:
+
+class _HashFeature(FeatureBase):
     default_metric = "hamming"
     metrics = ("hamming",)
+    settings: ClassVar[Mapping[str, Any]] = {"hash_size": 8}
+    map_metric = "hamming"
     dtype = np.dtype("uint8")
     method = ""
 
@@ -41,6 +45,11 @@ class _HashFeature:
 
     def extract(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self.extract_one(image) for image in images])
+
+    @classmethod
+    def vectors(cls, values: np.ndarray) -> np.ndarray:
+        """One 0/1 number per bit of the packed hashes."""
+        return np.unpackbits(values, axis=1)
 
 
 class AverageHashFeature(_HashFeature):

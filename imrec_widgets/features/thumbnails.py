@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
+
+from .base import FeatureBase
 
 PAD_COLOR = (255, 255, 255)
 """Margin colour of the old, square ``pixels`` thumbnails."""
@@ -34,7 +36,7 @@ def row_bytes(size: int) -> int:
     return HEADER_BYTES + max(4096, size * size // 2)
 
 
-class ThumbnailFeature:
+class ThumbnailFeature(FeatureBase):
     """A JPEG of each image, its longer side ``size`` pixels (smaller images kept as they are).
 
     ``format="pixels"`` keeps writing the old layout (``size`` x ``size`` x 3, centred on white)
@@ -42,8 +44,7 @@ class ThumbnailFeature:
     """
 
     name = "thumb"
-    default_metric: str | None = None
-    metrics: tuple[str, ...] = ()
+    settings: ClassVar[Mapping[str, Any]] = {"thumb_size": 256, "thumb_format": "jpeg"}
     dtype = np.dtype("uint8")
     chunk_rows = 64
     """Rows per stored chunk: a gallery page reads a few dozen scattered rows, so chunks are small."""
@@ -66,6 +67,11 @@ class ThumbnailFeature:
 
     def config(self) -> dict[str, Any]:
         return {"size": self.size, "format": self.format}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ThumbnailFeature:
+        # an index from before the thumb_format setting holds the padded squares
+        return cls(size=settings["thumb_size"], format=settings.get("thumb_format") or "pixels")
 
     def extract_one(self, image: Image.Image) -> np.ndarray:
         small = image.convert("RGB")
