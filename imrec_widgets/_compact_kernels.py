@@ -5,7 +5,9 @@ import numpy as np
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def dots(codes, queries, out):  # pragma: no cover - compiled
+def dots(
+    codes: np.ndarray, queries: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """``out[j, i] = queries[j] . codes[i]`` for int8 ``codes``."""
     n, d = codes.shape
     for i in numba.prange(n):
@@ -17,7 +19,9 @@ def dots(codes, queries, out):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def l1(codes, queries, offset, scale, out):  # pragma: no cover - compiled
+def l1(  # pragma: no cover - compiled
+    codes: np.ndarray, queries: np.ndarray, offset: np.ndarray, scale: np.ndarray, out: np.ndarray
+) -> None:
     """``out[j, i]`` = L1 distance of ``queries[j]`` to the decoded ``codes[i]``."""
     n, d = codes.shape
     for i in numba.prange(n):

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from . import derived
-from .errors import AnnWarning
+from .errors import AnnWarning, UsageError
 
 LIBRARY = "faiss"
 EXTRA_HINT = "pip install 'imrec-widgets[ann]'"
@@ -232,12 +232,12 @@ def build(
     started = time.perf_counter()
     array = store.array(feature)
     if array.ndim != 2 or np.dtype(array.dtype) != np.float32:
-        raise ValueError(
+        raise UsageError(
             f"an ANN index needs a float feature; {feature!r} is {array.dtype} {tuple(array.shape[1:])} "
             "(hashes are searched exactly, under a millisecond at a million rows)"
         )
     if metric not in ANN_METRICS:
-        raise ValueError(f"an ANN index supports {' or '.join(ANN_METRICS)}, not {metric!r}")
+        raise UsageError(f"an ANN index supports {' or '.join(ANN_METRICS)}, not {metric!r}")
     dim = int(array.shape[1])
     ok, covered_until = _snapshot(catalog)
     if ok.size == 0:
@@ -247,7 +247,7 @@ def build(
         raise TypeError(f"unknown ANN parameter {sorted(unknown)[0]!r}")
     chosen = {**default_params(int(ok.size), dim), **{k: int(v) for k, v in params.items()}}
     if dim % chosen["m"]:
-        raise ValueError(f"m={chosen['m']} does not divide the {dim} dimensions of {feature!r}")
+        raise UsageError(f"m={chosen['m']} does not divide the {dim} dimensions of {feature!r}")
 
     from .compact import training_sample
 
@@ -487,7 +487,7 @@ class AnnIndex:
         self.index.nprobe = int(nprobe or self.stamp["params"]["nprobe"])
         count = int(max(1, min(count, self.index.ntotal)))
         _dist, labels = self.index.search(_normalised(queries, self.metric), count)
-        return labels
+        return np.asarray(labels)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray | None:
         """The float32 rows of ``ids`` (covered, ascending or not) if each matches the checksum

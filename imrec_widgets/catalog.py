@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexFileError
+from .errors import IndexFileError, UnknownImageError, UsageError
 
 SCHEMA_VERSION = 1
 
@@ -233,10 +233,12 @@ class Catalog:
     # -- reads --------------------------------------------------------------------------------
     def count(self, status: str | None = None) -> int:
         if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        return self._db.execute(
-            "SELECT COUNT(*) FROM images WHERE status = ?", (status,)
-        ).fetchone()[0]
+            return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM images WHERE status = ?", (status,)).fetchone()[
+                0
+            ]
+        )
 
     def counts(self) -> dict[str, int]:
         found = dict(self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status"))
@@ -285,11 +287,11 @@ class Catalog:
                 # Ctrl-C raised inside the progress handler, which sqlite3 swallows.
                 raise KeyboardInterrupt from None
             if stopped:
-                raise ValueError(
+                raise UsageError(
                     f"where= condition {where!r} ran over its time budget of {budget:g} s and was "
                     "stopped; simplify it (catalog.WHERE_TIME_BUDGET_S sets the budget)"
                 ) from None
-            raise ValueError(f"bad where= condition {where!r}: {exc}") from None
+            raise UsageError(f"bad where= condition {where!r}: {exc}") from None
         finally:
             db.close()
 
@@ -304,7 +306,7 @@ class Catalog:
         return float(row[0] or 0.0)
 
     def next_id(self) -> int:
-        return self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0]
+        return int(self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0])
 
     def stat_map(self) -> dict[str, tuple[int, int, int, str]]:
         """``path -> (id, size, mtime_ns, status)`` for every row, for change detection."""
@@ -345,7 +347,7 @@ class Catalog:
                 found[row[0]] = _record(row)
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise KeyError(f"no image with id {missing[0]} in the catalog")
+            raise UnknownImageError(f"no image with id {missing[0]} in the catalog")
         return [found[i] for i in wanted]
 
     def id_for_path(self, path: str) -> int | None:
@@ -459,10 +461,10 @@ class Catalog:
             )
         for id_ in wanted:
             if id_ not in status:
-                raise KeyError(f"no image with id {id_} in the catalog")
+                raise UnknownImageError(f"no image with id {id_} in the catalog")
             if status[id_] != "ok":
                 state = "was removed" if status[id_] == "removed" else "could not be read"
-                raise KeyError(f"image {id_} {state}; it cannot be tagged")
+                raise UnknownImageError(f"image {id_} {state}; it cannot be tagged")
         return wanted
 
     def add_tag(self, ids: Sequence[int], name: str) -> int:

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
+from .errors import EmptyIndexError, ImrecError, NotFoundError, UsageError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-DEMO_FOLDER = "~/imrec-demo"  # README and Makefile say the same
+DEMO_FOLDER = "~/imrec-demo"  # docs/cli.md, docs/index.md and the Makefile say the same
 
 
 def command(
@@ -93,7 +94,7 @@ def _index(args: argparse.Namespace) -> int:
     )
     if args.dask is None:
         if args.path_map:
-            raise ValueError("--path-map rewrites paths for Dask workers; use it with --dask")
+            raise UsageError("--path-map rewrites paths for Dask workers; use it with --dask")
         report = index.update(
             progress=not args.quiet,
             workers=args.workers,
@@ -122,7 +123,7 @@ def _index_on_dask(args: argparse.Namespace, index: Any) -> Any:
 
         require_distributed()
     except ImportError as exc:
-        raise RuntimeError(f"--dask: {exc}") from exc
+        raise UsageError(f"--dask: {exc}") from exc
     path_map = parse_path_map(args.path_map or [])
     workers = args.workers if args.dask == "local" else None
     with dask_client(args.dask, workers) as client:
@@ -141,7 +142,7 @@ def _search(args: argparse.Namespace) -> int:
 
     mode = args.mode or ("hybrid" if args.weights else "embedding")
     if args.weights and mode != "hybrid":
-        raise ValueError(
+        raise UsageError(
             f"--weights mixes modes and goes with --mode hybrid, not --mode {mode}; "
             "drop --mode (or --weights)"
         )
@@ -150,7 +151,7 @@ def _search(args: argparse.Namespace) -> int:
         if query.isdigit() and not Path(query).exists():
             queries.append(int(query))
         elif Path(query).is_dir():
-            raise ValueError(
+            raise UsageError(
                 f"{query} is a folder; give image files (several are one combined query), "
                 f"e.g. {Path(query) / '*.jpg'}"
             )
@@ -333,13 +334,13 @@ def _selection(args: argparse.Namespace, index: Any) -> list[int]:
         try:
             return [int(part) for entry in args.ids for part in entry.split(",") if part.strip()]
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"--ids takes image ids like 3 7 12; not {' '.join(args.ids)!r}"
             ) from None
     if args.from_file is not None:
         listing = Path(args.from_file).expanduser()
         if not listing.is_file():
-            raise FileNotFoundError(f"--from-file: no such file {listing}")
+            raise NotFoundError(f"--from-file: no such file {listing}")
         lines = listing.read_text(encoding="utf-8").splitlines()
         return ids_for_paths(index, [line.strip() for line in lines if line.strip()])
     queries: list[Any] = [
@@ -405,7 +406,7 @@ def _export_files(args: argparse.Namespace) -> int:
         try:
             selection: Any = [int(part) for entry in args.ids for part in entry.split(",") if part]
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"--ids takes image ids like 3 7 12; not {' '.join(args.ids)!r}"
             ) from None
     else:
@@ -432,7 +433,7 @@ def _parse_weights(text: str | None) -> dict[str, Any] | None:
         except ValueError:
             number = None
         if not sep or number is None:
-            raise ValueError(
+            raise UsageError(
                 f"--weights takes MODE=WEIGHT[:METRIC],... like embedding=0.7,rgb=0.3; not {part!r}"
             )
         weights[mode.strip()] = (number, metric.strip()) if metric.strip() else number
@@ -457,7 +458,7 @@ def _duplicates(args: argparse.Namespace) -> int:
 
     # hash modes (hamming distance) have a default --max-distance: a number of bits
     if args.max_distance is None and mode_metrics()[args.mode][0] != "hamming":
-        raise ValueError(
+        raise UsageError(
             f"--mode {args.mode} has no default distance; pass --max-distance, "
             "e.g. --max-distance 0.05 for embedding (cosine)"
         )
@@ -641,7 +642,7 @@ def _run_lab(folder: Any, photos: Any, *, open_browser: bool, hint: str | None =
     from pathlib import Path
 
     if importlib.util.find_spec("jupyterlab") is None:
-        raise RuntimeError(
+        raise UsageError(
             "JupyterLab is not installed: `pip install jupyterlab`, or open the notebooks in "
             f"{folder} with any Jupyter"
         )
@@ -725,6 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index a folder of images and search it by example.",
     )
     parser.add_argument("--version", action="version", version=f"imrec {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print every error with its traceback (also: {DEBUG_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -809,7 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(*modes, HYBRID_MODE),
         help="what to compare (default embedding; hybrid when --weights is given)",
     )
-    p.add_argument("--metric", default=None, help="distance (default: the mode's; see README)")
+    p.add_argument(
+        "--metric", default=None, help="distance (default: the mode's; see docs/search.md)"
+    )
     p.add_argument(
         "--weights",
         default=None,
@@ -1040,22 +1048,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_empty_index(exc: BaseException) -> bool:
-    index_module = sys.modules.get(f"{__package__}.index")  # loaded if it raised
-    return index_module is not None and isinstance(exc, index_module.EmptyIndexError)
-
-
 def _index_command(args: argparse.Namespace) -> str:
     """The ``imrec index`` command line that fills the index ``args`` point at."""
     index_dir = getattr(args, "index_dir", None)
     return f"imrec index {args.root}" + (f" --index-dir {index_dir}" if index_dir else "")
 
 
+DEBUG_ENV = "IMREC_DEBUG"
+"""Set to 1 (or pass ``--debug``) and every error is printed with its traceback."""
+
+BUG_LINE = "this is a bug in imrec-widgets, please report it with the traceback above"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``imrec`` console script; returns the exit status."""
+    """Entry point of the ``imrec`` console script; returns the exit status.
+
+    Errors a user can cause or fix (``ImrecError``, and ``OSError`` from the system: a missing
+    file, no permission, a full disk) are printed as one line; anything else is a bug and is
+    printed with its traceback and a line asking for a report. ``--debug`` or ``IMREC_DEBUG=1``
+    prints every error's traceback.
+    """
+    import os
+    import traceback
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    import warnings
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
     def one_line(message: Any, category: Any, *_rest: Any, **_kw: Any) -> None:
         print(f"imrec {args.command}: warning: {message}", file=sys.stderr)
@@ -1067,11 +1086,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError, ImportError) as exc:
+    except (ImrecError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if _is_empty_index(exc):
+        if isinstance(exc, EmptyIndexError):
             message = f"no searchable images indexed yet; run `{_index_command(args)}`"
         print(f"imrec {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print(f"imrec {args.command}: {BUG_LINE}", file=sys.stderr)
         return 1
 
 

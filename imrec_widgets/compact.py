@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import derived
-from .errors import DerivedFileWarning, QuantizerMismatchWarning
+from .errors import DerivedFileWarning, QuantizerMismatchWarning, UsageError
 
 VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_RERANK = 8
@@ -48,7 +48,7 @@ MAX_COARSENESS = 4.0
 def check_vector_dtype(value: Any) -> str:
     """``value`` if it names a vector dtype, else a ``ValueError`` naming the allowed ones."""
     if value not in VECTOR_DTYPES:
-        raise ValueError(f"unknown vector_dtype {value!r}; choose from {', '.join(VECTOR_DTYPES)}")
+        raise UsageError(f"unknown vector_dtype {value!r}; choose from {', '.join(VECTOR_DTYPES)}")
     return str(value)
 
 
@@ -104,10 +104,10 @@ class Quantizer:
         codes = (np.asarray(rows, dtype=np.float32) - self.offset) / self.scale
         np.rint(codes, out=codes)
         np.clip(codes, -_INT8_MAX, _INT8_MAX, out=codes)
-        return codes.astype(np.int8)
+        return np.asarray(codes.astype(np.int8))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        return self.offset + self.scale * codes.astype(np.float32)
+        return np.asarray(self.offset + self.scale * codes.astype(np.float32))
 
     # -- storage --------------------------------------------------------------------------------
     def save(
@@ -367,8 +367,8 @@ def approximate_scores(
         return _l1(queries, codes, data.quantizer)
     dots = _dots(queries, codes, data.quantizer)
     if metric == "cosine":
-        return -dots / np.sqrt(np.maximum(norms_sq, 1e-30))
-    return norms_sq - 2 * dots
+        return np.asarray(-dots / np.sqrt(np.maximum(norms_sq, 1e-30)))
+    return np.asarray(norms_sq - 2 * dots)
 
 
 def _dots(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:
@@ -387,7 +387,7 @@ def _dots(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -
             )
     out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
     _kernels().dots(codes, np.ascontiguousarray(queries * quantizer.scale), out)
-    return out + (queries @ quantizer.offset)[:, None]
+    return np.asarray(out + (queries @ quantizer.offset)[:, None])
 
 
 def _l1(queries: np.ndarray, codes: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import search
+from .errors import UsageError
 from .indexer import Decoded, ScannedFile, embed_decoded, process_batch, worker_setup
 
 WAIT_FOR_WORKERS_S = 120.0
@@ -58,7 +59,7 @@ def path_rules(path_map: Mapping[str, str] | None) -> PathRules:
     for source, target in (path_map or {}).items():
         source, target = str(source), str(target)
         if not source or not target:
-            raise ValueError(
+            raise UsageError(
                 f"path_map entries need a source and a target, got {source!r}: {target!r}"
             )
         expanded = os.path.expanduser(source)
@@ -93,7 +94,7 @@ def parse_path_map(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         source, sep, target = item.partition("=")
         if not sep or not source or not target:
-            raise ValueError(f"--path-map takes SRC=DST (writer path=worker path), got {item!r}")
+            raise UsageError(f"--path-map takes SRC=DST (writer path=worker path), got {item!r}")
         out[source] = target
     return out
 
@@ -111,7 +112,7 @@ def dask_client(address: str, n_workers: int | None = None) -> Iterator[Any]:
             yield client
         return
     if n_workers is not None and n_workers < 1:
-        raise ValueError(f"a local Dask cluster needs at least 1 worker, not {n_workers}")
+        raise UsageError(f"a local Dask cluster needs at least 1 worker, not {n_workers}")
     with (
         distributed.LocalCluster(
             n_workers=n_workers or os.cpu_count() or 1,
@@ -148,7 +149,7 @@ def _worker_settings(settings: dict[str, Any], rules: PathRules) -> dict[str, An
 
 
 def _total_threads(client: Any) -> int:
-    return max(1, sum(client.nthreads().values()))
+    return int(max(1, sum(client.nthreads().values())))
 
 
 def _wait_for_workers(client: Any) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from . import search
+from .errors import UsageError
 from .features import check_mode_metric
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class DuplicateGroup(NamedTuple):
     identical: bool
 
 
-class DuplicateGroups(list):
+class DuplicateGroups(list[DuplicateGroup]):
     """The groups found by ``find_duplicates``, largest first; shows thumbnails in a notebook."""
 
     def __init__(
@@ -138,7 +139,7 @@ def default_max_distance(index: IndexView, mode: str, metric: str) -> float:
     if metric == "hamming":
         bits = int(index.settings.get("hash_size", 8)) ** 2
         return float(max(1, round(bits * DEFAULT_MAX_BITS_PER_64 / 64)))
-    raise ValueError(
+    raise UsageError(
         f"pass max_distance for mode {mode!r} ({metric} distance), e.g. 0.05 for embedding/cosine"
     )
 
@@ -158,13 +159,13 @@ def find_duplicates(
     started = time.perf_counter()
     metric = check_mode_metric(mode, metric)
     if mode not in index.settings["features"]:
-        raise ValueError(
+        raise UsageError(
             f"mode {mode!r} is not in this index; it has {', '.join(index.settings['features'])}"
         )
     if max_distance is None:
         max_distance = default_max_distance(index, mode, metric)
     if not np.isfinite(max_distance) or max_distance < 0:
-        raise ValueError(f"max_distance must be a number >= 0, not {max_distance!r}")
+        raise UsageError(f"max_distance must be a number >= 0, not {max_distance!r}")
     ids = index.searcher.ok_ids()
     if ids.size == 0:
         from .errors import EmptyIndexError

@@ -11,6 +11,24 @@ class ImrecError(Exception):
     """Base of the errors imrec-widgets raises for what a user can cause or fix."""
 
 
+class UsageError(ImrecError, ValueError):
+    """A call or command that cannot run as asked: a value it does not accept (an unknown mode,
+    metric, feature or setting, bad weights or ``k``, an id the index does not hold), or an
+    index state the message says how to fix."""
+
+
+class NotFoundError(ImrecError, FileNotFoundError):
+    """A file or folder named by the user that does not exist."""
+
+
+class UnknownImageError(ImrecError, KeyError):
+    """An image id the catalog does not hold (or holds as removed or unreadable)."""
+
+    def __str__(self) -> str:
+        # KeyError's str() quotes its message; this one is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
 class IndexConfigError(ImrecError, ValueError):
     """The index on disk was built with other settings than the ones asked for."""
 
@@ -118,9 +136,12 @@ __all__ = [
     "MalformedMessage",
     "MapMessageError",
     "MoveError",
+    "NotFoundError",
     "ProjectionError",
     "QuantizerMismatchWarning",
     "SettingError",
     "TagError",
+    "UnknownImageError",
+    "UsageError",
     "WeightsUnavailableError",
 ]

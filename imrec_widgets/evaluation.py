@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import NotFoundError, UsageError
 from .features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
@@ -68,12 +69,12 @@ def read_labels(index: IndexView, path: str | os.PathLike[str]) -> dict[int, str
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
+        raise NotFoundError(f"labels file not found: {path}")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         fields = [name.strip().lower() for name in reader.fieldnames or []]
         if "label" not in fields or not {"id", "path"} & set(fields):
-            raise ValueError(
+            raise UsageError(
                 f"{path} needs a header row with columns id,label or path,label; it has {', '.join(fields) or 'none'}"
             )
         rows = [
@@ -99,7 +100,7 @@ def read_labels(index: IndexView, path: str | os.PathLike[str]) -> dict[int, str
         if id_ is not None and id_ in ok:
             labels[id_] = row["label"]
     if not labels:
-        raise ValueError(f"no row of {path} names a searchable image of {index.root}")
+        raise UsageError(f"no row of {path} names a searchable image of {index.root}")
     return labels
 
 
@@ -124,7 +125,7 @@ def evaluate(
     one ``search_many`` call for all queries.
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, not {k!r}")
+        raise UsageError(f"k must be a positive integer, not {k!r}")
     k = int(k)
     if labels is None:
         label_of = folder_labels(index)
@@ -144,7 +145,7 @@ def evaluate(
     counts = np.bincount(codes, minlength=len(names)) if gallery.size else np.zeros(0, np.int64)
     is_query = counts[codes] >= 2 if gallery.size else np.zeros(0, bool)
     if not is_query.any():
-        raise ValueError(
+        raise UsageError(
             "nothing to evaluate: no label has two searchable images; put images in one sub-folder "
             "per label, or pass labels= a CSV of id,label or path,label"
         )
@@ -214,13 +215,13 @@ def _configurations(
             continue
         if mode not in available:
             check_mode_metric(mode, None)
-            raise ValueError(f"mode {mode!r} is not in this index; it has {', '.join(available)}")
+            raise UsageError(f"mode {mode!r} is not in this index; it has {', '.join(available)}")
         if metric:
             chosen.append((mode, check_mode_metric(mode, metric)))
         else:
             chosen.extend((mode, name) for name in metrics[mode])
     if not chosen:
-        raise ValueError(f"choose at least one mode of {', '.join([*available, HYBRID_MODE])}")
+        raise UsageError(f"choose at least one mode of {', '.join([*available, HYBRID_MODE])}")
     return list(dict.fromkeys(chosen))
 
 
@@ -229,7 +230,7 @@ def _relevance(found: list[list[int]], query_codes: np.ndarray, k: int) -> np.nd
     matrix = np.full((len(found), k), -1, dtype=np.int64)
     for row, codes in enumerate(found):
         matrix[row, : len(codes)] = codes[:k]
-    return matrix == query_codes[:, None]
+    return np.asarray(matrix == query_codes[:, None])
 
 
 def _row(
@@ -250,7 +251,7 @@ def _row(
     }
 
 
-class EvaluationReport(list):
+class EvaluationReport(list[dict[str, Any]]):
     """Rows (dicts with ``COLUMNS``) of ``evaluate``: a table in notebooks, ``chart()`` for bars."""
 
     def __init__(
@@ -327,7 +328,7 @@ class EvaluationReport(list):
             }
             path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         else:
-            raise ValueError(f"cannot write {path.name}: name a .csv or .json file")
+            raise UsageError(f"cannot write {path.name}: name a .csv or .json file")
         return path
 
     def _repr_html_(self) -> str:
@@ -399,4 +400,4 @@ class EvaluationReport(list):
 
 def _check_measure(measure: str) -> None:
     if measure not in ("precision", "recall", "mAP"):
-        raise ValueError(f"unknown measure {measure!r}; choose from precision, recall, mAP")
+        raise UsageError(f"unknown measure {measure!r}; choose from precision, recall, mAP")

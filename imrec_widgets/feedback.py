@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError
+
 METHODS = ("rocchio", "ridge", "logistic", "svm")
 DEFAULT_METHOD = "ridge"
 """Chosen by ``benchmarks/bench_feedback.py``: the gain of the classifiers for Rocchio's cost
@@ -44,7 +46,7 @@ def _normalised(rows: Any) -> np.ndarray:
     if rows.ndim == 1:
         rows = rows[None]
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.where(norms > 0, norms, np.float32(1.0))
+    return np.asarray(rows / np.where(norms > 0, norms, np.float32(1.0)))
 
 
 def background_ids(ok_ids: np.ndarray, count: int = BACKGROUND_ROWS, seed: int = 0) -> np.ndarray:
@@ -64,10 +66,10 @@ def query_vector(
     """One float32 query vector from the rows marked ``relevant`` (at least one) and
     ``not_relevant``; ``background``: random indexed rows (for the classifiers)."""
     if method not in METHODS:
-        raise ValueError(f"unknown feedback method {method!r}; choose from {', '.join(METHODS)}")
+        raise UsageError(f"unknown feedback method {method!r}; choose from {', '.join(METHODS)}")
     positive = _normalised(relevant)
     if positive.shape[0] == 0:
-        raise ValueError("relevance feedback needs at least one relevant image")
+        raise UsageError("relevance feedback needs at least one relevant image")
     dim = positive.shape[1]
     negative = (
         _normalised(not_relevant)

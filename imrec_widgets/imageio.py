@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageDecodeError
+from .errors import ImageDecodeError, NotFoundError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 """File name suffixes (compared lower-case) that are indexed as images."""
@@ -99,7 +99,7 @@ def _open(source: Any) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"no such image file: {path}")
+            raise NotFoundError(f"no such image file: {path}")
         if path.stat().st_size == 0:
             raise ImageDecodeError("empty file (0 bytes)")
         return Image.open(path)

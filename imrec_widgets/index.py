@@ -19,15 +19,18 @@ from .compact import Quantizer, check_vector_dtype, training_sample
 from .errors import (
     AnnWarning,
     EmptyIndexError,
+    ImageDecodeError,
     IndexBusyWarning,
     IndexConfigError,
     IndexReadOnlyError,
+    NotFoundError,
     ProjectionError,
+    UsageError,
 )
 from .features import HYBRID_MODE, build_features, feature_names, setting_features
 from .features.engines import check_model_precision
 from .features.thumbnails import THUMB_FORMATS, is_jpeg_rows, row_image, row_jpeg
-from .imageio import THUMBNAIL_SIDE, ImageDecodeError, decode, encode_thumbnail
+from .imageio import THUMBNAIL_SIDE, decode, encode_thumbnail
 from .indexer import (
     UpdateReport,
     WriteLock,
@@ -113,11 +116,11 @@ class ImageIndex:
         from .features.engines import ENGINES
 
         if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+            raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.engine = engine
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
+            raise NotFoundError(f"image folder not found: {self.root}")
         self._store_url: str | None = None
         if isinstance(index_dir, str) and "://" in index_dir:
             index_dir, self._store_url = _local_index_dir(index_dir)
@@ -133,7 +136,7 @@ class ImageIndex:
         self._requested: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
         unknown = set(rebuild) - set(feature_names())
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"cannot rebuild {sorted(unknown)[0]!r}; choose from {', '.join(feature_names())}"
             )
         self._rebuild = set(rebuild)
@@ -222,7 +225,8 @@ class ImageIndex:
             return None
         catalog = Catalog(self.catalog_path, read_only=self.read_only)
         try:
-            return catalog.get_meta("settings")
+            stored: dict[str, Any] | None = catalog.get_meta("settings")
+            return stored
         finally:
             catalog.close()
 
@@ -246,7 +250,7 @@ class ImageIndex:
             if key == "model_precision":
                 value = check_model_precision(value)
             if key == "thumb_format" and value not in THUMB_FORMATS:
-                raise ValueError(
+                raise UsageError(
                     f"thumb_format must be one of {', '.join(THUMB_FORMATS)}, not {value!r}"
                 )
             affected = owners.get(key, ())
@@ -324,17 +328,17 @@ class ImageIndex:
             from .features.engines import ENGINES
 
             if engine not in ENGINES:
-                raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+                raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
             self.engine = engine
             self._features = None
         if path_map and client is None:
-            raise ValueError("path_map= rewrites paths for Dask workers; pass client= as well")
+            raise UsageError("path_map= rewrites paths for Dask workers; pass client= as well")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+            raise UsageError(f"batch_size must be at least 1, not {batch_size}")
         if isinstance(wait, bool):
             wait = None if wait else 0.0
         if wait is not None and not wait >= 0:
-            raise ValueError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
+            raise UsageError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
         started = time.perf_counter()
         if self.read_only:
             raise IndexReadOnlyError(
@@ -555,7 +559,7 @@ class ImageIndex:
         from .features import check_mode_metric
 
         if feature not in self.settings["features"] or feature == "thumb":
-            raise ValueError(
+            raise UsageError(
                 f"feature {feature!r} is not searchable in this index; it has "
                 f"{', '.join(f for f in self.settings['features'] if f != 'thumb')}"
             )
@@ -631,7 +635,7 @@ class ImageIndex:
     def features(self, name: str, ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Stored feature ``name`` for ``ids`` (all searchable images when None), one row each."""
         if name not in self.settings["features"]:
-            raise ValueError(
+            raise UsageError(
                 f"feature {name!r} is not in this index; it has {', '.join(self.settings['features'])}"
             )
         return self.store.read_rows(name, self.ids() if ids is None else ids)
@@ -929,22 +933,22 @@ class ImageIndex:
 
             ids = tag_filter_ids(self, ids, tags, exclude_tags)
         if negatives is not None and mode == HYBRID_MODE:
-            raise ValueError("negatives= refines a single-mode search, not mode='hybrid'")
+            raise UsageError("negatives= refines a single-mode search, not mode='hybrid'")
         if mode == HYBRID_MODE:
             if client is not None:
-                raise ValueError(
+                raise UsageError(
                     "client= runs single-mode searches on Dask workers, not mode='hybrid'"
                 )
             if exact is False:
-                raise ValueError("exact=False (ANN) is for single-mode searches, not mode='hybrid'")
+                raise UsageError("exact=False (ANN) is for single-mode searches, not mode='hybrid'")
             if metric is not None:
-                raise ValueError(
+                raise UsageError(
                     "hybrid search takes each mode's metric from weights, e.g. "
                     "weights={'embedding': (0.7, 'cosine'), 'rgb': 0.3}; leave metric=None"
                 )
             return self.searcher.search_hybrid(list(queries), weights, k, ids, where, exclude_self)
         if weights is not None:
-            raise ValueError(f"weights= is for mode='hybrid', not mode={mode!r}")
+            raise UsageError(f"weights= is for mode='hybrid', not mode={mode!r}")
         return self.searcher.search_many(
             list(queries),
             mode,
@@ -964,7 +968,7 @@ class ImageIndex:
         pending = set(self.catalog.get_meta("pending_rebuild", []) or [])
         rebuilding = [mode for mode in modes if mode in pending]
         if rebuilding:
-            raise ValueError(
+            raise UsageError(
                 f"feature {rebuilding[0]!r} is being rebuilt (or its rebuild was stopped before it "
                 "finished), so its stored values are incomplete; run idx.update() (`imrec index`) "
                 "to finish, then search again"
@@ -986,7 +990,7 @@ class ImageIndex:
                 try:
                     path = path.resolve().relative_to(self.root.resolve())
                 except ValueError:
-                    raise ValueError(
+                    raise UsageError(
                         f"folder {str(folder)!r} is not inside the index root {self.root}"
                     ) from None
             prefix = path.as_posix().strip("/")
@@ -1127,9 +1131,9 @@ def _checked_features(names: Sequence[str]) -> list[str]:
     known = feature_names()
     unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown feature {unknown[0]!r}; choose from {', '.join(known)}")
+        raise UsageError(f"unknown feature {unknown[0]!r}; choose from {', '.join(known)}")
     if not names:
-        raise ValueError(f"choose at least one feature of {', '.join(known)}")
+        raise UsageError(f"choose at least one feature of {', '.join(known)}")
     return [name for name in known if name in set(names)]
 
 
@@ -1139,7 +1143,7 @@ def _local_index_dir(url: str) -> tuple[Path, str]:
 
     parsed = urlparse(url)
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-        raise ValueError(
+        raise UsageError(
             f"index_dir {url!r}: the catalog is SQLite and needs a local folder, a path or a "
             "file:// URL"
         )

@@ -225,7 +225,7 @@ def scan(
 
 
 # -- per-image work (runs in worker processes) -------------------------------------------------
-_EXTRACTORS: dict[str, Any] = {}
+_EXTRACTORS: dict[str, dict[str, Any]] = {}
 
 
 def worker_setup(settings: dict[str, Any]) -> dict[str, Any]:
@@ -472,7 +472,7 @@ def _embeddings(feature: Any, ok: list[Decoded]) -> np.ndarray:
     """Embeddings of ``ok``: precomputed ones as they are, the rest through the local model."""
     missing = [i for i, d in enumerate(ok) if d.embedding is None]
     if len(missing) == len(ok):
-        return feature.embed(model_inputs(ok))
+        return np.asarray(feature.embed(model_inputs(ok)))
     values = np.empty((len(ok), *feature.shape), dtype=feature.dtype)
     for i, d in enumerate(ok):
         if d.embedding is not None:

@@ -170,7 +170,7 @@ class Placement:
         # an input equal to a fitted row (to float rounding) sits on that row's point
         same = distances[:, 0] <= 1e-5 * distances[:, -1]
         xy[same] = self.xy[neighbours[same, 0]]
-        return xy.astype(np.float32)
+        return np.asarray(xy.astype(np.float32))
 
     # -- the file ---------------------------------------------------------------------------------
     def save(self, path: Path, *, token: str, ids: np.ndarray) -> None:
@@ -317,7 +317,7 @@ def _membership(distances: np.ndarray) -> np.ndarray:
         sigma = np.where(searching, np.where(np.isinf(high), sigma * 2, (low + high) / 2), sigma)
     sigma = np.maximum(sigma, 1e-3 * distances.mean(axis=1))
     sigma = np.where(sigma > 0, sigma, 1.0)  # every neighbour at distance 0
-    return np.exp(-(distances - distances[:, :1]) / sigma[:, None])
+    return np.asarray(np.exp(-(distances - distances[:, :1]) / sigma[:, None]))
 
 
 def _reduce(
@@ -326,7 +326,7 @@ def _reduce(
     values = np.asarray(values, dtype=np.float32)
     if components is None:
         return values
-    return ((values - mean) @ components.T).astype(np.float32, copy=False)
+    return np.asarray(((values - mean) @ components.T).astype(np.float32, copy=False))
 
 
 def _input_size(index: IndexView, feature: str, ids: np.ndarray) -> int:
@@ -396,7 +396,7 @@ def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
         or ids.dtype.kind not in "iu"
     ):
         return None
-    return ids.astype(np.int64)
+    return np.asarray(ids.astype(np.int64))
 
 
 def _meta_key(feature: str) -> str:
@@ -928,19 +928,13 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
         from sklearn.cluster import KMeans
 
         k = int(min(options["clusters"], len(xy)))
-        return (
-            KMeans(n_clusters=k, n_init=4, random_state=random_state)
-            .fit_predict(xy)
-            .astype(np.int32)
-        )
+        labels = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit_predict(xy)
+        return np.asarray(labels, dtype=np.int32)
     from sklearn.cluster import HDBSCAN
 
     size = options.get("min_cluster_size") or max(5, len(xy) // 100)
-    return (
-        HDBSCAN(min_cluster_size=int(min(size, len(xy))), copy=True)
-        .fit_predict(xy)
-        .astype(np.int32)
-    )
+    labels = HDBSCAN(min_cluster_size=int(min(size, len(xy))), copy=True).fit_predict(xy)
+    return np.asarray(labels, dtype=np.int32)
 
 
 def load(index: IndexView, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:

@@ -24,7 +24,7 @@ QueryItemShown = bytes | int | None
 image, an indexed id (its thumbnail is read when asked for), None for a feature vector."""
 
 
-class SearchResults(list):
+class SearchResults(list[Hit]):
     """The hits of one query, best first, with how they were found and how long it took."""
 
     def __init__(

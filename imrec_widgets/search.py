@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = [
     "FLOAT_METRICS",
     "METRICS",
@@ -64,20 +66,20 @@ _pool_lock = threading.Lock()
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; allowed metrics: {', '.join(METRICS)}")
+        raise UsageError(f"unknown metric {metric!r}; allowed metrics: {', '.join(METRICS)}")
     return metric
 
 
 def _check_k(k: Any) -> int:
     if isinstance(k, bool):
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise UsageError(f"k must be a positive integer, got {k!r}")
     try:
         k = operator.index(k)
     except TypeError:
-        raise ValueError(f"k must be a positive integer, got {k!r}") from None
+        raise UsageError(f"k must be a positive integer, got {k!r}") from None
     if k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k}")
-    return k
+        raise UsageError(f"k must be a positive integer, got {k}")
+    return int(k)
 
 
 def _check_data(data: Any, metric: str, what: str = "data") -> np.ndarray:
@@ -95,7 +97,7 @@ def _check_data(data: Any, metric: str, what: str = "data") -> np.ndarray:
             f"{what} for metric {metric!r} must be float32, got dtype {data.dtype}; "
             "convert it once with .astype(np.float32)"
         )
-    return data
+    return np.asarray(data)
 
 
 def _check_queries(queries: Any, metric: str, dim: int) -> np.ndarray:
@@ -103,21 +105,21 @@ def _check_queries(queries: Any, metric: str, dim: int) -> np.ndarray:
     if q.ndim == 1:
         q = q.reshape(1, -1)
     if q.ndim != 2:
-        raise ValueError(f"queries must be a 1-D vector or a 2-D array, got shape {q.shape}")
+        raise UsageError(f"queries must be a 1-D vector or a 2-D array, got shape {q.shape}")
     if metric == "hamming":
         if q.dtype != np.uint8:
-            raise ValueError(
+            raise UsageError(
                 f"queries for metric 'hamming' must be packed bits (uint8), got dtype {q.dtype}"
             )
     else:
         if not np.issubdtype(q.dtype, np.floating):
-            raise ValueError(
+            raise UsageError(
                 f"queries for metric {metric!r} must be floating point, got dtype {q.dtype}"
             )
         q = np.ascontiguousarray(q, dtype=np.float32)
     if q.shape[1] != dim:
         unit = "bytes" if metric == "hamming" else "features"
-        raise ValueError(f"queries have {q.shape[1]} {unit} per row but data has {dim}")
+        raise UsageError(f"queries have {q.shape[1]} {unit} per row but data has {dim}")
     return q
 
 
@@ -203,7 +205,7 @@ class PreparedData:
             self._aux = None
 
     def __len__(self) -> int:
-        return self.data.shape[0]
+        return int(self.data.shape[0])
 
     def __repr__(self) -> str:
         return f"PreparedData(metric={self.metric!r}, shape={self.data.shape})"
@@ -534,7 +536,7 @@ def _select_row(row: np.ndarray, kk: int, ids: np.ndarray | None) -> np.ndarray:
         candidates = np.flatnonzero(row <= bound)
         if candidates.size >= kk:
             sub_ids = None if ids is None else ids[candidates]
-            return candidates[_best_positions(row[candidates], kk, sub_ids)]
+            return np.asarray(candidates[_best_positions(row[candidates], kk, sub_ids)])
     return _best_positions(row, kk, ids)
 
 
@@ -555,7 +557,7 @@ def _exact_l2(block: np.ndarray, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
     dim = block.shape[1]
     if pos.size * dim * 4 <= _BLOCK_BYTES // 4:
         diff = block[pos] - q[:, None, :]
-        return np.sqrt(np.einsum("qkd,qkd->qk", diff, diff))
+        return np.asarray(np.sqrt(np.einsum("qkd,qkd->qk", diff, diff)))
     out = np.empty(pos.shape, dtype=np.float32)
     step = max(1, _BLOCK_BYTES // (16 * dim))
     for i in range(pos.shape[0]):
@@ -792,4 +794,4 @@ def combine_queries(vectors: Any, metric: str) -> np.ndarray:
     if metric == "cosine":
         norms = np.sqrt(_row_norms_sq(np.ascontiguousarray(v)))
         v = v / np.where(norms > 0, norms, np.float32(1.0))[:, None]
-    return v.mean(axis=0, dtype=np.float32)
+    return np.asarray(v.mean(axis=0, dtype=np.float32))

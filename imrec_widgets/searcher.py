@@ -20,7 +20,7 @@ import numpy as np
 from . import ann, compact, feedback, search
 from .ann import AnnIndex
 from .compact import CompactData, Quantizer
-from .errors import ImageDecodeError, QuantizerMismatchWarning
+from .errors import ImageDecodeError, QuantizerMismatchWarning, UsageError
 from .features import HYBRID_MODE, check_hybrid_weights, check_mode_metric
 from .imageio import encode_thumbnail
 from .indexer import decode_one
@@ -57,7 +57,7 @@ def _in_sorted(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     if sorted_ids.size == 0:
         return np.zeros(np.shape(values), dtype=bool)
     position = np.minimum(np.searchsorted(sorted_ids, values), sorted_ids.size - 1)
-    return sorted_ids[position] == values
+    return np.asarray(sorted_ids[position] == values)
 
 
 def _stamp_key(stamp: dict[str, Any]) -> tuple[str, str]:
@@ -131,12 +131,14 @@ def _decode_query(features: dict[str, Any], item: Any, position: int) -> Any:
 def _paired_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """``metric`` distance between ``a[i]`` and ``b[i]`` for every row i."""
     if metric == "hamming":
-        return np.unpackbits(np.bitwise_xor(a, b), axis=1).sum(axis=1).astype(np.float64)
+        return np.asarray(
+            np.unpackbits(np.bitwise_xor(a, b), axis=1).sum(axis=1).astype(np.float64)
+        )
     a, b = a.astype(np.float64), b.astype(np.float64)
     if metric == "euclidean":
-        return np.sqrt(((a - b) ** 2).sum(axis=1))
+        return np.asarray(np.sqrt(((a - b) ** 2).sum(axis=1)))
     if metric == "manhattan":
-        return np.abs(a - b).sum(axis=1)
+        return np.asarray(np.abs(a - b).sum(axis=1))
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = (a * b).sum(axis=1)
     return np.where(norms > 0, 1.0 - dots / np.where(norms > 0, norms, 1.0), 1.0)
@@ -180,7 +182,7 @@ class Searcher:
 
     def _feature_bytes(self, mode: str, rows: int) -> int:
         array = self.index.store.array(mode)
-        return rows * int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
+        return int(rows * int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize)
 
     def prepared(self, mode: str, metric: str) -> search.PreparedData:
         """The in-memory array of ``mode`` for ``metric`` over every ok image (cached)."""
@@ -216,7 +218,7 @@ class Searcher:
         """``vectors``, and how each item of the query is shown (see ``QueryItemShown``)."""
         items = list(query) if _is_batch(query) else [query]
         if not items:
-            raise ValueError("empty query: pass at least one image, path or id")
+            raise UsageError("empty query: pass at least one image, path or id")
         rows: list[np.ndarray] = []
         self_ids: list[int] = []
         shown: list[bytes | int | None] = []
@@ -237,8 +239,8 @@ class Searcher:
     def _stored_row(self, mode: str, id_: int) -> np.ndarray:
         ok = self.ok_ids()
         if not _contains(ok, id_):
-            raise ValueError(f"no searchable image with id {id_} in this index")
-        return self._rows(mode, np.array([id_], dtype=np.int64))[0]
+            raise UsageError(f"no searchable image with id {id_} in this index")
+        return np.asarray(self._rows(mode, np.array([id_], dtype=np.int64))[0])
 
     def _extract(self, mode: str, item: Any, position: int) -> tuple[np.ndarray, bytes]:
         """The ``mode`` row of an image query item, and its thumbnail (from the same decode)."""
@@ -268,16 +270,16 @@ class Searcher:
         started = time.perf_counter()
         if mode not in self.index.settings["features"] or mode == "thumb":
             check_mode_metric(mode, metric)
-            raise ValueError(
+            raise UsageError(
                 f"mode {mode!r} is not in this index; it has {', '.join(self.index.settings['features'])}"
             )
         if negatives is not None:
             metric = self._check_feedback(mode, metric)
         metric = check_mode_metric(mode, metric)
         if exact not in (None, True, False):
-            raise ValueError(f"exact= takes True, False or None, not {exact!r}")
+            raise UsageError(f"exact= takes True, False or None, not {exact!r}")
         if exact is False and client is not None:
-            raise ValueError("exact=False searches the local ANN index; leave out client=")
+            raise UsageError("exact=False searches the local ANN index; leave out client=")
         self._check_searchable(k)
         allowed = self._allowed(ids, where)
 
@@ -312,11 +314,11 @@ class Searcher:
     def _check_feedback(self, mode: str, metric: str | None) -> str:
         """The metric of a search with ``negatives=``: cosine, on a float feature."""
         if np.dtype(self.index.store.array(mode).dtype) != np.float32:
-            raise ValueError(
+            raise UsageError(
                 f"negatives= refines searches of float features (embedding, rgb), not {mode!r}"
             )
         if metric not in (None, "cosine"):
-            raise ValueError(
+            raise UsageError(
                 f"negatives= ranks by the cosine of a model of relevant vs not relevant; "
                 f"leave metric= unset (not {metric!r})"
             )
@@ -328,12 +330,12 @@ class Searcher:
         """The ids marked not relevant (each a searchable image) and their ``mode`` rows."""
         values = np.asarray(list(negatives) if not isinstance(negatives, np.ndarray) else negatives)
         if values.size and (values.dtype == bool or not np.issubdtype(values.dtype, np.integer)):
-            raise ValueError(f"negatives= takes image ids, not {values.ravel()[:3].tolist()!r}")
+            raise UsageError(f"negatives= takes image ids, not {values.ravel()[:3].tolist()!r}")
         ids = sorted({int(v) for v in values.ravel()})
         ok = self.ok_ids()
         for id_ in ids:
             if not _contains(ok, id_):
-                raise ValueError(f"negatives=: no searchable image with id {id_} in this index")
+                raise UsageError(f"negatives=: no searchable image with id {id_} in this index")
         rows = self._rows(mode, np.asarray(ids, dtype=np.int64)) if ids else None
         return ids, np.zeros((0, 0), np.float32) if rows is None else rows
 
@@ -357,7 +359,7 @@ class Searcher:
 
     def _check_searchable(self, k: Any) -> None:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, not {k!r}")
+            raise UsageError(f"k must be a positive integer, not {k!r}")
         if not self.index.exists() or self.ok_ids().size == 0:
             from .errors import EmptyIndexError
 
@@ -778,7 +780,7 @@ class Searcher:
         and how each of its items is shown."""
         items = list(query) if _is_batch(query) else [query]
         if not items:
-            raise ValueError("empty query: pass at least one image, path or id")
+            raise UsageError("empty query: pass at least one image, path or id")
         rows: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
         self_ids = []
         shown: list[QueryItemShown] = []
@@ -791,7 +793,7 @@ class Searcher:
                     rows[mode].append(self._stored_row(mode, int(item)))
                 continue
             if isinstance(item, np.ndarray) and item.ndim == 1:
-                raise ValueError(
+                raise UsageError(
                     "a feature vector belongs to one mode; hybrid search needs images or ids"
                 )
             decoded, values, model_input = _decode_query(

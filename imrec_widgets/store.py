@@ -165,7 +165,7 @@ class FeatureStore:
             raise KeyError(f"row ids outside feature {name!r} (0..{array.shape[0] - 1})")
         lo, hi = int(ids.min()), int(ids.max()) + 1
         if hi - lo <= 4 * ids.size:
-            return np.asarray(array[lo:hi])[ids - lo]
+            return np.asarray(np.asarray(array[lo:hi])[ids - lo])
         unique, inverse = np.unique(ids, return_inverse=True)
         return np.asarray(array.oindex[unique])[inverse]
 

@@ -108,7 +108,7 @@ def write_map_index(
 
     def positions(ids: np.ndarray) -> np.ndarray:
         noise = rng.normal(0, 1.5, (ids.size, 2))
-        return (centres[ids % groups] + noise).astype(np.float32)
+        return np.asarray((centres[ids % groups] + noise).astype(np.float32))
 
     catalog, _store = write_feature_index(
         index_dir,

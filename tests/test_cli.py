@@ -27,6 +27,97 @@ def imrec(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`imrec info` fails with a plain TypeError, as a bug in the package would."""
+    from imrec_widgets import cli
+
+    def broken(args: object) -> int:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", broken)
+
+
+def test_a_bug_is_printed_with_its_traceback_and_a_request_to_report_it(
+    planted_bug: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "TypeError: unsupported operand type(s) for +: 'int' and 'str'" in err
+    assert err.splitlines()[-1] == (
+        "imrec info: this is a bug in imrec-widgets, please report it with the traceback above"
+    )
+    assert "error:" not in err  # never shown as if the user caused it
+
+
+def test_a_user_error_is_one_line_and_debug_adds_its_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["search", "x.jpg", "--root", str(tmp_path), "--weights", "embedding=1", "--mode", "rgb"]
+    expected = (
+        "imrec search: error: --weights mixes modes and goes with --mode hybrid, not --mode rgb; "
+        "drop --mode (or --weights)"
+    )
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+    assert main(["--debug", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "imrec_widgets.errors.UsageError: --weights mixes modes" in err
+    assert err.splitlines()[-1] == expected
+
+    monkeypatch.setenv("IMREC_DEBUG", "1")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1] == expected
+
+    monkeypatch.setenv("IMREC_DEBUG", "0")
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+
+def test_a_system_error_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imrec_widgets import cli
+
+    def disk_full(args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", disk_full)
+    assert main(["info", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "imrec info: error: [Errno 28] No space left on device"
+    ]
+
+
+def test_a_missing_file_named_by_the_user_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "photos").mkdir()
+    argv = ["tag", str(tmp_path / "photos"), "cats", "--from-file", str(tmp_path / "none.txt")]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"imrec tag: error: --from-file: no such file {tmp_path / 'none.txt'}"
+    ]
+
+
+def test_user_errors_the_package_raises_are_imrec_errors_that_keep_their_builtin() -> None:
+    from imrec_widgets.errors import ImrecError, NotFoundError, UsageError
+    from imrec_widgets.features import check_mode_metric
+
+    with pytest.raises(UsageError) as raised:
+        check_mode_metric("rgb", "hamming")
+    assert isinstance(raised.value, (ImrecError, ValueError))
+    with pytest.raises(NotFoundError) as missing:
+        from imrec_widgets import ImageIndex
+
+        ImageIndex.open("/no/such/folder/anywhere")
+    assert isinstance(missing.value, (ImrecError, FileNotFoundError))
+
+
 def test_index_then_info(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["index", str(photos), "--features", "rgb,dhash,thumb", "-q", "--workers", "0"]) == 0

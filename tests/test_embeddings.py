@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -337,3 +338,30 @@ def test_resnet18_from_torch_hub_cache(
     direct = EmbeddingFeature("resnet18", weights=empty_hub).embed(prepared[:2])
     cached = EmbeddingFeature("resnet18").embed(prepared[:2])
     np.testing.assert_array_equal(cached, direct)
+
+
+def test_installed_ok_says_no_for_a_broken_install_and_lets_a_bug_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    from imrec_widgets.features.embeddings import installed_ok
+
+    real_import = builtins.__import__
+    failures: dict[str, BaseException] = {
+        "broken_missing": ImportError("libonnxruntime.so: cannot open shared object file"),
+        "broken_library": OSError("undefined symbol: _ZN3foo"),
+        "buggy": AttributeError("module 'numpy' has no attribute 'float'"),
+    }
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in failures:
+            raise failures[name]
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    assert installed_ok("json") is True
+    assert installed_ok("broken_missing") is False
+    assert installed_ok("broken_library") is False
+    with pytest.raises(AttributeError, match="no attribute 'float'"):
+        installed_ok("buggy")

@@ -300,7 +300,7 @@ def test_sigkill_mid_run_then_resume_equals_clean_run(sample_folder: Path, tmp_p
     assert len(resumed[0]) == len(list(killed_root.rglob("*.jpg"))), "no duplicate rows"
     for name in ("rgb", "dhash", "thumb"):
         np.testing.assert_array_equal(resumed[1][name], clean[1][name], err_msg=name)
-    # What the README promises: embeddings equal within 1e-5 (each value), the rest identical.
+    # What docs/architecture.md promises: embeddings equal within 1e-5 (each value), the rest identical.
     assert np.abs(resumed[1]["embedding"] - clean[1]["embedding"]).max() <= 1e-5
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imrec_widgets.errors import ExportError, TagError
+from imrec_widgets.errors import ExportError, TagError, UsageError
 from imrec_widgets.tags import existing_tag_names, selected_ids
 
 if TYPE_CHECKING:
@@ -89,9 +89,9 @@ def export_files(
     copies), one that cannot be written, a full disk, hard links across file systems.
     """
     if how not in HOWS:
-        raise ValueError(f"how= takes {', '.join(map(repr, HOWS))}, not {how!r}")
+        raise UsageError(f"how= takes {', '.join(map(repr, HOWS))}, not {how!r}")
     if layout not in LAYOUTS:
-        raise ValueError(f"layout= takes {', '.join(map(repr, LAYOUTS))}, not {layout!r}")
+        raise UsageError(f"layout= takes {', '.join(map(repr, LAYOUTS))}, not {layout!r}")
     labels_of = _labels(index, selection)
     if layout == "by_tag":
         untagged = [id_ for id_, labels in labels_of.items() if not labels]

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imrec_widgets.errors import UsageError
+
 if TYPE_CHECKING:
     from imrec_widgets.protocols import IndexView
 
@@ -70,13 +72,13 @@ def export_tensorboard(
 
     exportable = [name for name in index.settings["features"] if name in mappable_features()]
     if feature not in exportable:
-        raise ValueError(
+        raise UsageError(
             f"cannot export feature {feature!r}; this index has {', '.join(exportable) or 'none'} "
             "(thumbnails go into the sprite)"
         )
     has_thumbs = "thumb" in index.settings["features"]
     if sprite and not has_thumbs:
-        raise ValueError(
+        raise UsageError(
             "this index stores no thumbnails for the sprite; add them with "
             "`imrec index --features ...,thumb` or export with sprite=False"
         )
@@ -128,7 +130,7 @@ def sprite_layout(
     columns = math.isqrt(count - 1) + 1
     cell = min(thumb_size, max_side // columns)
     if cell < 1:
-        raise ValueError(
+        raise UsageError(
             f"{count} images do not fit one {max_side} px sprite; pass max_points= or sprite=False"
         )
     return cell, columns
@@ -224,14 +226,14 @@ def _chosen_ids(
         chosen = np.asarray(ids, dtype=np.int64).ravel()
         unknown = np.setdiff1d(chosen, searchable)
         if unknown.size:
-            raise ValueError(f"id {int(unknown[0])} is not a searchable image of this index")
+            raise UsageError(f"id {int(unknown[0])} is not a searchable image of this index")
     if chosen.size == 0:
-        raise ValueError(
+        raise UsageError(
             f"nothing to export: no searchable images; run `imrec index {index.root}` first"
         )
     if max_points is not None:
         if max_points < 1:
-            raise ValueError(f"max_points must be at least 1, not {max_points}")
+            raise UsageError(f"max_points must be at least 1, not {max_points}")
         if chosen.size > max_points:
             keep = np.random.default_rng(_SAMPLE_SEED).choice(
                 chosen.size, max_points, replace=False
@@ -243,7 +245,7 @@ def _chosen_ids(
 def _run_name(run: str | None, folder_name: str, feature: str) -> str:
     name = run if run is not None else f"{folder_name or 'images'}-{feature}"
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"run name {name!r} must be a plain folder name (no slashes)")
+        raise UsageError(f"run name {name!r} must be a plain folder name (no slashes)")
     return name
 
 

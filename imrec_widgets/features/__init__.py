@@ -7,6 +7,8 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from imrec_widgets.errors import UsageError
+
 from .base import Feature, FeatureBase
 from .color import ColorHistogramFeature
 from .embeddings import EmbeddingFeature
@@ -64,11 +66,11 @@ def unregister(name: str) -> None:
 
 
 def feature_class(name: str) -> type[FeatureBase]:
-    """The class of feature ``name``; ValueError naming the choices if there is none."""
+    """The class of feature ``name``; UsageError naming the choices if there is none."""
     try:
         return _TABLE[name]
     except KeyError:
-        raise ValueError(f"unknown feature {name!r}; choose from {', '.join(_TABLE)}") from None
+        raise UsageError(f"unknown feature {name!r}; choose from {', '.join(_TABLE)}") from None
 
 
 def feature_names() -> tuple[str, ...]:
@@ -153,15 +155,15 @@ def __getattr__(name: str) -> Any:
 
 
 def check_mode_metric(mode: str, metric: str | None) -> str:
-    """The metric to use for ``mode`` (its default when ``metric`` is None); ValueError if not allowed."""
+    """The metric to use for ``mode`` (its default when ``metric`` is None); UsageError if not allowed."""
     metrics = mode_metrics()
     if mode not in metrics:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(metrics)}")
+        raise UsageError(f"unknown mode {mode!r}; choose from {', '.join(metrics)}")
     allowed = metrics[mode]
     if metric is None:
         return allowed[0]
     if metric not in allowed:
-        raise ValueError(
+        raise UsageError(
             f"metric {metric!r} is not allowed for mode {mode!r}; choose from {', '.join(allowed)}"
         )
     return metric
@@ -179,7 +181,7 @@ def check_hybrid_weights(
     ``weights`` maps a search mode to a weight (the mode's default metric) or to a
     ``(weight, metric)`` pair; zero weights drop their mode. None means
     ``DEFAULT_HYBRID_WEIGHTS`` restricted to ``available`` modes. Unknown or unavailable modes,
-    disallowed metrics, negative or non-finite weights and all-zero weights are ValueErrors.
+    disallowed metrics, negative or non-finite weights and all-zero weights are UsageErrors.
     """
     if weights is None:
         weights = {
@@ -188,21 +190,21 @@ def check_hybrid_weights(
             if available is None or mode in available
         }
         if not weights:
-            raise ValueError(
+            raise UsageError(
                 f"the default hybrid weights need {' or '.join(DEFAULT_HYBRID_WEIGHTS)}, which this "
                 "index lacks; pass weights={mode: weight} for the modes it has"
             )
     if not isinstance(weights, Mapping):
-        raise ValueError(
+        raise UsageError(
             f"weights must map modes to weights, like {DEFAULT_HYBRID_WEIGHTS}, not {weights!r}"
         )
     chosen: dict[str, tuple[float, str]] = {}
     modes = search_modes()
     for mode, value in weights.items():
         if mode not in modes:
-            raise ValueError(f"unknown mode {mode!r} in weights; choose from {', '.join(modes)}")
+            raise UsageError(f"unknown mode {mode!r} in weights; choose from {', '.join(modes)}")
         if available is not None and mode not in available:
-            raise ValueError(
+            raise UsageError(
                 f"mode {mode!r} in weights is not in this index; it has {', '.join(available)}"
             )
         weight, metric = (
@@ -210,16 +212,16 @@ def check_hybrid_weights(
         )
         value = _finite_weight(weight) if isinstance(weight, numbers.Real) else None
         if isinstance(weight, bool) or value is None:
-            raise ValueError(
+            raise UsageError(
                 f"the weight of {mode!r} must be a finite number, not {repr(weight)[:40]}"
             )
         if value < 0:
-            raise ValueError(f"the weight of {mode!r} must not be negative, not {weight}")
+            raise UsageError(f"the weight of {mode!r} must not be negative, not {weight}")
         metric = check_mode_metric(mode, metric)
         if value > 0:
             chosen[mode] = (value, metric)
     if not chosen:
-        raise ValueError("hybrid weights are all zero; give at least one mode a positive weight")
+        raise UsageError("hybrid weights are all zero; give at least one mode a positive weight")
     # Scaled by the largest first: the sum of weights near the float maximum stays finite.
     largest = max(weight for weight, _metric in chosen.values())
     scaled = {mode: (weight / largest, metric) for mode, (weight, metric) in chosen.items()}

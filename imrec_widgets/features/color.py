@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from imrec_widgets.errors import UsageError
+
 from .base import FeatureBase
 
 
@@ -22,7 +24,7 @@ class ColorHistogramFeature(FeatureBase):
 
     def __init__(self, bins: int = 8) -> None:
         if not 2 <= int(bins) <= 32:
-            raise ValueError(f"histogram bins must be between 2 and 32, not {bins}")
+            raise UsageError(f"histogram bins must be between 2 and 32, not {bins}")
         self.bins = int(bins)
 
     @property

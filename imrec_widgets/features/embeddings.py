@@ -28,6 +28,7 @@ from imrec_widgets.errors import (
     DerivedFileWarning,
     EngineFallbackWarning,
     EngineUnavailableError,
+    UsageError,
     WeightsUnavailableError,
 )
 
@@ -93,10 +94,12 @@ _TORCH_THREADS: list[int] = []  # torch's own thread count, before the first thr
 
 
 def installed_ok(engine: str) -> bool:
-    """Whether ``engine``'s package imports (it may be installed yet broken)."""
+    """Whether ``engine``'s package imports (it may be installed yet broken: a missing or
+    mismatched shared library fails its import with an ImportError or OSError). Anything else
+    it raises is not a broken install and propagates."""
     try:
         __import__(engine)
-    except Exception:
+    except (ImportError, OSError):
         return False
     return True
 
@@ -181,23 +184,23 @@ class EmbeddingFeature(FeatureBase):
         precision: str = "float32",
     ) -> None:
         if engine not in engines.ENGINES:
-            raise ValueError(
+            raise UsageError(
                 f"unknown engine {engine!r}; choose one of {', '.join(engines.ENGINES)}"
             )
         engines.check_model_precision(precision)
         if precision == "int8" and engine not in ("auto", "onnxruntime"):
-            raise ValueError(
+            raise UsageError(
                 f"the int8 model runs on onnxruntime only, not {engine}: use engine='onnxruntime' "
                 "or 'auto'"
             )
         if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+            raise UsageError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         if input_size < 32:
-            raise ValueError(f"input_size must be >= 32, got {input_size}")
+            raise UsageError(f"input_size must be >= 32, got {input_size}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+            raise UsageError(f"threads must be >= 1 or None, got {threads}")
         self.backbone = backbone
         self.weights = None if weights is None else Path(weights)
         self.device = device
@@ -520,7 +523,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    return state
+    weights: dict[str, torch.Tensor] = state
+    return weights
 
 
 def _efficientnet_lite0_state_dict(weights: Path | None) -> dict[str, torch.Tensor]:

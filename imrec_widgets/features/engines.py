@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from imrec_widgets.errors import EngineUnavailableError
+from imrec_widgets.errors import EngineUnavailableError, UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +63,7 @@ _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 def check_model_precision(value: Any) -> str:
     """``value`` if it is one of ``PRECISIONS``, else a ``ValueError`` naming them."""
     if value not in PRECISIONS:
-        raise ValueError(f"unknown model_precision {value!r}; choose {' or '.join(PRECISIONS)}")
+        raise UsageError(f"unknown model_precision {value!r}; choose {' or '.join(PRECISIONS)}")
     return str(value)
 
 
@@ -96,7 +96,7 @@ def choose(engine: str, device: str | None) -> str:
     torch is imported to ask for CUDA only where an NVIDIA driver is present.
     """
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
     if device is not None and device != "cpu":
@@ -291,7 +291,7 @@ def quantize_int8(float_graph: Path, calibration: np.ndarray, dest: Path) -> Non
             f"onnxruntime's quantization tools are missing ({exc})"
         ) from exc
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         def __init__(self) -> None:
             self._batches = (
                 {"images": calibration[start : start + 8]}
@@ -384,7 +384,7 @@ class OnnxRuntimeSession:
         name = "logits" if logits else "embedding"
         out = self._session.run([name], {"images": batch})[0]
         _check_output(out, len(batch), self._dims[name])
-        return out
+        return np.asarray(out)
 
 
 def _check_output(out: Any, rows: int, dim: int | None) -> None:

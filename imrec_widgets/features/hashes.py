@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from imrec_widgets.errors import UsageError
+
 from .base import FeatureBase
 
 
@@ -21,9 +23,9 @@ class _HashFeature(FeatureBase):
 
     def __init__(self, hash_size: int = 8) -> None:
         if not 2 <= int(hash_size) <= 64:
-            raise ValueError(f"hash_size must be between 2 and 64, not {hash_size}")
+            raise UsageError(f"hash_size must be between 2 and 64, not {hash_size}")
         if (int(hash_size) ** 2) % 8:
-            raise ValueError(f"hash_size**2 must be a multiple of 8 bits, not {hash_size}**2")
+            raise UsageError(f"hash_size**2 must be a multiple of 8 bits, not {hash_size}**2")
         self.hash_size = int(hash_size)
 
     @property

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from imrec_widgets.errors import UsageError
+
 from .base import FeatureBase
 
 PAD_COLOR = (255, 255, 255)
@@ -51,9 +53,9 @@ class ThumbnailFeature(FeatureBase):
 
     def __init__(self, size: int = 256, format: str = "jpeg") -> None:
         if not 8 <= int(size) <= 512:
-            raise ValueError(f"thumbnail size must be between 8 and 512, not {size}")
+            raise UsageError(f"thumbnail size must be between 8 and 512, not {size}")
         if format not in THUMB_FORMATS:
-            raise ValueError(
+            raise UsageError(
                 f"thumbnail format must be one of {', '.join(THUMB_FORMATS)}, not {format!r}"
             )
         self.size = int(size)
@@ -162,5 +164,6 @@ def row_image(row: np.ndarray, width: int | None = None, height: int | None = No
         if not data:
             return Image.new("RGB", (1, 1), PAD_COLOR)
         with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+            converted: Image.Image = image.convert("RGB")
+            return converted
     return Image.fromarray(np.ascontiguousarray(unpadded(row, width, height)))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imrec_widgets.errors import UsageError
 from imrec_widgets.imageio import THUMBNAIL_SIDE
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def check_image_ids(query: Any, index: ImageIndex) -> None:
     known = index.ids()
     for id_ in ids:
         if not np.any(known == id_):
-            raise ValueError(f"no image with id {id_} in the index (removed or never indexed)")
+            raise UsageError(f"no image with id {id_} in the index (removed or never indexed)")
 
 
 def shown_thumbnails(results: SearchResults) -> list[bytes]:

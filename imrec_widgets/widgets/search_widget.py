@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
-from imrec_widgets.errors import ImageDecodeError, MalformedMessage
+from imrec_widgets.errors import ImageDecodeError, ImrecError, MalformedMessage, UsageError
 from imrec_widgets.features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
@@ -56,7 +56,8 @@ MAX_NAME_CHARS = 100
 
 MAX_IMAGE_ID = 2**63 - 1
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)  # under "imrec_widgets"
+UNEXPECTED_ERROR = "unexpected error (see log)"
 
 
 def available_modes(index: ImageIndex) -> list[str]:
@@ -86,13 +87,13 @@ def check_weights(weights: Any, modes: Sequence[str]) -> dict[str, float]:
     number >= 0, and at least one of them positive (see ``check_hybrid_weights``).
     """
     if not isinstance(weights, Mapping):
-        raise ValueError(
+        raise UsageError(
             f"weights must map modes to numbers, like {DEFAULT_HYBRID_WEIGHTS}, not "
             f"{repr(weights)[:80]}"
         )
     for mode, weight in weights.items():
         if isinstance(weight, (tuple, list)):
-            raise ValueError(
+            raise UsageError(
                 f"the weight of {mode!r} must be a number (the widget uses each mode's default "
                 f"metric), not {weight!r}"
             )
@@ -110,9 +111,9 @@ def default_mode(modes: Sequence[str]) -> str:
 def check_k(k: Any) -> int:
     """``k`` as an int within [K_MIN, K_MAX]; ValueError otherwise."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be a whole number from {K_MIN} to {K_MAX}, not {k!r}")
+        raise UsageError(f"k must be a whole number from {K_MIN} to {K_MAX}, not {k!r}")
     if not K_MIN <= int(k) <= K_MAX:
-        raise ValueError(f"k must be from {K_MIN} to {K_MAX}, not {int(k)}")
+        raise UsageError(f"k must be from {K_MIN} to {K_MAX}, not {int(k)}")
     return int(k)
 
 
@@ -251,18 +252,18 @@ class SearchWidget(BaseWidget):
             modes.append(HYBRID_MODE)
         mode = default_mode(modes) if mode is None else mode
         if mode not in modes:
-            raise ValueError(self._mode_message(mode, modes))
+            raise UsageError(self._mode_message(mode, modes))
         metric = self._check_metric(mode, metric) if mode else ""
         if weights is None:
             weights = default_weights(self._search_modes)
         elif not self._hybrid_reason:
             weights = check_weights(weights, self._search_modes)
         else:
-            raise ValueError(
+            raise UsageError(
                 f"weights= is for the hybrid mode, which this index lacks: {self._hybrid_reason}"
             )
         if max_upload_bytes < 1:
-            raise ValueError(f"max_upload_bytes must be positive, not {max_upload_bytes}")
+            raise UsageError(f"max_upload_bytes must be positive, not {max_upload_bytes}")
         self.set_trait("modes", modes)
         self.set_trait("metrics", list(MODE_METRICS.get(mode, ())))
         self.mode = mode
@@ -294,7 +295,7 @@ class SearchWidget(BaseWidget):
     @max_upload_total_bytes.setter
     def max_upload_total_bytes(self, value: int) -> None:
         if value < 1:
-            raise ValueError(f"max_upload_total_bytes must be positive, not {value}")
+            raise UsageError(f"max_upload_total_bytes must be positive, not {value}")
         self._uploads.max_total_bytes = int(value)
 
     def search(
@@ -315,7 +316,7 @@ class SearchWidget(BaseWidget):
         try:
             new_mode = self.mode if mode is None else mode
             if new_mode not in self.modes:
-                raise ValueError(self._mode_message(new_mode, self.modes))
+                raise UsageError(self._mode_message(new_mode, self.modes))
             if metric is not None or new_mode != self.mode:
                 new_metric = self._check_metric(new_mode, metric)  # None: the mode's default
             else:
@@ -383,7 +384,7 @@ class SearchWidget(BaseWidget):
         if mode != HYBRID_MODE:
             return check_mode_metric(mode, metric)
         if metric:
-            raise ValueError(
+            raise UsageError(
                 f"the hybrid mode has no metric of its own (each mode in weights uses its "
                 f"default), not {metric!r}"
             )
@@ -391,7 +392,7 @@ class SearchWidget(BaseWidget):
 
     def _refuse(self, name: str, message: str) -> Any:
         if not self._ready:
-            raise ValueError(message)
+            raise UsageError(message)
         self.error = message
         self._refusals += 1
         return getattr(self, name)
@@ -409,31 +410,32 @@ class SearchWidget(BaseWidget):
     def _validate_mode(self, proposal: Any) -> str:
         mode = proposal["value"]
         if mode not in self.modes and (self.modes or mode):
-            return self._refuse("mode", self._mode_message(mode, self.modes))
-        return mode
+            return str(self._refuse("mode", self._mode_message(mode, self.modes)))
+        return str(mode)
 
     @traitlets.validate("metric")
     def _validate_metric(self, proposal: Any) -> str:
         if not self.mode:
-            return proposal["value"]
+            return str(proposal["value"])
         try:
             return self._check_metric(self.mode, proposal["value"])
         except ValueError as exc:
-            return self._refuse("metric", str(exc))
+            return str(self._refuse("metric", str(exc)))
 
     @traitlets.validate("weights")
     def _validate_weights(self, proposal: Any) -> dict[str, float]:
         try:
             return check_weights(proposal["value"], self._search_modes)
         except ValueError as exc:
-            return self._refuse("weights", str(exc))
+            kept: dict[str, float] = self._refuse("weights", str(exc))
+            return kept
 
     @traitlets.validate("k")
     def _validate_k(self, proposal: Any) -> int:
         try:
             return check_k(proposal["value"])
         except ValueError as exc:
-            return self._refuse("k", str(exc))
+            return int(self._refuse("k", str(exc)))
 
     @traitlets.validate("max_upload_bytes")
     def _validate_max_upload_bytes(self, proposal: Any) -> int:
@@ -441,7 +443,7 @@ class SearchWidget(BaseWidget):
             raise traitlets.TraitError(
                 f"max_upload_bytes must be positive, not {proposal['value']}"
             )
-        return proposal["value"]
+        return int(proposal["value"])
 
     @traitlets.observe("max_upload_bytes")
     def _max_upload_bytes_changed(self, change: Any) -> None:
@@ -534,13 +536,14 @@ class SearchWidget(BaseWidget):
         self.set_trait("results", results.to_dicts() if results is not None else [])
 
     def _show_error(self, exc: BaseException) -> None:
-        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
-            self.error = exc.args[0]  # str(KeyError) would quote the message
-        elif isinstance(exc, (ValueError, FileNotFoundError, TypeError, LookupError)):
+        """What the user can fix (``ImrecError``, an ``OSError`` of the system) is shown as its
+        message; anything else is a bug: logged with its traceback (logger ``imrec_widgets``),
+        and shown as such, never as if the user caused it."""
+        if isinstance(exc, (ImrecError, OSError)):
             self.error = str(exc) or type(exc).__name__
         else:
-            _log.exception("SearchWidget: search failed")
-            self.error = f"search failed: {type(exc).__name__}: {exc}"
+            _log.error("SearchWidget: unexpected error", exc_info=exc)
+            self.error = UNEXPECTED_ERROR
 
     # -- messages from the browser ------------------------------------------------------------------
     def _on_message(self, _widget: Any, content: Any, buffers: Sequence[Any]) -> None:
@@ -613,7 +616,7 @@ class SearchWidget(BaseWidget):
             id_ = int(id_)
         if not (is_image_id(id_) and 0 <= id_ <= MAX_IMAGE_ID):
             self.rejected += 1
-            raise ValueError(f"cannot search from result {repr(id_)[:40]}: not an image id")
+            raise UsageError(f"cannot search from result {repr(id_)[:40]}: not an image id")
         item = int(id_)
         check_image_ids(item, self._index)
         self._run(_Query(item, [query_label(item, self._index)]), raise_errors=False)

@@ -84,7 +84,7 @@ def legend_html(categories: Categories) -> str:
     return f'<div class="imrec-umap-legend" style="font-size:12px">{rows}</div>'
 
 
-class UmapExplorer(ipywidgets.VBox):
+class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships no type information
     """A 2-D UMAP map of ``index`` by ``feature``: computed (or loaded from the cache) on creation.
 
     ``max_points``: draw at most this many (a fixed random sample beyond); selections always
@@ -341,7 +341,7 @@ class UmapExplorer(ipywidgets.VBox):
                     f"The map misses {cached.pending} new or changed images; run idx.umap({feature!r}) to add them."
                 )
             return cached
-        except (ProjectionError, ValueError) as exc:
+        except ImrecError as exc:  # what the user can fix; anything else is a bug and raises
             self._say(str(exc))
             return None
 
@@ -418,7 +418,7 @@ class UmapExplorer(ipywidgets.VBox):
             raise traitlets.TraitError(
                 f"color_by must be one of {', '.join(allowed)}; got {value!r}"
             )
-        return value
+        return str(value)
 
     @traitlets.observe("color_by")
     def _color_by_changed(self, _change: dict[str, Any]) -> None:
@@ -554,10 +554,11 @@ class UmapExplorer(ipywidgets.VBox):
 
     @traitlets.validate("selected")
     def _valid_selected(self, proposal: dict[str, Any]) -> list[int]:
-        value = proposal["value"]
+        value: list[int] = proposal["value"]
         if self._setting_mask:
             return value
-        return np.unique(np.asarray(value, dtype=np.int64).reshape(-1)).tolist()
+        unique: list[int] = np.unique(np.asarray(value, dtype=np.int64).reshape(-1)).tolist()
+        return unique
 
     @property
     def kept(self) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from imrec_widgets.errors import MalformedMessage
+from imrec_widgets.errors import MalformedMessage, UsageError
 
 DEFAULT_MAX_UPLOAD_BYTES = 20_000_000
 """Largest file accepted as an upload (20 MB); see ``SearchWidget.max_upload_bytes``."""
@@ -47,9 +47,9 @@ def format_bytes(size: int) -> str:
 def check_upload_size(name: str, size: int, max_bytes: int) -> None:
     """ValueError naming the file when ``size`` is over ``max_bytes`` (or empty)."""
     if size == 0:
-        raise ValueError(f"{name} is empty (0 bytes)")
+        raise UsageError(f"{name} is empty (0 bytes)")
     if size > max_bytes:
-        raise ValueError(
+        raise UsageError(
             f"{name} is {format_bytes(size)}, over the upload limit of {format_bytes(max_bytes)} "
             "(SearchWidget.max_upload_bytes)"
         )
@@ -118,7 +118,7 @@ class Uploads:
             return
         part = self.parts.setdefault(position, bytearray())
         if offset != len(part):
-            raise ValueError(_INCOMPLETE)
+            raise UsageError(_INCOMPLETE)
         size = sum(memoryview(buffer).nbytes for buffer in buffers)
         if self._bytes + size > self.max_total_bytes:
             self._refused = (
@@ -147,13 +147,13 @@ class Uploads:
         if not isinstance(files, list):
             raise MalformedMessage("the upload's file list is malformed; please try again")
         if not files:
-            raise ValueError("no file was uploaded")
+            raise UsageError("no file was uploaded")
         if len(files) > self.max_files:
-            raise ValueError(
+            raise UsageError(
                 f"{len(files)} files at once is too many; one query takes at most {self.max_files}"
             )
         if same_upload and refused:
-            raise ValueError(refused)
+            raise UsageError(refused)
         uploads = []
         for position, meta in enumerate(files):
             name, size = _file_meta(meta)
@@ -162,7 +162,7 @@ class Uploads:
             if same_upload and position in oversize:
                 check_upload_size(name, max(size, self.max_file_bytes + 1), self.max_file_bytes)
             if len(data) != size:
-                raise ValueError(
+                raise UsageError(
                     f"{name} arrived incomplete ({len(data)} of {size} bytes); try again"
                 )
             uploads.append((name, data))
@@ -177,10 +177,10 @@ def _upload_id(content: Mapping[str, Any]) -> str:
 def _file_meta(meta: Any) -> tuple[str, int]:
     """``(name, size)`` of one entry of an upload's file list; ValueError when malformed."""
     if not isinstance(meta, dict):
-        raise ValueError("the upload's file list is malformed; please try again")
+        raise UsageError("the upload's file list is malformed; please try again")
     name = meta.get("name")
     name = name[:MAX_NAME_CHARS] if isinstance(name, str) and name else "uploaded image"
     size = meta.get("size", 0)
     if not (is_whole(size) and size >= 0):
-        raise ValueError(f"{name}: the upload gave no valid size; please try again")
+        raise UsageError(f"{name}: the upload gave no valid size; please try again")
     return name, int(size)
