@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 TITLES = ("Search & map", "Duplicates")
 
 
-class App(ipywidgets.Tab):
+class App(ipywidgets.Tab):  # type: ignore[misc]  # ipywidgets ships no type information
     """Search, map and duplicates of ``index`` in tabs; ``options`` go to the UmapExplorer.
 
     ``app.search`` and ``app.explorer`` are linked (results ringed on the map, "search only

@@ -565,7 +565,8 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
         """The selection less the images clicked out in the gallery: what the tag buttons tag."""
         if not self.left_out:
             return list(self.selected)
-        return np.setdiff1d(self.selected, self.left_out).tolist()
+        kept: list[int] = np.setdiff1d(self.selected, self.left_out).tolist()
+        return kept
 
     def toggle(self, id_: int) -> None:
         """Leave the selected image ``id_`` out of the selection (or take it back, if left out)."""
