@@ -157,6 +157,12 @@ class MapLayer(anywidget.AnyWidget):
             self.palette = list(palette)
             self.mask = b""
 
+    def set_colors(self, codes: np.ndarray, palette: list[str]) -> None:
+        """New colour codes for the drawn points."""
+        with self.hold_sync():
+            self.codes = np.asarray(codes, dtype=np.uint8).tobytes()
+            self.palette = list(palette)
+
     def set_selection(self, mask: np.ndarray | None) -> None:
         """Show ``mask`` (bool per drawn point) as selected; None or no True shows no selection."""
         self.mask = (
