@@ -1155,12 +1155,18 @@ def _size_on_disk(folder: Path, pattern: str) -> int:
 
 
 class _Waiting:
-    """Shows, while ``update()`` waits for another process's update, whom it waits for."""
+    """Shows, while ``update()`` waits for another process's update, whom it waits for.
+
+    In a notebook the display is removed afterwards, not just closed: a closed bar's output
+    reads "Error displaying widget: model not found" wherever the output is shown later (a
+    Voila dashboard, a saved notebook reloaded).
+    """
 
     def __init__(self, index_dir: Path, enabled: bool) -> None:
         self.index_dir = index_dir
         self.enabled = enabled
         self._bar: Any = None
+        self._displays: Any = None
 
     def show(self, holder: str, waited: float) -> None:
         if not self.enabled:
@@ -1168,6 +1174,9 @@ class _Waiting:
         if self._bar is None:
             from tqdm.auto import tqdm
 
+            from .projection import _RemovedDisplays
+
+            self._displays = _RemovedDisplays()
             self._bar = tqdm(
                 desc=f"waiting for pid {holder} to finish updating {self.index_dir}",
                 bar_format="{desc} ({elapsed})",
@@ -1179,6 +1188,9 @@ class _Waiting:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._displays is not None:
+            self._displays.remove()
+            self._displays = None
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
