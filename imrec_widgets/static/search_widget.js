@@ -785,6 +785,23 @@ function render({ model, el }) {
   k.addEventListener("keydown", (event) => {
     if (event.key === "Enter") commitK();
   });
+  // Enter and Space (Shift too) press a focused result or the dismiss button: the key is the
+  // widget's. JupyterLab and Notebook 7 would act on it as well (Shift+Enter reruns the cell,
+  // replacing this widget and its results), and Notebook 7 sees keys before the widget does,
+  // so they are stopped on their way down, at the window.
+  /** @param {KeyboardEvent} event */
+  const ownKeys = (event) => {
+    const target = event.target;
+    if (
+      (event.key === "Enter" || event.key === " ") &&
+      !(event.ctrlKey || event.altKey || event.metaKey) &&
+      target instanceof HTMLButtonElement &&
+      root.contains(target)
+    ) {
+      event.stopPropagation();
+    }
+  };
+  window.addEventListener("keydown", ownKeys, true);
   fileInput.addEventListener("change", () => {
     const files = Array.from(fileInput.files ?? []);
     fileInput.value = ""; // choosing the same file again must fire "change" again
@@ -876,6 +893,7 @@ function render({ model, el }) {
 
   return () => {
     disposed = true;
+    window.removeEventListener("keydown", ownKeys, true);
     sendWeights.cancel();
     for (const [event, fn] of handlers) model.off(event, fn);
     for (const url of urls) URL.revokeObjectURL(url);

@@ -238,3 +238,71 @@ def test_a_standalone_map_hides_the_scope_box_and_lists_every_colour(page) -> No
         assert legend["colours"] == len(PALETTE) + 1, legend
         _shot(page, explorer, f"map_{theme.split()[-1].lower()}")
     _theme(page, "JupyterLab Light")
+
+
+_JS_NOTEBOOK_MODE = """() => {
+  const notebook = document.querySelector(
+    ':is(#jp-main-dock-panel, #main-panel) .jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+  const cells = Array.from(notebook.querySelectorAll('.jp-Cell'));
+  return {command: notebook.classList.contains('jp-mod-commandMode'),
+          edit: notebook.classList.contains('jp-mod-editMode'),
+          active: cells.findIndex((c) => c.classList.contains('jp-mod-active')),
+          prompts: Array.from(notebook.querySelectorAll('.jp-InputPrompt')).map((p) => p.textContent)};
+}"""
+KEYS = ("Enter", "Shift+Enter", " ")
+
+
+def _keys_press_a_focused_result(page) -> None:
+    """Each key on a focused result does the widget's "more like this", and only that: the
+    notebook stays in command mode on the same cell and no cell runs."""
+    for key in KEYS:
+        _results(page, 6)
+        page.locator(".imrec-search .imrec-result").nth(2).click()  # the notebook in command mode
+        page.wait_for_function("() => !document.querySelector('.imrec-is-busy')")
+        _results(page, 6)
+        before = page.evaluate(_JS_NOTEBOOK_MODE)
+        assert before["command"] and before["active"] == 0, before
+        first = page.locator(".imrec-search .imrec-result").first
+        replaced = first.element_handle()
+        first.focus()
+        page.keyboard.press("Space" if key == " " else key)
+        page.wait_for_function(  # the widget's search ran, or the notebook took the key
+            """(old) => (!old.isConnected && !document.querySelector('.imrec-is-busy')) ||
+              document.querySelector('.jp-Notebook.jp-mod-editMode') ||
+              Array.from(document.querySelectorAll('.jp-InputPrompt')).some(
+                (p) => p.textContent.includes('*'))""",
+            arg=replaced,
+        )
+        after = page.evaluate(_JS_NOTEBOOK_MODE)
+        assert after == before, f"the notebook took {key!r}: {before} -> {after}"
+        assert not replaced.evaluate("(old) => old.isConnected"), f"no search on {key!r}"
+        assert page.evaluate(
+            "() => document.activeElement === document.querySelector('.imrec-search .imrec-result')"
+        ), f"{key!r}: the new first result has the focus"
+
+
+def test_enter_on_a_focused_result_searches_and_the_notebook_keeps_its_mode(page) -> None:
+    """Shift+Enter on a focused result also reran the cell (the widget and its results gone)."""
+    _keys_press_a_focused_result(page)
+
+
+def test_enter_on_a_focused_result_in_notebook_7(browser, indexes) -> None:
+    """Notebook 7 sees keys before the widget's own elements do."""
+    with JupyterLabServer(app="notebook") as notebook7:
+        write_notebook(
+            notebook7.root_dir / "keys.ipynb",
+            [CELL.format(photos=str(indexes["photos"]), index_dir=str(indexes["index"])), "1"],
+        )
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        try:
+            open_notebook(page, notebook7, "keys.ipynb")
+            run_all_cells(page)
+            coffee = indexes["photos"] / "objects" / "coffee.jpg"
+            page.locator(".imrec-search .imrec-file-input").set_input_files(str(coffee))
+            _keys_press_a_focused_result(page)
+        except BaseException:
+            dump_failure(page, notebook7, "first_day_keys_notebook7_FAILED")
+            raise
+        errors = app_errors(page, notebook7)
+        page.close()
+    assert not errors, "browser errors:\n" + "\n".join(errors)
