@@ -168,6 +168,22 @@ function render({ model, el }) {
     model.send({ method: "move", destination: destination.value });
   });
   undo.addEventListener("click", () => model.send({ method: "undo" }));
+  // Enter and Space (Shift too) press a focused card or button: the key is the widget's, not
+  // JupyterLab's (Shift+Enter would rerun the cell as well, replacing this widget); Notebook 7
+  // sees keys before the widget does, so they are stopped on their way down, at the window.
+  /** @param {KeyboardEvent} event */
+  const ownKeys = (event) => {
+    const target = event.target;
+    if (
+      (event.key === "Enter" || event.key === " ") &&
+      !(event.ctrlKey || event.altKey || event.metaKey) &&
+      target instanceof HTMLButtonElement &&
+      el.contains(target)
+    ) {
+      event.stopPropagation();
+    }
+  };
+  window.addEventListener("keydown", ownKeys, true);
 
   renderGroups();
   renderStatus();
@@ -179,6 +195,7 @@ function render({ model, el }) {
     model.on(`change:${name}`, onStatus);
   }
   return () => {
+    window.removeEventListener("keydown", ownKeys, true);
     model.off("change:groups", onGroups);
     model.off("change:thumbnails", onGroups);
     for (const name of ["summary", "error", "can_undo", "destination"]) {

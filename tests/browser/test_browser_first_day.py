@@ -17,6 +17,7 @@ from harness import (
     JupyterLabServer,
     app_errors,
     dump_failure,
+    new_page,
     open_notebook,
     require_browser,
     run_all_cells,
@@ -305,4 +306,50 @@ def test_enter_on_a_focused_result_in_notebook_7(browser, indexes) -> None:
             raise
         errors = app_errors(page, notebook7)
         page.close()
+    assert not errors, "browser errors:\n" + "\n".join(errors)
+
+
+def test_shift_enter_on_a_duplicates_card_keeps_it_and_runs_no_cell(server, browser, tmp_path):
+    from test_moves import write_copies
+
+    write_sample_photos(tmp_path / "samples")
+    root = tmp_path / "dups"
+    write_copies(tmp_path / "samples", root)
+    ImageIndex.open(root, features=["dhash", "thumb"]).update(progress=False)
+    write_notebook(
+        server.root_dir / "dups_keys.ipynb",
+        [
+            f"from imrec_widgets import DuplicatesWidget, ImageIndex\nDuplicatesWidget(ImageIndex.open({str(root)!r}))",
+            "1",
+        ],
+    )
+    page = new_page(browser)
+    try:
+        open_notebook(page, server, "dups_keys.ipynb")
+        run_all_cells(page)
+        page.locator(".imrec-dups-summary").click()  # the notebook in command mode on the cell
+        other = (
+            page.locator(".imrec-dups-group")
+            .first.locator(".imrec-dups-item:not(.imrec-dups-keep)")
+            .first
+        )
+        chosen = other.get_attribute("data-id")
+        before = page.evaluate(_JS_NOTEBOOK_MODE)
+        assert before["command"] and before["active"] == 0, before
+        other.focus()
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_function(  # the widget kept it, or the notebook took the key
+            """(id) => document.querySelector(`.imrec-dups-keep[data-id='${id}']`) ||
+              Array.from(document.querySelectorAll('.jp-InputPrompt')).some(
+                (p) => p.textContent.includes('*'))""",
+            arg=chosen,
+        )
+        after = page.evaluate(_JS_NOTEBOOK_MODE)
+        assert after == before, f"the notebook took Shift+Enter: {before} -> {after}"
+        assert page.locator(f".imrec-dups-keep[data-id='{chosen}']").count() == 1
+    except BaseException:
+        dump_failure(page, server, "first_day_dups_keys_FAILED")
+        raise
+    errors = app_errors(page, server)
+    page.context.close()
     assert not errors, "browser errors:\n" + "\n".join(errors)
