@@ -6,13 +6,15 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexFileError, UnknownImageError, UsageError
+from .errors import IndexDataWarning, IndexFileError, UnknownImageError, UsageError
 
 SCHEMA_VERSION = 1
 
@@ -132,6 +134,127 @@ def contained_path(path: str) -> str:
     if "\x00" not in path and all(part not in ("", ".", "..") for part in parts):
         return path
     return "/".join(["...", *(p.replace("\x00", "") for p in parts if p not in ("", ".", ".."))])
+
+
+_SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
+"""Never walked (``indexer.SPECIAL_FOLDERS``: the scan skips links into them)."""
+
+
+def _special(real: str) -> bool:
+    return (
+        sys.platform == "linux"
+        and any(real == top or real.startswith(top + "/") for top in _SPECIAL_FOLDERS)
+        and not (real == "/dev/shm" or real.startswith("/dev/shm/"))
+    )
+
+
+def linked_folders(root: Path, exclude: Iterable[Path] = ()) -> dict[str, str]:
+    """``{real folder: link}`` for every link to a folder that a scan of ``root`` follows now
+    (hidden names, the ``exclude`` folders and system folders skipped, each folder once), links
+    inside linked folders included: the folders whose files ``update()`` names by absolute path."""
+    excluded = {os.path.realpath(p) for p in exclude}
+    found: dict[str, str] = {}
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as entries:
+                listing = list(entries)
+        except OSError:
+            continue
+        for entry in listing:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if not entry.is_dir():  # follows links
+                    continue
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if _special(real) or real in excluded:
+                        continue
+                    found.setdefault(real, entry.path)
+                elif os.path.realpath(entry.path) in excluded:
+                    continue
+            except OSError:
+                continue
+            stack.append(entry.path)
+    return found
+
+
+class ImagePaths:
+    """Where the files a catalog names are, checked against the file system before any is read.
+
+    A catalog may come from someone else, so a name from it is used only where ``update()``
+    could have found a file: a relative name (normalized by ``contained_path``: no ``..``)
+    under the root, or an absolute one (written for files reached through a linked folder)
+    inside a folder that a link under the root, followed the way the scan follows them, really
+    points to now. Any other name gives ``<root>/.../<its parts>``: inside the root, naming no
+    file, so every reader treats it as missing; one ``IndexDataWarning`` line per call says so.
+    The links are looked up (one walk of the folders) only when an absolute name is met, and
+    each one used is checked again on every call.
+    """
+
+    def __init__(self, root: Path, exclude: Iterable[Path] = ()) -> None:
+        self.root = Path(root)
+        self._exclude = [Path(p) for p in exclude]
+        self._root_real = os.path.realpath(self.root)
+        self._links: dict[str, str] | None = None
+
+    def _linked_folder(self, name: str, checked: dict[str, bool]) -> bool:
+        if self._links is None:
+            self._links = linked_folders(self.root, self._exclude)
+        for real, link in self._links.items():
+            if name.startswith(real.rstrip("/") + "/"):
+                if real not in checked:  # the link still leads there
+                    checked[real] = os.path.realpath(link) == real
+                if checked[real]:
+                    return True
+        return False
+
+    def resolve(self, names: Sequence[str]) -> list[Path | None]:
+        """The path of each name, None where it is refused (one warning for all)."""
+        resolved = self._resolve(names)
+        refused = [name for name, path in zip(names, resolved, strict=True) if path is None]
+        if refused:
+            warnings.warn(
+                f"{len(refused)} image path(s) of this catalog lead out of {self.root} (first: "
+                f"{refused[0]!r}); they are treated as missing files: a catalog made or changed "
+                "elsewhere names files the scan of this folder never finds",
+                IndexDataWarning,
+                stacklevel=3,
+            )
+        return resolved
+
+    def _resolve(self, names: Sequence[str]) -> list[Path | None]:
+        out: list[Path | None] = []
+        checked: dict[str, bool] = {}
+        refreshed = False
+        for name in names:
+            if not name.startswith("/"):
+                out.append(None if name.startswith(".../") else self.root / name)
+                continue
+            if name.startswith(self._root_real.rstrip("/") + "/"):
+                out.append(Path(name))
+                continue
+            found = self._linked_folder(name, checked)
+            if not found and not refreshed:  # links may have changed since the last walk
+                self._links, checked, refreshed = None, {}, True
+                found = self._linked_folder(name, checked)
+            out.append(Path(name) if found else None)
+        return out
+
+    def paths(self, names: Sequence[str]) -> list[Path]:
+        """The path of each name; a refused one as ``<root>/.../<its parts>`` (one warning)."""
+        resolved = self.resolve(names)
+        return [
+            path if path is not None else self.root / "..." / name.lstrip("/").removeprefix(".../")
+            for name, path in zip(names, resolved, strict=True)
+        ]
 
 
 def _record(row: Sequence[Any]) -> Record:

@@ -180,7 +180,8 @@ def find_duplicates(
     else:
         first, second = close_pairs(prepared, metric, float(max_distance))
     records = index.records(ids)
-    digests = _content_digests(index.root, records)
+    paths = index.image_paths.paths([record.path for record in records])
+    digests = _content_digests(paths, records)
     same_first, same_second = _identical_pairs(digests)
     parent = connected_components(
         ids.size, np.concatenate([first, same_first]), np.concatenate([second, same_second])
@@ -201,7 +202,7 @@ def find_duplicates(
         groups.append(
             DuplicateGroup(
                 ids=[int(ids[row]) for row in rows],
-                paths=[index.root / records[row].path for row in rows],
+                paths=[paths[row] for row in rows],
                 distances=[float(d) for d in distances],
                 identical=len(group_digests) == 1 and None not in group_digests,
             )
@@ -333,8 +334,9 @@ def connected_components(n: int, first: np.ndarray, second: np.ndarray) -> np.nd
     return parent
 
 
-def _content_digests(root: Path, records: list[Any]) -> dict[int, str]:
-    """SHA-256 of the files that share their size with another file, by row; others are not read."""
+def _content_digests(paths: list[Path], records: list[Any]) -> dict[int, str]:
+    """SHA-256 of the files (``paths``, checked) that share their size with another file, by
+    row; others are not read."""
     sizes = np.array([record.size for record in records], dtype=np.int64)
     if sizes.size == 0:
         return {}
@@ -342,7 +344,7 @@ def _content_digests(root: Path, records: list[Any]) -> dict[int, str]:
     digests = {}
     for row in np.flatnonzero(counts[inverse] >= 2):
         try:
-            digests[int(row)] = _sha256(root / records[row].path)
+            digests[int(row)] = _sha256(paths[row])
         except OSError:
             continue
     return digests

@@ -114,6 +114,11 @@ class DerivedFileWarning(ImrecWarning):
     made from; it was made again or not used, and the answer is the exact one."""
 
 
+class IndexDataWarning(ImrecWarning):
+    """A value read from the index folder that this code never writes (a catalog path leading
+    out of the collection, a malformed stamp or log row) was not used."""
+
+
 class SettingError(ImrecError, ValueError):
     """An ``IMREC_*`` environment variable holds a value that is not a setting."""
 
@@ -130,6 +135,7 @@ __all__ = [
     "ImrecWarning",
     "IndexBusyWarning",
     "IndexConfigError",
+    "IndexDataWarning",
     "IndexFileError",
     "IndexLockedError",
     "IndexReadOnlyError",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import SCHEMA_VERSION, Catalog, Record, stored_path
+from .catalog import SCHEMA_VERSION, Catalog, ImagePaths, Record, stored_path
 from .compact import Quantizer, check_vector_dtype, training_sample
 from .errors import (
     AnnWarning,
@@ -145,6 +145,7 @@ class ImageIndex:
         self._features: dict[str, Any] | None = None
         self._searcher: Searcher | None = None
         self._thumbnails = _ThumbnailCache(THUMBNAIL_CACHE_BYTES)
+        self._image_paths: ImagePaths | None = None
         self.settings = self._resolve_settings(self._stored_settings())
 
     @classmethod
@@ -629,8 +630,15 @@ class ImageIndex:
         return self.paths([id_])[0]
 
     def paths(self, ids: Sequence[int] | np.ndarray) -> list[Path]:
-        """Absolute paths of ``ids``, in order."""
-        return [self.root / r.path for r in self.records(ids)]
+        """Absolute paths of ``ids``, in order (checked: see ``catalog.ImagePaths``)."""
+        return self.image_paths.paths([r.path for r in self.records(ids)])
+
+    @property
+    def image_paths(self) -> ImagePaths:
+        """The checked way from catalog names to files (every reader of image files uses it)."""
+        if self._image_paths is None:
+            self._image_paths = ImagePaths(self.root, exclude=[self.index_dir])
+        return self._image_paths
 
     def features(self, name: str, ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Stored feature ``name`` for ``ids`` (all searchable images when None), one row each."""
@@ -685,7 +693,9 @@ class ImageIndex:
 
     def errors(self) -> list[tuple[Path, str]]:
         """``(path, message)`` of every file that could not be read."""
-        return [(self.root / r.path, r.error or "") for r in self.catalog.records(status="error")]
+        records = self.catalog.records(status="error")
+        paths = self.image_paths.paths([r.path for r in records])
+        return [(path, r.error or "") for path, r in zip(paths, records, strict=True)]
 
     def info(self) -> dict[str, Any]:
         """Counts by status, settings, features present and sizes on disk.
@@ -1078,7 +1088,7 @@ class ImageIndex:
         if dry_run:
             return moves.MoveReport(moved=planned)
         with WriteLock(self.index_dir / "write.lock"):
-            return moves.move(self.catalog, root, planned)
+            return moves.move(self.catalog, root, planned, target)
 
     def undo_moves(self, batch: str | None = None) -> MoveReport:
         """Put back files that ``move_duplicates`` moved (only ``batch``'s when given), newest

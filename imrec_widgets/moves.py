@@ -7,21 +7,39 @@ way: ``recover`` (run first by every move and undo) looks at where each such fil
 settles its row, so no file is lost and none stays in two places. A move is one ``rename`` where
 source and destination share a file system; across file systems the file is copied to a
 temporary name, synced, renamed into place, and only then is the source unlinked.
+
+The log lives in the catalog, which may come from someone else, so no row of it is followed
+blindly. A source must be a name ``catalog.ImagePaths`` accepts (inside the collection, or
+inside a folder a link under it points to now). A destination must lie in a folder that holds
+this index's marker file, ``.imrec-moves.<index id>``, written there by ``move`` before any
+file moved (the id is random, kept in the catalog), or in the collection's own hidden
+``.imrec-moved`` folder, with no link leading out of that folder on the way. A crafted
+catalog can name any id, but it cannot create the marker on the disk of whoever opens it: so
+an undo only ever brings back files that a move of an index with that id took out of a
+collection, into the collection, never over a file. A row that fails a check is left alone
+(undo: skipped; recovery: cancelled) with one ``IndexDataWarning`` line, and recovery deletes
+the source of a finished cross-device copy only when the copy holds the same bytes.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import errno
+import filecmp
 import os
+import re
+import secrets
 import shutil
+import stat
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MoveError
+from .catalog import ImagePaths, contained_path
+from .errors import IndexDataWarning, MoveError
 
 if TYPE_CHECKING:
     from .catalog import Catalog, Record
@@ -29,6 +47,114 @@ if TYPE_CHECKING:
 
 MOVED_FOLDER = ".imrec-moved"
 """Default home of moved files, inside the collection: hidden, so a scan never indexes it."""
+
+MARKER_PREFIX = ".imrec-moves."
+"""``<destination folder>/.imrec-moves.<index id>``: written by ``move``; an undo takes files
+back only from under a folder holding the marker of its index (or from ``MOVED_FOLDER``)."""
+
+_INDEX_ID = re.compile(r"[0-9a-f]{32}")
+_INDEX_ID_KEY = "index_id"
+
+
+def index_id(catalog: Catalog, *, create: bool = False) -> str | None:
+    """This index's random id (``create``: made and kept in the catalog when it has none or
+    holds one of another shape); None when there is none."""
+    found = catalog.get_meta(_INDEX_ID_KEY)
+    if isinstance(found, str) and _INDEX_ID.fullmatch(found):
+        return found
+    if not create:
+        return None
+    made = secrets.token_hex(16)
+    catalog.set_meta(_INDEX_ID_KEY, made)
+    return made
+
+
+def write_marker(folder: Path, id_: str) -> None:
+    """Put this index's marker in ``folder`` (made if needed); MoveError when it cannot."""
+    marker = folder / f"{MARKER_PREFIX}{id_}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(marker, flags, 0o644)
+    except FileExistsError:
+        if _is_marker(marker, id_):
+            return
+        raise MoveError(
+            f"{marker} is not a marker of this index; remove it or choose another folder"
+        ) from None
+    except OSError as exc:
+        raise MoveError(
+            f"cannot write to {folder} ({exc.strerror}); choose a folder you can write to"
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(id_ + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _is_marker(path: Path, id_: str) -> bool:
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 64:
+            return False
+        return path.read_text("ascii").strip() == id_
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def trusted_destination(name: Any, root: Path, id_: str | None) -> Path | None:
+    """``name`` (a destination from the move log) as a path when a move of this index can have
+    put a file there (see the module's docstring); None otherwise."""
+    if not isinstance(name, str) or "\x00" in name or not os.path.isabs(name):
+        return None
+    if os.path.normpath(name) != name:
+        return None
+    destination = Path(name)
+    real_parent = os.path.realpath(destination.parent)
+    moved_home = os.path.join(os.path.realpath(root), MOVED_FOLDER)
+    if _inside(real_parent, moved_home) and real_parent != moved_home:
+        return destination
+    if id_ is None:
+        return None
+    for folder in destination.parents:
+        if _is_marker(folder / f"{MARKER_PREFIX}{id_}", id_):
+            return destination if _inside(real_parent, os.path.realpath(folder)) else None
+    return None
+
+
+class _CheckedLog:
+    """The move log's names, checked: sources by ``ImagePaths``, destinations by marker."""
+
+    def __init__(self, catalog: Catalog, root: Path) -> None:
+        self.root = root
+        self.paths = ImagePaths(root)
+        self.id = index_id(catalog)
+        self.refused: list[str] = []
+
+    def places(self, row: Any) -> tuple[Path, Path] | None:
+        destination = trusted_destination(row.destination, self.root, self.id)
+        source = None
+        if isinstance(row.source, str) and "\x00" not in row.source:
+            name = contained_path(row.source)
+            [source] = self.paths._resolve([name]) if name == row.source else [None]
+        if source is None or destination is None:
+            self.refused.append(row.source if source is None else row.destination)
+            return None
+        return source, destination
+
+    def warn(self) -> None:
+        if self.refused:
+            warnings.warn(
+                f"{len(self.refused)} logged move(s) name a file this index never moved (first: "
+                f"{self.refused[0]!r}); they are left alone: the move log was made or changed "
+                "elsewhere",
+                IndexDataWarning,
+                stacklevel=4,
+            )
 
 
 @dataclass(frozen=True)
@@ -119,20 +245,22 @@ def plan_moves(
     keepers = dict(keepers or {})
     planned: list[PlannedMove] = []
     taken: set[Path] = set()
+    image_paths = ImagePaths(root)
     for position, group in enumerate(groups):
         records = catalog.records(group.ids)
+        sources = image_paths.resolve([record.path for record in records])
         keep = keepers.pop(position, None)
         if keep is None:
             keep = suggest_keeper(records)
         elif keep not in group.ids:
             raise MoveError(f"image {keep} is not in duplicate group {position}")
-        for record in records:
-            if record.id == keep or record.status != "ok":
+        for record, source in zip(records, sources, strict=True):
+            if record.id == keep or record.status != "ok" or source is None:
                 continue
             relative = Path(record.path.lstrip("/"))
             target = _free_name(dest / relative, taken)
             taken.add(target)
-            planned.append(PlannedMove(record.id, root / record.path, target))
+            planned.append(PlannedMove(record.id, source, target))
     if keepers:
         raise MoveError(f"no duplicate group {min(keepers)}")
     return planned
@@ -146,10 +274,18 @@ def _free_name(target: Path, taken: set[Path]) -> Path:
     return candidate
 
 
-def move(catalog: Catalog, root: Path, planned: Sequence[PlannedMove]) -> MoveReport:
-    """Move ``planned`` files (logged first), mark them removed in the catalog; the caller holds
-    the index's write lock."""
+def move(
+    catalog: Catalog, root: Path, planned: Sequence[PlannedMove], dest: Path | None = None
+) -> MoveReport:
+    """Move ``planned`` files (logged first) under ``dest`` (default: the folder their
+    destinations share), mark them removed in the catalog; the caller holds the index's write
+    lock. ``dest`` gets this index's marker first (so an undo can trust the log)."""
     report = MoveReport(batch=uuid.uuid4().hex[:12], recovered=recover(catalog, root))
+    if not planned:
+        return report
+    if dest is None:
+        dest = Path(os.path.commonpath([str(m.destination.parent) for m in planned]))
+    write_marker(Path(dest), str(index_id(catalog, create=True)))
     seqs = catalog.log_moves(
         report.batch,
         [(m.image_id, _catalog_name(m.source, root), str(m.destination)) for m in planned],
@@ -176,8 +312,13 @@ def undo(catalog: Catalog, root: Path, batch: str | None = None) -> MoveReport:
     rows = catalog.moves(states=("moved",), batch=batch)
     if not rows and not report.recovered:
         raise MoveError("nothing to undo: no moved files are logged for this index")
+    log = _CheckedLog(catalog, root)
     for row in rows:
-        item = PlannedMove(row.image_id, root / row.source, Path(row.destination))
+        places = log.places(row)
+        if places is None:
+            report.skipped.append((Path(str(row.source)), "the move log does not hold it"))
+            continue
+        item = PlannedMove(row.image_id, *places)
         if os.path.lexists(item.source):
             report.skipped.append((item.source, "a file is there again"))
             continue
@@ -194,6 +335,7 @@ def undo(catalog: Catalog, root: Path, batch: str | None = None) -> MoveReport:
         catalog.set_move_state(row.seq, "restored")
         _reinstate(catalog, root, [item.image_id])
         report.restored.append(item)
+    log.warn()
     return report
 
 
@@ -201,14 +343,23 @@ def recover(catalog: Catalog, root: Path) -> int:
     """Settle log rows a killed move or undo left open, from where their files are now."""
     open_rows = catalog.moves(states=("planned", "undoing"))
     back: list[int] = []
+    log = _CheckedLog(catalog, root)
     for row in open_rows:
-        source, destination = root / row.source, Path(row.destination)
+        places = log.places(row)
+        if places is None:  # never followed: nothing is touched
+            catalog.set_move_state(row.seq, "cancelled")
+            continue
+        source, destination = places
         _remove_partial(destination)
         _remove_partial(source)
         at_source, at_destination = os.path.lexists(source), os.path.lexists(destination)
         if at_source and at_destination:
             # A cross-device copy reached its place (it is renamed there only once complete)
-            # but the other side was not unlinked yet: finish the interrupted step.
+            # but the other side was not unlinked yet: finish the interrupted step, only when
+            # the two hold the same bytes (else the file that was there stays where it is).
+            if not _same_file_content(source, destination):
+                catalog.set_move_state(row.seq, "cancelled" if row.state == "planned" else "moved")
+                continue
             os.unlink(source if row.state == "planned" else destination)
             at_source = row.state != "planned"
             at_destination = not at_source
@@ -221,16 +372,35 @@ def recover(catalog: Catalog, root: Path) -> int:
         else:  # never moved (or the file was taken away by hand): nothing to put back
             catalog.set_move_state(row.seq, "cancelled")
     _reinstate(catalog, root, back)
+    log.warn()
     return len(open_rows)
+
+
+def _same_file_content(first: Path, second: Path) -> bool:
+    try:
+        return (
+            first.is_file()
+            and second.is_file()
+            and not first.is_symlink()
+            and not second.is_symlink()
+            and filecmp.cmp(first, second, shallow=False)
+        )
+    except OSError:
+        return False
 
 
 def _reinstate(catalog: Catalog, root: Path, ids: Sequence[int]) -> None:
     """Rows whose file is back with the size and time it was indexed with are ok again; others
     stay removed until ``update()`` indexes them afresh."""
     same = []
-    for record in catalog.records(ids):
+    records = catalog.records(ids)
+    for record, path in zip(
+        records, ImagePaths(root).resolve([r.path for r in records]), strict=True
+    ):
+        if path is None:
+            continue
         try:
-            info = (root / record.path).stat()
+            info = path.stat()
         except OSError:
             continue
         if info.st_size == record.size and info.st_mtime_ns == record.mtime_ns:

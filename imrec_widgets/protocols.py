@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .catalog import Catalog, Record
+from .catalog import Catalog, ImagePaths, Record
 from .results import SearchResults
 from .search import PreparedData
 from .store import FeatureStore
@@ -42,6 +42,9 @@ class IndexView(Protocol):
 
     @property
     def store(self) -> FeatureStore: ...
+
+    @property
+    def image_paths(self) -> ImagePaths: ...
 
     @property
     def searcher(self) -> QueryVectors: ...

@@ -102,7 +102,8 @@ def export_files(
                 "use layout='flat'"
             )
     target = _checked_dest(index, dest)
-    records = {record.id: record for record in index.records(sorted(labels_of))}
+    chosen = sorted(labels_of)
+    sources = dict(zip(chosen, index.paths(chosen), strict=True))
     folders = _folder_names({label for labels in labels_of.values() for label in labels})
 
     report = ExportReport(target)
@@ -114,7 +115,7 @@ def export_files(
     placed: dict[int, str] = {}  # flat: an image goes in once, whatever its tags
     try:
         for label, id_ in plan:
-            source = index.root / records[id_].path
+            source = sources[id_]
             if layout == "flat" and id_ in placed:
                 rows.append((placed[id_], label))
                 continue
