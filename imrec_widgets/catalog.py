@@ -335,9 +335,28 @@ class Catalog:
         self._db.close()
 
     # -- meta ---------------------------------------------------------------------------------
-    def get_meta(self, key: str, default: Any = None) -> Any:
+    def get_meta(
+        self, key: str, default: Any = None, kind: type | tuple[type, ...] | None = None
+    ) -> Any:
+        """The value stored under ``key`` (``default`` when there is none). With ``kind``, a
+        value of another type (only a catalog made or changed elsewhere holds one), like one
+        that is not JSON, is one ``IndexDataWarning`` line and ``default``."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        if not row:
+            return default
+        try:
+            value = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError):
+            value, kind = row[0], ()
+        if kind is None or value is None or (kind != () and isinstance(value, kind)):
+            return value
+        warnings.warn(
+            f"the catalog's {key!r} entry is not one this version writes (a "
+            f"{type(value).__name__}); it is not used",
+            IndexDataWarning,
+            stacklevel=2,
+        )
+        return default
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._db:
@@ -369,7 +388,7 @@ class Catalog:
 
     def generation(self) -> int:
         """A counter bumped by every write, so readers know when cached arrays are stale."""
-        return int(self.get_meta("generation", 0))
+        return int(self.get_meta("generation", 0, int))
 
     def ids_where(
         self, where: str, params: Sequence[Any] = (), *, time_budget: float | None = None

@@ -25,6 +25,7 @@ that differs is written again, with one ``DerivedFileWarning``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,8 @@ class CompactData:
     quantizer: Quantizer | None
     rows: np.ndarray | None = None
     refit: tuple[Quantizer, str] | None = None
-    """When ``quantizer`` does not fit the rows: one fitted to their exact range, and why."""
+    """When the quantizer asked for does not fit the rows: one fitted to their exact range,
+    and why (``build_fitted``: the one ``quantizer`` then is)."""
 
     @property
     def nbytes(self) -> int:
@@ -350,6 +352,35 @@ def build(
         if why is not None:
             refit = (Quantizer.from_range(low, high), why)
     return CompactData(ids[:at], codes[:at], norms_sq[:at], quantizer, rows, refit)
+
+
+def build_fitted(
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    count: int,
+    dim: int,
+    vector_dtype: str,
+    quantizer: Quantizer | None,
+    rows_file: RowsFile | None = None,
+) -> CompactData:
+    """``build`` over ``chunks()``; when ``quantizer`` does not fit the rows, built again (from
+    ``chunks()`` once more) with one fitted to their exact range, and ``refit`` holds that one
+    and why. The one check of a quantizer against the data, for every compact build (here and
+    on Dask workers): the caller says so in one ``QuantizerMismatchWarning`` line."""
+    data = build(chunks(), count, dim, vector_dtype, quantizer, rows_file)
+    if data.refit is None:
+        return data
+    fitted, why = data.refit
+    again = build(chunks(), count, dim, vector_dtype, fitted, rows_file)
+    again.refit = (fitted, why)
+    return again
+
+
+def refit_message(feature: str, why: str) -> str:
+    """The one line saying a stored quantizer was not used."""
+    return (
+        f"the int8 quantizer of {feature!r} is not used: {why}; one fitted to the data is "
+        "used (run update() to store it)"
+    )
 
 
 def approximate_scores(

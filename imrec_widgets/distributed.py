@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -337,11 +338,20 @@ def chunk_compact(
     quantizer: Any,
 ) -> Any:
     """Worker side: the compact copy (``compact.CompactData``) of rows ``start..stop-1`` of
-    feature ``name`` that ``packed_mask`` keeps; it stays in the worker's memory."""
+    feature ``name`` that ``packed_mask`` keeps; it stays in the worker's memory. A quantizer
+    that does not fit these rows is replaced by one fitted to them (``compact.build_fitted``,
+    the check the local build makes; ``refit`` says why)."""
     from . import compact
 
     ids, rows = read_masked(location, name, start, stop, packed_mask)
-    return compact.build([(ids, rows)], ids.size, rows.shape[1], vector_dtype, quantizer)
+    return compact.build_fitted(
+        lambda: [(ids, rows)], ids.size, rows.shape[1], vector_dtype, quantizer
+    )
+
+
+def refit_reason(shard: Any) -> str | None:
+    """Worker side: why a shard's quantizer was replaced, or None."""
+    return None if shard.refit is None else str(shard.refit[1])
 
 
 def shard_candidates(
@@ -405,6 +415,19 @@ class CompactShards:
                     pure=False,
                     retries=2,
                 )
+            )
+        reasons = client.gather(
+            [client.submit(refit_reason, shard, pure=False) for shard in self.shards]
+        )
+        found = [why for why in reasons if why is not None]
+        if found:
+            from .compact import refit_message
+            from .errors import QuantizerMismatchWarning
+
+            warnings.warn(
+                refit_message(name, f"{found[0]} (in {len(found)} of {len(reasons)} shards)"),
+                QuantizerMismatchWarning,
+                stacklevel=4,
             )
 
     def candidates(

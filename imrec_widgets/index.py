@@ -226,7 +226,7 @@ class ImageIndex:
             return None
         catalog = Catalog(self.catalog_path, read_only=self.read_only)
         try:
-            stored: dict[str, Any] | None = catalog.get_meta("settings")
+            stored: dict[str, Any] | None = catalog.get_meta("settings", None, dict)
             return stored
         finally:
             catalog.close()
@@ -359,7 +359,7 @@ class ImageIndex:
             self.close()
             catalog = Catalog(self.catalog_path)
             self._catalog = catalog
-            stored = catalog.get_meta("settings")
+            stored = catalog.get_meta("settings", None, dict)
             self.settings = self._resolve_settings(stored)
             self._features = None
             features = self.feature_extractors()
@@ -368,17 +368,22 @@ class ImageIndex:
             self._cleanup_partial_writes()
             # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
             # Rows written since the rebuild started (``indexed_at``) are done: a rerun resumes.
-            pending = set(catalog.get_meta("pending_rebuild", []) or [])
+            pending = set(catalog.get_meta("pending_rebuild", [], list) or [])
             recompute = (
                 (self._rebuild & set(features)) | self._features_to_backfill(stored) | pending
             )
             if recompute and (
-                recompute - pending or catalog.get_meta("rebuild_started_at") is None
+                recompute - pending
+                or catalog.get_meta("rebuild_started_at", None, (int, float)) is None
             ):
                 catalog.set_meta("rebuild_started_at", time.time())
             catalog.set_meta("pending_rebuild", sorted(recompute))
             done = (
-                set(catalog.ids_indexed_after(catalog.get_meta("rebuild_started_at")))
+                set(
+                    catalog.ids_indexed_after(
+                        catalog.get_meta("rebuild_started_at", None, (int, float))
+                    )
+                )
                 if recompute
                 else set()
             )
@@ -571,7 +576,7 @@ class ImageIndex:
         self._check_not_rebuilding([feature])
         with WriteLock(self.index_dir / "write.lock"):
             catalog, store = self.catalog, self.store
-            config = catalog.get_meta("feature_config", {}).get(feature, {})
+            config = catalog.get_meta("feature_config", {}, dict).get(feature, {})
             return ann.build(
                 self.index_dir, catalog, store, feature, metric, config, progress=progress, **params
             )
@@ -596,7 +601,9 @@ class ImageIndex:
         for name in self.settings["features"]:
             if name == "thumb":
                 continue
-            stamp = self.catalog.get_meta(ann.stamp_key(name)) if self.exists() else None
+            stamp = (
+                self.catalog.get_meta(ann.stamp_key(name), None, dict) if self.exists() else None
+            )
             out[name] = dict(stamp) if stamp else None
         return out
 
@@ -717,7 +724,7 @@ class ImageIndex:
             "counts": catalog.counts(),
             "rebuild": self._rebuild_progress(),
             "settings": self.settings,
-            "feature_config": catalog.get_meta("feature_config", {}),
+            "feature_config": catalog.get_meta("feature_config", {}, dict),
             "stored": self.store.names(),
             "catalog_bytes": _size_on_disk(self.index_dir, "catalog.sqlite*"),
             "features_bytes": self.store.nbytes_stored(),
@@ -747,10 +754,10 @@ class ImageIndex:
     def _rebuild_progress(self) -> dict[str, Any] | None:
         """``{"features", "done", "total"}`` of a rebuild that is running or was stopped, else None."""
         catalog = self.catalog
-        pending = catalog.get_meta("pending_rebuild", []) or []
+        pending = catalog.get_meta("pending_rebuild", [], list) or []
         if not pending:
             return None
-        started = catalog.get_meta("rebuild_started_at")
+        started = catalog.get_meta("rebuild_started_at", None, (int, float))
         done = len(catalog.ids_indexed_after(started)) if started is not None else 0
         return {"features": list(pending), "done": done, "total": catalog.count("ok")}
 
@@ -975,7 +982,7 @@ class ImageIndex:
     def _check_not_rebuilding(self, modes: Sequence[str]) -> None:
         """ValueError when a feature in ``modes`` is being rebuilt (or a rebuild was stopped):
         its stored rows are a mix of old, new and empty ones until ``update()`` finishes."""
-        pending = set(self.catalog.get_meta("pending_rebuild", []) or [])
+        pending = set(self.catalog.get_meta("pending_rebuild", [], list) or [])
         rebuilding = [mode for mode in modes if mode in pending]
         if rebuilding:
             raise UsageError(

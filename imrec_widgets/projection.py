@@ -377,7 +377,7 @@ def _read_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
 def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
     """Ids of the images the cached map was fitted on (the rest were placed by their neighbours);
     None when the map has no valid placement file (made by an older version, or synthetic)."""
-    meta = index.catalog.get_meta(_meta_key(feature))
+    meta = index.catalog.get_meta(_meta_key(feature), None, dict)
     path = _placement_path(index, feature)
     if meta is None or not path.is_file():
         return None
@@ -507,7 +507,7 @@ def _map_state(
 
 def status(index: IndexView, feature: str) -> dict[str, Any]:
     """``{"state": "missing" | "stale" | "fresh", "pending": n}``: is the cached map up to date?"""
-    meta = index.catalog.get_meta(_meta_key(feature))
+    meta = index.catalog.get_meta(_meta_key(feature), None, dict)
     if meta is None or f"umap/{feature}" not in index.store:
         return {"state": "missing", "pending": len(index)}
     pending = int(_map_state(index, feature, meta).pending.sum())
@@ -741,7 +741,7 @@ def compute(
             if store.read_only:
                 index.close()
                 store = index.store
-            meta = catalog.get_meta(_meta_key(feature))
+            meta = catalog.get_meta(_meta_key(feature), None, dict)
             if meta is not None and meta.get("staged"):
                 meta = _finish_publish(index, feature, meta)
             name = f"umap/{feature}"
@@ -939,7 +939,7 @@ def _cluster(xy: np.ndarray, options: dict[str, Any], random_state: int) -> np.n
 
 def load(index: IndexView, feature: str = "embedding", *, allow_stale: bool = True) -> Projection:
     """The cached map of ``feature`` (ProjectionError when there is none)."""
-    meta = index.catalog.get_meta(_meta_key(feature))
+    meta = index.catalog.get_meta(_meta_key(feature), None, dict)
     if meta is None or f"umap/{feature}" not in index.store:
         raise ProjectionError(
             f"no UMAP map of {feature!r} yet; compute it with idx.umap({feature!r}) or "
@@ -972,7 +972,7 @@ def place(index: IndexView, feature: str, query: Any) -> np.ndarray:
     """Map position(s) (M x 2) of a query: stored for indexed ids, else placed on the map."""
     items = list(query) if isinstance(query, (list, tuple)) else [query]
     ids = [int(i) for i in items if isinstance(i, (int, np.integer)) and not isinstance(i, bool)]
-    meta = index.catalog.get_meta(_meta_key(feature))
+    meta = index.catalog.get_meta(_meta_key(feature), None, dict)
     if len(ids) == len(items):
         return index.store.read_rows(_coords_name(feature, meta), ids)
     if meta is None:

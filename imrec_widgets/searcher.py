@@ -60,7 +60,9 @@ def _in_sorted(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.asarray(sorted_ids[position] == values)
 
 
-def _stamp_key(stamp: dict[str, Any]) -> tuple[str, str]:
+def _stamp_key(stamp: Any) -> tuple[str, str]:
+    if not isinstance(stamp, dict):  # a crafted stamp: ann.load says why it is not used
+        return "", repr(stamp)
     return str(stamp.get("file")), str(stamp.get("sha256"))
 
 
@@ -477,19 +479,12 @@ class Searcher:
         rows_file = compact.RowsFile(
             self.index.index_dir / "search", mode, generation, ok.size, dim
         )
-        data = compact.build(
-            self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file
+        data = compact.build_fitted(
+            lambda: self._chunks(mode, ok), ok.size, dim, vector_dtype, quantizer, rows_file
         )
         if data.refit is not None:
-            fitted, why = data.refit
             warnings.warn(
-                f"the int8 quantizer of {mode!r} is not used: {why}; one fitted to the data is "
-                "used (run update() to store it)",
-                QuantizerMismatchWarning,
-                stacklevel=5,
-            )
-            data = compact.build(
-                self._chunks(mode, ok), ok.size, dim, vector_dtype, fitted, rows_file
+                compact.refit_message(mode, data.refit[1]), QuantizerMismatchWarning, stacklevel=5
             )
         self._compact[mode] = (generation, vector_dtype, data)
         return data
@@ -500,7 +495,7 @@ class Searcher:
         """The int8 quantizer of ``mode`` (the stored one, else one trained now); None for float16."""
         if vector_dtype != "int8":
             return None
-        config = self.index.catalog.get_meta("feature_config", {}).get(mode, {})
+        config = self.index.catalog.get_meta("feature_config", {}, dict).get(mode, {})
         quantizer = compact.Quantizer.load(self.index.store, mode, config, dim)
         if quantizer is None:
             quantizer = compact.Quantizer.train(compact.training_sample(self.index.store, mode, ok))
@@ -596,7 +591,7 @@ class Searcher:
             return None
         cached = self._ann.get(mode)
         if cached is None or cached[0] != _stamp_key(stamp):
-            config = catalog.get_meta("feature_config", {}).get(mode, {})
+            config = catalog.get_meta("feature_config", {}, dict).get(mode, {})
             loaded = ann.load(self.index.index_dir, catalog, self.index.store, mode, config)
             if isinstance(loaded, str) and catalog.get_meta(ann.stamp_key(mode)) != stamp:
                 # A writer replaced the file between reading the stamp and loading: once more.

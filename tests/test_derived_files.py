@@ -818,3 +818,73 @@ def test_a_file_reached_through_a_linked_folder_keeps_its_absolute_path(
     assert far.path == (elsewhere.resolve() / "far.jpg").as_posix()
     assert idx.paths([far.id]) == [elsewhere.resolve() / "far.jpg"]
     assert idx.thumbnail_bytes([far.id])[0] != b""
+
+
+# -- meta entries of the wrong type are one warning, never a traceback ----------------------------
+@pytest.mark.parametrize("value", ['["a", "list"]', '"text"', "3", "not json {"])
+def test_a_stamp_that_is_not_a_record_is_reported_as_none(copy: Path, value: str) -> None:
+    import sqlite3
+
+    from imrec_widgets.errors import IndexDataWarning
+
+    with sqlite3.connect(copy / "index" / "catalog.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, ann.stamp_key("embedding")))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'feature_config'", (value,))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'pending_rebuild'", (value,))
+    db.close()
+    idx = opened(copy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert idx.ann_info()["embedding"] is None
+        info = idx.info()
+        q = stored_queries(idx, 1)[0]
+        found = idx.search(q, k=5, exact=False)
+    assert info["rebuild"] is None and info["feature_config"] == {}
+    assert_exact(found, idx.search(q, k=5, exact=True))
+    lines = [str(w.message) for w in caught if issubclass(w.category, IndexDataWarning)]
+    assert lines and all("\n" not in line and "not used" in line for line in lines)
+
+
+class _Done:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def result(self) -> object:
+        return self.value
+
+
+class InlineClient:
+    """Just enough of a Dask client to build ``CompactShards`` in this process."""
+
+    def scatter(self, values: list, **_: object) -> list:
+        return list(values)
+
+    def submit(self, fn, *args, **_: object) -> _Done:
+        return _Done(fn(*(a.value if isinstance(a, _Done) else a for a in args)))
+
+    def gather(self, futures: list[_Done]) -> list:
+        return [future.value for future in futures]
+
+
+def test_the_dask_compact_shards_check_the_quantizer_like_the_local_build(tmp_path: Path) -> None:
+    """The same drifted index as above, its shards built on (inline) Dask workers: without the
+    check the stale quantizer reached every shard silently."""
+    pytest.importorskip("distributed")
+    from imrec_widgets.distributed import CompactShards, shard_candidates
+
+    folder, data = drifted_index(tmp_path, diverse=4000)
+    idx, exact = int8_and_exact(folder)
+    stale = Quantizer.load(idx.store, "embedding", CONFIG, 48)
+    assert stale is not None and stale.clipped(data) > 0
+    ok = idx.ids()
+    with pytest.warns(QuantizerMismatchWarning, match="trained on") as record:
+        shards = CompactShards(InlineClient(), idx.store.path, "embedding", ok, 1024, "int8", stale)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    built = [shard.value for shard in shards.shards]
+    assert all(shard.quantizer.clipped(data[shard.ids]) == 0 for shard in built)
+    queries = drift_queries(data)
+    candidates = np.concatenate(
+        [shard_candidates(shard, queries, "cosine", 80, None)[0] for shard in built], axis=1
+    )
+    truth = exact.search_many(list(queries), k=10, metric="cosine")
+    assert all(set(t.ids) <= set(c) for t, c in zip(truth, candidates, strict=True))
