@@ -42,9 +42,11 @@ recomputed with other settings or the rows more than doubled since training.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import sqlite3
 import struct
 import time
 import warnings
@@ -76,6 +78,20 @@ TRAIN_ROWS = 65_536
 
 def stamp_key(feature: str) -> str:
     return f"ann/{feature}"
+
+
+def damaged_key(feature: str) -> str:
+    """Catalog key naming the rows file a search found not to match its checksums."""
+    return f"{stamp_key(feature)}/damaged"
+
+
+def mark_damaged(catalog: Any, feature: str, rows_file: str) -> None:
+    """Record that ``rows_file`` failed its checksums, so the next ``update()`` rebuilds the
+    ANN index (skipped on a read-only catalog or a busy one: the search is exact either way)."""
+    if getattr(catalog, "read_only", False):
+        return
+    with contextlib.suppress(sqlite3.Error):
+        catalog.set_meta(damaged_key(feature), rows_file)
 
 
 def require_faiss() -> Any:
@@ -347,6 +363,9 @@ def _save(
         "generation": catalog.generation(),
     }
     catalog.set_meta(stamp_key(feature), stamp)
+    damaged = catalog.get_meta(damaged_key(feature))
+    if damaged is not None and damaged != stamp["rows_file"]:  # that file was replaced
+        catalog.set_meta(damaged_key(feature), None)
     remove_unused(index_dir, feature, stamp)
     return stamp
 
@@ -391,8 +410,13 @@ def refresh(
     params = {k: v for k, v in stamp["params"].items() if k in ("m", "candidates")}
     uncovered = np.asarray(catalog.ids_indexed_after(stamp["covered_until"]), dtype=np.int64)
     loaded = load(index_dir, catalog, store, feature, config)
+    damaged = catalog.get_meta(damaged_key(feature)) == stamp["rows_file"]
+    if damaged:
+        warn(feature, f"its float32 rows {stamp['rows_file']} did not match their checksums "
+             "in a search; it is rebuilt", stacklevel=3)  # fmt: skip
     if (
-        loaded is None
+        damaged
+        or loaded is None
         or isinstance(loaded, str)
         or uncovered.size > stamp["trained_rows"]
         or ok.size == 0

@@ -703,6 +703,8 @@ class Searcher:
         if rows is None:
             problem = index.problem or "its float32 rows cannot be read"
             ann.warn(mode, problem, stacklevel=6)
+            if index.problem:  # the next update() rebuilds it
+                ann.mark_damaged(self.index.catalog, mode, str(index.stamp["rows_file"]))
             cached = self._ann.get(mode)
             if cached is not None and cached[1] is index:
                 self._ann[mode] = (cached[0], problem)

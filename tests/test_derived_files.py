@@ -888,3 +888,40 @@ def test_the_dask_compact_shards_check_the_quantizer_like_the_local_build(tmp_pa
     )
     truth = exact.search_many(list(queries), k=10, metric="cosine")
     assert all(set(t.ids) <= set(c) for t, c in zip(truth, candidates, strict=True))
+
+
+def test_tampered_ann_rows_seen_by_a_search_are_rebuilt_by_the_next_update(
+    photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At scale the load-time check (256 rows of one chunk) misses a tampered row; here every
+    # row is in that chunk, so it is switched off to reach the per-row checksums.
+    monkeypatch.setattr(ann, "_check_rows", lambda *args: None)
+    idx = update_photos(photos)
+    idx.build_ann("rgb")
+    stamp = idx.ann_info()["rgb"]
+    target, other = (int(i) for i in idx.ids()[:2])
+    dim = stamp["dim"]
+    rows = photos / ".imrec" / "ann" / stamp["rows_file"]
+    data = np.memmap(
+        rows, dtype=np.float32, mode="r+", shape=(stamp["rows_bytes"] // (4 * dim), dim)
+    )
+    data[target] = data[other]
+    data.flush()
+    del data
+    idx.close()
+
+    idx = ImageIndex.open(photos)
+    with pytest.warns(AnnWarning, match="do not match their checksums"):
+        idx.search(target, mode="rgb", k=3, exact=False)
+    idx.close()
+    idx = ImageIndex.open(photos)  # another process: it learns of the damage from the catalog
+    with pytest.warns(AnnWarning, match="it is rebuilt"):
+        idx.update(progress=False)
+    assert idx.ann_info()["rgb"]["rows_file"] != stamp["rows_file"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AnnWarning)
+        found = idx.search(target, mode="rgb", k=3, exact=False)
+    loaded = idx.searcher._ann["rgb"][1]
+    assert isinstance(loaded, ann.AnnIndex) and loaded.problem is None  # the ANN index was used
+    assert_exact(found, idx.search(target, mode="rgb", k=3, exact=True))
+    assert idx.catalog.get_meta(ann.damaged_key("rgb")) is None
