@@ -22,6 +22,7 @@ from .errors import (
     ImageDecodeError,
     IndexBusyWarning,
     IndexConfigError,
+    IndexFileError,
     IndexReadOnlyError,
     NotFoundError,
     ProjectionError,
@@ -236,6 +237,13 @@ class ImageIndex:
         # settings added since an index was built take their defaults (what it was built with)
         defaults = default_settings()
         settings = {**defaults, **(stored or {})}
+        listed, known = settings["features"], feature_names()
+        if not isinstance(listed, list) or not all(name in known for name in listed):
+            # a catalog made or changed elsewhere: its names would become array and file names
+            raise IndexFileError(
+                f"the catalog of {self.index_dir} lists features {listed!r}, not ones this "
+                f"version knows ({', '.join(known)}); index the images into a new index_dir"
+            )
         if stored is not None and "thumb_format" not in stored and "thumb" in stored["features"]:
             settings["thumb_format"] = "pixels"  # the only layout before the setting existed
         if "thumb" in self._rebuild and settings["thumb_format"] != defaults["thumb_format"]:

@@ -186,3 +186,19 @@ def test_an_undo_trusts_only_folders_marked_by_this_index(
     undone = idx.undo_moves()
     assert len(undone.restored) == len(report.moved)
     assert all(m.source.exists() and not m.destination.exists() for m in report.moved)
+
+
+@pytest.mark.parametrize("features", ['["../../outside"]', '"embedding"', '["rgb", 3]'])
+def test_crafted_feature_names_are_one_line_on_opening(indexed: Path, features: str) -> None:
+    from imrec_widgets.errors import IndexFileError
+
+    with sqlite3.connect(indexed / ".imrec" / "catalog.sqlite") as db:
+        settings = db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0]
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'settings'",
+            (settings.replace('"features": ["dhash"]', f'"features": {features}'),),
+        )
+    db.close()
+    with pytest.raises(IndexFileError, match="not ones this version knows") as raised:
+        ImageIndex.open(indexed)
+    assert "\n" not in str(raised.value)
