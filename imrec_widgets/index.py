@@ -1199,9 +1199,9 @@ class _Waiting:
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            from .projection import _RemovedDisplays
+            from .projection import RemovedDisplays
 
-            self._displays = _RemovedDisplays()
+            self._displays = RemovedDisplays()
             self._bar = tqdm(
                 desc=f"waiting for pid {holder} to finish updating {self.index_dir}",
                 bar_format="{desc} ({elapsed})",

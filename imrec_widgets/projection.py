@@ -528,7 +528,7 @@ class _Stages:
         self._show = progress is True
         self._stage: str | None = None
         self._bar: Any = None
-        self._displays = _RemovedDisplays() if self._show else None
+        self._displays = RemovedDisplays() if self._show else None
 
     def waiting(self, holder: str, index_dir: Path) -> None:
         """Say whom the computation waits for (called between tries for the write lock)."""
@@ -582,7 +582,7 @@ class _Stages:
             self._displays.remove()
 
 
-class _RemovedDisplays:
+class RemovedDisplays:
     """Shows tqdm's notebook bars (ours and umap-learn's) under a display id until ``remove()``,
     which replaces each with an empty output.
 
