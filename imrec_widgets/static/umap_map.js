@@ -32,10 +32,10 @@ export const CONTEXT_RESTORE_MS = 3_000;
 export const FRAME_BUDGET_MS = 25;
 /** A moving frame never draws fewer points than this (or all of them, when fewer). */
 export const MIN_MOVING_POINTS = 20_000;
-/** Detail is added once the view has not moved for this long (ms). */
-export const SETTLE_MS = 80;
-/** Once the view is still, each frame adds points costing about this much (ms) until all are in. */
-export const REFINE_BUDGET_MS = 100;
+/** The rest of the points in view are drawn once the view has not moved for this long (ms) ... */
+export const SETTLE_MS = 100;
+/** ... or for 1.5 times the last gap between moves (a slow page's wheel events), up to this. */
+export const MAX_SETTLE_MS = 300;
 /** Cells per side of the grid that spreads a subsample evenly over the map. */
 export const LOD_GRID = 128;
 /** Cells per side of the grid that finds the points a zoomed-in view can show. */
@@ -334,6 +334,18 @@ export function refineStep(state, fronts, backs, budget) {
     if (back >= stale) stale = 0;
   }
   return { ranges, state: { front, back, stale } };
+}
+
+/**
+ * How long a still view waits before drawing every point, given the gap (ms) since the move
+ * before: SETTLE_MS, longer when moves come further apart (a loaded page handles wheel events
+ * late), so a full draw rarely starts between two moves of one gesture; gaps of more than
+ * a second start a new gesture.
+ * @param {number} gap
+ */
+export function settleDelay(gap) {
+  if (!(gap >= 0) || gap > 1_000) return SETTLE_MS;
+  return Math.min(MAX_SETTLE_MS, Math.max(SETTLE_MS, Math.round(1.5 * gap)));
 }
 
 /**
@@ -704,6 +716,8 @@ class MapLayer {
     this.moving = false;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.settleTimer = undefined;
+    /** When the view last moved (performance.now()). */
+    this.movedAt = -Infinity;
     /** Measured cost of drawing one point (ms), 0 until a frame has been drawn. */
     this.msPerPoint = 0;
     /** What the canvas shows: the view and data it was drawn for, and how much of each part. */
@@ -1041,17 +1055,20 @@ class MapLayer {
 
   /**
    * The view moves (wheel, pan, resize): each frame draws an even subsample of the points in view
-   * sized to the frame budget; once the view has been still for SETTLE_MS, frames add the rest
-   * over the picture in REFINE_BUDGET_MS steps until every point in view is drawn, in the order
-   * one full draw would use (the same picture). Selections never depend on it.
+   * sized to the frame budget; once the view has been still for SETTLE_MS, a frame adds the rest
+   * over that picture in the order one full draw uses (the same picture, the subsample not drawn
+   * twice). Selections never depend on it.
    */
   viewMoved() {
     this.moving = true;
     clearTimeout(this.settleTimer);
+    const now = performance.now();
+    const settle = settleDelay(now - this.movedAt);
+    this.movedAt = now;
     this.settleTimer = setTimeout(() => {
       this.moving = false;
       this.requestFrame();
-    }, SETTLE_MS);
+    }, settle);
     this.requestFrame();
   }
 
@@ -1103,11 +1120,11 @@ class MapLayer {
           added += renderer.drawRange("back", 0, this.picture.back);
         }
       } else if (!this.moving) {
-        // The same view, still: add the next points over the picture.
+        // The same view, still: add the rest over the picture, in one frame (each frame costs
+        // far more than its points on a loaded machine: adding them in steps took 3-5x longer).
         const { fronts, backs } = renderer.parts;
         if (this.picture.front < fronts || this.picture.back < backs) {
-          const budget = movingCount(fronts + backs, this.msPerPoint, REFINE_BUDGET_MS);
-          const { ranges, state } = refineStep(this.picture, fronts, backs, budget);
+          const { ranges, state } = refineStep(this.picture, fronts, backs, fronts + backs);
           renderer.prepare(x, y, center, width, height, size, ratio);
           for (const { part, from, to } of ranges) added += renderer.drawRange(part, from, to);
           this.picture = state;

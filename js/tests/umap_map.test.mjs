@@ -13,6 +13,7 @@ import {
   lodOrder,
   movingCount,
   refineStep,
+  settleDelay,
   viewCenter,
   extendPath,
   paletteBytes,
@@ -212,4 +213,12 @@ test("refineStep completes a picture that ends as one full draw would: selected 
     const expected = lastFront < 0 ? Array.from({ length: backs - back }, (_, k) => back + k) : Array.from({ length: backs }, (_, k) => k);
     assert.deepEqual(backed, expected);
   }
+});
+
+test("settleDelay waits longer between slow moves, within bounds", () => {
+  assert.equal(settleDelay(16), 100);
+  assert.equal(settleDelay(120), 180);
+  assert.equal(settleDelay(900), 300);
+  assert.equal(settleDelay(5_000), 100); // a new gesture
+  assert.equal(settleDelay(Infinity), 100);
 });
