@@ -604,6 +604,9 @@ class MapSession:
             "zoom_all_ms": repaint,
             "zoom_full_ms": median(full),
             "zoom_full_max_ms": max(full),
+            # Bursts alternate: in (even), then back out to the whole map (odd).
+            "zoom_full_in_ms": median(full[0::2]),
+            "zoom_full_out_ms": median(full[1::2]),
             "zoom_full_all_ms": full,
             "zoom_fewest_points": min(fewest),
         }
@@ -893,6 +896,8 @@ ROWS = [
     ("zoom_ms", "wheel -> repainted, fenced (p50)", "ms", "zoom_ms", True),
     ("zoom_max_ms", "  worst wheel -> repainted", "ms", None, True),
     ("zoom_full_ms", "last wheel -> full detail (p50)", "ms", "zoom_full_ms", True),
+    ("zoom_full_in_ms", "  zooming in (p50)", "ms", "zoom_full_ms", True),
+    ("zoom_full_out_ms", "  zooming out, whole map (p50)", "ms", "zoom_full_ms", True),
     ("zoom_full_max_ms", "  worst last wheel -> full detail", "ms", None, True),
     ("zoom_fewest_points", "fewest points in a zoom frame", "", None, False),
     ("kernel_mib_drawn", "kernel memory, map shown", "MiB", None, True),
