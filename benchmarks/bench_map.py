@@ -28,8 +28,12 @@ fence): a "fenced frame" is one whose points were in the drawing buffer at the t
                            reported for both widgets
   wheel zoom               bursts of WHEEL_EVENTS wheel events (50 ms apart, in then out) over the
                            plot's centre: each event -> the first fenced frame after it (the view
-                           repainted); the burst's last event -> the first fenced frame of all N
-                           points (full detail); the fewest points any frame of a burst drew
+                           repainted); the burst's last event -> full detail: jupyter-scatter's
+                           first fenced frame of all N points, ours the first frame whose canvas
+                           says detail "full" with every point of the grid cells the view touches
+                           drawn (it adds them over the moving frames' subsample and leaves out
+                           points no pixel of the view can show), zooming in and back out to the
+                           whole map apart; the fewest points any frame of a burst showed
   kernel memory            the kernel's resident memory once the map is shown, and after the lassos
 Then, unless --skip-fit, ``projection.compute(index, "rgb")`` (default parameters: fit on a
 20,000 sample, place the rest, cluster) on real pixels: Fashion-MNIST from Debian's
