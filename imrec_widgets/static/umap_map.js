@@ -1107,7 +1107,8 @@ class MapLayer {
         // A new view or new data: a new picture, a subsample while moving, else every point.
         this.pictureKey = key;
         renderer.clear();
-        const { fronts, backs } = width > 0 && height > 0 ? renderer.cull(x, y, width, height, size) : { fronts: 0, backs: 0 };
+        if (!(width > 0 && height > 0)) renderer.parts = { fronts: 0, backs: 0, culled: false };
+        const { fronts, backs } = width > 0 && height > 0 ? renderer.cull(x, y, width, height, size) : renderer.parts;
         const points = fronts + backs;
         const limit = this.moving ? movingCount(points, this.msPerPoint) : points;
         const share = points ? Math.min(1, limit / points) : 1;
