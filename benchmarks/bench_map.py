@@ -28,8 +28,12 @@ fence): a "fenced frame" is one whose points were in the drawing buffer at the t
                            reported for both widgets
   wheel zoom               bursts of WHEEL_EVENTS wheel events (50 ms apart, in then out) over the
                            plot's centre: each event -> the first fenced frame after it (the view
-                           repainted); the burst's last event -> the first fenced frame of all N
-                           points (full detail); the fewest points any frame of a burst drew
+                           repainted); the burst's last event -> full detail: jupyter-scatter's
+                           first fenced frame of all N points, ours the first frame whose canvas
+                           says detail "full" with every point of the grid cells the view touches
+                           drawn (it adds them over the moving frames' subsample and leaves out
+                           points no pixel of the view can show), zooming in and back out to the
+                           whole map apart; the fewest points any frame of a burst showed
   kernel memory            the kernel's resident memory once the map is shown, and after the lassos
 Then, unless --skip-fit, ``projection.compute(index, "rgb")`` (default parameters: fit on a
 20,000 sample, place the rest, cluster) on real pixels: Fashion-MNIST from Debian's
@@ -234,7 +238,10 @@ INIT_SCRIPT = """(() => {
     for (const m of mutations) {
       const node = m.target;
       if (!node.classList || !node.classList.contains("imrec-map-points")) continue;
-      if (m.attributeName === "data-frame") bench.frames.push({frame: Number(node.dataset.frame), at});
+      if (m.attributeName === "data-frame") {
+        const d = node.dataset;
+        bench.frames.push({frame: Number(d.frame), at, detail: d.detail, drawn: Number(d.drawn), inView: Number(d.inView)});
+      }
       const points = node.dataset.points;
       if (m.attributeName === "data-points" && points && !(points in bench.pointsAt)) bench.pointsAt[points] = at;
     }
@@ -526,18 +533,23 @@ class MapSession:
         """Bursts of WHEEL_EVENTS wheel events (zooming in, then out) over the plot's centre.
 
         Per event: the wheel event in the page -> the first fenced WebGL frame after it (the view
-        repainted, its pixels in the buffer). Per burst: its last event -> the first fenced frame
-        with every point drawn (full detail), and the fewest vertices any frame of it drew.
+        repainted, its pixels in the buffer). Per burst: its last event -> full detail, and the
+        fewest points any frame of it showed. Full detail for jupyter-scatter: the first fenced
+        frame that drew every point. Ours completes a still view's picture over several frames
+        and draws only the points in the grid cells the view touches: its first frame (fenced by
+        the layer's own readPixels) whose canvas says ``detail`` "full", with every point in view
+        in the picture (``drawn`` == ``inView``); it shows ``drawn`` points.
         """
         page = self.page
         wait_for_kernel_idle(page, timeout=300)
         centre = self.centre()
         page.mouse.move(*centre)
         self.settle()
-        repaint, full, fewest = [], [], []
+        repaint, full, fewest, in_view, timelines = [], [], [], [], []
         for burst in range(2 * repeats):
             direction = -1 if burst % 2 == 0 else 1
             frames_before = self.gl_frame_count()
+            ours_before = page.evaluate("() => window.__bench.frames.length")
             page.evaluate("() => { window.__bench.armed = true; window.__bench.wheels = []; }")
             for _ in range(WHEEL_EVENTS):
                 page.mouse.wheel(0, direction * abs(WHEEL_DELTA))
@@ -550,36 +562,64 @@ class MapSession:
                 raise RuntimeError(
                     f"{self.kind}: {len(wheels)} of {WHEEL_EVENTS} wheel events seen"
                 )
-            # The first frame of every point fenced after the last event (not one before it).
             deadline = time.monotonic() + 120
             while True:
                 frames = self.gl_frames(frames_before)
-                complete = [
-                    f for f in frames if f["vertices"] >= self.points and f["at"] > wheels[-1]
-                ]
+                if self.kind == "ours":
+                    ours = [
+                        {**f, "at": f["at"] / 1000 - offset}
+                        for f in page.evaluate("(i) => window.__bench.frames.slice(i)", ours_before)
+                    ]
+                    complete = [f for f in ours if f["detail"] == "full" and f["at"] > wheels[-1]]
+                else:
+                    complete = [
+                        f for f in frames if f["vertices"] >= self.points and f["at"] > wheels[-1]
+                    ]
                 if complete:
                     done = complete[0]
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.kind}: not every point drawn 120 s after the wheel")
+                    raise TimeoutError(f"{self.kind}: no full detail 120 s after the wheel")
                 time.sleep(0.05)
             frames = [f for f in frames if f["at"] <= done["at"]]
             for at in wheels:
                 after = [f["at"] for f in frames if f["at"] > at]
                 repaint.append((after[0] - at) * 1000 if after else None)
             full.append((done["at"] - wheels[-1]) * 1000)
-            fewest.append(min(f["vertices"] for f in frames))
+            if self.kind == "ours":
+                shown = [f for f in ours if wheels[0] < f["at"] <= done["at"]]
+                if done["drawn"] != done["inView"]:
+                    raise RuntimeError(
+                        f"ours: 'full' with {done['drawn']} of {done['inView']} drawn"
+                    )
+                fewest.append(min(f["drawn"] for f in shown))
+                in_view.append(done["inView"])
+                timelines.append(
+                    [(round((f["at"] - wheels[-1]) * 1000), f["drawn"]) for f in shown]
+                )
+            else:
+                fewest.append(min(f["vertices"] for f in frames))
             page.evaluate("() => { window.__bench.armed = false; }")
             wait_for_kernel_idle(page, timeout=300)  # the new scales reach Python; then settle
             self.settle()
-        return {
+        result = {
             "zoom_ms": median(repaint),
             "zoom_max_ms": max((r for r in repaint if r is not None), default=None),
             "zoom_all_ms": repaint,
             "zoom_full_ms": median(full),
+            "zoom_full_max_ms": max(full),
+            # Bursts alternate: in (even), then back out to the whole map (odd).
+            "zoom_full_in_ms": median(full[0::2]),
+            "zoom_full_out_ms": median(full[1::2]),
             "zoom_full_all_ms": full,
             "zoom_fewest_points": min(fewest),
         }
+        if self.kind == "ours":
+            # Bursts alternate in and out: the points in view once each settled, and every
+            # frame's (ms after the last wheel event, points shown).
+            result["zoom_in_view"] = in_view
+            result["zoom_timelines"] = timelines
+        return result
 
 
 def measure_widget(
@@ -652,7 +692,7 @@ def measure_widget(
             result.update(zoom)
             print(
                 f"    {kind}: wheel -> repainted {zoom['zoom_ms']:.1f} ms (worst {zoom['zoom_max_ms']:.1f}), "
-                f"last wheel -> every point drawn {zoom['zoom_full_ms']:.1f} ms",
+                f"last wheel -> full detail {zoom['zoom_full_ms']:.1f} ms (worst {zoom['zoom_full_max_ms']:.1f})",
                 flush=True,
             )
     finally:
@@ -859,7 +899,10 @@ ROWS = [
     ("move_event_selected_ms", "  browser event -> rAF, selection", "ms", None, True),
     ("zoom_ms", "wheel -> repainted, fenced (p50)", "ms", "zoom_ms", True),
     ("zoom_max_ms", "  worst wheel -> repainted", "ms", None, True),
-    ("zoom_full_ms", "last wheel -> every point drawn", "ms", "zoom_full_ms", True),
+    ("zoom_full_ms", "last wheel -> full detail (p50)", "ms", "zoom_full_ms", True),
+    ("zoom_full_in_ms", "  zooming in (p50)", "ms", "zoom_full_ms", True),
+    ("zoom_full_out_ms", "  zooming out, whole map (p50)", "ms", "zoom_full_ms", True),
+    ("zoom_full_max_ms", "  worst last wheel -> full detail", "ms", None, True),
     ("zoom_fewest_points", "fewest points in a zoom frame", "", None, False),
     ("kernel_mib_drawn", "kernel memory, map shown", "MiB", None, True),
     ("kernel_mib_lassos", "kernel memory, after the lassos", "MiB", None, True),

@@ -4,11 +4,16 @@ import { test } from "node:test";
 
 import {
   axisMap,
+  cellRange,
   clipTransform,
+  cullOrder,
   defaultPointSize,
   drawOrder,
+  gridCells,
   lodOrder,
   movingCount,
+  refineStep,
+  settleDelay,
   viewCenter,
   extendPath,
   paletteBytes,
@@ -139,4 +144,81 @@ test("movingCount fits the frame budget, within bounds", () => {
   assert.equal(movingCount(1_000_000, 0.001, 25), 25_000);
   assert.equal(movingCount(1_000_000, 0.01, 25), 20_000); // never fewer than the minimum
   assert.equal(movingCount(50_000, 0.0001, 25), 50_000); // a small map is always drawn whole
+});
+
+test("gridCells and cellRange: every point inside a rectangle is in the cells of its range", () => {
+  const n = 5_000;
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  let seed = 7;
+  const random = () => ((seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  for (let i = 0; i < n; i++) [x[i], y[i]] = [random() * 10 - 3, random() * 4 + 100];
+  const { cells, bounds, grid } = gridCells(x, y, 16);
+  assert.deepEqual(bounds.map((v) => Math.round(v)), [-3, 7, 100, 104]);
+  for (const rect of /** @type {[number, number, number, number][]} */ ([
+    [0, 1, 101, 102], [-5, -2.9, 99, 100.01], [6.99, 20, 103.5, 103.6], [2, 2, 102, 102],
+  ])) {
+    const range = cellRange(bounds, grid, rect);
+    assert.ok(range);
+    const [cx0, cx1, cy0, cy1] = range;
+    for (let i = 0; i < n; i++) {
+      if (x[i] < rect[0] || x[i] > rect[1] || y[i] < rect[2] || y[i] > rect[3]) continue;
+      const [cx, cy] = [cells[i] % grid, Math.floor(cells[i] / grid)];
+      assert.ok(cx >= cx0 && cx <= cx1 && cy >= cy0 && cy <= cy1, `point ${i} outside its range`);
+    }
+  }
+  assert.equal(cellRange(bounds, grid, [8, 9, 101, 102]), null); // right of every point
+  assert.deepEqual(cellRange(bounds, grid, [-100, 100, 0, 200]), [0, 15, 0, 15]);
+});
+
+test("cullOrder keeps the order's entries in the range's cells, in order, each part apart", () => {
+  const grid = 4;
+  // Entries 0..7 of an order: cells, and which are selected (the last 3).
+  const order = Uint32Array.from([10, 11, 12, 13, 14, 15, 16, 17]);
+  const orderCells = Uint16Array.from([0, 5, 15, 6, 5, 0, 6, 10]);
+  const out = new Uint32Array(order.length);
+  const { front, back } = cullOrder(order, orderCells, 5, grid, [1, 2, 1, 2], out);
+  assert.deepEqual([front, back], [3, 2]);
+  assert.deepEqual(Array.from(out.subarray(0, 5)), [11, 13, 14, 16, 17]);
+  assert.deepEqual(cullOrder(order, orderCells, 5, grid, null, out), { front: 0, back: 0 });
+  const all = cullOrder(order, orderCells, 8, grid, [0, 3, 0, 3], out);
+  assert.deepEqual(all, { front: 8, back: 0 });
+  assert.deepEqual(Array.from(out), Array.from(order));
+});
+
+test("refineStep completes a picture that ends as one full draw would: selected last, on top", () => {
+  for (const [fronts, backs, front, back, budget] of [
+    [1000, 0, 20, 0, 300], [1000, 400, 20, 8, 300], [10, 900, 1, 90, 50], [0, 50, 0, 5, 7], [500, 500, 500, 500, 9],
+  ]) {
+    let state = { front, back, stale: 0 };
+    const drawn = [];
+    let frames = 0;
+    while (state.front < fronts || state.back < backs) {
+      const step = refineStep(state, fronts, backs, budget);
+      const added = step.ranges.reduce((sum, r) => sum + r.to - r.from, 0);
+      assert.ok(added > 0 && added <= budget, `frame ${frames} adds ${added}`);
+      // Points never leave the picture: what it shows never shrinks.
+      assert.ok(step.state.front + Math.max(step.state.back, step.state.stale) >= state.front + Math.max(state.back, state.stale));
+      drawn.push(...step.ranges);
+      state = step.state;
+      assert.ok(++frames < 10_000);
+    }
+    assert.equal(state.stale, 0);
+    // Every unselected entry after the first frame's once, in order ...
+    const fronted = drawn.filter((r) => r.part === "front").flatMap((r) => Array.from({ length: r.to - r.from }, (_, k) => r.from + k));
+    assert.deepEqual(fronted, Array.from({ length: fronts - front }, (_, k) => front + k));
+    // ... and after the last of them, every selected entry in order: the full draw's ending.
+    const lastFront = drawn.map((r) => r.part).lastIndexOf("front");
+    const backed = drawn.slice(lastFront + 1).flatMap((r) => Array.from({ length: r.to - r.from }, (_, k) => r.from + k));
+    const expected = lastFront < 0 ? Array.from({ length: backs - back }, (_, k) => back + k) : Array.from({ length: backs }, (_, k) => k);
+    assert.deepEqual(backed, expected);
+  }
+});
+
+test("settleDelay waits longer between slow moves, within bounds", () => {
+  assert.equal(settleDelay(16), 100);
+  assert.equal(settleDelay(120), 180);
+  assert.equal(settleDelay(900), 300);
+  assert.equal(settleDelay(5_000), 100); // a new gesture
+  assert.equal(settleDelay(Infinity), 100);
 });

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import subprocess
 import sys
 import time
@@ -902,6 +903,109 @@ def test_a_deep_zoom_draws_points_where_a_lasso_selects_them(sharp_lab):
     screenshot(page, "umap_explorer_deep_zoom")
     page.locator(".imrec-umap-explorer .imrec-umap-reset").click()
     page.wait_for_function(f"() => ({_JS_MAPS})().x[0] < {maps['x'][0]} / 1000")
+
+
+# -- a zoom that keeps up: a subsample while the view moves, then every point in view ------------
+
+LOD_POINTS = 200_000  # a software-GL frame of these costs more than the moving frame budget
+
+# Every frame of the map's canvas as it is drawn: the points its picture shows and how many the
+# view can show (data-drawn, data-inView) and whether it is complete (data-detail).
+_RECORD_FRAMES = """
+window.__frames = [];
+new MutationObserver((mutations) => {
+  for (const m of mutations) {
+    const c = m.target;
+    if (c.classList && c.classList.contains('imrec-map-points')) {
+      window.__frames.push({frame: Number(c.dataset.frame), drawn: Number(c.dataset.drawn),
+                            inView: Number(c.dataset.inView), detail: c.dataset.detail});
+    }
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-frame']});
+"""
+_JS_FULL_AFTER = f"""(frame) => {{
+  const c = {_JS_CANVAS};
+  return c && Number(c.dataset.frame) > frame && c.dataset.detail === 'full';
+}}"""
+
+
+@pytest.fixture(scope="module")
+def lod_lab(server, webgl_browser, tmp_path_factory):
+    base = tmp_path_factory.mktemp("umap-lod")
+    (base / "root").mkdir()
+    write_map_index(base / "index", LOD_POINTS)
+    cells = _cells(
+        SYNTHETIC_CELL.format(root=str(base / "root"), index_dir=str(base / "index")),
+        "lod_state.json",
+    )
+    map_page = _open(
+        server,
+        webgl_browser,
+        "lod",
+        cells,
+        "lod_state.json",
+        LOD_POINTS,
+        init_script=_RECORD_FRAMES,
+    )
+    yield map_page
+    _close(map_page)
+
+
+def _wheel_burst(map_page: MapPage, delta: float, events: int = 5) -> dict:
+    """Wheel events over the plot's centre; the maps and frames once that view is complete."""
+    page = map_page.page
+    maps = map_page.maps()
+    page.mouse.move(maps["left"] + maps["width"] / 2, maps["top"] + maps["height"] / 2)
+    first = page.evaluate("() => window.__frames.length")
+    for _ in range(events):
+        page.mouse.wheel(0, delta)
+    # Each event scales the view by exp(deltaY * WHEEL_ZOOM_RATE) (events the browser merges
+    # sum their deltas): wait for a complete picture of the view the last one leaves.
+    scale = maps["x"][0] / math.exp(events * delta * 0.001)
+    page.wait_for_function(
+        f"""() => {{
+          const c = {_JS_CANVAS};
+          const a = Number(c.dataset.xMap.split(',')[0]);
+          return Math.abs(a / {scale} - 1) < 1e-6 && c.dataset.detail === 'full';
+        }}""",
+        timeout=120_000,
+    )
+    frames = page.evaluate("(i) => window.__frames.slice(i)", first)
+    return {"maps": page.evaluate(_JS_MAPS), "frames": frames}
+
+
+def _points_in_view(map_page: MapPage, maps: dict) -> int:
+    _ids, xy = map_page.points()
+    (ax, bx), (ay, by) = maps["x"], maps["y"]
+    px, py = ax * xy[:, 0] + bx, ay * xy[:, 1] + by
+    return int(((px >= 0) & (px <= maps["width"]) & (py >= 0) & (py <= maps["height"])).sum())
+
+
+def test_a_wheel_burst_never_blanks_the_map_and_ends_with_every_point_in_view(lod_lab):
+    page = lod_lab.page
+    for delta, zoomed_in in ((-300, True), (300, False)):
+        burst = _wheel_burst(lod_lab, delta)
+        frames, maps = burst["frames"], burst["maps"]
+        assert frames, "no frame drawn after the wheel"
+        blank = [f for f in frames if f["drawn"] <= 0]
+        assert not blank, f"{len(blank)} of {len(frames)} frames showed no points: {blank[:3]}"
+        last = page.evaluate(
+            f"() => {{ const d = {_JS_CANVAS}.dataset; return {{drawn: Number(d.drawn), inView: Number(d.inView), detail: d.detail}}; }}"
+        )
+        # Complete: every point the view can show is in the picture, none that it can show left out.
+        assert last["detail"] == "full" and last["drawn"] == last["inView"], last
+        inside = _points_in_view(lod_lab, maps)
+        assert last["inView"] >= inside, (last, inside)
+        if zoomed_in:
+            assert 0 < inside and last["inView"] < LOD_POINTS, (last, inside)  # culled
+        else:
+            assert last["inView"] == LOD_POINTS == inside, (last, inside)
+        subsampled = [f for f in frames if f["detail"] == "subsample"]
+        print(
+            f"\nwheel {delta:+}: {len(frames)} frames, {len(subsampled)} of a subsample, fewest "
+            f"points {min(f['drawn'] for f in frames):,}, then {last['drawn']:,} of {LOD_POINTS:,}"
+        )
+    screenshot(page, "umap_explorer_lod_zoomed_out")
 
 
 _JS_LOSE_CONTEXT = f"""() => {{
