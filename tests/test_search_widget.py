@@ -870,3 +870,221 @@ def test_backend_imports_without_widget_libraries():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- curation: pick and tag results, search within a tag, 👍/👎 and refine ---------------------
+
+
+@pytest.fixture
+def own_index(cheap_index, tmp_path):
+    """A writable copy of the cheap index (tags are written to its catalog)."""
+    shutil.copytree(cheap_index.index_dir, tmp_path / "index")
+    return ImageIndex.open(cheap_index.root, index_dir=tmp_path / "index")
+
+
+def shown_ids(widget):
+    return [hit["id"] for hit in widget.results]
+
+
+def pick(widget, ids, picked=True):
+    custom(widget, {"type": "pick", "ids": list(ids), "picked": picked})
+
+
+def test_picks_follow_clicks_and_ranges_in_result_order(own_index, sample_folder):
+    w = SearchWidget(own_index, k=6)
+    w.search(photo(sample_folder, "coffee"))
+    ids = shown_ids(w)
+    pick(w, [ids[4]])
+    pick(w, ids[0:3])  # a shift-click range
+    assert w.picked == [ids[0], ids[1], ids[2], ids[4]]  # in result order
+    pick(w, [ids[1]], picked=False)
+    assert w.picked == [ids[0], ids[2], ids[4]]
+    assert w.rejected == 0 and w.error == ""
+    w.k = 3  # a re-run: the picks still shown stay
+    assert w.picked == [ids[0], ids[2]]
+    w.search(photo(sample_folder, "moon"))  # a new query: no picks
+    assert w.picked == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "pick", "ids": [10**6], "picked": True},  # not a result shown
+        {"type": "pick", "ids": [], "picked": True},
+        {"type": "pick", "ids": "1", "picked": True},
+        {"type": "pick", "ids": [True], "picked": True},
+        {"type": "pick", "ids": [0] * (101), "picked": True},
+        {"type": "pick", "ids": None, "picked": True},
+        {"type": "pick", "ids": [1.5], "picked": True},
+        {"type": "pick", "picked": "yes", "ids": "first"},
+        {"type": "mark", "id": 10**6, "mark": "relevant"},
+        {"type": "mark", "id": "SHOWN", "mark": "maybe"},
+        {"type": "mark", "id": None, "mark": "relevant"},
+        {"type": "tag", "name": 3, "add": True},
+        {"type": "tag", "name": "cats", "add": "yes"},
+        {"type": "tag", "name": "x" * 5000, "add": True},
+    ],
+)
+def test_malformed_pick_mark_and_tag_messages_are_rejected_and_counted(
+    own_index, sample_folder, message
+):
+    w = SearchWidget(own_index, k=4)
+    w.search(photo(sample_folder, "coffee"))
+    first = shown_ids(w)[0]
+    pick(w, [first])
+    message = {key: first if value == "SHOWN" else value for key, value in message.items()}
+    custom(w, message)
+    assert w.rejected == 1 and w.error
+    assert w.picked == [first] and w.relevant == [] and w.not_relevant == []
+    assert own_index.tags() == {}
+    custom(w, {"type": "dismiss"})
+    pick(w, shown_ids(w)[1:2])  # still usable
+    assert w.picked == shown_ids(w)[:2] and w.error == ""
+
+
+def test_tag_picked_results_writes_the_catalog_and_reports_it(own_index, sample_folder):
+    w = SearchWidget(own_index, k=6)
+    w.search(photo(sample_folder, "coffee"))
+    assert w.tags == []
+    ids = shown_ids(w)
+    pick(w, [ids[0]])
+    pick(w, ids[2:4])
+    custom(w, {"type": "tag", "name": "  mugs ", "add": True})
+    assert w.error == "" and w.rejected == 0
+    assert own_index.tagged("mugs").tolist() == sorted([ids[0], ids[2], ids[3]])
+    assert w.notice == "tagged 3 images 'mugs' (3 new)"
+    assert w.tags == [{"name": "mugs", "count": 3}]  # what the tag box now suggests
+    pick(w, [ids[3]], picked=False)
+    custom(w, {"type": "tag", "name": "mugs", "add": False})
+    assert own_index.tagged("mugs").tolist() == [ids[3]]
+    assert w.notice == "untagged 2 images 'mugs' (2 had it)"
+    assert w.tags == [{"name": "mugs", "count": 1}]
+
+
+@pytest.mark.parametrize(
+    ("name", "picks", "expected"),
+    [
+        ("   ", True, "a tag name needs at least one visible character"),
+        ("bad\x07name", True, "holds the control character U+0007"),
+        ("y" * 101, True, "is 101 characters; at most 100"),
+        ("cats", False, "no result is picked; tick the results to tag first"),
+    ],
+)
+def test_a_bad_tag_or_an_empty_pick_is_one_line_and_the_widget_stays_usable(
+    own_index, sample_folder, name, picks, expected
+):
+    w = SearchWidget(own_index, k=4)
+    w.search(photo(sample_folder, "coffee"))
+    if picks:
+        pick(w, shown_ids(w)[:2])
+    custom(w, {"type": "tag", "name": name, "add": True})
+    assert expected in w.error and "\n" not in w.error
+    assert w.rejected == 0  # a user can type this: refused, not malformed
+    assert own_index.tags() == {} and w.notice == ""
+    pick(w, shown_ids(w)[:1])
+    custom(w, {"type": "tag", "name": "cats", "add": True})
+    assert w.error == "" and own_index.tags() == {"cats": len(w.picked)}
+
+
+def test_tagging_a_read_only_index_says_so(cheap_index, sample_folder, tmp_path):
+    from test_scan_and_shares import read_only
+
+    shutil.copytree(cheap_index.index_dir, tmp_path / "index")
+    with read_only(tmp_path / "index") as mounted:
+        index = ImageIndex.open(cheap_index.root, index_dir=mounted)
+        assert index.read_only
+        w = SearchWidget(index, k=3)
+        w.search(photo(sample_folder, "coffee"))
+        pick(w, shown_ids(w))
+        custom(w, {"type": "tag", "name": "cats", "add": True})
+        assert "is read-only here" in w.error and "\n" not in w.error
+        assert w.rejected == 0 and w.notice == ""
+        w.search(photo(sample_folder, "moon"))  # still usable
+        assert w.error == "" and len(w.results) == 3
+        index.close()
+
+
+def test_search_within_a_tag_restricts_results_and_follows_tagging(own_index, sample_folder):
+    from imrec_widgets.errors import TagError
+
+    query = photo(sample_folder, "coffee")
+    own_index.tag([1, 4, 9, 12], "set")
+    w = SearchWidget(own_index, k=4)
+    assert w.tags == [{"name": "set", "count": 4}]
+    w.search(query)
+    user_picks(w, within_tag="set")
+    assert w.within_tag == "set" and w.error == ""
+    expected = own_index.search(query, mode="rgb", k=4, tags=["set"])
+    assert shown_ids(w) == expected.ids and sorted(expected.ids) == [1, 4, 9, 12]
+    sent = []
+    w._send = lambda msg, buffers=None: sent.append(msg)
+    user_picks(w, within_tag="nope")  # a stale menu: refused, the menu told to show "set"
+    assert "no image is tagged 'nope'" in w.error and w.within_tag == "set"
+    assert {"type": "refused", "name": "within_tag"} in [m.get("content") for m in sent]
+    assert w.rejected == 0
+    # untagging the last of them from the widget: the search goes back to every image
+    pick(w, shown_ids(w))
+    custom(w, {"type": "tag", "name": "set", "add": False})
+    assert w.error == "" and w.tags == [] and w.within_tag == ""
+    assert shown_ids(w) == own_index.search(query, mode="rgb", k=4).ids
+    # a tag taken away elsewhere: the search within it says so once, then searches all
+    own_index.tag([2, 3], "pair")
+    user_picks(w, within_tag="pair")
+    assert sorted(shown_ids(w)) == [2, 3]
+    own_index.untag([2, 3], "pair")
+    with pytest.raises(TagError, match="no searchable image is tagged 'pair'"):
+        w.search(photo(sample_folder, "moon"))
+    assert w.tags == [] and w.within_tag == "" and "'pair'" in w.error
+    w.search(photo(sample_folder, "moon"))
+    assert w.error == "" and len(w.results) == 4
+
+
+def test_marks_and_refine_search_with_the_marks_as_feedback(full_index):
+    w = SearchWidget(full_index, k=6)
+    assert "search first" in w.refine_reason
+    w.search(3)
+    assert "mark results" in w.refine_reason
+    ids = shown_ids(w)
+    custom(w, {"type": "mark", "id": ids[1], "mark": "relevant"})
+    custom(w, {"type": "mark", "id": ids[3], "mark": "relevant"})
+    custom(w, {"type": "mark", "id": ids[0], "mark": "not_relevant"})
+    custom(w, {"type": "mark", "id": ids[2], "mark": "relevant"})
+    custom(w, {"type": "mark", "id": ids[2], "mark": "none"})  # changed their mind
+    assert (w.relevant, w.not_relevant, w.refine_reason) == ([ids[1], ids[3]], [ids[0]], "")
+    custom(w, {"type": "refine"})
+    expected = full_index.search([3, ids[1], ids[3]], negatives=[ids[0]], mode="embedding", k=6)
+    assert w.error == "" and w.rejected == 0 and w.refined
+    assert shown_ids(w) == expected.ids and shown_ids(w) != ids
+    assert (w.result_mode, w.result_metric) == ("embedding", "cosine")
+    assert len(w.query_names) == 3  # the query and the two 👍
+    # a second round adds to the marks; a mark of a result no longer shown can be taken back
+    custom(w, {"type": "mark", "id": ids[3], "mark": "none"})
+    custom(w, {"type": "mark", "id": shown_ids(w)[0], "mark": "not_relevant"})
+    assert w.rejected == 0 and w.relevant == [ids[1]]
+    second = w.not_relevant
+    custom(w, {"type": "refine"})
+    expected = full_index.search([3, ids[1]], negatives=second, mode="embedding", k=6)
+    assert shown_ids(w) == expected.ids and len(w.query_names) == 2
+    w.k = 4  # a control re-runs the refined search
+    assert shown_ids(w) == expected.ids[:4] and w.refined
+    w.search(5)  # a new query: the marks go
+    assert (w.relevant, w.not_relevant, w.refined) == ([], [], False)
+    assert "mark results" in w.refine_reason
+
+
+def test_refine_with_nothing_marked_or_no_embedding_says_why(
+    full_index, cheap_index, sample_folder
+):
+    w = SearchWidget(full_index, k=4)
+    w.search(3)
+    custom(w, {"type": "refine"})  # a stale button: refused, not malformed
+    assert "mark results 👍" in w.error and w.rejected == 0 and not w.refined
+    cheap = SearchWidget(cheap_index, k=4)
+    cheap.search(photo(sample_folder, "moon"))
+    first = shown_ids(cheap)[0]
+    custom(cheap, {"type": "mark", "id": first, "mark": "relevant"})
+    assert "refine needs the embedding feature" in cheap.refine_reason
+    custom(cheap, {"type": "refine"})
+    assert "refine needs the embedding feature" in cheap.error and cheap.rejected == 0
+    with pytest.raises(ValueError, match="refine needs the embedding feature"):
+        cheap.refine()

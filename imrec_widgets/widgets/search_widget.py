@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import traitlets
 
-from imrec_widgets.errors import ImageDecodeError, ImrecError, MalformedMessage, UsageError
+from imrec_widgets.errors import (
+    ImageDecodeError,
+    ImrecError,
+    MalformedMessage,
+    TagError,
+    UsageError,
+)
 from imrec_widgets.features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
@@ -44,9 +50,15 @@ if TYPE_CHECKING:
 K_MIN, K_MAX = 1, 100
 """Bounds of ``SearchWidget.k`` (the front end's number input uses the same)."""
 
-CONTROLS = ("mode", "metric", "k", "weights")
+CONTROLS = ("mode", "metric", "k", "weights", "within_tag")
 """The controls the browser may ask to change, each with a ``{"type": "set", "name", "value"}``
 message that is checked here like an assignment from Python. The browser writes no trait."""
+
+MARKS = ("relevant", "not_relevant", "none")
+"""What a ``{"type": "mark", "id", "mark"}`` message may set a result to (👍, 👎, neither)."""
+
+REFINE_MODE = "embedding"
+"""The feature "refine" searches (relevance feedback on the CNN embedding, cosine)."""
 
 MAX_ERROR_CHARS = 1000
 """Longest error text accepted from the browser's own file checks (longer is cut)."""
@@ -124,10 +136,32 @@ class _Query:
     knows them only as bytes).
     """
 
-    def __init__(self, query: Any, names: list[str], *, uploaded: bool = False) -> None:
+    def __init__(
+        self,
+        query: Any,
+        names: list[str],
+        *,
+        uploaded: bool = False,
+        refine: tuple[list[int], list[int]] | None = None,
+    ) -> None:
         self.query = query
         self.names = names
         self.uploaded = uploaded
+        self.refine = refine
+        self.base_names = names[: len(query_items(query))]
+        """The names of the query's own items (a refined query's ``names`` add the 👍 ones)."""
+        """(ids marked relevant, ids marked not relevant) of a refined search, else None."""
+
+    def refined(self, relevant: list[int], not_relevant: list[int], index: ImageIndex) -> _Query:
+        """This query refined by marks: its items and the relevant ids are the positives."""
+        names = self.base_names + [query_label(id_, index) for id_ in relevant]
+        return _Query(
+            self.query, names, uploaded=self.uploaded, refine=(list(relevant), list(not_relevant))
+        )
+
+    def positives(self) -> list[Any]:
+        """A refined search's relevant images: the query's items, then the ids marked relevant."""
+        return query_items(self.query) + list(self.refine[0] if self.refine else [])
 
     def explain(self, exc: Exception) -> Exception:
         """``exc``, naming the uploaded file it is about."""
@@ -213,6 +247,34 @@ class SearchWidget(BaseWidget):
         ""  # why the index has no hybrid mode (set in __init__; traits validate before)
     )
 
+    # -- curation: picks, tags, relevance marks (Python's; the browser sends messages) ---------
+    picked = traitlets.List(traitlets.Int(), read_only=True).tag(sync=True)
+    """list[int]: ids of the shown results the user picked (ticked), in result order. Picks
+    of results no longer shown are dropped; a new query clears them."""
+
+    tags = traitlets.List(traitlets.Dict(), read_only=True).tag(sync=True)
+    """list[dict]: the index's tags, ``{"name", "count"}`` by name; refreshed after every search
+    and every tagging (what the tag box suggests and "search within tag" offers)."""
+
+    within_tag = traitlets.Unicode("").tag(sync=True)
+    """str: search only images with this tag ("" searches all); one of ``tags``' names."""
+
+    relevant = traitlets.List(traitlets.Int(), read_only=True).tag(sync=True)
+    """list[int]: ids marked 👍 (more like this) since the query was made; "refine" adds them
+    to the query. A new query clears the marks."""
+
+    not_relevant = traitlets.List(traitlets.Int(), read_only=True).tag(sync=True)
+    """list[int]: ids marked 👎 (not like this) since the query was made."""
+
+    refine_reason = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: why "refine" cannot run now ("" when it can): no embedding, no query, no marks."""
+
+    refined = traitlets.Bool(False, read_only=True).tag(sync=True)
+    """bool: True when ``results`` come from a refined search (the marks as feedback)."""
+
+    notice = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: what the last tagging did ("tagged 3 images 'cats' (2 new)"); "" after a new query."""
+
     scope: Any = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
     """Ids the search is restricted to (e.g. a UMAP selection); None searches everything."""
 
@@ -278,6 +340,8 @@ class SearchWidget(BaseWidget):
                 + ", ".join(SEARCH_MODES)
             )
         super().__init__(**kwargs)
+        self._refresh_tags()
+        self._update_refine_reason()
         self.on_msg(self._on_message)
         self._ready = True
 
@@ -339,7 +403,7 @@ class SearchWidget(BaseWidget):
         except Exception as exc:
             self._show_error(exc)
             raise
-        results = self._run(prepared, raise_errors=True)
+        results = self._run(prepared, raise_errors=True, new=True)
         if results is None:  # raise_errors: a failed search raised instead
             raise RuntimeError("the search returned nothing")
         return results
@@ -356,7 +420,50 @@ class SearchWidget(BaseWidget):
             self.error = ""
             self.set_trait("query_thumbnails", [])
             self.set_trait("query_names", [])
+            self._forget_marks()
             self._set_results(None, None)
+
+    def refine(self) -> SearchResults:
+        """Search again with the marks as feedback: ``index.search([query items and every 👍
+        id], negatives=[every 👎 id], mode="embedding")`` (see ``ImageIndex.search``).
+
+        Sets the mode to "embedding" (cosine). The marks stay (later rounds add to them) until
+        the query changes. Raises (and shows) why when it cannot run (``refine_reason``).
+        """
+        if self.refine_reason or self._last is None:
+            error = UsageError(self.refine_reason or "search first, then mark results")
+            self._show_error(error)
+            raise error
+        query = self._last.refined(list(self.relevant), list(self.not_relevant), self._index)
+        with self._paused_reruns():
+            self.mode = REFINE_MODE
+            self.metric = MODE_METRICS[REFINE_MODE][0]
+        results = self._run(query, raise_errors=True)
+        if results is None:  # raise_errors: a failed search raised instead
+            raise RuntimeError("the search returned nothing")
+        return results
+
+    def tag_picked(self, name: str, *, add: bool = True) -> int:
+        """Tag the picked results ``name`` (``add=False``: untag them) with ``index.tag``;
+        says what it did in ``notice``. Returns how many images changed."""
+        try:
+            if not self.picked:
+                raise TagError("no result is picked; tick the results to tag first")
+            ids = list(self.picked)
+            changed = self._index.tag(ids, name) if add else self._index.untag(ids, name)
+        except Exception as exc:
+            self._show_error(exc)
+            raise
+        label = name.strip()
+        count = f"{len(ids)} image{'s' if len(ids) != 1 else ''}"
+        with self.hold_sync():
+            self.error = ""
+            if add:
+                self.set_trait("notice", f"tagged {count} {label!r} ({changed} new)")
+            else:
+                self.set_trait("notice", f"untagged {count} {label!r} ({changed} had it)")
+            self._refresh_tags()
+        return int(changed)
 
     # -- state from the browser: none; it sends messages ------------------------------------------
     def set_state(self, sync_data: dict[str, Any]) -> None:
@@ -437,6 +544,19 @@ class SearchWidget(BaseWidget):
         except ValueError as exc:
             return int(self._refuse("k", str(exc)))
 
+    @traitlets.validate("within_tag")
+    def _validate_within_tag(self, proposal: Any) -> str:
+        name = str(proposal["value"])
+        names = list(self._index.tags()) if name else []
+        if name == "" or name in names:
+            return name
+        known = ", ".join(repr(tag) for tag in names[:10]) or "none yet"
+        return str(
+            self._refuse(
+                "within_tag", f"no image is tagged {name[:100]!r}; search within one of: {known}"
+            )
+        )
+
     @traitlets.validate("max_upload_bytes")
     def _validate_max_upload_bytes(self, proposal: Any) -> int:
         if proposal["value"] < 1:
@@ -470,12 +590,12 @@ class SearchWidget(BaseWidget):
         self.set_trait("scope_size", -1 if change["new"] is None else len(change["new"]))
         self._rerun()
 
-    @traitlets.observe("metric", "k")
+    @traitlets.observe("metric", "k", "within_tag")
     def _control_changed(self, change: Any) -> None:
         if self._is_new(change["name"]):
             self._rerun()
 
-    @contextmanager
+    @contextlib.contextmanager
     def _paused_reruns(self) -> Iterator[None]:
         self._rerun_paused += 1
         try:
@@ -492,26 +612,33 @@ class SearchWidget(BaseWidget):
             self.error = ""  # an accepted control value ends the complaint about a refused one
 
     # -- running a query -------------------------------------------------------------------------
-    def _run(self, query: _Query, *, raise_errors: bool) -> SearchResults | None:
+    def _search(self, query: _Query) -> tuple[SearchResults, bool]:
+        """``query`` searched with the controls; and whether it was refined by marks."""
+        filters: dict[str, Any] = {"k": self.k, "ids": self.scope}
+        if self.within_tag:
+            filters["tags"] = [self.within_tag]
+        refinable = self.mode == REFINE_MODE and self.metric == MODE_METRICS[REFINE_MODE][0]
+        if query.refine is not None and refinable:
+            negatives = query.refine[1]
+            return self._index.search(
+                query.positives(), mode=REFINE_MODE, negatives=negatives, **filters
+            ), True
+        if self.mode == HYBRID_MODE:
+            return self._index.search(
+                query.query, mode=HYBRID_MODE, weights=dict(self.weights), **filters
+            ), False
+        return self._index.search(query.query, mode=self.mode, metric=self.metric, **filters), False
+
+    def _run(self, query: _Query, *, raise_errors: bool, new: bool = False) -> SearchResults | None:
+        """Search ``query`` and show it; ``new``: a new query (the marks and picks go)."""
         self.set_trait("busy", True)
         try:
-            if self.mode == HYBRID_MODE:
-                results = self._index.search(
-                    query.query,
-                    mode=HYBRID_MODE,
-                    metric=None,
-                    k=self.k,
-                    ids=self.scope,
-                    weights=dict(self.weights),
-                )
-            else:
-                results = self._index.search(
-                    query.query, mode=self.mode, metric=self.metric, k=self.k, ids=self.scope
-                )
+            results, refined = self._search(query)
             thumbnails = self._index.thumbnail_bytes(results.ids, side=QUERY_THUMB_SIZE)
             query_thumbnails = shown_thumbnails(results)
         except Exception as exc:
             self.set_trait("busy", False)
+            self._refresh_tags(rerun=False)  # a tag searched within may be gone: say so
             self._show_error(query.explain(exc))
             if raise_errors:
                 raise
@@ -523,10 +650,56 @@ class SearchWidget(BaseWidget):
                 self.error = ""
                 self.set_trait("query_thumbnails", query_thumbnails)
                 self.set_trait("query_names", query.names)
+                if new:
+                    self._forget_marks()
+                shown = set(results.ids)
+                self.set_trait("picked", [id_ for id_ in self.picked if id_ in shown])
+                self.set_trait("refined", refined)
+                self._refresh_tags(rerun=False)
+                self._update_refine_reason()
                 self._set_results(results, thumbnails)
             finally:
                 self.set_trait("busy", False)
         return results
+
+    # -- curation state ------------------------------------------------------------------------
+    def _forget_marks(self) -> None:
+        """A new query (or none): no picks, no marks, no notice."""
+        self.set_trait("picked", [])
+        self.set_trait("relevant", [])
+        self.set_trait("not_relevant", [])
+        self.set_trait("refined", False)
+        self.set_trait("notice", "")
+        self._update_refine_reason()
+
+    def _refresh_tags(self, *, rerun: bool = True) -> None:
+        """``tags`` from the catalog; a ``within_tag`` no image has any more is dropped (and,
+        with ``rerun``, the query re-run over every image)."""
+        try:
+            counts = self._index.tags()
+        except (ImrecError, OSError):  # e.g. a catalog that cannot be read: nothing to offer
+            _log.debug("SearchWidget: could not read the tags", exc_info=True)
+            counts = {}
+        tags = [{"name": name, "count": int(count)} for name, count in counts.items()]
+        if tags != self.tags:
+            self.set_trait("tags", tags)
+        if self.within_tag and self.within_tag not in counts:
+            with contextlib.nullcontext() if rerun else self._paused_reruns():
+                self.within_tag = ""
+
+    def _update_refine_reason(self) -> None:
+        if REFINE_MODE not in self._search_modes:
+            reason = (
+                f"refine needs the {REFINE_MODE} feature, which this index lacks "
+                f"(open it with features=[..., {REFINE_MODE!r}])"
+            )
+        elif self._last is None:
+            reason = "search first, then mark results 👍 or 👎 and refine"
+        elif not self.relevant and not self.not_relevant:
+            reason = "mark results 👍 (more like this) or 👎 (not like this) first"
+        else:
+            reason = ""
+        self.set_trait("refine_reason", reason)
 
     def _set_results(self, results: SearchResults | None, thumbnails: list[bytes] | None) -> None:
         self.set_trait("thumbnails", list(thumbnails or []))
@@ -557,12 +730,16 @@ class SearchWidget(BaseWidget):
             except Exception as exc:
                 self._show_error(exc)
             return
-        if kind in ("set", "dismiss", "file_error"):
+        if kind in ("set", "dismiss", "file_error", "pick", "mark", "tag", "refine"):
             try:
                 self._browser_intent(kind, content)
             except MalformedMessage as exc:
                 self.rejected += 1
                 self._show_error(exc)
+            except Exception:
+                if kind not in ("tag", "refine"):
+                    raise
+                # tag_picked and refine show their errors in the widget themselves
             return
         if kind not in ("query", "more_like"):
             self.rejected += 1
@@ -591,6 +768,43 @@ class SearchWidget(BaseWidget):
                 raise MalformedMessage("a file error must be text")
             self.error = message[:MAX_ERROR_CHARS]
             return
+        if kind == "pick":
+            ids, picked = self._shown_ids(content.get("ids")), content.get("picked")
+            if not isinstance(picked, bool):
+                raise MalformedMessage("a pick says picked: true or false")
+            chosen = (set(self.picked) | set(ids)) if picked else (set(self.picked) - set(ids))
+            order = [hit["id"] for hit in self.results]
+            self.set_trait("picked", [id_ for id_ in order if id_ in chosen])
+            return
+        if kind == "mark":
+            (id_,) = self._shown_ids([content.get("id")], marked_too=True)
+            mark = content.get("mark")
+            if mark not in MARKS:
+                raise MalformedMessage(f"a mark is one of {', '.join(MARKS)}")
+            relevant = [i for i in self.relevant if i != id_]
+            not_relevant = [i for i in self.not_relevant if i != id_]
+            if mark == "relevant":
+                relevant.append(id_)
+            elif mark == "not_relevant":
+                not_relevant.append(id_)
+            with self.hold_sync():
+                self.set_trait("relevant", relevant)
+                self.set_trait("not_relevant", not_relevant)
+                self._update_refine_reason()
+            return
+        if kind == "tag":
+            name, add = content.get("name"), content.get("add")
+            if (
+                not isinstance(name, str)
+                or len(name) > MAX_ERROR_CHARS
+                or not isinstance(add, bool)
+            ):
+                raise MalformedMessage("a tag message holds a name (text) and add: true or false")
+            self.tag_picked(name, add=add)
+            return
+        if kind == "refine":
+            self.refine()
+            return
         name, value = content.get("name"), content.get("value")
         problem = _control_problem(name, value)
         if problem or not isinstance(name, str):
@@ -601,6 +815,23 @@ class SearchWidget(BaseWidget):
             # The browser's control shows what the user picked: tell it to show the kept value.
             self.send({"type": "refused", "name": name})
 
+    def _shown_ids(self, ids: Any, *, marked_too: bool = False) -> list[int]:
+        """``ids`` from a message, each a shown result's (``marked_too``: or a marked one's);
+        MalformedMessage otherwise (an honest front end only sends ids it shows)."""
+        if not isinstance(ids, list) or not 1 <= len(ids) <= K_MAX:
+            raise MalformedMessage(f"a pick or mark names 1 to {K_MAX} result ids")
+        allowed = {hit["id"] for hit in self.results}
+        if marked_too:
+            allowed |= set(self.relevant) | set(self.not_relevant)
+        checked = []
+        for id_ in ids:
+            if isinstance(id_, float) and math.isfinite(id_) and id_.is_integer():
+                id_ = int(id_)
+            if not is_image_id(id_) or id_ not in allowed:
+                raise MalformedMessage(f"{repr(id_)[:40]} is not a result shown")
+            checked.append(int(id_))
+        return checked
+
     def _query_upload(self, content: dict[str, Any]) -> None:
         try:
             uploads = self._uploads.finish(content)
@@ -609,7 +840,7 @@ class SearchWidget(BaseWidget):
             raise
         query = uploads[0][1] if len(uploads) == 1 else [data for _name, data in uploads]
         names = [name for name, _data in uploads]
-        self._run(_Query(query, names, uploaded=True), raise_errors=False)
+        self._run(_Query(query, names, uploaded=True), raise_errors=False, new=True)
 
     def _more_like(self, id_: Any) -> None:
         if isinstance(id_, float) and math.isfinite(id_) and id_.is_integer():
@@ -619,7 +850,7 @@ class SearchWidget(BaseWidget):
             raise UsageError(f"cannot search from result {repr(id_)[:40]}: not an image id")
         item = int(id_)
         check_image_ids(item, self._index)
-        self._run(_Query(item, [query_label(item, self._index)]), raise_errors=False)
+        self._run(_Query(item, [query_label(item, self._index)]), raise_errors=False, new=True)
 
 
 def _control_problem(name: Any, value: Any) -> str:
@@ -627,7 +858,7 @@ def _control_problem(name: Any, value: Any) -> str:
     ("" when its name and type are right; its value is then checked like one from Python)."""
     if name not in CONTROLS:
         return f"{repr(name)[:40]} is not a control; the browser may set {', '.join(CONTROLS)}"
-    if name in ("mode", "metric"):
+    if name in ("mode", "metric", "within_tag"):
         if isinstance(value, str) and len(value) <= MAX_NAME_CHARS:
             return ""
         return f"{name} must be a name of at most {MAX_NAME_CHARS} characters"
