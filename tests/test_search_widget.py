@@ -1078,7 +1078,7 @@ def test_refine_with_nothing_marked_or_no_embedding_says_why(
     w = SearchWidget(full_index, k=4)
     w.search(3)
     custom(w, {"type": "refine"})  # a stale button: refused, not malformed
-    assert "mark results 👍" in w.error and w.rejected == 0 and not w.refined
+    assert "mark results 👍" in w.error and w.rejected == 0 and not w.refined and not w.busy
     cheap = SearchWidget(cheap_index, k=4)
     cheap.search(photo(sample_folder, "moon"))
     first = shown_ids(cheap)[0]
@@ -1088,3 +1088,25 @@ def test_refine_with_nothing_marked_or_no_embedding_says_why(
     assert "refine needs the embedding feature" in cheap.error and cheap.rejected == 0
     with pytest.raises(ValueError, match="refine needs the embedding feature"):
         cheap.refine()
+
+
+def test_front_end_curation_constants_match_python():
+    from imrec_widgets.widgets import search_widget
+
+    node = shutil.which("node")
+    assert node, "node (>= 20) is needed to check the front end's constants"
+    script = (
+        f"const m = await import({json.dumps((STATIC_DIR / 'search_widget.js').as_uri())});"
+        "console.log(JSON.stringify({controls: m.CONTROLS, marks: m.MARKS, maxPick: m.MAX_PICK}));"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    js = json.loads(done.stdout)
+    assert js["controls"] == list(search_widget.CONTROLS)
+    assert js["marks"] == list(search_widget.MARKS)
+    assert js["maxPick"] == search_widget.K_MAX

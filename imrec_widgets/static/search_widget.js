@@ -286,7 +286,7 @@ export function resultTitle(hit, metric, mode) {
 // -- messages to the Python side (user intent; Python checks each and owns every trait) -------
 
 /** The controls a message may ask to change (the Python side's CONTROLS). */
-export const CONTROLS = ["mode", "metric", "k", "weights"];
+export const CONTROLS = ["mode", "metric", "k", "weights", "within_tag"];
 
 /**
  * The message asking Python to set control `name` to `value`.
@@ -310,6 +310,134 @@ export function fileErrorMessage(message) {
 
 /** The message clearing the error shown (the user dismissed it). */
 export const DISMISS_MESSAGE = Object.freeze({ type: "dismiss" });
+
+// -- curation: pick results and tag them, 👍/👎 and refine -----------------------------------
+
+/** Most ids one pick message names (the Python side's K_MAX: results shown at most). */
+export const MAX_PICK = K_MAX;
+
+/**
+ * The message picking (or unpicking) results `ids`, each one shown.
+ * @param {Iterable<number>} ids
+ * @param {boolean} picked
+ * @returns {{type: "pick", ids: number[], picked: boolean}}
+ */
+export function pickMessage(ids, picked) {
+  const list = Array.from(ids, Number);
+  if (list.length === 0 || list.length > MAX_PICK) {
+    throw new RangeError(`a pick names 1 to ${MAX_PICK} results`);
+  }
+  return { type: "pick", ids: list, picked: Boolean(picked) };
+}
+
+/**
+ * The ids a click on result `index` picks: that one, or with shift held the range from the
+ * last clicked result `anchor` to it (either way round), in result order.
+ * @param {number[]} ids the shown results' ids, best first
+ * @param {number | null} anchor
+ * @param {number} index
+ * @param {boolean} shift
+ * @returns {number[]}
+ */
+export function pickRange(ids, anchor, index, shift) {
+  if (!shift || anchor === null || anchor < 0 || anchor >= ids.length) return ids.slice(index, index + 1);
+  const [from, to] = anchor <= index ? [anchor, index] : [index, anchor];
+  return ids.slice(from, to + 1);
+}
+
+/** What a mark message may set a result to (the Python side's MARKS). */
+export const MARKS = ["relevant", "not_relevant", "none"];
+
+/**
+ * The mark a click on the 👍 ("relevant") or 👎 ("not_relevant") button gives a result
+ * marked `current`: that mark, or none when it already had it (the button toggles).
+ * @param {string} current "relevant", "not_relevant" or "none"
+ * @param {"relevant" | "not_relevant"} button
+ * @returns {string}
+ */
+export function nextMark(current, button) {
+  return current === button ? "none" : button;
+}
+
+/**
+ * The message marking result `id` relevant, not relevant or neither.
+ * @param {number} id
+ * @param {string} mark one of MARKS
+ * @returns {{type: "mark", id: number, mark: string}}
+ */
+export function markMessage(id, mark) {
+  if (!MARKS.includes(mark)) throw new RangeError(`${mark} is not a mark`);
+  return { type: "mark", id: Number(id), mark };
+}
+
+/**
+ * The mark of `id`: "relevant", "not_relevant" or "none".
+ * @param {number} id
+ * @param {Iterable<number> | null | undefined} relevant
+ * @param {Iterable<number> | null | undefined} notRelevant
+ * @returns {string}
+ */
+export function markOf(id, relevant, notRelevant) {
+  if (Array.from(relevant ?? []).includes(id)) return "relevant";
+  if (Array.from(notRelevant ?? []).includes(id)) return "not_relevant";
+  return "none";
+}
+
+/**
+ * The message tagging (or, `add` false, untagging) the picked results `name`; Python trims
+ * and checks the name.
+ * @param {unknown} name
+ * @param {boolean} add
+ * @returns {{type: "tag", name: string, add: boolean}}
+ */
+export function tagMessage(name, add) {
+  return { type: "tag", name: String(name ?? ""), add: Boolean(add) };
+}
+
+/** The message asking for the search again with the 👍/👎 marks as feedback. */
+export const REFINE_MESSAGE = Object.freeze({ type: "refine" });
+
+/**
+ * One tag of the index as Python sends it.
+ * @typedef {{name: string, count: number}} TagCount
+ */
+
+/**
+ * <option> descriptions of "search within tag": every image, then each tag with its count.
+ * @param {TagCount[] | null | undefined} tags
+ * @param {string} selected
+ * @returns {{value: string, label: string, selected: boolean}[]}
+ */
+export function withinOptions(tags, selected) {
+  const list = Array.from(tags ?? []);
+  const chosen = list.some((t) => t.name === selected) ? selected : "";
+  return [
+    { value: "", label: "all images", selected: chosen === "" },
+    ...list.map((t) => ({ value: t.name, label: `${t.name} (${t.count})`, selected: t.name === chosen })),
+  ];
+}
+
+/**
+ * The line beside "refine": how many are marked each way ("" for none).
+ * @param {unknown[] | null | undefined} relevant
+ * @param {unknown[] | null | undefined} notRelevant
+ * @returns {string}
+ */
+export function marksText(relevant, notRelevant) {
+  const up = (relevant ?? []).length;
+  const down = (notRelevant ?? []).length;
+  return up || down ? `${up} relevant · ${down} not` : "";
+}
+
+/**
+ * The line beside the tag box: "3 picked" ("" for none).
+ * @param {unknown[] | null | undefined} picked
+ * @returns {string}
+ */
+export function pickedText(picked) {
+  const n = (picked ?? []).length;
+  return n ? `${n} picked` : "";
+}
 
 // -- hybrid mode: one weight slider per search mode ------------------------------------------
 
@@ -517,6 +645,32 @@ function nameSpan(className, name) {
   return span;
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** Material Design's "thumb_up" (Apache-2.0), drawn in the text colour. */
+const THUMB_PATH =
+  "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 " +
+  "1 7.59 7.59C7.22 7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09" +
+  "-.23.14-.47.14-.73v-2z";
+
+/**
+ * A thumb up (or, `down`, down) icon: an inline SVG, so it shows where no emoji font is.
+ * @param {boolean} down
+ * @returns {SVGSVGElement}
+ */
+function thumbIcon(down) {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "imrec-mark-icon");
+  const path = document.createElementNS(SVG_NS, "path");
+  path.setAttribute("d", THUMB_PATH);
+  path.setAttribute("fill", "currentColor");
+  if (down) path.setAttribute("transform", "rotate(180 12 12)");
+  svg.append(path);
+  return svg;
+}
+
 /** @param {string} text @param {HTMLElement} control */
 function labelled(text, control) {
   const label = h("label", "imrec-control");
@@ -525,6 +679,7 @@ function labelled(text, control) {
 }
 
 let uploadCounter = 0;
+let widgetCounter = 0;
 
 /**
  * Send `fileList` as one query: each file in chunks (binary buffers), then the query naming
@@ -581,9 +736,13 @@ function render({ model, el }) {
     title: `number of results (${K_MIN}–${K_MAX})`,
   });
   const busy = h("span", "imrec-busy", { title: "searching…", "aria-hidden": "true" });
+  const within = h("select", "imrec-within", {
+    ...own, title: "search only the images with this tag",
+  });
   const toolbar = h("div", "imrec-toolbar", own);
   const metricLabel = labelled("Metric", metric);
-  toolbar.append(labelled("Mode", mode), metricLabel, labelled("k", k), busy);
+  const withinLabel = labelled("Within", within);
+  toolbar.append(labelled("Mode", mode), metricLabel, labelled("k", k), withinLabel, busy);
 
   // -- hybrid weights: one slider per search mode, shown in the hybrid mode only
   const weights = h("div", "imrec-weights", {
@@ -615,10 +774,33 @@ function render({ model, el }) {
   status.append(summary, elapsed);
   const grid = h("div", "imrec-results");
 
-  root.append(toolbar, weights, dropzone, error, status, grid);
+  // -- curation: tag the picked results; refine with the 👍/👎 marks
+  const suggestions = h("datalist", "imrec-tag-suggestions", { id: `imrec-tags-${++widgetCounter}` });
+  const tagInput = h("input", "imrec-tag-input", {
+    ...own, type: "text", placeholder: "tag name", maxLength: 100,
+    "aria-label": "tag name", title: "a tag for the picked results (existing tags are suggested)",
+  });
+  tagInput.setAttribute("list", suggestions.id); // `list` is a read-only property: the attribute
+  const tagButton = h("button", "imrec-tag-button", { type: "button", text: "Tag picked" });
+  const untagButton = h("button", "imrec-untag-button", { type: "button", text: "Untag" });
+  const pickedCount = h("span", "imrec-picked-count");
+  const unpick = h("button", "imrec-unpick", { type: "button", text: "clear", title: "unpick every result" });
+  const refine = h("button", "imrec-refine", { type: "button", text: "Refine" });
+  const marksCount = h("span", "imrec-marks-count");
+  const notice = h("span", "imrec-notice", { role: "status" });
+  const tagging = h("div", "imrec-tagging", { role: "group", "aria-label": "tag picked results" });
+  tagging.append(pickedCount, unpick, tagInput, suggestions, tagButton, untagButton);
+  const feedback = h("div", "imrec-feedback", { role: "group", "aria-label": "relevance feedback" });
+  feedback.append(refine, marksCount);
+  const curate = h("div", "imrec-curate", own);
+  curate.append(tagging, feedback, notice);
+
+  root.append(toolbar, weights, dropzone, error, status, curate, grid);
   el.append(root);
 
   let pending = false;
+  /** @type {number | null} the result last picked by a click: a shift-click ranges from it */
+  let anchor = null;
   /** @param {boolean} value */
   const setPending = (value) => {
     pending = value;
@@ -642,6 +824,15 @@ function render({ model, el }) {
     );
     k.value = String(model.get("k"));
     metricLabel.hidden = (model.get("metrics") || []).length === 0; // none in the hybrid mode
+    /** @type {TagCount[]} */
+    const tags = model.get("tags") || [];
+    within.replaceChildren(
+      ...withinOptions(tags, model.get("within_tag")).map((o) =>
+        h("option", "", { value: o.value, text: o.label, selected: o.selected })
+      ),
+    );
+    within.value = model.get("within_tag");
+    withinLabel.hidden = tags.length === 0 && !model.get("within_tag"); // only once there are tags
   }
 
   // Weights being edited (slider moved, not yet sent), else null: shown instead of the model's.
@@ -725,28 +916,93 @@ function render({ model, el }) {
     // A result chosen from the keyboard is replaced by the new ones: the first new one takes the
     // focus, or it would fall back to the page and the keyboard user would lose their place.
     const hadFocus = grid.contains(document.activeElement);
+    anchor = null;
     grid.replaceChildren(
       ...hits.map((hit, i) => {
+        const name = baseName(hit.path);
         const title = resultTitle(hit, metricName, model.get("result_mode"));
+        // The slot holds the result (a button: more like this) and, beside it rather than in
+        // it (no control inside a button), its pick box and 👍/👎: tab order box, result, marks.
+        const slot = h("div", "imrec-hit");
+        slot.dataset.id = String(hit.id);
+        slot.dataset.index = String(i);
+        const box = h("input", "imrec-pick", {
+          ...own, type: "checkbox", "aria-label": `pick ${name}`, title: "pick (shift: a range)",
+        });
         const cell = h("button", "imrec-result", { type: "button", title });
         cell.dataset.id = String(hit.id);
-        const img = h("img", "imrec-result-image", { alt: baseName(hit.path), draggable: false });
+        const img = h("img", "imrec-result-image", { alt: name, draggable: false });
         if (thumbs[i]?.byteLength) img.src = track(jpegUrl(thumbs[i]));
         const caption = h("span", "imrec-result-caption");
         caption.append(
-          nameSpan("imrec-result-name", fitName(baseName(hit.path), maxChars)),
+          nameSpan("imrec-result-name", fitName(name, maxChars)),
           h("span", "imrec-distance", { text: formatDistance(hit.distance, metricName) }),
         );
         cell.append(img, caption);
-        return cell;
+        const marks = h("span", "imrec-marks");
+        const up = h("button", "imrec-mark imrec-mark-up", {
+          ...own, type: "button", title: "👍 relevant: more like this (then Refine)",
+          "aria-label": `relevant: ${name}`, "aria-pressed": "false",
+        });
+        up.dataset.mark = "relevant";
+        up.append(thumbIcon(false));
+        const down = h("button", "imrec-mark imrec-mark-down", {
+          ...own, type: "button", title: "👎 not relevant: less like this (then Refine)",
+          "aria-label": `not relevant: ${name}`, "aria-pressed": "false",
+        });
+        down.dataset.mark = "not_relevant";
+        down.append(thumbIcon(true));
+        marks.append(up, down);
+        slot.append(box, cell, marks);
+        return slot;
       }),
     );
-    if (hadFocus) /** @type {HTMLElement | null} */ (grid.firstElementChild)?.focus();
+    if (hadFocus) /** @type {HTMLElement | null} */ (grid.querySelector(".imrec-result"))?.focus();
+    renderCuration();
     const scope = model.get("scope_size");
     summary.textContent =
       summaryText(hits.length, model.get("result_mode"), metricName) +
       (scope >= 0 ? ` · within ${scope} selected` : "");
     elapsed.textContent = hits.length ? formatElapsed(model.get("elapsed_ms")) : "";
+  }
+
+  // Picks, marks, the tag box and refine follow Python's traits without redrawing the results.
+  function renderCuration() {
+    /** @type {number[]} */
+    const picked = model.get("picked") || [];
+    /** @type {number[]} */
+    const relevant = model.get("relevant") || [];
+    /** @type {number[]} */
+    const notRelevant = model.get("not_relevant") || [];
+    for (const slot of /** @type {NodeListOf<HTMLElement>} */ (grid.querySelectorAll(".imrec-hit"))) {
+      const id = Number(slot.dataset.id);
+      const box = /** @type {HTMLInputElement} */ (slot.querySelector(".imrec-pick"));
+      box.checked = picked.includes(id);
+      slot.classList.toggle("imrec-picked", box.checked);
+      const mark = markOf(id, relevant, notRelevant);
+      for (const button of /** @type {NodeListOf<HTMLElement>} */ (slot.querySelectorAll(".imrec-mark"))) {
+        button.setAttribute("aria-pressed", String(button.dataset.mark === mark));
+      }
+      slot.dataset.mark = mark;
+    }
+    const hasResults = (model.get("results") || []).length > 0;
+    curate.hidden = !hasResults;
+    pickedCount.textContent = pickedText(picked);
+    unpick.hidden = picked.length === 0;
+    for (const button of [tagButton, untagButton]) {
+      button.setAttribute("aria-disabled", String(picked.length === 0));
+      button.title = picked.length
+        ? `${button === tagButton ? "tag" : "untag"} the ${picked.length} picked result${picked.length === 1 ? "" : "s"}`
+        : "pick results first (tick their boxes; shift-click ticks a range)";
+    }
+    /** @type {TagCount[]} */
+    const tags = model.get("tags") || [];
+    suggestions.replaceChildren(...tags.map((t) => h("option", "", { value: t.name })));
+    const reason = model.get("refine_reason");
+    refine.setAttribute("aria-disabled", String(Boolean(reason)));
+    refine.title = reason || "search again: more like the 👍 results, less like the 👎 ones";
+    marksCount.textContent = marksText(relevant, notRelevant) + (model.get("refined") ? " · refined" : "");
+    notice.textContent = model.get("notice");
   }
 
   renderControls();
@@ -808,14 +1064,52 @@ function render({ model, el }) {
     submit(files);
   });
   grid.addEventListener("click", (event) => {
-    const cell = /** @type {HTMLElement | null} */ (
-      /** @type {HTMLElement} */ (event.target).closest(".imrec-result")
-    );
-    if (cell && grid.contains(cell)) {
+    const target = /** @type {HTMLElement} */ (event.target);
+    const slot = /** @type {HTMLElement | null} */ (target.closest(".imrec-hit"));
+    if (!slot || !grid.contains(slot)) return;
+    const id = Number(slot.dataset.id);
+    if (target.closest(".imrec-pick")) {
+      const box = /** @type {HTMLInputElement} */ (target.closest(".imrec-pick"));
+      /** @type {number[]} */
+      const ids = (model.get("results") || []).map((/** @type {Hit} */ hit) => hit.id);
+      const index = Number(slot.dataset.index);
+      // the box shows its new state at once; Python's picks follow (a range: every box)
+      model.send(pickMessage(pickRange(ids, anchor, index, /** @type {MouseEvent} */ (event).shiftKey), box.checked));
+      anchor = index;
+      return;
+    }
+    const markButton = /** @type {HTMLElement | null} */ (target.closest(".imrec-mark"));
+    if (markButton) {
+      const button = /** @type {"relevant" | "not_relevant"} */ (markButton.dataset.mark);
+      model.send(markMessage(id, nextMark(slot.dataset.mark ?? "none", button)));
+      return;
+    }
+    if (target.closest(".imrec-result")) {
       setPending(true);
-      model.send({ type: "more_like", id: Number(cell.dataset.id) });
+      model.send({ type: "more_like", id });
     }
   });
+  /** @param {boolean} add */
+  const sendTag = (add) => {
+    const picked = model.get("picked") || [];
+    if (!picked.length) return; // the button's tooltip says to pick first
+    model.send(tagMessage(tagInput.value, add));
+  };
+  tagButton.addEventListener("click", () => sendTag(true));
+  untagButton.addEventListener("click", () => sendTag(false));
+  tagInput.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") sendTag(true);
+  });
+  unpick.addEventListener("click", () => {
+    const picked = model.get("picked") || [];
+    if (picked.length) model.send(pickMessage(picked, false));
+  });
+  refine.addEventListener("click", () => {
+    if (refine.getAttribute("aria-disabled") === "true") return; // its tooltip says why
+    setPending(true);
+    model.send(REFINE_MESSAGE);
+  });
+  within.addEventListener("change", () => setControl("within_tag", within.value));
   dismiss.addEventListener("click", () => {
     error.hidden = true; // at once; Python's cleared error follows
     model.send(DISMISS_MESSAGE);
@@ -853,7 +1147,8 @@ function render({ model, el }) {
   /** @param {string[]} names @param {() => void} fn @returns {Listener[]} */
   const each = (names, fn) => names.map((name) => /** @type {Listener} */ ([name, fn]));
   const listeners = [
-    ...each(["modes", "mode", "metrics", "metric", "k"], renderControls),
+    ...each(["modes", "mode", "metrics", "metric", "k", "tags", "within_tag"], renderControls),
+    ...each(["picked", "relevant", "not_relevant", "tags", "refine_reason", "refined", "notice"], renderCuration),
     ...each(["modes", "mode", "weights"], renderWeights),
     ...each(["error"], renderError),
     ...each(["busy"], renderBusy),

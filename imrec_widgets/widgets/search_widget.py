@@ -803,7 +803,12 @@ class SearchWidget(BaseWidget):
             self.tag_picked(name, add=add)
             return
         if kind == "refine":
-            self.refine()
+            # busy goes True then False, a refused refine included: the browser's spinner stops
+            self.set_trait("busy", True)
+            try:
+                self.refine()
+            finally:
+                self.set_trait("busy", False)
             return
         name, value = content.get("name"), content.get("value")
         problem = _control_problem(name, value)

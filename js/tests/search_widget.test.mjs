@@ -5,6 +5,18 @@ import { describe, test } from "node:test";
 import {
   CONTROLS,
   DISMISS_MESSAGE,
+  MARKS,
+  MAX_PICK,
+  REFINE_MESSAGE,
+  markMessage,
+  markOf,
+  marksText,
+  nextMark,
+  pickMessage,
+  pickRange,
+  pickedText,
+  tagMessage,
+  withinOptions,
   HYBRID_MODE,
   K_MAX,
   K_MIN,
@@ -343,7 +355,10 @@ describe("debounce", () => {
 
 describe("messages to Python (the front end writes no trait)", () => {
   test("a control change is a set message naming one of the controls", () => {
-    assert.deepEqual(CONTROLS, ["mode", "metric", "k", "weights"]);
+    assert.deepEqual(CONTROLS, ["mode", "metric", "k", "weights", "within_tag"]);
+    assert.deepEqual(controlMessage("within_tag", "cats"), {
+      type: "set", name: "within_tag", value: "cats",
+    });
     assert.deepEqual(controlMessage("k", 20), { type: "set", name: "k", value: 20 });
     assert.deepEqual(controlMessage("weights", { rgb: 0.5 }), {
       type: "set", name: "weights", value: { rgb: 0.5 },
@@ -369,4 +384,65 @@ test("sameWeights: the same number for every mode, a missing mode as 0", () => {
   assert.ok(!sameWeights({ rgb: 0.3, dhash: 0.05 }, { rgb: 0.3, dhash: 0.2 }));
   assert.ok(!sameWeights(null, { rgb: 0.3 }));
   assert.ok(sameWeights(null, {}));
+});
+
+describe("curation messages: pick, mark, tag, refine", () => {
+  const ids = [11, 12, 13, 14, 15];
+
+  test("a click picks one result; a shift-click the range from the last one, either way", () => {
+    assert.deepEqual(pickRange(ids, null, 2, false), [13]);
+    assert.deepEqual(pickRange(ids, null, 2, true), [13]); // no anchor yet: just that one
+    assert.deepEqual(pickRange(ids, 1, 3, true), [12, 13, 14]);
+    assert.deepEqual(pickRange(ids, 4, 0, true), [11, 12, 13, 14, 15]);
+    assert.deepEqual(pickRange(ids, 1, 3, false), [14]);
+    assert.deepEqual(pickRange(ids, 9, 3, true), [14]); // a stale anchor (fewer results now)
+  });
+
+  test("a pick message names 1 to MAX_PICK ids and whether they are picked", () => {
+    assert.deepEqual(pickMessage([12, 13], true), { type: "pick", ids: [12, 13], picked: true });
+    assert.deepEqual(pickMessage(new Set([12]), false), { type: "pick", ids: [12], picked: false });
+    assert.equal(MAX_PICK, 100);
+    assert.throws(() => pickMessage([], true), RangeError);
+    assert.throws(() => pickMessage(Array.from({ length: 101 }, (_, i) => i), true), RangeError);
+  });
+
+  test("👍 and 👎 toggle: the same button again takes the mark off", () => {
+    assert.deepEqual(MARKS, ["relevant", "not_relevant", "none"]);
+    assert.equal(nextMark("none", "relevant"), "relevant");
+    assert.equal(nextMark("relevant", "relevant"), "none");
+    assert.equal(nextMark("relevant", "not_relevant"), "not_relevant");
+    assert.equal(nextMark("not_relevant", "not_relevant"), "none");
+    assert.deepEqual(markMessage(12, "relevant"), { type: "mark", id: 12, mark: "relevant" });
+    assert.deepEqual(markMessage(12, "none"), { type: "mark", id: 12, mark: "none" });
+    assert.throws(() => markMessage(12, "maybe"), RangeError);
+    assert.equal(markOf(12, [12], [13]), "relevant");
+    assert.equal(markOf(13, [12], [13]), "not_relevant");
+    assert.equal(markOf(14, [12], null), "none");
+  });
+
+  test("tag and refine messages", () => {
+    assert.deepEqual(tagMessage(" cats ", true), { type: "tag", name: " cats ", add: true });
+    assert.deepEqual(tagMessage(undefined, false), { type: "tag", name: "", add: false });
+    assert.deepEqual(REFINE_MESSAGE, { type: "refine" });
+    assert.ok(Object.isFrozen(REFINE_MESSAGE));
+  });
+
+  test("search within a tag offers every image first, then each tag with its count", () => {
+    const tags = [{ name: "cats", count: 3 }, { name: "dogs", count: 1 }];
+    assert.deepEqual(withinOptions(tags, "dogs"), [
+      { value: "", label: "all images", selected: false },
+      { value: "cats", label: "cats (3)", selected: false },
+      { value: "dogs", label: "dogs (1)", selected: true },
+    ]);
+    assert.deepEqual(withinOptions(tags, "gone").map((o) => o.selected), [true, false, false]);
+    assert.deepEqual(withinOptions(null, ""), [{ value: "", label: "all images", selected: true }]);
+  });
+
+  test("the lines beside the tag box and refine", () => {
+    assert.equal(pickedText([1, 2, 3]), "3 picked");
+    assert.equal(pickedText([]), "");
+    assert.equal(marksText([1, 2], [3]), "2 relevant · 1 not");
+    assert.equal(marksText([], [3]), "0 relevant · 1 not");
+    assert.equal(marksText(null, []), "");
+  });
 });
