@@ -127,7 +127,9 @@ def latency(rows: int, methods: list[str], folder: Path) -> None:
 
     plain = median_ms(lambda: index.search(positives[0], k=20))
     several = median_ms(lambda: index.search(positives, k=20))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"latency at {ids.size:,} rows x {dim}-d (float32, in memory), median of 20:")
+    print(f"  load average before: {load}")
     print(f"  plain search by one id        {plain:7.1f} ms")
     print(f"  mean of 8 ids (no negatives)  {several:7.1f} ms")
     for method in methods:
@@ -138,6 +140,7 @@ def latency(rows: int, methods: list[str], folder: Path) -> None:
         print(
             f"  refine, {method:<10} 8 + 12 ids {refine:7.1f} ms ({refine - plain:+.1f} ms over plain)"
         )
+    print(f"  load average after: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
 
 
 def main() -> None:
