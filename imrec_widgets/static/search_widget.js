@@ -923,7 +923,7 @@ function render({ model, el }) {
         const title = resultTitle(hit, metricName, model.get("result_mode"));
         // The slot holds the result (a button: more like this) and, beside it rather than in
         // it (no control inside a button), its pick box and 👍/👎: tab order box, result, marks.
-        const slot = h("div", "imrec-hit");
+        const slot = h("div", "imrec-slot");
         slot.dataset.id = String(hit.id);
         slot.dataset.index = String(i);
         const box = h("input", "imrec-pick", {
@@ -974,7 +974,7 @@ function render({ model, el }) {
     const relevant = model.get("relevant") || [];
     /** @type {number[]} */
     const notRelevant = model.get("not_relevant") || [];
-    for (const slot of /** @type {NodeListOf<HTMLElement>} */ (grid.querySelectorAll(".imrec-hit"))) {
+    for (const slot of /** @type {NodeListOf<HTMLElement>} */ (grid.querySelectorAll(".imrec-slot"))) {
       const id = Number(slot.dataset.id);
       const box = /** @type {HTMLInputElement} */ (slot.querySelector(".imrec-pick"));
       box.checked = picked.includes(id);
@@ -1065,7 +1065,7 @@ function render({ model, el }) {
   });
   grid.addEventListener("click", (event) => {
     const target = /** @type {HTMLElement} */ (event.target);
-    const slot = /** @type {HTMLElement | null} */ (target.closest(".imrec-hit"));
+    const slot = /** @type {HTMLElement | null} */ (target.closest(".imrec-slot"));
     if (!slot || !grid.contains(slot)) return;
     const id = Number(slot.dataset.id);
     if (target.closest(".imrec-pick")) {

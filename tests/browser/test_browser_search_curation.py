@@ -90,13 +90,13 @@ class Lab:
         return ImageIndex.open(self.photos, index_dir=self.index_dir)
 
     def slot(self, id_: int):
-        return self.page.locator(f'.imrec-search .imrec-hit[data-id="{id_}"]')
+        return self.page.locator(f'.imrec-search .imrec-slot[data-id="{id_}"]')
 
     def wait_for_results(self, ids: list[int]) -> None:
         """Until the page shows exactly ``ids``, in order, with decoded thumbnails."""
         self.page.wait_for_function(
             """(ids) => {
-              const slots = Array.from(document.querySelectorAll('.imrec-search .imrec-hit'));
+              const slots = Array.from(document.querySelectorAll('.imrec-search .imrec-slot'));
               return !document.querySelector('.imrec-is-busy') &&
                 slots.map((s) => Number(s.dataset.id)).join() === ids.join() &&
                 slots.every((s) => s.querySelector('img').naturalWidth > 0);
