@@ -1029,6 +1029,9 @@ def test_search_within_a_tag_restricts_results_and_follows_tagging(own_index, sa
     assert shown_ids(w) == own_index.search(query, mode="rgb", k=4).ids
     # a tag taken away elsewhere: the search within it says so once, then searches all
     own_index.tag([2, 3], "pair")
+    assert w.tags == []
+    w.refresh_tags()  # tagged elsewhere (the map): the menu offers it at once
+    assert w.tags == [{"name": "pair", "count": 2}]
     user_picks(w, within_tag="pair")
     assert sorted(shown_ids(w)) == [2, 3]
     own_index.untag([2, 3], "pair")

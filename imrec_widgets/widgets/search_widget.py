@@ -443,6 +443,12 @@ class SearchWidget(BaseWidget):
             raise RuntimeError("the search returned nothing")
         return results
 
+    def refresh_tags(self) -> None:
+        """Read ``tags`` from the index again, after tagging elsewhere (``idx.tag``, the map);
+        every search and every tagging here does it too. A ``within_tag`` no image has any
+        more goes back to "" and the query runs over every image."""
+        self._refresh_tags()
+
     def tag_picked(self, name: str, *, add: bool = True) -> int:
         """Tag the picked results ``name`` (``add=False``: untag them) with ``index.tag``;
         says what it did in ``notice``. Returns how many images changed."""
