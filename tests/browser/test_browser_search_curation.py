@@ -187,6 +187,22 @@ def check_pick_and_tag(lab: Lab, tag: str) -> list[int]:
     page.locator(".imrec-search .imrec-error-dismiss").click()
     lab.state(lambda s: s["error"] == "")
     assert lab.index().tags()[tag] == 3
+
+    # Shift+Enter in the tag box tags (the widget's key): the notebook must not rerun the cell,
+    # which would replace this widget and drop its picks
+    box = page.locator(".imrec-search .imrec-tag-input")
+    box.fill(f"{tag}-enter")
+    box.press("Shift+Enter")
+    lab.state(lambda s: s["notice"].startswith("tagged 3 images") and f"{tag}-enter" in s["notice"])
+    assert lab.index().tagged(f"{tag}-enter").tolist() == sorted(wanted)
+    expect(page.locator(".imrec-search .imrec-pick:checked")).to_have_count(3)
+    assert lab.state()["picked"] == wanted
+    # ... nor does Shift+Enter on a focused pick box (a checkbox: Space ticks it, Enter is nothing)
+    lab.slot(shown[1]).locator(".imrec-pick").focus()
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Space")
+    lab.state(lambda s: s["picked"] == sorted([*wanted, shown[1]], key=shown.index))
+    expect(page.locator(".imrec-search .imrec-pick:checked")).to_have_count(4)
     return wanted
 
 
