@@ -462,6 +462,26 @@ def test_app_builds_both_linked(mapped: ImageIndex) -> None:
     assert len(app.search.results) == 2
 
 
+def test_tags_written_in_one_linked_widget_show_in_the_other(mapped: ImageIndex, tmp_path) -> None:
+    shutil.copytree(mapped.index_dir, tmp_path / "index")
+    index = ImageIndex.open(mapped.root, index_dir=tmp_path / "index")
+    app = App(index, feature="rgb", compute=False)
+    search, explorer = app.search, app.explorer
+    # tagged from the map: the search widget's "Within" menu offers it at once
+    explorer.select([_id(index, "moon_crop"), _id(index, "moon_warm")])
+    explorer.tag_selection("moons")
+    assert {"name": "moons", "count": 2} in search.tags
+    # tagged from the results: the map's tag box and colour menu offer it at once
+    search.search(_id(index, "moon"))
+    search.set_trait("picked", [search.results[0]["id"]])
+    search.tag_picked("first")
+    assert "first" in explorer.tag_box.options and "tag:first" in explorer.color_menu.options
+    explorer.color_by = "tag:first"
+    codes = np.frombuffer(explorer.layer.codes, np.uint8)
+    first = explorer.points.ids == search.results[0]["id"]
+    assert len(set(codes[first])) == 1 and set(codes[first]).isdisjoint(codes[~first])
+
+
 # -- scale -------------------------------------------------------------------------------------
 
 

@@ -689,7 +689,17 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
             self._say(f"untagged {images} {name!r}{note}", level="info")
 
     def _tags_changed(self) -> None:
-        """Tags were written: suggest them, offer them as colours, recolour if coloured by tags."""
+        """Tags were written here: show them, and in a linked SearchWidget's "Within" menu."""
+        self._show_tags()
+        if self._linked is not None:
+            self._linked.refresh_tags()
+
+    def _linked_tags_changed(self, _change: Any) -> None:
+        # the linked SearchWidget re-read the tags (it tagged results, or was told to): show them
+        self._show_tags()
+
+    def _show_tags(self) -> None:
+        """Suggest the index's tags, offer them as colours, recolour if coloured by tags."""
         self.tag_box.options = list(self.index.tags())
         self._show_in_menu(self._color_options(self.color_by))
         if self.color_by == "tags" or self.color_by.startswith(TAG_PREFIX):
@@ -746,6 +756,7 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
         self._linked = search_widget
         self.scope_box.layout.display = None
         search_widget.observe(self._results_changed, "results")
+        search_widget.observe(self._linked_tags_changed, "tags")
         self._apply_scope()
         self._results_changed({"new": search_widget.results})
         return self
