@@ -56,9 +56,9 @@ class App(ipywidgets.Tab):  # type: ignore[misc]  # ipywidgets ships no type inf
             try:
                 self._duplicates = DuplicatesWidget(self.index)
                 shown: ipywidgets.Widget = self._duplicates
-            # duplicates() says a missing hash feature with a plain ValueError: caught too, so
-            # the other tab stays usable and this one says why it is empty.
-            except (ImrecError, ValueError) as exc:
+            # an index without a hash feature (a UsageError): the other tab stays usable and
+            # this one says why it is empty
+            except ImrecError as exc:
                 log.info("App: no duplicates tab: %s", exc)
                 shown = ipywidgets.HTML(
                     '<div style="color:var(--jp-error-color1,#d32f2f);font-size:13px">'
