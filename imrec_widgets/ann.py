@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import sqlite3
@@ -59,6 +60,7 @@ import numpy as np
 
 from . import derived
 from .errors import AnnWarning, UsageError
+from .progress import progress_bar
 
 LIBRARY = "faiss"
 EXTRA_HINT = "pip install 'imrec-widgets[ann]'"
@@ -277,7 +279,7 @@ def build(
     rows_path = folder / f"{_name(feature)}.{token}.f32"
     row_count = int(ok[-1]) + 1
     sums = np.zeros(row_count, dtype=np.uint64)
-    bar = _bar(int(ok.size), progress, f"ANN {feature}")
+    bar = progress_bar(int(ok.size), progress, desc=f"ANN {feature}", unit="row")
     handle, temporary = derived.create_temporary(rows_path)
     try:
         handle.truncate(row_count * dim * 4)
@@ -370,6 +372,29 @@ def _save(
     return stamp
 
 
+def refresh_built(
+    index_dir: Path, catalog: Any, store: Any, features: dict[str, Any], *, progress: bool = False
+) -> None:
+    """``refresh`` the ANN index of each of ``features`` that has one, after ``update()``.
+
+    Without faiss installed here an index cannot be extended: one ``AnnWarning`` says so, and
+    searches use it for the rows it holds and search the rest exactly.
+    """
+    for name, feature in features.items():
+        if not catalog.get_meta(stamp_key(name)):
+            continue
+        config = json.loads(json.dumps(feature.config()))
+        try:
+            refresh(index_dir, catalog, store, name, config, progress=progress)
+        except ImportError as exc:
+            warnings.warn(
+                f"the ANN index of {name!r} was not updated ({exc}); searches use it for the "
+                "rows it holds and search the rest exactly",
+                AnnWarning,
+                stacklevel=3,
+            )
+
+
 def refresh(
     index_dir: Path,
     catalog: Any,
@@ -449,7 +474,7 @@ def refresh(
     # Only rows the current stamp does not cover are overwritten (readers never read those
     # from this file), so a kill here leaves every row a reader may use intact. The file is
     # rewritten in place only when it is a plain file of this index (never through a link).
-    bar = _bar(int(uncovered.size), progress, f"ANN {feature}")
+    bar = progress_bar(int(uncovered.size), progress, desc=f"ANN {feature}", unit="row")
     try:
         with derived.open_for_update(rows_path) as handle:
             for ids, block in _chunks(store, feature, uncovered):
@@ -812,9 +837,3 @@ def warn(feature: str, problem: str, *, stacklevel: int = 5) -> None:
         AnnWarning,
         stacklevel=stacklevel,
     )
-
-
-def _bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled or total == 0, unit="row", desc=desc)
