@@ -151,24 +151,8 @@ _SUMS_FILE = derived.file_name_pattern("sum")
 
 
 def _write_atomically(path: Path, chunks: Iterator[bytes] | bytes | memoryview) -> tuple[int, str]:
-    """Write ``chunks`` to ``path`` via a fresh temporary file, fsync, rename; (bytes, SHA-256)."""
-    digest = hashlib.sha256()
-    size = 0
-    handle, temporary = derived.create_temporary(path)
-    try:
-        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
-            handle.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-        handle.flush()
-        os.fsync(handle.fileno())
-        _before_replace(temporary)
-    except BaseException:
-        handle.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    derived.commit_temporary(handle, temporary, path)
-    return size, digest.hexdigest()
+    """``derived.atomic_write`` with this module's test hook; (bytes, SHA-256)."""
+    return derived.atomic_write(path, chunks, before_replace=lambda temp: _before_replace(temp))
 
 
 def _folder(index_dir: Path) -> Path:
@@ -280,23 +264,15 @@ def build(
     row_count = int(ok[-1]) + 1
     sums = np.zeros(row_count, dtype=np.uint64)
     bar = progress_bar(int(ok.size), progress, desc=f"ANN {feature}", unit="row")
-    handle, temporary = derived.create_temporary(rows_path)
-    try:
+    with (
+        bar,
+        derived.atomic_file(rows_path, before_replace=lambda temp: _before_replace(temp)) as handle,
+    ):
         handle.truncate(row_count * dim * 4)
         for ids, block in _chunks(store, feature, ok):
             sums[ids] = _write_rows(handle, ids, block, dim)
             index.add_with_ids(_normalised(block, metric), ids)
             bar.update(ids.size)
-        handle.flush()
-        os.fsync(handle.fileno())
-        _before_replace(temporary)
-    except BaseException:
-        handle.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    derived.commit_temporary(handle, temporary, rows_path)
     stamp = {
         "library": LIBRARY,
         "version": faiss.__version__,

@@ -35,7 +35,7 @@ from uuid import uuid4
 
 import numpy as np
 
-from .derived import create_temporary
+from .derived import atomic_file, durable_replace
 from .errors import IndexLockedError, ProjectionError, SettingError
 from .numba_cache import mark_umap_compiled, umap_compiled, use_numba_cache
 from .settings import env_count
@@ -174,7 +174,7 @@ class Placement:
 
     # -- the file ---------------------------------------------------------------------------------
     def save(self, path: Path, *, token: str, ids: np.ndarray) -> None:
-        """Write to ``path`` atomically (a temporary file, then ``os.replace``)."""
+        """Write to ``path`` atomically (``derived.atomic_file``)."""
         no_pca = self.pca_mean is None
         arrays = {
             "version": np.int64(PLACEMENT_VERSION),
@@ -187,13 +187,8 @@ class Placement:
             "pca_mean": np.empty(0, np.float32) if no_pca else self.pca_mean,
             "pca_components": np.empty((0, 0), np.float32) if no_pca else self.pca_components,
         }
-        handle, temporary = create_temporary(path)  # never through a planted link
-        try:
-            with handle:
-                np.savez_compressed(handle, **arrays)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_file(path) as handle:  # never through a planted link
+            np.savez_compressed(handle, **arrays)
 
     @classmethod
     def read(cls, path: Path) -> tuple[Placement, str]:
@@ -430,7 +425,7 @@ def _finish_publish(index: IndexView, feature: str, meta: dict[str, Any]) -> dic
         store.write_rows(main, np.arange(len(values)), values)
     staged_placement = _staged_placement_path(index, feature)
     if _read_placement(staged_placement, meta) is not None:
-        os.replace(staged_placement, _placement_path(index, feature))
+        durable_replace(staged_placement, _placement_path(index, feature))
     meta = {key: value for key, value in meta.items() if key != "staged"}
     index.catalog.set_meta(_meta_key(feature), meta)
     for name in (_coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})):
@@ -470,7 +465,7 @@ def _publish(
     catalog.set_meta(_meta_key(feature), {**meta, "staged": True})
     publish_step("moving the placement")  # until it is moved, readers find it at the staged path
     if new_placement is not None:
-        os.replace(new_placement, _placement_path(index, feature))
+        durable_replace(new_placement, _placement_path(index, feature))
     publish_step("copying")
     store.write_rows(f"umap/{feature}", ids, xy)
     publish_step("copying labels")
