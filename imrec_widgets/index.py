@@ -24,7 +24,6 @@ from .errors import (
     IndexFileError,
     IndexReadOnlyError,
     NotFoundError,
-    ProjectionError,
     UsageError,
 )
 from .features import build_features, feature_names, setting_features
@@ -1019,13 +1018,7 @@ class ImageIndex:
                 raise IndexReadOnlyError(
                     f"index {self.index_dir} is read-only: its map cannot be refitted here"
                 )
-            try:
-                return projection.load(self, feature)
-            except ProjectionError:
-                raise ProjectionError(
-                    f"no UMAP map of {feature!r} is stored in this read-only index "
-                    f"{self.index_dir}; compute one where the index can be written"
-                ) from None
+            return projection.load_or_compute(self, feature)
         return projection.compute(self, feature, refit=refit, progress=progress, **params)
 
     def projection(self, feature: str = "embedding") -> Projection:

@@ -960,6 +960,37 @@ def load(index: IndexView, feature: str = "embedding", *, allow_stale: bool = Tr
     )
 
 
+def load_or_compute(
+    index: IndexView,
+    feature: str = "embedding",
+    *,
+    compute_missing: bool = True,
+    progress: bool | ProgressCallback = False,
+    **params: Any,
+) -> Projection:
+    """The map of ``feature`` as a viewer wants it (what ``UmapExplorer`` shows).
+
+    The stored map when it holds every image and no ``params`` are asked for; else, with
+    ``compute_missing``, ``compute(index, feature, progress=progress, **params)`` (which reuses
+    the stored fit when the parameters match and extends it with the new images). A map that
+    cannot be computed here (``compute_missing=False``, or a read-only index) is returned as
+    stored, its ``pending`` counting the images it misses; ProjectionError when none is stored.
+    """
+    stored = None
+    if index.exists():
+        with contextlib.suppress(ProjectionError):
+            stored = load(index, feature)
+    if compute_missing and (stored is None or stored.pending or params):
+        if not index.read_only:
+            return compute(index, feature, progress=progress, **params)
+        if stored is None:
+            raise ProjectionError(
+                f"no UMAP map of {feature!r} is stored in this read-only index "
+                f"{index.index_dir}; compute one where the index can be written"
+            )
+    return stored if stored is not None else load(index, feature)
+
+
 _PLACEMENTS: dict[tuple[str, int, int, str], Placement] = {}
 
 
