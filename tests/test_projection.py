@@ -258,7 +258,7 @@ def test_placement_is_exact_knn_and_umaps_own_start_of_transform(digits, monkeyp
 
     values, xy = digits
     fit, new = values[:1000], values[1000:]
-    monkeypatch.setattr(projection, "_QUERY_BLOCK", 128)  # several blocks
+    monkeypatch.setattr(projection.placement, "QUERY_BLOCK", 128)  # several blocks
     model = projection.Placement(None, None, fit, xy[:1000], "euclidean", 15)
 
     neighbours, distances = model.nearest(new)
@@ -415,7 +415,7 @@ def test_the_first_fit_on_a_machine_says_it_compiles_ticks_and_clears_its_bars(
 
     marker = tmp_path / "umap.compiled"
     monkeypatch.setattr(numba_cache, "_compiled_marker", lambda: marker)
-    monkeypatch.setattr(projection, "TICK_SECONDS", 0.001)
+    monkeypatch.setattr(projection.stages, "TICK_SECONDS", 0.001)
     bars: list[tqdm.auto.tqdm] = []
     ticks: list[str] = []
 
