@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import sqlite3
@@ -59,6 +60,7 @@ import numpy as np
 
 from . import derived
 from .errors import AnnWarning, UsageError
+from .progress import progress_bar
 
 LIBRARY = "faiss"
 EXTRA_HINT = "pip install 'imrec-widgets[ann]'"
@@ -149,24 +151,8 @@ _SUMS_FILE = derived.file_name_pattern("sum")
 
 
 def _write_atomically(path: Path, chunks: Iterator[bytes] | bytes | memoryview) -> tuple[int, str]:
-    """Write ``chunks`` to ``path`` via a fresh temporary file, fsync, rename; (bytes, SHA-256)."""
-    digest = hashlib.sha256()
-    size = 0
-    handle, temporary = derived.create_temporary(path)
-    try:
-        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
-            handle.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-        handle.flush()
-        os.fsync(handle.fileno())
-        _before_replace(temporary)
-    except BaseException:
-        handle.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    derived.commit_temporary(handle, temporary, path)
-    return size, digest.hexdigest()
+    """``derived.atomic_write`` with this module's test hook; (bytes, SHA-256)."""
+    return derived.atomic_write(path, chunks, before_replace=lambda temp: _before_replace(temp))
 
 
 def _folder(index_dir: Path) -> Path:
@@ -277,24 +263,16 @@ def build(
     rows_path = folder / f"{_name(feature)}.{token}.f32"
     row_count = int(ok[-1]) + 1
     sums = np.zeros(row_count, dtype=np.uint64)
-    bar = _bar(int(ok.size), progress, f"ANN {feature}")
-    handle, temporary = derived.create_temporary(rows_path)
-    try:
+    bar = progress_bar(int(ok.size), progress, desc=f"ANN {feature}", unit="row")
+    with (
+        bar,
+        derived.atomic_file(rows_path, before_replace=lambda temp: _before_replace(temp)) as handle,
+    ):
         handle.truncate(row_count * dim * 4)
         for ids, block in _chunks(store, feature, ok):
             sums[ids] = _write_rows(handle, ids, block, dim)
             index.add_with_ids(_normalised(block, metric), ids)
             bar.update(ids.size)
-        handle.flush()
-        os.fsync(handle.fileno())
-        _before_replace(temporary)
-    except BaseException:
-        handle.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    derived.commit_temporary(handle, temporary, rows_path)
     stamp = {
         "library": LIBRARY,
         "version": faiss.__version__,
@@ -368,6 +346,29 @@ def _save(
         catalog.set_meta(damaged_key(feature), None)
     remove_unused(index_dir, feature, stamp)
     return stamp
+
+
+def refresh_built(
+    index_dir: Path, catalog: Any, store: Any, features: dict[str, Any], *, progress: bool = False
+) -> None:
+    """``refresh`` the ANN index of each of ``features`` that has one, after ``update()``.
+
+    Without faiss installed here an index cannot be extended: one ``AnnWarning`` says so, and
+    searches use it for the rows it holds and search the rest exactly.
+    """
+    for name, feature in features.items():
+        if not catalog.get_meta(stamp_key(name)):
+            continue
+        config = json.loads(json.dumps(feature.config()))
+        try:
+            refresh(index_dir, catalog, store, name, config, progress=progress)
+        except ImportError as exc:
+            warnings.warn(
+                f"the ANN index of {name!r} was not updated ({exc}); searches use it for the "
+                "rows it holds and search the rest exactly",
+                AnnWarning,
+                stacklevel=3,
+            )
 
 
 def refresh(
@@ -449,7 +450,7 @@ def refresh(
     # Only rows the current stamp does not cover are overwritten (readers never read those
     # from this file), so a kill here leaves every row a reader may use intact. The file is
     # rewritten in place only when it is a plain file of this index (never through a link).
-    bar = _bar(int(uncovered.size), progress, f"ANN {feature}")
+    bar = progress_bar(int(uncovered.size), progress, desc=f"ANN {feature}", unit="row")
     try:
         with derived.open_for_update(rows_path) as handle:
             for ids, block in _chunks(store, feature, uncovered):
@@ -812,9 +813,3 @@ def warn(feature: str, problem: str, *, stacklevel: int = 5) -> None:
         AnnWarning,
         stacklevel=stacklevel,
     )
-
-
-def _bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled or total == 0, unit="row", desc=desc)

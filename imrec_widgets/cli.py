@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import EmptyIndexError, ImrecError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from .request import Scope
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 DEMO_FOLDER = "~/imrec-demo"  # docs/cli.md, docs/index.md and the Makefile say the same
@@ -165,6 +168,7 @@ def _search(args: argparse.Namespace) -> int:
         k=args.k,
         weights=_parse_weights(args.weights),
         exact=args.exact,
+        scope=_scope(args),
     )
     if args.json:
         print(
@@ -188,6 +192,16 @@ def _search(args: argparse.Namespace) -> int:
             f"{hit.rank + 1:>4}  {format_distance(hit.distance, results.metric):>10}  {shown(hit.path)}"
         )
     return 0
+
+
+def _scope(args: argparse.Namespace) -> Scope:
+    """The ``request.Scope`` of ``imrec search``'s filter flags (each stored as its field)."""
+    from dataclasses import fields
+
+    from .request import Scope
+
+    given = vars(args)
+    return Scope(**{field.name: given.get(field.name) for field in fields(Scope)})
 
 
 def format_distance(distance: float, metric: str) -> str:
@@ -824,6 +838,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="hybrid search: MODE=WEIGHT[:METRIC],... (default embedding=0.7,rgb=0.3); implies --mode hybrid",
     )
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    scope = p.add_argument_group("which images may be found (each given must hold)")
+    scope.add_argument("--folder", help="only below this folder (relative to ROOT)")
+    scope.add_argument(
+        "--glob", dest="path_glob", help="only paths matching this glob, e.g. 'cats/*.jpg'"
+    )
+    scope.add_argument(
+        "--tag", dest="tags", action="append", help="only images with this tag (repeatable: any)"
+    )
+    scope.add_argument(
+        "--exclude-tag", dest="exclude_tags", action="append", help="never images with this tag"
+    )
+    scope.add_argument("--where", help='an SQL condition on the catalog, e.g. "width >= 1000"')
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--exact",

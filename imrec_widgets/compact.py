@@ -24,6 +24,7 @@ that differs is written again, with one ``DerivedFileWarning``.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -183,6 +184,32 @@ def _checksum(values: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def train_quantizers(
+    catalog: Any, store: Any, features: dict[str, Any], *, only_missing: bool
+) -> None:
+    """Fit and store the int8 quantizer of each float feature on the searchable rows, at
+    ``update()`` under the write lock; with ``only_missing`` (nothing changed) only where none
+    is stored for this catalog generation."""
+    ids = np.asarray(catalog.ids("ok"), dtype=np.int64)
+    if ids.size == 0:
+        return
+    generation = catalog.generation()
+    for name, feature in features.items():
+        if np.dtype(feature.dtype) != np.float32:
+            continue
+        config = json.loads(json.dumps(feature.config()))
+        dim = int(np.prod(feature.shape))
+        if (
+            only_missing
+            and Quantizer.load(store, name, config, dim, warn=False) is not None
+            and Quantizer.trained_at(store, name) == generation
+        ):
+            continue
+        Quantizer.train(training_sample(store, name, ids)).save(
+            store, name, config, generation=generation, rows=int(ids.size)
+        )
 
 
 def training_sample(

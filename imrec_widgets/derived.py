@@ -11,12 +11,13 @@ with one link, so a planted symlink or hard link can never redirect a write else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,10 +71,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def create_temporary(path: Path) -> tuple[BinaryIO, Path]:
-    """A new file beside ``path`` under a random name, opened for writing; never an existing
-    file or the target of a link."""
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
+def create_temporary(path: Path, *, hidden: bool = False) -> tuple[BinaryIO, Path]:
+    """A new file beside ``path`` under a random name (starting with ``.`` when ``hidden``),
+    opened for writing; never an existing file or the target of a link."""
+    dot = "." if hidden and not path.name.startswith(".") else ""
+    temporary = path.with_name(f"{dot}{path.name}.tmp{os.getpid()}.{secrets.token_hex(4)}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(temporary, flags, 0o644)
     return os.fdopen(fd, "wb"), temporary
@@ -93,24 +95,66 @@ def commit_temporary(handle: BinaryIO, temporary: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write(
-    path: Path, chunks: Iterable[bytes | memoryview] | bytes | memoryview
-) -> tuple[int, str]:
-    """Write ``chunks`` to ``path`` via a fresh temporary file, fsync, rename, fsync the folder;
-    returns (bytes written, SHA-256 hex)."""
-    digest = hashlib.sha256()
-    size = 0
-    handle, temporary = create_temporary(path)
+@contextlib.contextmanager
+def atomic_file(
+    path: Path | str,
+    *,
+    hidden: bool = False,
+    before_replace: Callable[[Path], None] | None = None,
+) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` only once the ``with`` block ends without an error.
+
+    The one way this package writes a file: a fresh temporary name beside ``path`` (opened
+    exclusively, never through a link; ``hidden``: a dot name), fsynced, renamed over
+    ``path``, then the folder fsynced, so after a crash ``path`` is the old file or the whole
+    new one. An error in the block (or a failed write) removes the temporary file and leaves
+    ``path`` as it was. ``before_replace`` gets the complete, fsynced temporary file just
+    before the rename (tests kill the process there).
+    """
+    path = Path(path)
+    handle, temporary = create_temporary(path, hidden=hidden)
     try:
-        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
-            handle.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace(temporary)
     except BaseException:
         handle.close()
         temporary.unlink(missing_ok=True)
         raise
     commit_temporary(handle, temporary, path)
+
+
+def durable_replace(source: Path | str, path: Path | str) -> None:
+    """Move a finished file ``source`` (written by a library that needs a path: ONNX exports,
+    a staged map file) over ``path`` the way ``atomic_file`` does: fsync it, rename, fsync the
+    folder."""
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, path)
+    _fsync_dir(Path(path).parent)
+
+
+def atomic_write(
+    path: Path | str,
+    chunks: Iterable[bytes | memoryview] | bytes | memoryview,
+    *,
+    hidden: bool = False,
+    before_replace: Callable[[Path], None] | None = None,
+) -> tuple[int, str]:
+    """Write ``chunks`` to ``path`` through ``atomic_file``; returns (bytes written, SHA-256
+    hex)."""
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_file(path, hidden=hidden, before_replace=before_replace) as handle:
+        for chunk in [chunks] if isinstance(chunks, (bytes, memoryview)) else chunks:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
     return size, digest.hexdigest()
 
 

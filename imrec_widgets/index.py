@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -14,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import SCHEMA_VERSION, Catalog, ImagePaths, Record, stored_path
-from .compact import Quantizer, check_vector_dtype, training_sample
+from .ann import refresh_built as refresh_built_ann
+from .catalog import SCHEMA_VERSION, Catalog, ImagePaths, Record
+from .compact import check_vector_dtype, train_quantizers
 from .errors import (
-    AnnWarning,
     EmptyIndexError,
     ImageDecodeError,
     IndexBusyWarning,
@@ -25,10 +24,9 @@ from .errors import (
     IndexFileError,
     IndexReadOnlyError,
     NotFoundError,
-    ProjectionError,
     UsageError,
 )
-from .features import HYBRID_MODE, build_features, feature_names, setting_features
+from .features import build_features, feature_names, setting_features
 from .features.engines import check_model_precision
 from .features.thumbnails import THUMB_FORMATS, is_jpeg_rows, row_image, row_jpeg
 from .imageio import THUMBNAIL_SIDE, decode, encode_thumbnail
@@ -37,10 +35,14 @@ from .indexer import (
     WriteLock,
     batched,
     default_workers,
+    plan_rebuild,
+    plan_update,
     run_batches,
     scan,
     write_batch,
 )
+from .progress import progress_bar
+from .request import Scope, SearchOptions
 from .results import SearchResults
 from .searcher import Searcher
 from .settings import IndexSettings, default_settings
@@ -333,6 +335,42 @@ class ImageIndex:
 
         An index on a read-only folder raises ``IndexReadOnlyError`` (it can still be searched).
         """
+        started = time.perf_counter()
+        self._check_update_args(client, batch_size, path_map, engine)
+        wait = _checked_wait(wait)
+        self._make_index_dir()
+        with self._update_lock(wait, progress, started) as busy:
+            if busy is not None:
+                return busy
+            catalog, store, features, done = self._open_for_update()
+            found = scan([self.root], exclude=[self.index_dir])
+            plan = plan_update(found, catalog.stat_map(), catalog.next_id(), done)
+            catalog.mark_removed(plan.removed)
+            report = plan.report(found, str(self.index_dir))
+            bar = progress_bar(len(plan.tasks), progress, unit="img", desc="indexing")
+
+            def on_batch(decoded: list[Any]) -> None:
+                report.errors += write_batch(store, catalog, features, decoded)
+                report.processed += len(decoded)
+                bar.update(len(decoded))
+
+            with bar:
+                self._run_tasks(
+                    plan.tasks, features, on_batch, workers, batch_size, client, path_map
+                )
+            catalog.set_meta("pending_rebuild", [])
+            catalog.set_meta("rebuild_started_at", None)
+            self._rebuild = set()
+            if self.settings.get("vector_dtype") == "int8":
+                changed = bool(report.processed or report.removed)
+                train_quantizers(catalog, store, features, only_missing=not changed)
+            refresh_built_ann(self.index_dir, catalog, store, features, progress=progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _check_update_args(
+        self, client: Any, batch_size: int, path_map: Mapping[str, str] | None, engine: str | None
+    ) -> None:
         if engine is not None and engine != self.engine:
             from .features.engines import ENGINES
 
@@ -344,11 +382,8 @@ class ImageIndex:
             raise UsageError("path_map= rewrites paths for Dask workers; pass client= as well")
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, not {batch_size}")
-        if isinstance(wait, bool):
-            wait = None if wait else 0.0
-        if wait is not None and not wait >= 0:
-            raise UsageError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
-        started = time.perf_counter()
+
+    def _make_index_dir(self) -> None:
         if self.read_only:
             raise IndexReadOnlyError(
                 f"index {self.index_dir} is read-only (a read-only folder or mount): it can be "
@@ -361,143 +396,76 @@ class ImageIndex:
                 f"cannot make the index folder {self.index_dir} ({exc.strerror}); keep the index "
                 "in a writable folder with index_dir= (CLI: --index-dir)"
             ) from None
-        with self._update_lock(wait, progress, started) as busy:
-            if busy is not None:
-                return busy
-            self.close()
-            catalog = Catalog(self.catalog_path)
-            self._catalog = catalog
-            stored = catalog.get_meta("settings", None, dict)
-            self.settings = self._resolve_settings(stored)
-            self._features = None
-            features = self.feature_extractors()
-            store = FeatureStore(self.store_location)
-            self._store = store
-            self._cleanup_partial_writes()
-            # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
-            # Rows written since the rebuild started (``indexed_at``) are done: a rerun resumes.
-            pending = set(catalog.get_meta("pending_rebuild", [], list) or [])
-            recompute = (
-                (self._rebuild & set(features)) | self._features_to_backfill(stored) | pending
-            )
-            if recompute and (
-                recompute - pending
-                or catalog.get_meta("rebuild_started_at", None, (int, float)) is None
-            ):
-                catalog.set_meta("rebuild_started_at", time.time())
-            catalog.set_meta("pending_rebuild", sorted(recompute))
-            done = (
-                set(
-                    catalog.ids_indexed_after(
-                        catalog.get_meta("rebuild_started_at", None, (int, float))
-                    )
+
+    def _open_for_update(self) -> tuple[Catalog, FeatureStore, dict[str, Any], set[int] | None]:
+        """Under the write lock: the catalog, store and extractors with today's settings, the
+        arrays of a rebuild dropped and created; and, when features are being recomputed, the
+        ids already done (written since the rebuild started), else None."""
+        self.close()
+        catalog = Catalog(self.catalog_path)
+        self._catalog = catalog
+        stored = catalog.get_meta("settings", None, dict)
+        self.settings = self._resolve_settings(stored)
+        self._features = None
+        features = self.feature_extractors()
+        store = FeatureStore(self.store_location)
+        self._store = store
+        self._cleanup_partial_writes()
+        rebuild = plan_rebuild(
+            features,
+            None if stored is None else stored["features"],
+            self._rebuild,
+            catalog.get_meta("pending_rebuild", [], list) or [],
+            catalog.get_meta("rebuild_started_at", None, (int, float)),
+        )
+        # Recorded before any array is dropped, so a killed rebuild is finished by the next run.
+        # Rows written since the rebuild started (``indexed_at``) are done: a rerun resumes.
+        if rebuild.restart:
+            catalog.set_meta("rebuild_started_at", time.time())
+        catalog.set_meta("pending_rebuild", sorted(rebuild.recompute))
+        done = (
+            set(
+                catalog.ids_indexed_after(
+                    catalog.get_meta("rebuild_started_at", None, (int, float))
                 )
-                if recompute
-                else set()
             )
-            for name in self._rebuild & set(features) | self._features_to_backfill(stored):
-                store.delete(name)
-            for name, feature in features.items():
-                store.ensure(
-                    name, feature.shape, feature.dtype, rows=getattr(feature, "chunk_rows", None)
-                )
-            if stored is None:
-                catalog.set_meta("schema_version", SCHEMA_VERSION)
-                catalog.set_meta("created_at", time.time())
-            catalog.set_meta("settings", self.settings)
-            catalog.set_meta("feature_config", {n: f.config() for n, f in features.items()})
-            catalog.set_meta("root", str(self.root))
-
-            found = scan([self.root], exclude=[self.index_dir])
-            known = catalog.stat_map()
-            report = UpdateReport(
-                skipped_dirs=found.skipped_dirs,
-                skipped=len(found.skipped),
-                index_dir=str(self.index_dir),
-            )
-            tasks = []
-            next_id = catalog.next_id()
-            for path in sorted(found.files):
-                scanned = found.files[path]
-                if path not in known:
-                    tasks.append((next_id, scanned))
-                    next_id += 1
-                    report.new += 1
-                    continue
-                id_, size, mtime_ns, status = known[path]
-                if status == "removed" or size != scanned.size or mtime_ns != scanned.mtime_ns:
-                    tasks.append((id_, scanned))
-                    report.changed += 1
-                elif status == "error":  # transient failures get another chance every run
-                    tasks.append((id_, scanned))
-                    report.retried += 1
-                elif recompute and status == "ok" and id_ not in done:
-                    tasks.append((id_, scanned))
-                    report.rebuilt += 1
-                else:
-                    report.unchanged += 1
-            gone = [
-                id_
-                for path, (id_, _s, _m, status) in known.items()
-                if path not in found.files and status != "removed" and not found.kept(path)
-            ]
-            catalog.mark_removed(gone)
-            report.removed = len(gone)
-
-            bar = _progress_bar(len(tasks), progress)
-            workers = default_workers(features.get("embedding")) if workers is None else workers
-
-            def on_batch(decoded: list[Any]) -> None:
-                report.errors += write_batch(store, catalog, features, decoded)
-                report.processed += len(decoded)
-                bar.update(len(decoded))
-
-            batches = list(batched(tasks, batch_size))
-            try:
-                if client is None:
-                    run_batches(
-                        batches, self.settings, workers, on_batch, model=features.get("embedding")
-                    )
-                else:
-                    from .distributed import run_batches_dask
-
-                    run_batches_dask(client, batches, self.settings, on_batch, path_map=path_map)
-            finally:
-                bar.close()
-            catalog.set_meta("pending_rebuild", [])
-            catalog.set_meta("rebuild_started_at", None)
-            self._rebuild = set()
-            if self.settings.get("vector_dtype") == "int8":
-                self._train_quantizers(
-                    catalog, store, features, only_missing=not (report.processed or report.removed)
-                )
-            self._refresh_ann(catalog, store, features, progress)
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _train_quantizers(
-        self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], only_missing: bool
-    ) -> None:
-        """Fit and store the int8 quantizer of each float feature on the searchable rows (again
-        when the rows changed since the stored one was trained)."""
-        ids = np.asarray(catalog.ids("ok"), dtype=np.int64)
-        if ids.size == 0:
-            return
-        generation = catalog.generation()
+            if rebuild.recompute
+            else None
+        )
+        for name in rebuild.drop:
+            store.delete(name)
         for name, feature in features.items():
-            if np.dtype(feature.dtype) != np.float32:
-                continue
-            config = json.loads(json.dumps(feature.config()))
-            dim = int(np.prod(feature.shape))
-            if (
-                only_missing
-                and Quantizer.load(store, name, config, dim, warn=False) is not None
-                and Quantizer.trained_at(store, name) == generation
-            ):
-                continue
-            Quantizer.train(training_sample(store, name, ids)).save(
-                store, name, config, generation=generation, rows=int(ids.size)
+            store.ensure(
+                name, feature.shape, feature.dtype, rows=getattr(feature, "chunk_rows", None)
             )
+        if stored is None:
+            catalog.set_meta("schema_version", SCHEMA_VERSION)
+            catalog.set_meta("created_at", time.time())
+        catalog.set_meta("settings", self.settings)
+        catalog.set_meta("feature_config", {n: f.config() for n, f in features.items()})
+        catalog.set_meta("root", str(self.root))
+        return catalog, store, features, done
+
+    def _run_tasks(
+        self,
+        tasks: list[tuple[int, Any]],
+        features: dict[str, Any],
+        on_batch: Callable[[list[Any]], None],
+        workers: int | None,
+        batch_size: int,
+        client: Any,
+        path_map: Mapping[str, str] | None,
+    ) -> None:
+        """Decode and extract ``tasks`` in batches (here, or on a Dask ``client``'s workers)."""
+        batches = list(batched(tasks, batch_size))
+        model = features.get("embedding")
+        if client is None:
+            workers = default_workers(model) if workers is None else workers
+            run_batches(batches, self.settings, workers, on_batch, model=model)
+        else:
+            from .distributed import run_batches_dask
+
+            run_batches_dask(client, batches, self.settings, on_batch, path_map=path_map)
 
     @contextlib.contextmanager
     def _update_lock(
@@ -526,28 +494,6 @@ class ImageIndex:
             yield None
         finally:
             lock.release()
-
-    def _refresh_ann(
-        self, catalog: Catalog, store: FeatureStore, features: dict[str, Any], progress: bool
-    ) -> None:
-        """Extend (or rebuild) each built ANN index with what this update changed."""
-        from . import ann
-
-        for name in list(features):
-            if not catalog.get_meta(ann.stamp_key(name)):
-                continue
-            config = json.loads(json.dumps(features[name].config()))
-            try:
-                ann.refresh(self.index_dir, catalog, store, name, config, progress=progress)
-            except ImportError as exc:
-                import warnings
-
-                warnings.warn(
-                    f"the ANN index of {name!r} was not updated ({exc}); searches use it for the "
-                    "rows it holds and search the rest exactly",
-                    AnnWarning,
-                    stacklevel=3,
-                )
 
     # -- ANN --------------------------------------------------------------------------------------
     def build_ann(
@@ -614,12 +560,6 @@ class ImageIndex:
             )
             out[name] = dict(stamp) if stamp else None
         return out
-
-    def _features_to_backfill(self, stored: dict[str, Any] | None) -> set[str]:
-        """Features newly asked for on an existing index: computed for every image."""
-        if stored is None:
-            return set()
-        return set(self.settings["features"]) - set(stored["features"])
 
     def _cleanup_partial_writes(self) -> None:
         # A writer killed mid-chunk leaves zarr's temporary "*.partial" files; never read, just litter.
@@ -872,6 +812,7 @@ class ImageIndex:
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
         exact: bool | None = None,
+        scope: Scope | None = None,
     ) -> SearchResults:
         """The ``k`` indexed images nearest to ``query``, best first.
 
@@ -885,7 +826,8 @@ class ImageIndex:
         catalog's ``images`` table (``"path LIKE 'cats/%' AND width >= 1000"``; columns in
         ``Catalog.ids_where``), run read-only and stopped after ``WHERE_TIME_BUDGET_S``.
         ``tags`` keeps the images with any of these tags (a name or a list), ``exclude_tags``
-        drops those with any of them (see ``tag``).
+        drops those with any of them (see ``tag``). ``scope``: a ``request.Scope`` holding
+        these filters, in their place (passing both is a ValueError).
 
         Relevance feedback: ``query`` lists the images marked relevant (ids or images) and
         ``negatives`` the ids marked not relevant: the ranking then follows a linear classifier
@@ -926,6 +868,7 @@ class ImageIndex:
             weights=weights,
             client=client,
             exact=exact,
+            scope=scope,
         )[0]
 
     def search_many(
@@ -946,46 +889,26 @@ class ImageIndex:
         weights: Mapping[str, Any] | None = None,
         client: Any = None,
         exact: bool | None = None,
+        scope: Scope | None = None,
     ) -> list[SearchResults]:
         """``search`` for each of ``queries``, as one vectorised top-k call."""
-        if self.exists():
-            used = [mode] if mode != HYBRID_MODE else list(weights or self.settings["features"])
-            self._check_not_rebuilding(used)
-        if folder is not None or path_glob is not None:
-            ids = self._path_filter_ids(ids, folder, path_glob)
-        if tags is not None or exclude_tags is not None:
-            from .tags import tag_filter_ids
-
-            ids = tag_filter_ids(self, ids, tags, exclude_tags)
-        if negatives is not None and mode == HYBRID_MODE:
-            raise UsageError("negatives= refines a single-mode search, not mode='hybrid'")
-        if mode == HYBRID_MODE:
-            if client is not None:
-                raise UsageError(
-                    "client= runs single-mode searches on Dask workers, not mode='hybrid'"
-                )
-            if exact is False:
-                raise UsageError("exact=False (ANN) is for single-mode searches, not mode='hybrid'")
-            if metric is not None:
-                raise UsageError(
-                    "hybrid search takes each mode's metric from weights, e.g. "
-                    "weights={'embedding': (0.7, 'cosine'), 'rgb': 0.3}; leave metric=None"
-                )
-            return self.searcher.search_hybrid(list(queries), weights, k, ids, where, exclude_self)
-        if weights is not None:
-            raise UsageError(f"weights= is for mode='hybrid', not mode={mode!r}")
-        return self.searcher.search_many(
-            list(queries),
-            mode,
-            metric,
-            k,
-            ids,
-            where,
-            exclude_self,
-            client=client,
-            exact=exact,
-            negatives=negatives,
+        return self.run_search(
+            queries,
+            SearchOptions(mode, metric, k, negatives, exclude_self, weights, client, exact),
+            Scope.of(scope, ids, where, folder, path_glob, tags, exclude_tags),
         )
+
+    def run_search(
+        self, queries: Sequence[Any], options: SearchOptions, scope: Scope | None = None
+    ) -> list[SearchResults]:
+        """One search request: the best ``options.k`` images in ``scope`` (default: all) for
+        each query."""
+        if self.exists():
+            self._check_not_rebuilding(options.modes(self.settings["features"]))
+        allowed = None if scope is None else scope.resolve(self)
+        if options.hybrid:
+            return self.searcher.search_hybrid(list(queries), options, allowed)
+        return self.searcher.search_many(list(queries), options, allowed)
 
     def _check_not_rebuilding(self, modes: Sequence[str]) -> None:
         """ValueError when a feature in ``modes`` is being rebuilt (or a rebuild was stopped):
@@ -998,47 +921,6 @@ class ImageIndex:
                 "finished), so its stored values are incomplete; run idx.update() (`imrec index`) "
                 "to finish, then search again"
             )
-
-    def _path_filter_ids(
-        self,
-        ids: Sequence[int] | np.ndarray | None,
-        folder: str | os.PathLike[str] | None,
-        path_glob: str | None,
-    ) -> np.ndarray:
-        """Ids of ok images under ``folder`` and matching ``path_glob``, within ``ids``."""
-        conditions, params = [], []
-        if folder is not None:
-            if not isinstance(folder, (str, os.PathLike)):
-                raise TypeError(f"folder= must be a path, not {type(folder).__name__}")
-            path = Path(folder).expanduser()
-            if path.is_absolute():
-                try:
-                    path = path.resolve().relative_to(self.root.resolve())
-                except ValueError:
-                    raise UsageError(
-                        f"folder {str(folder)!r} is not inside the index root {self.root}"
-                    ) from None
-            prefix = path.as_posix().strip("/")
-            if prefix not in ("", "."):
-                # an exact, case-sensitive prefix, compared as bytes: paths that are not UTF-8
-                # are stored as their bytes (see ``catalog.stored_path``)
-                head = os.fsencode(prefix + "/")
-                conditions.append("substr(CAST(path AS BLOB), 1, ?) = ?")
-                params += [len(head), head]
-        if path_glob is not None:
-            if not isinstance(path_glob, str):
-                raise TypeError(
-                    f"path_glob= must be a str like 'cats/*.jpg', not {type(path_glob).__name__}"
-                )
-            conditions.append("CAST(path AS TEXT) GLOB ?")
-            params.append(stored_path(path_glob))
-        if not conditions:
-            found = self.searcher.ok_ids() if ids is None else np.asarray(ids, dtype=np.int64)
-            return np.asarray(found, dtype=np.int64)
-        found = np.asarray(self.catalog.ids_where(" AND ".join(conditions), params), dtype=np.int64)
-        if ids is not None:
-            found = np.intersect1d(found, np.asarray(ids, dtype=np.int64))
-        return found
 
     # -- measuring and cleaning -----------------------------------------------------------------
     def evaluate(
@@ -1136,13 +1018,7 @@ class ImageIndex:
                 raise IndexReadOnlyError(
                     f"index {self.index_dir} is read-only: its map cannot be refitted here"
                 )
-            try:
-                return projection.load(self, feature)
-            except ProjectionError:
-                raise ProjectionError(
-                    f"no UMAP map of {feature!r} is stored in this read-only index "
-                    f"{self.index_dir}; compute one where the index can be written"
-                ) from None
+            return projection.load_or_compute(self, feature)
         return projection.compute(self, feature, refit=refit, progress=progress, **params)
 
     def projection(self, feature: str = "embedding") -> Projection:
@@ -1175,6 +1051,15 @@ def _local_index_dir(url: str) -> tuple[Path, str]:
     return Path(unquote(parsed.path)), url.rstrip("/") + "/features.zarr"
 
 
+def _checked_wait(wait: float | bool | None) -> float | None:
+    """``update(wait=)`` as seconds, or None: as long as it takes (True is None, False is 0)."""
+    if isinstance(wait, bool):
+        return None if wait else 0.0
+    if wait is not None and not wait >= 0:
+        raise UsageError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
+    return wait
+
+
 def _size_on_disk(folder: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
 
@@ -1197,12 +1082,12 @@ class _Waiting:
         if not self.enabled:
             return
         if self._bar is None:
-            from tqdm.auto import tqdm
-
             from .projection import RemovedDisplays
 
             self._displays = RemovedDisplays()
-            self._bar = tqdm(
+            self._bar = progress_bar(
+                None,
+                True,
                 desc=f"waiting for pid {holder} to finish updating {self.index_dir}",
                 bar_format="{desc} ({elapsed})",
                 leave=False,
@@ -1216,12 +1101,6 @@ class _Waiting:
         if self._displays is not None:
             self._displays.remove()
             self._displays = None
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled or total == 0, unit="img", desc="indexing")
 
 
 class _ThumbnailCache:

@@ -127,6 +127,110 @@ class UpdateReport:
         )
 
 
+# -- plan -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RebuildPlan:
+    """Which features an ``update()`` recomputes for every image, and how it resumes."""
+
+    recompute: frozenset[str]
+    """Features recomputed for every image: asked to rebuild, newly added, or still pending
+    from a rebuild that was stopped."""
+    drop: frozenset[str]
+    """Stored arrays deleted before the update (a stopped rebuild's are kept: it resumes)."""
+    restart: bool
+    """True when the rebuild starts now (``rebuild_started_at`` is set again); False when it
+    resumes a stopped one, so rows written since it started are not redone."""
+
+
+def plan_rebuild(
+    features: Iterable[str],
+    stored_features: Iterable[str] | None,
+    rebuild: Iterable[str],
+    pending: Iterable[str],
+    started_at: float | None,
+) -> RebuildPlan:
+    """The ``RebuildPlan`` of an update: ``features`` the index has now, ``stored_features``
+    those it was built with (None: a new index), ``rebuild`` those asked to be recomputed,
+    ``pending`` and ``started_at`` what the catalog recorded of a rebuild not yet finished."""
+    wanted = set(features)
+    backfill = wanted - set(stored_features) if stored_features is not None else set()
+    drop = (set(rebuild) & wanted) | backfill
+    waiting = set(pending)
+    recompute = drop | waiting
+    restart = bool(recompute) and (bool(recompute - waiting) or started_at is None)
+    return RebuildPlan(frozenset(recompute), frozenset(drop), restart)
+
+
+@dataclass
+class UpdatePlan:
+    """What an ``update()`` does with each file: ``tasks`` (id, file) to decode and write, in
+    path order, and ``removed`` ids to mark removed; the counts go to its ``UpdateReport``."""
+
+    tasks: list[tuple[int, ScannedFile]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    new: int = 0
+    changed: int = 0
+    retried: int = 0
+    rebuilt: int = 0
+    unchanged: int = 0
+
+    def report(self, found: ScanResult, index_dir: str) -> UpdateReport:
+        """The report this plan starts (``processed``, ``errors`` are counted as it runs)."""
+        return UpdateReport(
+            new=self.new,
+            changed=self.changed,
+            retried=self.retried,
+            rebuilt=self.rebuilt,
+            unchanged=self.unchanged,
+            removed=len(self.removed),
+            skipped_dirs=found.skipped_dirs,
+            skipped=len(found.skipped),
+            index_dir=index_dir,
+        )
+
+
+def plan_update(
+    found: ScanResult,
+    known: dict[str, tuple[int, int, int, str]],
+    next_id: int,
+    done: Iterable[int] | None = None,
+) -> UpdatePlan:
+    """Compare a scan with the catalog (``known``: path -> (id, size, mtime_ns, status), as
+    ``Catalog.stat_map``): new files get ids from ``next_id``; changed files, files that
+    returned, and files that failed before are redone; while features are recomputed
+    (``done`` given: the ids written since that rebuild started), so is every other ok image.
+    Catalog paths no longer found are removed, unless they lie in something the scan could
+    not list (``ScanResult.kept``)."""
+    plan = UpdatePlan()
+    rebuilding = done is not None
+    finished = set(done or ())
+    for path in sorted(found.files):
+        scanned = found.files[path]
+        if path not in known:
+            plan.tasks.append((next_id, scanned))
+            next_id += 1
+            plan.new += 1
+            continue
+        id_, size, mtime_ns, status = known[path]
+        if status == "removed" or size != scanned.size or mtime_ns != scanned.mtime_ns:
+            plan.tasks.append((id_, scanned))
+            plan.changed += 1
+        elif status == "error":  # transient failures get another chance every run
+            plan.tasks.append((id_, scanned))
+            plan.retried += 1
+        elif rebuilding and status == "ok" and id_ not in finished:
+            plan.tasks.append((id_, scanned))
+            plan.rebuilt += 1
+        else:
+            plan.unchanged += 1
+    plan.removed = [
+        id_
+        for path, (id_, _size, _mtime, status) in known.items()
+        if path not in found.files and status != "removed" and not found.kept(path)
+    ]
+    return plan
+
+
 # -- scan -------------------------------------------------------------------------------------
 def catalog_path(abspath: str, root: str) -> str:
     """The catalog's name for a file: POSIX path relative to ``root``, absolute outside it."""

@@ -7,8 +7,7 @@ anything else with these members.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +48,9 @@ class IndexView(Protocol):
     @property
     def searcher(self) -> QueryVectors: ...
 
+    @property
+    def read_only(self) -> bool: ...
+
     def __len__(self) -> int: ...
 
     def exists(self) -> bool: ...
@@ -69,18 +71,7 @@ class IndexView(Protocol):
         self, ids: Sequence[int] | np.ndarray, format: str = "JPEG"
     ) -> list[bytes]: ...
 
-    def search_many(
-        self,
-        queries: Sequence[Any],
-        mode: str = "embedding",
-        metric: str | None = None,
-        k: int = 10,
-        *,
-        ids: Sequence[int] | np.ndarray | None = None,
-        where: str | None = None,
-        folder: str | os.PathLike[str] | None = None,
-        path_glob: str | None = None,
-        exclude_self: bool = True,
-        weights: Mapping[str, Any] | None = None,
-        client: Any = None,
-    ) -> list[SearchResults]: ...
+    @property
+    def search_many(self) -> Callable[..., list[SearchResults]]:
+        """``ImageIndex.search_many``: its signature is kept there only."""
+        ...

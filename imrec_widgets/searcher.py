@@ -28,6 +28,7 @@ from .results import Hit, QueryItemShown, SearchResults
 
 if TYPE_CHECKING:
     from .protocols import IndexView
+    from .request import SearchOptions
 
 
 def default_memory_budget() -> int:
@@ -257,19 +258,12 @@ class Searcher:
 
     # -- top-k ----------------------------------------------------------------------------------
     def search_many(
-        self,
-        queries: Sequence[Any],
-        mode: str,
-        metric: str | None,
-        k: int,
-        ids: Sequence[int] | np.ndarray | None,
-        where: str | None,
-        exclude_self: bool,
-        client: Any = None,
-        exact: bool | None = None,
-        negatives: Sequence[int] | np.ndarray | None = None,
+        self, queries: Sequence[Any], options: SearchOptions, allowed: np.ndarray | None
     ) -> list[SearchResults]:
+        """The best ``options.k`` of ``allowed`` (every searchable image when None) for each
+        query, by ``options.mode`` (not hybrid: see ``search_hybrid``)."""
         started = time.perf_counter()
+        mode, metric, negatives = options.mode, options.metric, options.negatives
         if mode not in self.index.settings["features"] or mode == "thumb":
             check_mode_metric(mode, metric)
             raise UsageError(
@@ -278,12 +272,8 @@ class Searcher:
         if negatives is not None:
             metric = self._check_feedback(mode, metric)
         metric = check_mode_metric(mode, metric)
-        if exact not in (None, True, False):
-            raise UsageError(f"exact= takes True, False or None, not {exact!r}")
-        if exact is False and client is not None:
-            raise UsageError("exact=False searches the local ANN index; leave out client=")
-        self._check_searchable(k)
-        allowed = self._allowed(ids, where)
+        self._check_searchable()
+        exclude_self, k = options.exclude_self, options.k
 
         marked = self._negatives(mode, negatives) if negatives is not None else None
         combined, excluded, shown = [], [], []
@@ -307,8 +297,8 @@ class Searcher:
                 metric,
                 int(k) + extra,
                 allowed,
-                self.client if client is None else client,
-                exact,
+                self.client if options.client is None else options.client,
+                options.exact,
             )
         return self._trimmed(found_ids, found_dist, excluded, k, mode, metric, started, shown)
 
@@ -359,9 +349,7 @@ class Searcher:
                 self.feedback_method,
             )
 
-    def _check_searchable(self, k: Any) -> None:
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise UsageError(f"k must be a positive integer, not {k!r}")
+    def _check_searchable(self) -> None:
         if not self.index.exists() or self.ok_ids().size == 0:
             from .errors import EmptyIndexError
 
@@ -391,23 +379,6 @@ class Searcher:
             ]
             out.append(self._results(row_ids[keep], row_dist[keep], mode, metric, started, query))
         return out
-
-    def _allowed(
-        self, ids: Sequence[int] | np.ndarray | None, where: str | None
-    ) -> np.ndarray | None:
-        if ids is None and where is None:
-            return None
-        allowed = self.ok_ids()
-        if ids is not None:
-            allowed = np.intersect1d(
-                allowed,
-                np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64),
-            )
-        if where is not None:
-            allowed = np.intersect1d(
-                allowed, np.asarray(self.index.catalog.ids_where(where), dtype=np.int64)
-            )
-        return allowed
 
     def _topk(
         self,
@@ -807,17 +778,12 @@ class Searcher:
         return rows, self_ids, shown
 
     def search_hybrid(
-        self,
-        queries: Sequence[Any],
-        weights: Any,
-        k: int,
-        ids: Sequence[int] | np.ndarray | None,
-        where: str | None,
-        exclude_self: bool,
+        self, queries: Sequence[Any], options: SearchOptions, allowed: np.ndarray | None
     ) -> list[SearchResults]:
-        """Exact top-``k`` by a weighted sum of normalised distances of several modes.
+        """Exact top-``k`` of ``allowed`` by a weighted sum of normalised distances of several
+        modes.
 
-        ``weights`` as for ``check_hybrid_weights``. Each mode's distances are divided by its
+        ``options.weights`` as for ``check_hybrid_weights``. Each mode's distances are divided by its
         ``distance_scale`` (the median distance between random pairs of indexed images), so
         1.0 means "as far apart as two typical images" in every mode; the fused distance is
         the weighted mean of those (weights sum to 1). Every candidate's fused distance is
@@ -825,10 +791,10 @@ class Searcher:
         """
         started = time.perf_counter()
         available = [mode for mode in self.index.settings["features"] if mode != "thumb"]
-        parts = check_hybrid_weights(weights, available)
-        self._check_searchable(k)
+        parts = check_hybrid_weights(options.weights, available)
+        self._check_searchable()
+        k, exclude_self = options.k, options.exclude_self
         metric = " + ".join(f"{weight:.3g} {mode}/{name}" for mode, (weight, name) in parts.items())
-        allowed = self._allowed(ids, where)
 
         matrices: dict[str, list[np.ndarray]] = {mode: [] for mode in parts}
         excluded, shown = [], []

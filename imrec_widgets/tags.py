@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,31 +121,6 @@ def tag(index: IndexView, ids: Any, name: str) -> int:
 def untag(index: IndexView, ids: Any, name: str) -> int:
     """Take ``name`` off images ``ids``; how many had it."""
     return _write(index, ids, name, add=False)
-
-
-def tag_filter_ids(
-    index: IndexView,
-    ids: Sequence[int] | np.ndarray | None,
-    tags: str | Iterable[str] | None,
-    exclude_tags: str | Iterable[str] | None,
-) -> np.ndarray:
-    """Ok ids within ``ids`` (all when None) having any of ``tags`` and none of ``exclude_tags``.
-
-    A name in ``tags`` that no searchable image has is a TagError (likely a typo); one in
-    ``exclude_tags`` simply excludes nothing.
-    """
-    catalog = index.catalog
-    if tags is not None:
-        wanted = existing_tag_names(catalog, tags, "tags=")
-        found = np.asarray(catalog.tagged_ids(wanted), dtype=np.int64)
-    else:
-        found = np.asarray(catalog.ids("ok"), dtype=np.int64)
-    if exclude_tags is not None:
-        dropped = catalog.tagged_ids(check_tag_names(exclude_tags, "exclude_tags="))
-        found = np.setdiff1d(found, np.asarray(dropped, dtype=np.int64))
-    if ids is not None:
-        found = np.intersect1d(found, np.asarray(ids, dtype=np.int64))
-    return found
 
 
 def tag_labels(index: IndexView) -> dict[int, str]:

@@ -28,7 +28,16 @@ from imrec_widgets import indexer as indexer_module
 from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.features.thumbnails import row_bytes
 from imrec_widgets.imageio import load_rgb
-from imrec_widgets.indexer import DECODE_MIN_SIDE, scan, worker_setup
+from imrec_widgets.indexer import (
+    DECODE_MIN_SIDE,
+    RebuildPlan,
+    ScannedFile,
+    ScanResult,
+    plan_rebuild,
+    plan_update,
+    scan,
+    worker_setup,
+)
 
 
 def cheap_index(root: Path, **kwargs: object) -> ImageIndex:
@@ -363,3 +372,86 @@ def test_the_model_embeds_each_decoded_chunk_and_batches_reach_the_writer_whole(
         assert decoded.model_input is None  # the writer stores the embedding as it is
         want = prepare(load_rgb(photos / decoded.entry.path, min_side=DECODE_MIN_SIDE))
         np.testing.assert_array_equal(decoded.embedding, want.reshape(-1)[:6])
+
+
+def _scanned(path: str, size: int = 10, mtime_ns: int = 1) -> ScannedFile:
+    return ScannedFile(path, "/photos/" + path, size, mtime_ns)
+
+
+def test_the_update_plan_is_pure_and_sorts_every_file_into_one_pile() -> None:
+    found = ScanResult(
+        files={
+            p.path: p
+            for p in [
+                _scanned("b/new.jpg"),
+                _scanned("a/new.jpg"),
+                _scanned("same.jpg"),
+                _scanned("grown.jpg", size=11),
+                _scanned("touched.jpg", mtime_ns=2),
+                _scanned("back.jpg"),
+                _scanned("failed.jpg"),
+            ]
+        },
+        unlisted=["locked/"],
+    )
+    known = {
+        "same.jpg": (1, 10, 1, "ok"),
+        "grown.jpg": (2, 10, 1, "ok"),
+        "touched.jpg": (3, 10, 1, "ok"),
+        "back.jpg": (4, 10, 1, "removed"),
+        "failed.jpg": (5, 10, 1, "error"),
+        "gone.jpg": (6, 10, 1, "ok"),
+        "gone-broken.jpg": (7, 10, 1, "error"),
+        "long-gone.jpg": (8, 10, 1, "removed"),
+        "locked/kept.jpg": (9, 10, 1, "ok"),
+    }
+    plan = plan_update(found, known, next_id=10)
+    assert [(id_, f.path) for id_, f in plan.tasks] == [
+        (10, "a/new.jpg"),  # new files get ids in path order
+        (11, "b/new.jpg"),
+        (4, "back.jpg"),
+        (5, "failed.jpg"),
+        (2, "grown.jpg"),
+        (3, "touched.jpg"),
+    ]
+    assert (plan.new, plan.changed, plan.retried, plan.rebuilt, plan.unchanged) == (2, 3, 1, 0, 1)
+    assert sorted(plan.removed) == [6, 7]  # not the removed one again, not the unlistable one
+    report = plan.report(found, "/photos/.imrec")
+    assert (report.new, report.changed, report.removed, report.retried) == (2, 3, 2, 1)
+    assert report.processed == 0 and report.index_dir == "/photos/.imrec"
+    assert plan_update(ScanResult(files={}, unlisted=[""]), known, 10).removed == []
+
+
+def test_a_rebuild_redoes_every_ok_image_not_yet_done_and_resumes() -> None:
+    found = ScanResult(files={p: _scanned(p) for p in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")})
+    known = {
+        "a.jpg": (1, 10, 1, "ok"),
+        "b.jpg": (2, 10, 1, "ok"),
+        "c.jpg": (3, 10, 1, "error"),
+        "d.jpg": (4, 10, 1, "ok"),
+    }
+    assert plan_update(found, known, 5).tasks == [(3, found.files["c.jpg"])]
+    plan = plan_update(found, known, 5, done={2})
+    assert [id_ for id_, _ in plan.tasks] == [1, 3, 4]
+    assert (plan.rebuilt, plan.retried, plan.unchanged) == (2, 1, 1)
+    assert plan_update(found, known, 5, done=set()).rebuilt == 3  # none done yet: all of them
+
+
+def test_the_rebuild_plan_drops_what_is_asked_or_new_and_resumes_what_was_stopped() -> None:
+    features = ["rgb", "dhash", "thumb"]
+    nothing = plan_rebuild(features, features, rebuild=[], pending=[], started_at=None)
+    assert nothing == RebuildPlan(frozenset(), frozenset(), restart=False)
+    assert plan_rebuild(features, None, [], [], None).recompute == frozenset()  # a new index
+    asked = plan_rebuild(
+        features, features, rebuild=["rgb", "embedding"], pending=[], started_at=None
+    )
+    assert asked == RebuildPlan(frozenset({"rgb"}), frozenset({"rgb"}), restart=True)
+    added = plan_rebuild(features, ["rgb", "thumb"], rebuild=[], pending=[], started_at=None)
+    assert added == RebuildPlan(frozenset({"dhash"}), frozenset({"dhash"}), restart=True)
+    # a stopped rebuild resumes: nothing dropped, its clock kept
+    stopped = plan_rebuild(features, features, rebuild=[], pending=["rgb"], started_at=5.0)
+    assert stopped == RebuildPlan(frozenset({"rgb"}), frozenset(), restart=False)
+    # ... unless it never got a clock, or more is asked on top of it
+    assert plan_rebuild(features, features, [], ["rgb"], None).restart
+    more = plan_rebuild(features, features, rebuild=["dhash"], pending=["rgb"], started_at=5.0)
+    assert more == RebuildPlan(frozenset({"rgb", "dhash"}), frozenset({"dhash"}), restart=True)

@@ -258,7 +258,7 @@ def test_placement_is_exact_knn_and_umaps_own_start_of_transform(digits, monkeyp
 
     values, xy = digits
     fit, new = values[:1000], values[1000:]
-    monkeypatch.setattr(projection, "_QUERY_BLOCK", 128)  # several blocks
+    monkeypatch.setattr(projection.placement, "QUERY_BLOCK", 128)  # several blocks
     model = projection.Placement(None, None, fit, xy[:1000], "euclidean", 15)
 
     neighbours, distances = model.nearest(new)
@@ -415,7 +415,7 @@ def test_the_first_fit_on_a_machine_says_it_compiles_ticks_and_clears_its_bars(
 
     marker = tmp_path / "umap.compiled"
     monkeypatch.setattr(numba_cache, "_compiled_marker", lambda: marker)
-    monkeypatch.setattr(projection, "TICK_SECONDS", 0.001)
+    monkeypatch.setattr(projection.stages, "TICK_SECONDS", 0.001)
     bars: list[tqdm.auto.tqdm] = []
     ticks: list[str] = []
 
@@ -560,3 +560,40 @@ def test_a_map_gives_up_waiting_after_wait_seconds_and_says_whom_for(index: Imag
     with pytest.raises(ValueError, match="wait="):
         index.umap("rgb", wait=-1)
     assert len(index.umap("rgb", wait=0, sample_size=40)) == len(index), "free again: it runs"
+
+
+def test_load_or_compute_gives_what_a_viewer_shows(
+    index: ImageIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ProjectionError, match="no UMAP map of 'rgb' yet"):
+        projection.load_or_compute(index, "rgb", compute_missing=False)
+    first = projection.load_or_compute(index, "rgb", sample_size=40, clusters=4)
+    assert status(index, "rgb")["state"] == "fresh" and first.pending == 0
+
+    computed: list[dict] = []
+    real_compute = projection.compute
+
+    def counting(*args: Any, **kwargs: Any) -> projection.Projection:
+        computed.append(dict(kwargs))
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(projection, "compute", counting)
+    stored = projection.load_or_compute(index, "rgb")
+    assert computed == []  # a current map is read, not computed
+    np.testing.assert_array_equal(stored.xy, first.xy)
+    projection.load_or_compute(index, "rgb", sample_size=40, clusters=4)
+    assert len(computed) == 1  # asked-for parameters go to compute (which reuses the fit)
+
+    Image.fromarray(data.astronaut()).save(index.root / "new1.jpg")
+    index.update(progress=False, workers=0)
+    stale = projection.load_or_compute(index, "rgb", compute_missing=False)
+    assert stale.pending == 1 and len(computed) == 1
+    monkeypatch.setattr(type(index), "read_only", property(lambda self: True))
+    assert projection.load_or_compute(index, "rgb").pending == 1  # read-only: shown as stored
+    assert len(computed) == 1
+    with pytest.raises(ProjectionError, match="read-only index"):
+        projection.load_or_compute(index, "dhash")
+    monkeypatch.undo()
+    monkeypatch.setattr(projection, "compute", counting)
+    extended = projection.load_or_compute(index, "rgb")
+    assert extended.pending == 0 and len(extended) == len(index) and len(computed) == 2

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,14 @@ from scipy.spatial.distance import cdist
 from skimage import data
 
 from imrec_widgets import EmptyIndexError, ImageIndex
+from imrec_widgets import searcher as searcher_module
 from imrec_widgets.cli import main
 from imrec_widgets.errors import ImageDecodeError
 from imrec_widgets.features import MODE_METRICS
 from imrec_widgets.features.thumbnails import fitted_size, row_jpeg
 from imrec_widgets.imageio import THUMBNAIL_SIDE
+from imrec_widgets.protocols import IndexView
+from imrec_widgets.request import Scope, SearchOptions
 from imrec_widgets.results import short_name
 
 SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "cityblock"}
@@ -158,6 +163,102 @@ def test_restrictions_ids_and_where(index: ImageIndex, query_file: Path) -> None
     assert index.search(query_file, mode="rgb", ids=[]) == []
     with pytest.raises(ValueError, match="bad where= condition"):
         index.search(query_file, mode="rgb", where="no_such_column = 1")
+
+
+def test_the_filters_are_one_scope_given_as_keywords_or_whole(
+    index: ImageIndex, query_file: Path
+) -> None:
+    as_keywords = index.search(query_file, mode="rgb", k=50, folder="animals", where="width > 0")
+    scope = Scope(folder="animals", where="width > 0")
+    assert index.search(query_file, mode="rgb", k=50, scope=scope).ids == as_keywords.ids
+    assert [r.path.split("/")[0] for r in index.records(as_keywords.ids)] == ["animals"] * len(
+        as_keywords
+    )
+    assert scope.resolve(index).tolist() == sorted(as_keywords.ids)
+    assert Scope().everything and Scope().resolve(index) is None
+    assert Scope(ids=[]).resolve(index).tolist() == []  # a filter that keeps nothing is not "all"
+    with pytest.raises(ValueError, match="not both"):
+        index.search(query_file, mode="rgb", ids=[1], scope=scope)
+    with pytest.raises(TypeError, match="takes a Scope"):
+        index.search(query_file, mode="rgb", scope={"folder": "animals"})
+
+
+@dataclass(frozen=True)
+class _FormatScope(Scope):
+    """A filter the package does not have, added the one way a filter is added."""
+
+    file_format: str | None = None
+
+    def resolve(self, index: IndexView) -> np.ndarray | None:
+        allowed = super().resolve(index)
+        if self.file_format is None:
+            return allowed
+        kept = index.catalog.ids_where("format = ?", [self.file_format])
+        return np.intersect1d(index.searcher.ok_ids() if allowed is None else allowed, kept)
+
+
+def test_a_new_filter_is_a_scope_field_and_nothing_else(
+    index: ImageIndex, query_file: Path
+) -> None:
+    pngs = sorted(r.id for r in index.records() if r.format == "PNG")
+    assert len(pngs) >= 2
+    found = index.search(query_file, mode="rgb", k=50, scope=_FormatScope(file_format="PNG"))
+    assert sorted(found.ids) == pngs
+    batch = index.search_many(
+        [query_file, pngs[0]], mode="dhash", k=50, scope=_FormatScope(file_format="PNG")
+    )
+    assert sorted(batch[0].ids) == pngs and sorted(batch[1].ids) == pngs[1:]
+    hybrid = index.search(query_file, mode="hybrid", k=50, scope=_FormatScope(file_format="PNG"))
+    assert sorted(hybrid.ids) == pngs
+    # below the facade no filter is named: the searcher gets the options and the scope's ids
+    for method in (searcher_module.Searcher.search_many, searcher_module.Searcher.search_hybrid):
+        assert list(inspect.signature(method).parameters) == [
+            "self",
+            "queries",
+            "options",
+            "allowed",
+        ]
+
+
+def test_search_options_refuse_what_cannot_go_together_before_any_index_is_read() -> None:
+    assert SearchOptions().modes(["embedding", "rgb"]) == ["embedding"]
+    assert SearchOptions("hybrid").modes(["embedding", "rgb"]) == ["embedding", "rgb"]
+    for bad, message in (
+        ({"k": 0}, "k must be a positive integer"),
+        ({"k": True}, "k must be a positive integer"),
+        ({"exact": "yes"}, "exact= takes True, False or None"),
+        ({"weights": {"rgb": 1.0}}, "weights= is for mode='hybrid'"),
+        ({"exact": False, "client": object()}, "leave out client="),
+        ({"mode": "hybrid", "negatives": [1]}, "negatives= refines a single-mode search"),
+        ({"mode": "hybrid", "client": object()}, "not mode='hybrid'"),
+        ({"mode": "hybrid", "exact": False}, "exact=False \\(ANN\\)"),
+        ({"mode": "hybrid", "metric": "cosine"}, "leave metric=None"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SearchOptions(**bad)
+
+
+def test_cli_search_filters_are_the_scope(
+    index: ImageIndex, query_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index.tag([r.id for r in index.records() if r.path.startswith("animals/")][:3], "cli-pick")
+    try:
+        argv = ["search", str(query_file), "--root", str(index.root), "--mode", "rgb", "--json"]
+        assert main([*argv, "-k", "50", "--folder", "animals", "--glob", "*.jpg"]) == 0
+        hits = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
+        scoped = Scope(folder="animals", path_glob="*.jpg")
+        assert hits == index.search(query_file, mode="rgb", k=50, scope=scoped).ids
+        assert hits and sorted(hits) == scoped.resolve(index).tolist()
+        assert main([*argv, "--tag", "cli-pick", "--where", "width > 0"]) == 0
+        hits = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
+        assert sorted(hits) == index.tagged("cli-pick").tolist()
+        assert main([*argv, "-k", "200", "--exclude-tag", "cli-pick"]) == 0
+        hits = [h["id"] for h in json.loads(capsys.readouterr().out)["hits"]]
+        assert len(hits) == len(index) - 3 and not set(hits) & set(index.tagged("cli-pick"))
+        assert main([*argv, "--tag", "no-such-tag"]) == 1
+        assert "no searchable image is tagged 'no-such-tag'" in capsys.readouterr().err
+    finally:
+        index.untag(index.tagged("cli-pick"), "cli-pick")
 
 
 def test_streamed_search_equals_in_memory(index: ImageIndex, query_file: Path) -> None:

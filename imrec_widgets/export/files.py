@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imrec_widgets.derived import atomic_write
 from imrec_widgets.errors import ExportError, TagError, UsageError
 from imrec_widgets.tags import existing_tag_names, selected_ids
 
@@ -303,7 +304,7 @@ def _write(source: Path, target: Path, how: str) -> bool:
 
 
 def _write_labels(target: Path, rows: Sequence[tuple[str, str]]) -> None:
-    """Merge ``rows`` into ``target/labels.csv`` (written to a temporary name, then renamed)."""
+    """Merge ``rows`` into ``target/labels.csv`` (``derived.atomic_write``)."""
     path = target / LABELS_FILE
     known: set[tuple[str, str]] = set()
     if path.exists():
@@ -322,13 +323,4 @@ def _write_labels(target: Path, rows: Sequence[tuple[str, str]]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(LABELS_HEADER)
     writer.writerows(merged)
-    partial = target / f"{_PART}-{os.getpid()}-{LABELS_FILE}"
-    try:
-        with open(partial, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+    atomic_write(path, buffer.getvalue().encode("utf-8"), hidden=True)

@@ -30,10 +30,11 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imrec_widgets.derived import atomic_file, atomic_write
 from imrec_widgets.errors import UsageError
 
 if TYPE_CHECKING:
@@ -106,9 +107,9 @@ def export_tensorboard(
     config = projector_config(
         feature, tensor_file, (chosen.size, dim), "metadata.tsv", sprite_entry
     )
-    _write_atomic(run_dir / CONFIG_NAME, config.encode())
+    atomic_write(run_dir / CONFIG_NAME, config.encode())
     if not any(run_dir.glob("events.out.tfevents.*")):
-        _write_atomic(run_dir / f"events.out.tfevents.{int(time.time())}.imrec", _event_file())
+        atomic_write(run_dir / f"events.out.tfevents.{int(time.time())}.imrec", _event_file())
     return run_dir
 
 
@@ -173,7 +174,7 @@ def write_tensor(run_dir: Path, blocks: Callable[[], Iterator[np.ndarray]]) -> t
     sniffer = _TextSniffer()
     dim = 0
     binary = run_dir / "tensor.bytes"
-    with _atomic_file(binary) as out:
+    with atomic_file(binary) as out:
         for block in blocks():
             data = np.ascontiguousarray(block, dtype="<f4")
             dim = data.shape[1]
@@ -184,7 +185,7 @@ def write_tensor(run_dir: Path, blocks: Callable[[], Iterator[np.ndarray]]) -> t
         _unlink(run_dir / "tensor.tsv")
         return binary.name, dim
     text = run_dir / "tensor.tsv"
-    with _atomic_file(text) as out:
+    with atomic_file(text) as out:
         for block in blocks():
             np.savetxt(out, np.asarray(block, dtype=np.float32), fmt="%.9g", delimiter="\t")
     _unlink(binary)
@@ -195,7 +196,7 @@ def write_metadata(path: Path, index: IndexView, ids: np.ndarray, feature: str) 
     """``metadata.tsv`` for ``ids``: header row, then one escaped row per image."""
     cluster_array = f"cluster/{feature}"
     has_clusters = cluster_array in index.store.names()
-    with _atomic_file(path) as out:
+    with atomic_file(path) as out:
         out.write(("\t".join(METADATA_COLUMNS) + "\n").encode())
         for start in range(0, ids.size, _ROWS_PER_BLOCK):
             block = ids[start : start + _ROWS_PER_BLOCK]
@@ -270,7 +271,7 @@ def _write_sprite(path: Path, index: IndexView, ids: np.ndarray) -> int:
             sheet[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = np.asarray(
                 square
             )
-    with _atomic_file(path) as out:
+    with atomic_file(path) as out:
         # 4:4:4 so colours do not bleed between neighbouring thumbnails.
         Image.fromarray(sheet).save(out, format="JPEG", quality=90, subsampling=0)
     return cell
@@ -348,23 +349,6 @@ def _masked_crc32c(data: bytes) -> int:
 def _quoted(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """A binary file that replaces ``path`` only once fully written."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as out:
-            yield out
-        os.replace(partial, path)
-    finally:
-        _unlink(partial)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with _atomic_file(path) as out:
-        out.write(data)
 
 
 def _unlink(path: Path) -> None:

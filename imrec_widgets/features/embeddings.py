@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import threading
 import urllib.request
 import warnings
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from imrec_widgets.derived import atomic_file
 from imrec_widgets.errors import (
     DerivedFileWarning,
     EngineFallbackWarning,
@@ -610,18 +610,12 @@ def _reachable(host: str, port: int, timeout: float) -> bool:
 def _download(url: str, dest: Path, sha256_prefix: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".partial")
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response,
-        ):
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+    with (
+        atomic_file(dest) as out,
+        urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response,
+    ):
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
         if not digest.hexdigest().startswith(sha256_prefix):
             raise ValueError(f"sha256 of {url} does not start with {sha256_prefix}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

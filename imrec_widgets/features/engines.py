@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from imrec_widgets.derived import atomic_write, durable_replace
 from imrec_widgets.errors import EngineUnavailableError, UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,18 +146,8 @@ def _file_digest(path: Path) -> str:
 
 
 def _write_sidecar(graph: Path, digest: str) -> None:
-    """Record ``digest`` as the checksum of ``graph`` (atomically: temporary file, rename)."""
-    sidecar = sidecar_path(graph)
-    fd, tmp = tempfile.mkstemp(dir=graph.parent, prefix=sidecar.name, suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"file": graph.name, "sha256": digest}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, sidecar)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+    """Record ``digest`` as the checksum of ``graph`` (``derived.atomic_write``)."""
+    atomic_write(sidecar_path(graph), json.dumps({"file": graph.name, "sha256": digest}).encode())
 
 
 def graph_problem(graph: Path) -> str | None:
@@ -195,7 +186,7 @@ def cache_lock(folder: Path) -> Any:
 def _publish(tmp: str, dest: Path) -> None:
     """Write the checksum of the finished graph ``tmp``, then move it to ``dest``."""
     _write_sidecar(dest, _file_digest(Path(tmp)))
-    os.replace(tmp, dest)
+    durable_replace(tmp, dest)
 
 
 def export(body: Any, head: Any, input_size: int, dest: Path) -> None:

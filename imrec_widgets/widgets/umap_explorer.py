@@ -12,7 +12,6 @@ gallery leaves it out of what is tagged (and a second click takes it back).
 
 from __future__ import annotations
 
-import contextlib
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -325,25 +324,19 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
     def _load_projection(
         self, compute: bool, umap_params: dict[str, Any]
     ) -> projection_module.Projection | None:
-        index, feature = self.index, self.feature
+        feature = self.feature
         try:
-            cached = None
-            if index.exists():
-                with contextlib.suppress(ProjectionError):
-                    cached = projection_module.load(index, feature)
-            # Parameters asked for are honoured: compute() reuses the cached fit when they match.
-            if compute and (cached is None or cached.pending or umap_params):
-                return index.umap(feature, progress=True, **umap_params)
-            if cached is None:
-                return projection_module.load(index, feature)  # raises, saying how to make one
-            if cached.pending:
-                self._say(
-                    f"The map misses {cached.pending} new or changed images; run idx.umap({feature!r}) to add them."
-                )
-            return cached
+            loaded = projection_module.load_or_compute(
+                self.index, feature, compute_missing=compute, progress=True, **umap_params
+            )
         except ImrecError as exc:  # what the user can fix; anything else is a bug and raises
             self._say(str(exc))
             return None
+        if loaded.pending:
+            self._say(
+                f"The map misses {loaded.pending} new or changed images; run idx.umap({feature!r}) to add them."
+            )
+        return loaded
 
     def __repr__(self) -> str:
         return f"UmapExplorer({self.feature!r}, {len(self.points)} points, {len(self.selected)} selected)"

@@ -23,10 +23,7 @@ import contextlib
 import functools
 import os
 import sys
-import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,21 +32,26 @@ from uuid import uuid4
 
 import numpy as np
 
-from .derived import create_temporary
-from .errors import IndexLockedError, ProjectionError, SettingError
-from .numba_cache import mark_umap_compiled, umap_compiled, use_numba_cache
-from .settings import env_count
+from imrec_widgets.derived import durable_replace
+from imrec_widgets.errors import IndexLockedError, ProjectionError, SettingError
+from imrec_widgets.numba_cache import mark_umap_compiled, umap_compiled, use_numba_cache
+
+from .placement import (
+    MAX_PLACEMENT_BYTES,
+    MAX_PLACEMENT_VARIABLE,
+    PLACEMENT_VERSION,
+    UNREADABLE,
+    Placement,
+    check_npz_size,
+    prepare_input,
+    reduce_dims,
+)
+from .stages import TICK_SECONDS, ProgressCallback, RemovedDisplays, Stages
 
 if TYPE_CHECKING:
-    from .protocols import IndexView
+    from imrec_widgets.protocols import IndexView
 
 MIN_IMAGES = 5
-PLACEMENT_VERSION = 1
-
-# Rows are placed a block at a time, so memory stays bounded at any size.
-_QUERY_BLOCK = 2048
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -81,257 +83,9 @@ class Projection:
         )
 
 
-def _prepare_input(feature: str, values: np.ndarray) -> tuple[np.ndarray, str]:
-    """Stored rows of ``feature`` as UMAP input, and the metric they are compared by (the
-    feature class's ``map_input`` and ``map_metric``, see ``features.register``)."""
-    from .features import feature_class
-
-    cls = feature_class(feature)
-    return cls.map_input(values), cls.map_metric
-
-
-class Placement:
-    """What placing rows on a fitted map needs, as plain arrays: no umap, nothing pickled.
-
-    ``vectors``: the fitted sample's UMAP inputs (after PCA), ``xy``: their map positions,
-    ``pca_mean``/``pca_components``: the PCA applied to inputs first (None: none was),
-    ``metric``: ``euclidean``, or ``hamming`` over hash bits as 0/1 floats.
-    """
-
-    def __init__(
-        self,
-        pca_mean: np.ndarray | None,
-        pca_components: np.ndarray | None,
-        vectors: np.ndarray,
-        xy: np.ndarray,
-        metric: str,
-        n_neighbors: int,
-    ) -> None:
-        if metric not in ("euclidean", "hamming"):
-            raise ValueError(f"unknown placement metric {metric!r}")
-        self.pca_mean, self.pca_components = pca_mean, pca_components
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.xy = np.ascontiguousarray(xy, dtype=np.float32)
-        self.metric = metric
-        self.n_neighbors = int(n_neighbors)
-        self._search: Any = None
-
-    @property
-    def input_size(self) -> int:
-        """Length of the rows ``place`` takes (before PCA)."""
-        return int(self.vectors.shape[1] if self.pca_mean is None else self.pca_mean.size)
-
-    def reduce(self, values: np.ndarray) -> np.ndarray:
-        """Prepared feature rows as UMAP inputs: the fitted PCA applied, float32."""
-        return _reduce(values, self.pca_mean, self.pca_components)
-
-    def place(self, values: np.ndarray) -> np.ndarray:
-        """Map positions (M x 2) of prepared feature rows (M x ``input_size``)."""
-        values = np.asarray(values)
-        if values.ndim != 2 or values.shape[1] != self.input_size:
-            raise ProjectionError(
-                f"rows of {values.shape[-1]} values do not fit a map made from {self.input_size}; "
-                "the feature changed since the map was made: compute it again"
-            )
-        out = np.empty((len(values), 2), dtype=np.float32)
-        for start in range(0, len(values), _QUERY_BLOCK):
-            block = self.reduce(values[start : start + _QUERY_BLOCK])
-            neighbours, distances = self.nearest(block)
-            out[start : start + len(block)] = self._weighted_mean(neighbours, distances)
-        return out
-
-    def nearest(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and distances (M x k, nearest first) of the k fitted rows nearest each input.
-
-        Exact: scikit-learn's brute-force search (chunked, so memory stays bounded) finds them,
-        by euclidean distance, which ranks hash bits as hamming does; distances are then
-        computed again directly, so an input equal to a fitted row is at distance 0.
-        """
-        if self._search is None:
-            from sklearn.neighbors import NearestNeighbors
-
-            k = min(self.n_neighbors, len(self.vectors))
-            self._search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(self.vectors)
-        found = self._search.kneighbors(vectors, return_distance=False)
-        difference = vectors[:, None, :] - self.vectors[found]
-        squared = np.einsum("mkd,mkd->mk", difference, difference)
-        order = np.argsort(squared, axis=1, kind="stable")
-        squared = np.take_along_axis(squared, order, axis=1)
-        found = np.take_along_axis(found, order, axis=1)
-        if self.metric == "hamming":  # bits as 0/1: squared distance = differing bits
-            return found, squared / vectors.shape[1]
-        return found, np.sqrt(squared)
-
-    def _weighted_mean(self, neighbours: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        weights = _membership(distances)
-        xy = np.einsum("mk,mkc->mc", weights, self.xy[neighbours]) / weights.sum(
-            axis=1, keepdims=True
-        )
-        # an input equal to a fitted row (to float rounding) sits on that row's point
-        same = distances[:, 0] <= 1e-5 * distances[:, -1]
-        xy[same] = self.xy[neighbours[same, 0]]
-        return np.asarray(xy.astype(np.float32))
-
-    # -- the file ---------------------------------------------------------------------------------
-    def save(self, path: Path, *, token: str, ids: np.ndarray) -> None:
-        """Write to ``path`` atomically (a temporary file, then ``os.replace``)."""
-        no_pca = self.pca_mean is None
-        arrays = {
-            "version": np.int64(PLACEMENT_VERSION),
-            "token": np.str_(token),
-            "metric": np.str_(self.metric),
-            "n_neighbors": np.int64(self.n_neighbors),
-            "ids": np.asarray(ids, dtype=np.int64),
-            "vectors": self.vectors,
-            "xy": self.xy,
-            "pca_mean": np.empty(0, np.float32) if no_pca else self.pca_mean,
-            "pca_components": np.empty((0, 0), np.float32) if no_pca else self.pca_components,
-        }
-        handle, temporary = create_temporary(path)  # never through a planted link
-        try:
-            with handle:
-                np.savez_compressed(handle, **arrays)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
-
-    @classmethod
-    def read(cls, path: Path) -> tuple[Placement, str]:
-        """The placement stored at ``path`` and its token; ValueError when it is not a valid one."""
-        check_npz_size(path)
-        names = (
-            "version",
-            "token",
-            "metric",
-            "n_neighbors",
-            "vectors",
-            "xy",
-            "pca_mean",
-            "pca_components",
-        )
-        try:
-            data = np.load(path, allow_pickle=False)  # refuses pickles: an index may be anyone's
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with data:
-                arrays = {name: data[name] for name in names}
-        except _UNREADABLE as exc:
-            raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
-        kinds = {"version": "iu", "token": "U", "metric": "U", "n_neighbors": "iu"}
-        if any(
-            arrays[name].shape != () or arrays[name].dtype.kind not in kind
-            for name, kind in kinds.items()
-        ):
-            raise ValueError(f"placement file {path.name} holds settings of the wrong type")
-        if int(arrays["version"]) != PLACEMENT_VERSION:
-            raise ValueError(f"placement file {path.name} has an unknown version")
-        vectors, xy = arrays["vectors"], arrays["xy"]
-        mean, components = arrays["pca_mean"], arrays["pca_components"]
-        if not all(a.dtype == np.float32 for a in (vectors, xy, mean, components)):
-            raise ValueError(f"placement file {path.name} holds arrays of the wrong type")
-        shapes_agree = (
-            vectors.ndim == 2
-            and len(vectors) > 0
-            and xy.shape == (len(vectors), 2)
-            and mean.ndim == 1
-            and components.ndim == 2
-            and (mean.size == 0 or components.shape == (vectors.shape[1], mean.size))
-        )
-        if not shapes_agree:
-            raise ValueError(f"placement file {path.name} holds arrays that do not fit together")
-        if not all(np.isfinite(a).all() for a in (xy, vectors, mean, components)):
-            raise ValueError(f"placement file {path.name} holds values that are not finite")
-        placement = cls(
-            None if mean.size == 0 else mean,
-            None if mean.size == 0 else components,
-            vectors,
-            xy,
-            str(arrays["metric"]),
-            max(1, int(arrays["n_neighbors"])),
-        )
-        return placement, str(arrays["token"])
-
-
-MAX_PLACEMENT_BYTES = 2 * 2**30
-"""Largest placement file (arrays as stored, uncompressed) read; ``IMREC_MAX_PLACEMENT_BYTES``
-raises it. A default fit (20,000 rows after PCA to 50-d) takes 4 MB."""
-
-MAX_PLACEMENT_VARIABLE = "IMREC_MAX_PLACEMENT_BYTES"
-
-_UNREADABLE = (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
-"""What reading a damaged or crafted ``.npz`` raises besides ValueError (a corrupt deflate
-stream is a ``zlib.error``): each makes the placement file unreadable, never a traceback."""
-
-
-def check_npz_size(path: Path) -> int:
-    """Bytes the arrays of the ``.npz`` at ``path`` declare; ValueError over the cap, before any
-    is decompressed (a few MB of zeros can declare gigabytes)."""
-    import numpy.lib.format as npy_format
-
-    cap = env_count(MAX_PLACEMENT_VARIABLE, MAX_PLACEMENT_BYTES, "bytes")
-    total = 0
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                with archive.open(member) as stream:
-                    version = npy_format.read_magic(stream)
-                    read_header = (
-                        npy_format.read_array_header_1_0
-                        if version == (1, 0)
-                        else npy_format.read_array_header_2_0
-                    )
-                    shape, _fortran, dtype = read_header(stream)
-                total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    except (*_UNREADABLE, ValueError) as exc:
-        raise ValueError(f"unreadable placement file {path.name}: {exc}") from None
-    if total > cap:
-        raise ValueError(
-            f"placement file {path.name} declares {total:,} bytes of arrays, over the "
-            f"{cap:,} read ({MAX_PLACEMENT_VARIABLE} raises it)"
-        )
-    return total
-
-
-def _membership(distances: np.ndarray) -> np.ndarray:
-    """umap-learn's membership strengths of each row's k nearest neighbours in ``transform``.
-
-    With its default local connectivity (1, less 1 for new points) the offset is 0, so the
-    strength is ``exp(-d / sigma)`` with ``sigma`` binary-searched so that the strengths of all
-    but the nearest sum to ``log2(k)``, and at least 1/1000 of the mean distance (per row here).
-    Returned scaled so the nearest weighs 1 (same ratios; nothing underflows).
-    """
-    distances = distances.astype(np.float64)
-    rows, k = distances.shape
-    target = np.log2(k)
-    farther = distances[:, 1:]
-    low, high, sigma = np.zeros(rows), np.full(rows, np.inf), np.ones(rows)
-    for _ in range(64):
-        total = np.exp(-farther / sigma[:, None]).sum(axis=1)
-        searching = np.abs(total - target) >= 1e-5
-        if not searching.any():
-            break
-        over = searching & (total > target)
-        under = searching & ~over
-        high = np.where(over, sigma, high)
-        low = np.where(under, sigma, low)
-        sigma = np.where(searching, np.where(np.isinf(high), sigma * 2, (low + high) / 2), sigma)
-    sigma = np.maximum(sigma, 1e-3 * distances.mean(axis=1))
-    sigma = np.where(sigma > 0, sigma, 1.0)  # every neighbour at distance 0
-    return np.asarray(np.exp(-(distances - distances[:, :1]) / sigma[:, None]))
-
-
-def _reduce(
-    values: np.ndarray, mean: np.ndarray | None, components: np.ndarray | None
-) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    if components is None:
-        return values
-    return np.asarray(((values - mean) @ components.T).astype(np.float32, copy=False))
-
-
 def _input_size(index: IndexView, feature: str, ids: np.ndarray) -> int:
-    """Length of the rows ``_prepare_input`` makes of ``feature`` as stored now."""
-    return int(_prepare_input(feature, index.store.read_rows(feature, ids[:1]))[0].shape[1])
+    """Length of the rows ``prepare_input`` makes of ``feature`` as stored now."""
+    return int(prepare_input(feature, index.store.read_rows(feature, ids[:1]))[0].shape[1])
 
 
 def _placement_path(index: IndexView, feature: str) -> Path:
@@ -387,7 +141,7 @@ def fitted_ids(index: IndexView, feature: str) -> np.ndarray | None:
             token, ids = data["token"], data["ids"]
     except SettingError:
         raise
-    except (*_UNREADABLE, ValueError):
+    except (*UNREADABLE, ValueError):
         return None
     if (
         token.shape != ()
@@ -430,7 +184,7 @@ def _finish_publish(index: IndexView, feature: str, meta: dict[str, Any]) -> dic
         store.write_rows(main, np.arange(len(values)), values)
     staged_placement = _staged_placement_path(index, feature)
     if _read_placement(staged_placement, meta) is not None:
-        os.replace(staged_placement, _placement_path(index, feature))
+        durable_replace(staged_placement, _placement_path(index, feature))
     meta = {key: value for key, value in meta.items() if key != "staged"}
     index.catalog.set_meta(_meta_key(feature), meta)
     for name in (_coords_name(feature, {"staged": True}), _labels_name(feature, {"staged": True})):
@@ -470,7 +224,7 @@ def _publish(
     catalog.set_meta(_meta_key(feature), {**meta, "staged": True})
     publish_step("moving the placement")  # until it is moved, readers find it at the staged path
     if new_placement is not None:
-        os.replace(new_placement, _placement_path(index, feature))
+        durable_replace(new_placement, _placement_path(index, feature))
     publish_step("copying")
     store.write_rows(f"umap/{feature}", ids, xy)
     publish_step("copying labels")
@@ -514,143 +268,6 @@ def status(index: IndexView, feature: str) -> dict[str, Any]:
     return {"state": "stale" if pending else "fresh", "pending": pending}
 
 
-class _Stages:
-    """Reports the named stages of a computation: a tqdm display, a callable, or nothing."""
-
-    _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
-
-    def __init__(self, progress: bool | ProgressCallback | None) -> None:
-        if not (progress is None or isinstance(progress, bool) or callable(progress)):
-            raise TypeError(
-                f"progress must be True, False or a callable(stage, done, total), not {progress!r}"
-            )
-        self._callback = progress if callable(progress) else None
-        self._show = progress is True
-        self._stage: str | None = None
-        self._bar: Any = None
-        self._displays = RemovedDisplays() if self._show else None
-
-    def waiting(self, holder: str, index_dir: Path) -> None:
-        """Say whom the computation waits for (called between tries for the write lock)."""
-        stage = f"waiting for pid {holder} to finish writing {index_dir}"
-        if stage != self._stage:
-            self(stage, 0, 1)
-        elif self._bar is not None:
-            self._bar.refresh()  # its elapsed time moves
-
-    def live(self, stage: str, note: str = "") -> _Ticker:
-        """Report ``stage`` (0 of 1) and keep its display ticking (elapsed time) until the block
-        ends, for a stage with no steps to count; ``note`` is shown beside it, never given to a
-        callback."""
-        self(stage, 0, 1)
-        if self._bar is not None and note:
-            self._bar.set_description_str(f"{stage} ({note})", refresh=True)
-        return _Ticker(self._bar)
-
-    @property
-    def umap_tqdm_kwds(self) -> dict[str, Any] | None:
-        """umap-learn's own epoch display, shown only beside a progress display."""
-        return {"disable": False, "desc": "UMAP epochs", "leave": False} if self._show else None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self._callback is not None:
-            self._callback(stage, done, total)
-        if not self._show:
-            return
-        if self._bar is None:
-            from tqdm.auto import tqdm
-
-            # leave=False: the bars go away once the map is made (an explorer shows it below).
-            self._bar = tqdm(
-                total=total,
-                desc=stage,
-                bar_format=self._BAR_FORMAT,
-                dynamic_ncols=True,
-                leave=False,
-            )
-        elif stage != self._stage:
-            self._bar.set_description_str(stage, refresh=False)
-            self._bar.reset(total=total)
-        self._stage = stage
-        self._bar.n = done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        if self._displays is not None:
-            self._displays.remove()
-
-
-class RemovedDisplays:
-    """Shows tqdm's notebook bars (ours and umap-learn's) under a display id until ``remove()``,
-    which replaces each with an empty output.
-
-    A closed bar would otherwise leave a view of a widget that no longer exists in the saved
-    notebook: "Error displaying widget: model not found" after every browser reload.
-    """
-
-    def __init__(self) -> None:
-        self._handles: list[Any] = []
-        self._module: Any = None
-        self._display: Any = None
-        try:
-            import tqdm.notebook as module
-        except ImportError:
-            return
-        display = getattr(module, "display", None)
-        if display is None or getattr(display, "__module__", "").startswith("tqdm"):
-            return  # not in a notebook (tqdm's own stand-in)
-        self._module, self._display = module, display
-
-        def keep(*objs: Any, **kwargs: Any) -> Any:
-            kwargs["display_id"] = True
-            handle = display(*objs, **kwargs)
-            if handle is not None:
-                self._handles.append(handle)
-            return handle
-
-        module.display = keep
-
-    def remove(self) -> None:
-        if self._module is not None:
-            self._module.display, self._module = self._display, None
-        for handle in self._handles:
-            with contextlib.suppress(Exception):
-                handle.update({"text/plain": ""}, raw=True)
-        self._handles.clear()
-
-
-TICK_SECONDS = 1.0
-"""How often a stage with no steps to count redraws its display (its elapsed time moves)."""
-
-
-class _Ticker:
-    """Refreshes a progress display every ``TICK_SECONDS`` while its block runs."""
-
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-        self._interval = TICK_SECONDS
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # a display closed under it: just stop
-                self._bar.refresh()
-
-    def __enter__(self) -> _Ticker:
-        if self._bar is not None:
-            self._thread = threading.Thread(target=self._run, name="imrec-progress", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
 MAP_WAIT_S = 600.0
 """Seconds ``compute`` waits by default for another process writing the index (an update or
 another viewer's map) before it gives up with ``IndexLockedError``."""
@@ -691,7 +308,7 @@ def compute(
     process has just made with the same parameters is then returned as it is, not made again.
     """
     started = time.perf_counter()
-    from .features import mappable_features
+    from imrec_widgets.features import mappable_features
 
     if feature not in mappable_features():
         raise ProjectionError(
@@ -715,9 +332,9 @@ def compute(
         wait = None if wait else 0.0
     if wait is not None and not wait >= 0:
         raise ValueError(f"wait= is seconds to wait (>= 0) or None, not {wait!r}")
-    from .indexer import WriteLock
+    from imrec_widgets.indexer import WriteLock
 
-    stages = _Stages(progress)
+    stages = Stages(progress)
     lock = WriteLock(
         index.index_dir / "write.lock",
         wait=wait,
@@ -782,7 +399,7 @@ def compute(
             for start in range(0, todo.size, batch_size):
                 stages(stage, start, todo.size)
                 block = todo[start : start + batch_size]
-                values, _ = _prepare_input(feature, store.read_rows(feature, block))
+                values, _ = prepare_input(feature, store.read_rows(feature, block))
                 placed = model.place(values)
                 xy[np.searchsorted(ids, block)] = placed
             if todo.size:
@@ -877,7 +494,7 @@ def warm_umap(rows: int = 200) -> float:
 
 
 def _fit(
-    index: IndexView, feature: str, ids: np.ndarray, params: dict[str, Any], stages: _Stages
+    index: IndexView, feature: str, ids: np.ndarray, params: dict[str, Any], stages: Stages
 ) -> tuple[Placement, np.ndarray, np.ndarray]:
     import warnings
 
@@ -888,7 +505,7 @@ def _fit(
         else np.sort(rng.choice(ids, params["sample_size"], replace=False))
     )
     stages("reading features", 0, fit_ids.size)
-    values, metric = _prepare_input(feature, index.store.read_rows(feature, fit_ids))
+    values, metric = prepare_input(feature, index.store.read_rows(feature, fit_ids))
     stages("reading features", fit_ids.size, fit_ids.size)
     mean = components = None
     if (
@@ -902,7 +519,7 @@ def _fit(
         pca = PCA(n_components=params["pca_dims"], random_state=params["random_state"]).fit(values)
         mean, components = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         stages("PCA", 1, 1)
-    vectors = _reduce(values, mean, components)
+    vectors = reduce_dims(values, mean, components)
     # The first fit on a machine spends about a minute in numba's compiler (import and fit).
     with stages.live("UMAP fit", "" if umap_compiled() else COMPILE_NOTE):
         umap = _import_umap()
@@ -965,6 +582,37 @@ def load(index: IndexView, feature: str = "embedding", *, allow_stale: bool = Tr
     )
 
 
+def load_or_compute(
+    index: IndexView,
+    feature: str = "embedding",
+    *,
+    compute_missing: bool = True,
+    progress: bool | ProgressCallback = False,
+    **params: Any,
+) -> Projection:
+    """The map of ``feature`` as a viewer wants it (what ``UmapExplorer`` shows).
+
+    The stored map when it holds every image and no ``params`` are asked for; else, with
+    ``compute_missing``, ``compute(index, feature, progress=progress, **params)`` (which reuses
+    the stored fit when the parameters match and extends it with the new images). A map that
+    cannot be computed here (``compute_missing=False``, or a read-only index) is returned as
+    stored, its ``pending`` counting the images it misses; ProjectionError when none is stored.
+    """
+    stored = None
+    if index.exists():
+        with contextlib.suppress(ProjectionError):
+            stored = load(index, feature)
+    if compute_missing and (stored is None or stored.pending or params):
+        if not index.read_only:
+            return compute(index, feature, progress=progress, **params)
+        if stored is None:
+            raise ProjectionError(
+                f"no UMAP map of {feature!r} is stored in this read-only index "
+                f"{index.index_dir}; compute one where the index can be written"
+            )
+    return stored if stored is not None else load(index, feature)
+
+
 _PLACEMENTS: dict[tuple[str, int, int, str], Placement] = {}
 
 
@@ -989,7 +637,7 @@ def place(index: IndexView, feature: str, query: Any) -> np.ndarray:
             f"run idx.umap({feature!r}) to make it again"
         )
     vectors, _ = index.searcher.vectors(query, feature)
-    values, _ = _prepare_input(feature, vectors)
+    values, _ = prepare_input(feature, vectors)
     return model.place(values)
 
 
@@ -1007,3 +655,27 @@ def _cached_placement(path: Path, meta: dict[str, Any]) -> Placement | None:
             _PLACEMENTS.clear()
         _PLACEMENTS[key] = model
     return _PLACEMENTS[key]
+
+
+__all__ = [
+    "COMPILE_NOTE",
+    "MAP_WAIT_S",
+    "MAX_PLACEMENT_BYTES",
+    "MAX_PLACEMENT_VARIABLE",
+    "MIN_IMAGES",
+    "PLACEMENT_VERSION",
+    "TICK_SECONDS",
+    "Placement",
+    "ProgressCallback",
+    "Projection",
+    "RemovedDisplays",
+    "check_npz_size",
+    "compute",
+    "fitted_ids",
+    "load",
+    "load_or_compute",
+    "place",
+    "publish_step",
+    "status",
+    "warm_umap",
+]
