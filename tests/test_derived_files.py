@@ -599,7 +599,7 @@ def test_a_placement_with_a_corrupt_deflate_stream_is_one_line_never_zlib_error(
     query = idx.features("rgb", [3])[0]
     assert projection.place(idx, "rgb", query).shape == (1, 2)
     corrupt_deflate(path, member)
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(ValueError, match=r"placement file umap_rgb\.npz"):
         projection.Placement.read(path)
     with pytest.raises(ProjectionError, match="cannot place new images") as raised:
@@ -621,7 +621,7 @@ def test_non_finite_pca_arrays_never_reach_sklearn(
     np.savez_compressed(path, **arrays)
     with pytest.raises(ValueError, match="not finite"):
         projection.Placement.read(path)
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(ProjectionError, match="cannot place new images"):
         projection.place(idx, "rgb", idx.features("rgb", [3])[0])
 
@@ -632,15 +632,15 @@ def test_a_bad_placement_cap_is_one_line_naming_the_variable(
 ) -> None:
     idx, path = placed_index(tmp_path)
     monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, value)
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(SettingError, match="IMREC_MAX_PLACEMENT_BYTES") as raised:
         projection.place(idx, "rgb", idx.features("rgb", [3])[0])
     assert "\n" not in str(raised.value)
     # the map is not thrown away as if its placement were unreadable
     with pytest.raises(SettingError, match="IMREC_MAX_PLACEMENT_BYTES"):
-        projection._read_placement(path, {"placement": "t0"})
+        projection.mapstore.read_placement(path, {"placement": "t0"})
     monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, "2_000_000_000")
-    assert projection._read_placement(path, {"placement": "t0"}) is not None
+    assert projection.mapstore.read_placement(path, {"placement": "t0"}) is not None
 
 
 @pytest.mark.parametrize("value", ["100MP", "1e8", "-1"])

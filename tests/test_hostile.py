@@ -411,7 +411,7 @@ def test_a_refit_killed_at_any_step_leaves_one_whole_map(mapped_index, monkeypat
         if reached == step:
             raise Killed(step)
 
-    monkeypatch.setattr(projection, "publish_step", kill_at)
+    monkeypatch.setattr(projection.publishing, "publish_step", kill_at)
     # A different random_state makes a different fit; its partial writes must not show.
     with pytest.raises(Killed):
         mapped_index.umap("rgb", sample_size=40, clusters=4, refit=True, random_state=7)
@@ -437,14 +437,14 @@ def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatc
         if reached == step:
             raise Killed(step)
 
-    original_publish = projection._publish
+    original_publish = projection.publishing.publish
 
     def remember(index, feature, ids, xy, labels, meta, new_placement):
         fresh_fit["xy"], fresh_fit["labels"] = xy.copy(), labels.copy()
         original_publish(index, feature, ids, xy, labels, meta, new_placement)
 
-    monkeypatch.setattr(projection, "_publish", remember)
-    monkeypatch.setattr(projection, "publish_step", kill_at)
+    monkeypatch.setattr(projection.publishing, "publish", remember)
+    monkeypatch.setattr(projection.publishing, "publish_step", kill_at)
     with pytest.raises(Killed):
         mapped_index.umap("rgb", sample_size=40, clusters=4, refit=True, random_state=7)
     monkeypatch.undo()
@@ -669,12 +669,12 @@ def test_a_placement_file_that_declares_gigabytes_is_refused_before_it_is_decomp
     assert path.stat().st_size < 5 * 2**20
     monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, str(256 * 2**20))
     loads = []
-    monkeypatch.setattr(projection.np, "load", lambda *a, **k: loads.append(a) or 1 / 0)
+    monkeypatch.setattr(projection.placement.np, "load", lambda *a, **k: loads.append(a) or 1 / 0)
     with pytest.raises(
         ValueError, match=r"declares 1,073,741,8\d\d bytes of arrays, over the 268,435,456"
     ):
         projection.Placement.read(path)
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(projection.ProjectionError, match="cannot place new images"):
         projection.place(mapped_index, "rgb", mapped_index.paths([0]))
     assert projection.fitted_ids(mapped_index, "rgb") is None

@@ -104,7 +104,7 @@ def test_hdbscan_is_the_default_clustering(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(cluster, "HDBSCAN", spying(cluster.HDBSCAN))
     monkeypatch.setattr(cluster, "KMeans", spying(cluster.KMeans))
-    labels = projection._cluster(xy, {"clusters": None, "min_cluster_size": None}, 42)
+    labels = projection.fitting.cluster(xy, {"clusters": None, "min_cluster_size": None}, 42)
     assert ran == ["HDBSCAN"]
     assert labels[-2:].tolist() == [-1, -1] and len(set(labels[:-2].tolist())) == 3
     expected = real_hdbscan(min_cluster_size=max(5, len(xy) // 100), copy=True).fit_predict(xy)
@@ -180,7 +180,7 @@ def test_a_planted_pickle_is_never_loaded(index: ImageIndex, tmp_path: Path) -> 
 
     # a pickle where the placement file belongs: refused, never run, and the map is fitted again
     _plant_pickle(placement, marker)
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(ProjectionError, match=r"cannot place new images.*idx.umap\('rgb'\)"):
         projection.place(index, "rgb", mirror)
     refit = index.umap("rgb", sample_size=40, clusters=4)
@@ -191,7 +191,7 @@ def test_a_planted_pickle_is_never_loaded(index: ImageIndex, tmp_path: Path) -> 
     # an .npz whose arrays are pickled objects: numpy refuses them with allow_pickle=False
     with open(placement, "wb") as f:
         np.savez(f, vectors=np.array([_WritesAMarker(marker)], dtype=object))
-    projection._PLACEMENTS.clear()
+    projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(ProjectionError, match="cannot place new images"):
         projection.place(index, "rgb", mirror)
     assert index.umap("rgb", sample_size=40, clusters=4).transformed == len(index) - 40
@@ -360,7 +360,7 @@ def test_numba_caches_in_the_users_cache_folder(tmp_path: Path) -> None:
 def test_umap_is_imported_with_its_compiled_code_cached() -> None:
     script = (
         "import numba; njit, jit = numba.njit, numba.jit; "
-        "from imrec_widgets.projection import _import_umap; _import_umap(); "
+        "from imrec_widgets.projection.fitting import import_umap; import_umap(); "
         "from umap.umap_ import compute_membership_strengths, smooth_knn_dist; "
         "print(type(smooth_knn_dist._cache).__name__, type(compute_membership_strengths._cache).__name__, "
         "numba.njit is njit and numba.jit is jit)"
@@ -466,11 +466,11 @@ MAPPER = textwrap.dedent(
         print(json.dumps({"new": index.update(progress=False, workers=0).new}))
         sys.exit()
     if role == "first":  # another viewer's map, paused once made, before it is published
-        projection.publish_step = lambda step: step == "staging" and held(step)
+        projection.publishing.publish_step = lambda step: step == "staging" and held(step)
     if role == "reuse":
         def made_again(*args, **kwargs):
             raise AssertionError("the map was made again")
-        projection._fit = projection._cluster = made_again
+        projection.fitting.fit_map = projection.fitting.cluster = made_again
     made = index.umap("rgb", sample_size=40, clusters=4, progress=role != "first")
     print(json.dumps({
         "fitted": made.fitted,

@@ -154,7 +154,7 @@ def test_creation_computes_the_map_then_loads_it(built, tmp_path, monkeypatch) -
     def no_refit(*_args, **_kwargs):
         raise AssertionError("the cached map was refitted")
 
-    monkeypatch.setattr(projection_module, "_fit", no_refit)
+    monkeypatch.setattr(projection_module.fitting, "fit_map", no_refit)
     placement = index.index_dir / "umap_rgb.npz"
     stamp = placement.stat().st_mtime_ns
     second = UmapExplorer(index, feature="rgb")
