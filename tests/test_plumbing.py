@@ -10,7 +10,7 @@ import pytest
 
 import imrec_widgets
 from imrec_widgets import derived
-from imrec_widgets.progress import progress_bar
+from imrec_widgets.progress import StageBar, progress_bar
 
 PACKAGE = Path(imrec_widgets.__file__).resolve().parent
 
@@ -103,11 +103,76 @@ def test_one_progress_display_for_every_long_job() -> None:
         source = path.read_text(encoding="utf-8")
         if "from tqdm" in source or "import tqdm" in source:
             importers.append(path.relative_to(PACKAGE).as_posix())
-    # the map's stage display (one bar, and umap-learn's beside it) is its own: see stages.py
-    assert importers == ["progress.py", "projection/stages.py"]
+    assert importers == ["progress.py"]
     with progress_bar(3, False, desc="indexing") as quiet:
         assert quiet.disable
     assert progress_bar(0, True, desc="nothing to do").disable
     with progress_bar(3, True, desc="indexing", unit="img") as shown:
         shown.update(2)
         assert (shown.n, shown.total, shown.unit, shown.disable) == (2, 3, "img", False)
+
+
+def test_a_stage_bar_resets_between_stages_and_shows_stages_with_nothing_to_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tqdm.auto
+
+    bars: list[tqdm.auto.tqdm] = []
+
+    class Recorded(tqdm.auto.tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    stages = StageBar()
+    stages.show("placing 0 images", 0, 0)  # nothing to count: shown all the same
+    ((bar,),) = (bars,)
+    assert not bar.disable and bar.desc == "placing 0 images" and bar.leave is False
+    stages.show("reading features", 3, 10)
+    assert (bar.desc, bar.n, bar.total, stages.stage) == (
+        "reading features",
+        3,
+        10,
+        "reading features",
+    )
+    stages.show("reading features", 10, 10)
+    stages.show("PCA", 0, 1)  # a new stage starts the same bar again
+    assert (bar.desc, bar.n, bar.total) == ("PCA", 0, 1)
+    stages.describe("PCA (a note)")
+    assert (bar.desc, stages.stage) == ("PCA (a note)", "PCA")
+    stages.close()
+    assert bars == [bar] and bar.disable  # closed, and never a second bar
+
+
+class _Handle:
+    def __init__(self, objs: tuple[object, ...]) -> None:
+        self.objs, self.updates = objs, []
+
+    def update(self, *objs: object, **kwargs: object) -> None:
+        self.updates.append((objs, kwargs))
+
+
+def test_notebook_bars_are_removed_once_the_job_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed widget bar left in the saved notebook reads "Error displaying widget: model not
+    found" after every reload: every bar shown while a StageBar is open is emptied on close."""
+    import tqdm.notebook
+
+    shown: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    handles: list[_Handle] = []
+
+    def display(*objs: object, **kwargs: object) -> _Handle:  # IPython's, as in a notebook
+        shown.append((objs, kwargs))
+        handles.append(_Handle(objs))
+        return handles[-1]
+
+    monkeypatch.setattr(tqdm.notebook, "display", display)
+    stages = StageBar()
+    tqdm.notebook.display("our bar")
+    tqdm.notebook.display("umap-learn's epochs")
+    assert [kwargs for _, kwargs in shown] == [{"display_id": True}] * 2
+    stages.close()
+    assert [handle.updates for handle in handles] == [[(({"text/plain": ""},), {"raw": True})]] * 2
+    assert tqdm.notebook.display is display  # put back as it was
+    tqdm.notebook.display("a later bar")
+    assert shown[-1] == (("a later bar",), {})
