@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -255,3 +257,51 @@ def test_palette_has_twenty_odd_colours_told_apart_on_both_themes() -> None:
     for color in colors:
         assert _contrast(color, "#ffffff") >= 2, color
         assert _contrast(color, "#111111") >= 3, color
+
+
+class _NoIndex:
+    """Stands in for an index that the kinds below must not read."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the index was read ({name})")
+
+
+def test_colour_categories_by_cluster_and_by_label_mapping() -> None:
+    from imrec_widgets.map_colors import map_categories
+
+    ids = np.array([3, 5, 8, 9], dtype=np.int64)
+    clusters = np.array([1, -1, 1, 0], dtype=np.int32)
+    index: Any = _NoIndex()
+    by_cluster = map_categories(index, "rgb", ids, "cluster", clusters=clusters)
+    expected = cluster_categories(clusters)
+    assert by_cluster.names == expected.names
+    np.testing.assert_array_equal(by_cluster.codes, expected.codes)
+    by_label = map_categories(
+        index, "rgb", ids, "label", clusters=clusters, labels={3: "cat", 8: "cat", 9: "dog"}
+    )
+    assert [by_label.names[c] for c in by_label.codes.tolist()] == [
+        "cat",
+        "(no label)",
+        "cat",
+        "dog",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("label", r"color_by='label' needs labels= \(a CSV path or \{id: label\}\)"),
+        (
+            "shape",
+            r"color_by must be one of cluster, folder, status, tags, label or tag:<name>; got 'shape'",
+        ),
+    ],
+)
+def test_a_colour_kind_the_map_cannot_show_is_a_usage_error(kind: str, message: str) -> None:
+    from imrec_widgets.errors import UsageError
+    from imrec_widgets.map_colors import map_categories
+
+    index: Any = _NoIndex()
+    with pytest.raises(UsageError, match=message) as raised:
+        map_categories(index, "rgb", np.arange(3), kind, clusters=np.zeros(3, np.int32))
+    assert "\n" not in str(raised.value)

@@ -21,9 +21,9 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from imrec_widgets import mapdata
 from imrec_widgets import projection as projection_module
 from imrec_widgets.errors import ImrecError, ProjectionError
+from imrec_widgets.map_colors import COLOR_BY, TAG_PREFIX, is_live, map_categories
 from imrec_widgets.mapdata import Categories, MapPoints, display_sample, padded_range
 
 from .map_layer import MapLayer
@@ -42,14 +42,6 @@ SVG_MAX_POINTS = 20_000
 
 PAGE_SIZE = 40
 """Thumbnails per gallery page."""
-
-COLOR_BY = ("cluster", "folder", "status", "tags", "label")
-"""What the points can be coloured by: "status" is how a point got its place (in the UMAP fit
-sample, or placed later by its neighbours); "tags" is each image's tag (its one tag, "(several
-tags)" or "(no tag)"); "label" needs ``labels=``."""
-
-TAG_PREFIX = "tag:"
-"""``color_by="tag:<name>"`` colours the images with tag ``<name>`` apart from the rest."""
 
 GALLERY_HINT = "Lasso or brush points to see them here; click one to leave it out."
 
@@ -352,49 +344,22 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
 
     # -- colours ------------------------------------------------------------------------------------
     def categories(self, color_by: str | None = None) -> Categories:
-        """Colour categories of every point on the map for ``color_by`` (default: the current)."""
+        """Colour categories of every point on the map for ``color_by`` (default: the current);
+        ``UsageError`` for a kind ``map_colors.map_categories`` does not know."""
         kind = color_by or self.color_by
-        if kind == "tags" or kind.startswith(TAG_PREFIX):  # tags change any time: never cached
-            return self._compute_categories(kind)
-        if kind not in self._categories:
-            self._categories[kind] = self._compute_categories(kind)
+        if is_live(kind) or kind not in self._categories:
+            categories = map_categories(
+                self.index,
+                self.feature,
+                self.points.ids,
+                kind,
+                clusters=self._clusters,
+                labels=self._labels,
+            )
+            if is_live(kind):  # tags change any time: never cached
+                return categories
+            self._categories[kind] = categories
         return self._categories[kind]
-
-    def _compute_categories(self, kind: str) -> Categories:
-        ids = self.points.ids
-        if kind == "cluster":
-            return mapdata.cluster_categories(self._clusters)
-        if kind == "folder":
-            folders = [record.path.rpartition("/")[0] or "." for record in self.index.records(ids)]
-            return mapdata.categorize(folders)
-        if kind == "status":
-            fitted = projection_module.fitted_ids(self.index, self.feature)
-            in_fit = np.ones(len(ids), dtype=bool) if fitted is None else np.isin(ids, fitted)
-            return mapdata.categorize(np.where(in_fit, "fitted", "placed later"))
-        if kind == "tags":
-            return mapdata.tag_categories(
-                ids, {name: self.index.tagged(name) for name in self.index.tags()}
-            )
-        if kind.startswith(TAG_PREFIX):
-            name = kind[len(TAG_PREFIX) :]
-            tagged = np.isin(ids, self.index.tagged(name))
-            # Categorised as booleans, named after: np.unique over a million strings takes ~1 s.
-            categories = mapdata.categorize(tagged)
-            names = [name if shown == "True" else "(not tagged)" for shown in categories.names]
-            return Categories(categories.codes, names, categories.colors, categories.counts)
-        if kind == "label":
-            from imrec_widgets.evaluation import read_labels
-
-            labels = self._labels
-            if labels is None:
-                raise ValueError("color_by='label' needs labels= (a CSV path or {id: label})")
-            label_of = (
-                {int(k): str(v) for k, v in labels.items()}
-                if isinstance(labels, Mapping)
-                else read_labels(self.index, labels)
-            )
-            return mapdata.categorize([label_of.get(int(i), "(no label)") for i in ids.tolist()])
-        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}; got {kind!r}")
 
     @traitlets.validate("color_by")
     def _valid_color_by(self, proposal: dict[str, Any]) -> str:
