@@ -1082,7 +1082,7 @@ class _Waiting:
         if not self.enabled:
             return
         if self._bar is None:
-            from .projection import RemovedDisplays
+            from .progress import RemovedDisplays
 
             self._displays = RemovedDisplays()
             self._bar = progress_bar(
