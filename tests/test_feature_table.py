@@ -16,6 +16,7 @@ from imrec_widgets.cli import main
 from imrec_widgets.errors import IndexConfigError
 from imrec_widgets.features import FeatureBase
 from imrec_widgets.settings import default_settings
+from imrec_widgets.widgets.search_widget import SearchWidget
 
 
 class BrightnessFeature(FeatureBase):
@@ -112,6 +113,23 @@ def test_the_built_in_table_is_what_it_always_was() -> None:
         "thumb_size": ("thumb",),
         "thumb_format": ("thumb",),
     }
+
+
+def test_a_feature_registered_after_import_is_a_mode_of_the_search_widget(
+    toy: type[BrightnessFeature], photos: Path, tmp_path: Path
+) -> None:
+    # the widget's module was imported (at the top of this file) before the feature was registered
+    index = ImageIndex.open(photos, index_dir=tmp_path / "index", features=["rgb", "brightness"])
+    index.update(progress=False, workers=0)
+    widget = SearchWidget(index)
+    assert "brightness" in widget.modes
+    widget.mode = "brightness"
+    assert widget.metric == "manhattan" and widget.metrics == ["manhattan", "euclidean"]
+    first = int(index.ids()[0])
+    widget.search(first)
+    assert widget.error == "" and len(widget.results) == 10
+    expected = index.search(first, mode="brightness", k=10)
+    assert [hit["id"] for hit in widget.results] == [hit.id for hit in expected]
 
 
 @pytest.mark.parametrize(

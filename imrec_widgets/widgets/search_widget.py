@@ -21,10 +21,10 @@ from imrec_widgets.errors import (
 from imrec_widgets.features import (
     DEFAULT_HYBRID_WEIGHTS,
     HYBRID_MODE,
-    MODE_METRICS,
-    SEARCH_MODES,
     check_hybrid_weights,
     check_mode_metric,
+    mode_metrics,
+    search_modes,
 )
 
 from ._base import STATIC_DIR, BaseWidget
@@ -73,9 +73,9 @@ UNEXPECTED_ERROR = "unexpected error (see log)"
 
 
 def available_modes(index: ImageIndex) -> list[str]:
-    """The search modes whose feature ``index`` holds, in ``SEARCH_MODES`` order."""
+    """The search modes whose feature ``index`` holds, in the feature table's order."""
     features = set(index.settings.get("features", ()))
-    return [mode for mode in SEARCH_MODES if mode in features]
+    return [mode for mode in search_modes() if mode in features]
 
 
 def hybrid_unavailable(index: ImageIndex) -> str:
@@ -327,7 +327,7 @@ class SearchWidget(BaseWidget):
         if max_upload_bytes < 1:
             raise UsageError(f"max_upload_bytes must be positive, not {max_upload_bytes}")
         self.set_trait("modes", modes)
-        self.set_trait("metrics", list(MODE_METRICS.get(mode, ())))
+        self.set_trait("metrics", list(mode_metrics().get(mode, ())))
         self.mode = mode
         self.metric = metric
         if weights:  # an index without the hybrid mode keeps {}
@@ -337,7 +337,7 @@ class SearchWidget(BaseWidget):
         if not modes:
             self.error = (
                 "this index has no searchable feature; open it with features including one of "
-                + ", ".join(SEARCH_MODES)
+                + ", ".join(search_modes())
             )
         super().__init__(**kwargs)
         self._refresh_tags()
@@ -437,7 +437,7 @@ class SearchWidget(BaseWidget):
         query = self._last.refined(list(self.relevant), list(self.not_relevant), self._index)
         with self._paused_reruns():
             self.mode = REFINE_MODE
-            self.metric = MODE_METRICS[REFINE_MODE][0]
+            self.metric = mode_metrics()[REFINE_MODE][0]
         results = self._run(query, raise_errors=True)
         if results is None:  # raise_errors: a failed search raised instead
             raise RuntimeError("the search returned nothing")
@@ -484,12 +484,12 @@ class SearchWidget(BaseWidget):
     def _mode_message(self, mode: str, modes: Sequence[str]) -> str:
         if mode == HYBRID_MODE and self._hybrid_reason:
             return f"mode 'hybrid' is not available: {self._hybrid_reason}"
-        if mode in SEARCH_MODES:
+        if mode in search_modes():
             return (
                 f"mode {mode!r} is not in this index; it can search "
                 f"{', '.join(modes) or 'nothing'} (open the index with features=[..., {mode!r}])"
             )
-        return f"unknown mode {mode!r}; choose from {', '.join(modes) or ', '.join(SEARCH_MODES)}"
+        return f"unknown mode {mode!r}; choose from {', '.join(modes) or ', '.join(search_modes())}"
 
     @staticmethod
     def _check_metric(mode: str, metric: str | None) -> str:
@@ -580,7 +580,7 @@ class SearchWidget(BaseWidget):
     def _mode_changed(self, change: Any) -> None:
         if not self._is_new("mode"):
             return
-        allowed = list(MODE_METRICS.get(self.mode, ()))
+        allowed = list(mode_metrics().get(self.mode, ()))
         with self._paused_reruns(), self.hold_sync():
             self.set_trait("metrics", allowed)
             self.metric = allowed[0] if allowed else ""
@@ -623,7 +623,7 @@ class SearchWidget(BaseWidget):
         filters: dict[str, Any] = {"k": self.k, "ids": self.scope}
         if self.within_tag:
             filters["tags"] = [self.within_tag]
-        refinable = self.mode == REFINE_MODE and self.metric == MODE_METRICS[REFINE_MODE][0]
+        refinable = self.mode == REFINE_MODE and self.metric == mode_metrics()[REFINE_MODE][0]
         if query.refine is not None and refinable:
             negatives = query.refine[1]
             return self._index.search(
@@ -877,7 +877,7 @@ def _control_problem(name: Any, value: Any) -> str:
         return "" if is_whole(value) else f"k must be a whole number from {K_MIN} to {K_MAX}"
     if (
         isinstance(value, dict)
-        and len(value) <= len(SEARCH_MODES)
+        and len(value) <= len(search_modes())
         and all(
             isinstance(mode, str)
             and len(mode) <= MAX_NAME_CHARS
