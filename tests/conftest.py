@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,56 @@ def photos(sample_folder: Path, tmp_path: Path) -> Path:
     target = tmp_path / "photos"
     shutil.copytree(sample_folder, target)
     return target
+
+
+IndexOf = Callable[..., ImageIndex]
+
+
+def _folder_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """What ``update()`` looks at in ``folder``: each file's relative path, size and mtime."""
+    state = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(name for name in dirnames if name != ".imrec")
+        for name in filenames:
+            stat = os.stat(os.path.join(dirpath, name))
+            relative = os.path.relpath(os.path.join(dirpath, name), folder)
+            state.append((relative, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(state))
+
+
+@pytest.fixture(scope="session")
+def index_of(tmp_path_factory: pytest.TempPathFactory) -> IndexOf:
+    """``index_of(folder, **settings)``: ``folder`` indexed in place (``ImageIndex.open(folder,
+    **settings).update()``), as a test's set-up.
+
+    The first folder in a given state (each file's path, size and mtime: what ``update()``
+    compares; ``photos`` copies keep the originals' mtimes) is indexed for real, and its
+    ``.imrec`` is kept; a later folder in the same state with the same settings gets a copy of
+    it, with the catalog's ``root`` set to its own path: what indexing it would have written,
+    in milliseconds instead of a quarter second. A folder in any other state is indexed."""
+    made: dict[tuple[Any, ...], Path] = {}
+
+    def index_of(folder: Path, **settings: Any) -> ImageIndex:
+        from imrec_widgets.catalog import Catalog
+
+        key = (_folder_state(folder), repr(sorted(settings.items())))
+        target = folder / ".imrec"
+        if key in made and not target.exists():
+            shutil.copytree(made[key], target, symlinks=True)
+            catalog = Catalog(target / "catalog.sqlite")
+            catalog.set_meta("root", str(folder.resolve()))
+            catalog.close()
+            return ImageIndex.open(folder, **settings)
+        index = ImageIndex.open(folder, **settings)
+        index.update(progress=False, workers=0)
+        if key not in made and index.index_dir == target:
+            index.close()  # the WAL checkpointed into catalog.sqlite before it is copied
+            kept = tmp_path_factory.mktemp("indexed") / ".imrec"
+            shutil.copytree(target, kept, symlinks=True)
+            made[key] = kept
+        return index
+
+    return index_of
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex, TagError
@@ -16,12 +17,6 @@ from imrec_widgets.tags import MAX_TAG_LENGTH, check_tag_name
 FEATURES = ["rgb", "dhash", "thumb"]
 
 
-def _index(root: Path) -> ImageIndex:
-    index = ImageIndex.open(root, features=FEATURES)
-    index.update(progress=False, workers=0)
-    return index
-
-
 def _id_of(index: ImageIndex, relative: str) -> int:
     id_ = index.catalog.id_for_path(relative)
     assert id_ is not None, relative
@@ -29,8 +24,8 @@ def _id_of(index: ImageIndex, relative: str) -> int:
 
 
 @pytest.fixture
-def index(photos: Path) -> ImageIndex:
-    return _index(photos)
+def index(photos: Path, index_of: IndexOf) -> ImageIndex:
+    return index_of(photos, features=FEATURES)
 
 
 def test_tag_untag_and_the_reads(index: ImageIndex) -> None:
@@ -111,8 +106,10 @@ def test_bad_tag_names_are_one_line_errors(index: ImageIndex, name: object, mess
     assert index.tags() == {}
 
 
-def test_tags_survive_update_change_removal_and_return(photos: Path, tmp_path: Path) -> None:
-    index = _index(photos)
+def test_tags_survive_update_change_removal_and_return(
+    photos: Path, tmp_path: Path, index_of: IndexOf
+) -> None:
+    index = index_of(photos, features=FEATURES)
     changed, removed = sorted(str(p.relative_to(photos)) for p in photos.rglob("*.jpg"))[:2]
     changed_id, removed_id = _id_of(index, changed), _id_of(index, removed)
     index.tag([changed_id, removed_id], "keep")
