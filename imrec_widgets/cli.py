@@ -367,27 +367,25 @@ def _selection(args: argparse.Namespace, index: Any) -> list[int]:
 
 @command("tag")
 def _tag(args: argparse.Namespace) -> int:
+    from .tags import describe_tagging
+
     index = _open_index(args)
     ids = _selection(args, index)
     added = index.tag(ids, args.name)
-    name = index.tagged(args.name)
-    print(
-        f"tagged {plural(added, 'image')} {args.name.strip()!r}"
-        f"{f' ({len(set(ids)) - added} had it already)' if len(set(ids)) > added else ''}; "
-        f"{plural(len(name), 'image')} have it"
-    )
+    have = len(index.tagged(args.name))
+    report = describe_tagging(args.name, len(set(ids)), added, add=True)
+    print(f"{report}; {plural(have, 'image')} {'has' if have == 1 else 'have'} it")
     return 0
 
 
 @command("untag")
 def _untag(args: argparse.Namespace) -> int:
+    from .tags import describe_tagging
+
     index = _open_index(args)
-    if args.all:
-        ids = index.tagged(args.name).tolist()
-        removed = index.untag(ids, args.name) if ids else 0
-    else:
-        removed = index.untag(_selection(args, index), args.name)
-    print(f"took {args.name.strip()!r} off {plural(removed, 'image')}")
+    ids = index.tagged(args.name).tolist() if args.all else _selection(args, index)
+    removed = index.untag(ids, args.name) if ids else 0
+    print(describe_tagging(args.name, len(set(ids)), removed, add=False))
     return 0
 
 

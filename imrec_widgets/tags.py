@@ -25,6 +25,19 @@ _FORBIDDEN_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 """Control characters, lone surrogates and line/paragraph separators: a tag is one line."""
 
 
+def describe_tagging(name: str, asked: int, changed: int, *, add: bool) -> str:
+    """What tagging (``add``) or untagging ``asked`` images with ``name`` did, ``changed`` of
+    them for real, in the one line the CLI and both widgets show: "tagged 12 images 'keep'
+    (11 had it already)", "untagged 3 images 'keep' (1 did not have it)"."""
+    images = f"{asked:,} image{'' if asked == 1 else 's'}"
+    label = check_tag_name(name)
+    if add:
+        note = f" ({asked - changed:,} had it already)" if changed < asked else ""
+        return f"tagged {images} {label!r}{note}"
+    note = f" ({asked - changed:,} did not have it)" if changed < asked else ""
+    return f"untagged {images} {label!r}{note}"
+
+
 def check_tag_name(name: Any) -> str:
     """``name`` trimmed and in Unicode NFC form; TagError unless 1-100 characters of any
     script with no control character."""

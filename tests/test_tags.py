@@ -12,7 +12,7 @@ from PIL import Image
 
 from imrec_widgets import ImageIndex, TagError
 from imrec_widgets.cli import main
-from imrec_widgets.tags import MAX_TAG_LENGTH, check_tag_name
+from imrec_widgets.tags import MAX_TAG_LENGTH, check_tag_name, describe_tagging
 
 FEATURES = ["rgb", "dhash", "thumb"]
 
@@ -194,7 +194,7 @@ def test_cli_tag_untag_tags(
     paths = index.paths(ids[2:4])
     listing.write_text(f"{paths[0]}\n\n{paths[1].relative_to(index.root)}\n", encoding="utf-8")
     assert main(["tag", root, "keep", "--from-file", str(listing)]) == 0
-    assert "tagged 1 image 'keep' (1 had it already); 4 images have it" in capsys.readouterr().out
+    assert "tagged 2 images 'keep' (1 had it already); 4 images have it" in capsys.readouterr().out
     assert main(["tag", root, "near", "--query", str(ids[0]), "-k", "5", "--mode", "rgb"]) == 0
     capsys.readouterr()
     assert index.tagged("near").size == 5 and ids[0] not in index.tagged("near")
@@ -204,9 +204,9 @@ def test_cli_tag_untag_tags(
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in shown] == [str(p) for p in index.paths(ids[:4])]
     assert main(["untag", root, "keep", "--ids", str(ids[0])]) == 0
-    assert "took 'keep' off 1 image" in capsys.readouterr().out
+    assert "untagged 1 image 'keep'" in capsys.readouterr().out
     assert main(["untag", root, "near", "--all"]) == 0
-    assert "took 'near' off 5 images" in capsys.readouterr().out
+    assert "untagged 5 images 'near'" in capsys.readouterr().out
     assert index.tags() == {"keep": 3}
     assert main(["tags", root]) == 0
     assert capsys.readouterr().out.split() == ["3", "keep"]
@@ -262,3 +262,18 @@ def test_the_map_colours_by_a_tag(tmp_path: Path) -> None:
     assert sorted(explorer.categories().counts) == [1, 499]
     with pytest.raises(Exception, match="control character"):
         explorer.color_by = "tag:bad\x01"
+
+
+@pytest.mark.parametrize(
+    ("asked", "changed", "add", "line"),
+    [
+        (12, 1, True, "tagged 12 images 'keep' (11 had it already)"),
+        (1, 1, True, "tagged 1 image 'keep'"),
+        (3, 2, False, "untagged 3 images 'keep' (1 did not have it)"),
+        (2000, 0, False, "untagged 2,000 images 'keep' (2,000 did not have it)"),
+    ],
+)
+def test_one_line_says_what_a_tagging_did_for_the_cli_and_both_widgets(
+    asked: int, changed: int, add: bool, line: str
+) -> None:
+    assert describe_tagging(" keep ", asked, changed, add=add) == line

@@ -26,6 +26,7 @@ from imrec_widgets.features import (
     mode_metrics,
     search_modes,
 )
+from imrec_widgets.tags import describe_tagging
 
 from ._base import STATIC_DIR, BaseWidget
 from .query_display import (
@@ -273,7 +274,7 @@ class SearchWidget(BaseWidget):
     """bool: True when ``results`` come from a refined search (the marks as feedback)."""
 
     notice = traitlets.Unicode("", read_only=True).tag(sync=True)
-    """str: what the last tagging did ("tagged 3 images 'cats' (2 new)"); "" after a new query."""
+    """str: what the last tagging did ("tagged 3 images 'cats' (1 had it already)"); "" after a new query."""
 
     scope: Any = traitlets.List(traitlets.Int(), allow_none=True, default_value=None)
     """Ids the search is restricted to (e.g. a UMAP selection); None searches everything."""
@@ -460,14 +461,9 @@ class SearchWidget(BaseWidget):
         except Exception as exc:
             self._show_error(exc)
             raise
-        label = name.strip()
-        count = f"{len(ids)} image{'s' if len(ids) != 1 else ''}"
         with self.hold_sync():
             self.error = ""
-            if add:
-                self.set_trait("notice", f"tagged {count} {label!r} ({changed} new)")
-            else:
-                self.set_trait("notice", f"untagged {count} {label!r} ({changed} had it)")
+            self.set_trait("notice", describe_tagging(name, len(set(ids)), changed, add=add))
             self._refresh_tags()
         return int(changed)
 

@@ -629,7 +629,7 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
 
     def _tag_clicked(self, *, add: bool) -> None:
         """The tag box's buttons: tag or untag, and say what happened in one line."""
-        from imrec_widgets.tags import check_tag_name
+        from imrec_widgets.tags import check_tag_name, describe_tagging
 
         try:
             name = check_tag_name(self.tag_box.value)
@@ -638,13 +638,7 @@ class UmapExplorer(ipywidgets.VBox):  # type: ignore[misc]  # ipywidgets ships n
         except ImrecError as exc:
             self._say(str(exc))
             return
-        images = f"{kept:,} image{'' if kept == 1 else 's'}"
-        if add:
-            note = f" ({kept - changed:,} had it already)" if changed < kept else ""
-            self._say(f"tagged {images} {name!r}{note}", level="info")
-        else:
-            note = f" ({kept - changed:,} did not have it)" if changed < kept else ""
-            self._say(f"untagged {images} {name!r}{note}", level="info")
+        self._say(describe_tagging(name, kept, changed, add=add), level="info")
 
     def _tags_changed(self) -> None:
         """Tags were written here: show them, and in a linked SearchWidget's "Within" menu."""
