@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from index_cache import IndexOf, folder_state
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.samples import write_sample_photos
@@ -49,21 +49,6 @@ def photos(sample_folder: Path, tmp_path: Path) -> Path:
     return target
 
 
-IndexOf = Callable[..., ImageIndex]
-
-
-def _folder_state(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """What ``update()`` looks at in ``folder``: each file's relative path, size and mtime."""
-    state = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(name for name in dirnames if name != ".imrec")
-        for name in filenames:
-            stat = os.stat(os.path.join(dirpath, name))
-            relative = os.path.relpath(os.path.join(dirpath, name), folder)
-            state.append((relative, stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(state))
-
-
 @pytest.fixture(scope="session")
 def index_of(tmp_path_factory: pytest.TempPathFactory) -> IndexOf:
     """``index_of(folder, **settings)``: ``folder`` indexed in place (``ImageIndex.open(folder,
@@ -79,7 +64,7 @@ def index_of(tmp_path_factory: pytest.TempPathFactory) -> IndexOf:
     def index_of(folder: Path, **settings: Any) -> ImageIndex:
         from imrec_widgets.catalog import Catalog
 
-        key = (_folder_state(folder), repr(sorted(settings.items())))
+        key = (folder_state(folder), repr(sorted(settings.items())))
         target = folder / ".imrec"
         if key in made and not target.exists():
             shutil.copytree(made[key], target, symlinks=True)
