@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 from test_ann import assert_exact, opened, stored_queries, write_float_index
 
@@ -250,17 +252,11 @@ def test_real_faiss_files_pass_the_layout_check(copy: Path) -> None:
         assert len(data) <= ann._serialized_bytes(stamp)
 
 
-def update_photos(photos: Path) -> ImageIndex:
-    idx = ImageIndex.open(photos, features=["rgb", "thumb"])
-    idx.update(progress=False)
-    return idx
-
-
 def test_update_with_a_crafted_stamp_writes_nothing_outside_the_index(
-    photos: Path, tmp_path: Path
+    photos: Path, tmp_path: Path, index_of: IndexOf
 ) -> None:
     """Through ``update()`` on a real index, as the issue found it."""
-    idx = update_photos(photos)
+    idx = index_of(photos, features=["rgb", "thumb"])
     idx.build_ann("rgb")
     victim = tmp_path / "victim.txt"
     catalog = idx.catalog
@@ -313,6 +309,25 @@ def drifted_index(folder: Path, seed: int = 0, diverse: int = 600) -> tuple[Path
     return folder, data
 
 
+Drifted = Callable[..., tuple[Path, np.ndarray]]
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory: pytest.TempPathFactory) -> Drifted:
+    """``drifted(folder, diverse=600)``: what ``drifted_index(folder, diverse=diverse)`` writes,
+    copied (in milliseconds) from one written once per module, and its rows."""
+    made: dict[int, tuple[Path, np.ndarray]] = {}
+
+    def drifted(folder: Path, diverse: int = 600) -> tuple[Path, np.ndarray]:
+        if diverse not in made:
+            made[diverse] = drifted_index(tmp_path_factory.mktemp("drifted"), diverse=diverse)
+        written, data = made[diverse]
+        shutil.copytree(written, folder, dirs_exist_ok=True)
+        return folder, data.copy()
+
+    return drifted
+
+
 def recall(idx: ImageIndex, exact: ImageIndex, queries: np.ndarray, k: int = 10) -> float:
     found = idx.search_many(list(queries), k=k)
     truth = exact.search_many(list(queries), k=k)
@@ -335,11 +350,11 @@ def drift_queries(data: np.ndarray, count: int = 100) -> np.ndarray:
 
 @pytest.mark.parametrize("diverse", [600, 4000])
 def test_a_quantizer_trained_before_the_data_moved_is_refitted(
-    tmp_path: Path, diverse: int
+    tmp_path: Path, drifted: Drifted, diverse: int
 ) -> None:
     """The issue's case: trained on 12 near-identical rows, then more were added without
     int8. Measured without the range check: recall@10 0.939 (600 added) and 0.516 (4000)."""
-    folder, data = drifted_index(tmp_path, diverse=diverse)
+    folder, data = drifted(tmp_path, diverse=diverse)
     queries = drift_queries(data)
     idx, exact = int8_and_exact(folder)
     with pytest.warns(
@@ -353,11 +368,11 @@ def test_a_quantizer_trained_before_the_data_moved_is_refitted(
 
 @pytest.mark.parametrize("tamper", ["offsets", "scales"])
 def test_a_tampered_quantizer_with_a_recomputed_checksum_drops_no_hit(
-    tmp_path: Path, tamper: str
+    tmp_path: Path, drifted: Drifted, tamper: str
 ) -> None:
     """Measured on this data without the range check: recall@10 0.342 (offsets) and 0.819
     (scales) of 1000 true hits; with it, every one."""
-    folder, data = drifted_index(tmp_path, diverse=4000)
+    folder, data = drifted(tmp_path, diverse=4000)
     paths = (folder / "images", folder / "index")
     idx = ImageIndex.open(*paths)
     good = Quantizer.train(data)
@@ -374,9 +389,8 @@ def test_a_tampered_quantizer_with_a_recomputed_checksum_drops_no_hit(
         assert recall(idx, exact, queries) == 1.0
 
 
-def test_update_retrains_a_quantizer_when_the_rows_changed(photos: Path) -> None:
-    idx = ImageIndex.open(photos, features=["rgb", "thumb"], vector_dtype="int8")
-    idx.update(progress=False)
+def test_update_retrains_a_quantizer_when_the_rows_changed(photos: Path, index_of: IndexOf) -> None:
+    idx = index_of(photos, features=["rgb", "thumb"], vector_dtype="int8")
     first = Quantizer.trained_at(idx.store, "rgb")
     assert first == idx.catalog.generation()
     Image.fromarray(np.full((40, 50, 3), (250, 10, 10), np.uint8)).save(photos / "red.jpg")
@@ -386,8 +400,10 @@ def test_update_retrains_a_quantizer_when_the_rows_changed(photos: Path) -> None
     assert Quantizer.trained_at(idx.store, "rgb") == idx.catalog.generation() != first
 
 
-def test_a_swapped_row_of_the_rerank_copy_is_caught_and_written_again(tmp_path: Path) -> None:
-    folder, data = drifted_index(tmp_path)
+def test_a_swapped_row_of_the_rerank_copy_is_caught_and_written_again(
+    tmp_path: Path, drifted: Drifted
+) -> None:
+    folder, data = drifted(tmp_path)
     idx, exact = int8_and_exact(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizerMismatchWarning)
@@ -411,8 +427,10 @@ def test_a_swapped_row_of_the_rerank_copy_is_caught_and_written_again(tmp_path: 
     )
 
 
-def test_a_search_folder_that_is_a_link_out_is_never_written(tmp_path: Path) -> None:
-    folder, _data = drifted_index(tmp_path)
+def test_a_search_folder_that_is_a_link_out_is_never_written(
+    tmp_path: Path, drifted: Drifted
+) -> None:
+    folder, _data = drifted(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (folder / "index" / "search").symlink_to(elsewhere)
@@ -578,6 +596,24 @@ def placed_index(folder: Path) -> tuple[ImageIndex, Path]:
     return idx, path
 
 
+Placed = Callable[[Path], tuple[ImageIndex, Path]]
+
+
+@pytest.fixture(scope="module")
+def placed(tmp_path_factory: pytest.TempPathFactory) -> Placed:
+    """``placed(folder)``: what ``placed_index(folder)`` writes, copied (in milliseconds, file
+    times kept) from one written once per module, opened; and its placement file."""
+    written = tmp_path_factory.mktemp("placed")
+    placed_index(written)[0].close()
+
+    def placed(folder: Path) -> tuple[ImageIndex, Path]:
+        shutil.copytree(written, folder, dirs_exist_ok=True)
+        idx = ImageIndex.open(folder / "images", folder / "index")
+        return idx, folder / "index" / "umap_rgb.npz"
+
+    return placed
+
+
 def corrupt_deflate(path: Path, member: str) -> None:
     """Garble the middle of one member's compressed stream (the zip directory stays intact)."""
     import zipfile
@@ -593,9 +629,9 @@ def corrupt_deflate(path: Path, member: str) -> None:
 
 @pytest.mark.parametrize("member", ["vectors.npy", "pca_components.npy", "token.npy"])
 def test_a_placement_with_a_corrupt_deflate_stream_is_one_line_never_zlib_error(
-    tmp_path: Path, member: str
+    tmp_path: Path, placed: Placed, member: str
 ) -> None:
-    idx, path = placed_index(tmp_path)
+    idx, path = placed(tmp_path)
     query = idx.features("rgb", [3])[0]
     assert projection.place(idx, "rgb", query).shape == (1, 2)
     corrupt_deflate(path, member)
@@ -611,9 +647,9 @@ def test_a_placement_with_a_corrupt_deflate_stream_is_one_line_never_zlib_error(
 @pytest.mark.parametrize("array", ["pca_mean", "pca_components"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_pca_arrays_never_reach_sklearn(
-    tmp_path: Path, array: str, value: float
+    tmp_path: Path, placed: Placed, array: str, value: float
 ) -> None:
-    idx, path = placed_index(tmp_path)
+    idx, path = placed(tmp_path)
     with np.load(path) as stored:
         arrays = {name: stored[name] for name in stored.files}
     arrays[array] = arrays[array].copy()
@@ -628,9 +664,9 @@ def test_non_finite_pca_arrays_never_reach_sklearn(
 
 @pytest.mark.parametrize("value", ["2GB", "1e9", "-5", "0", "½", "3.5"])
 def test_a_bad_placement_cap_is_one_line_naming_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+    tmp_path: Path, placed: Placed, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    idx, path = placed_index(tmp_path)
+    idx, path = placed(tmp_path)
     monkeypatch.setenv(projection.MAX_PLACEMENT_VARIABLE, value)
     projection.mapstore.PLACEMENTS.clear()
     with pytest.raises(SettingError, match="IMREC_MAX_PLACEMENT_BYTES") as raised:
@@ -716,11 +752,11 @@ def test_a_planted_catalog_link_is_never_written_through(
 # -- a feature store (or a folder in it) that is a link out is never written -------------------
 @pytest.mark.parametrize("link", ["features.zarr", "features.zarr/rgb", "features.zarr/rgb/c"])
 def test_a_feature_store_link_out_of_the_index_is_never_written(
-    photos: Path, tmp_path: Path, link: str
+    photos: Path, tmp_path: Path, index_of: IndexOf, link: str
 ) -> None:
     from imrec_widgets.errors import IndexFileError
 
-    idx = update_photos(photos)
+    idx = index_of(photos, features=["rgb", "thumb"])
     before = idx.features("rgb", [0])
     idx.close()
     planted = idx.index_dir / link
@@ -773,14 +809,17 @@ def test_info_reports_a_crafted_ann_stamp_as_invalid(
 # -- image paths from a crafted catalog never lead out of the root ------------------------------
 @pytest.mark.parametrize("crafted", ["../outside.jpg", "sub/../../outside.jpg", "./../outside.jpg"])
 def test_a_crafted_catalog_path_is_never_read_outside_the_root(
-    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crafted: str
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    index_of: IndexOf,
+    crafted: str,
 ) -> None:
     import sqlite3
 
     from imrec_widgets import duplicates
 
-    idx = ImageIndex.open(photos, features=["rgb", "dhash"])  # no stored thumbnails
-    idx.update(progress=False)
+    idx = index_of(photos, features=["rgb", "dhash"])  # no stored thumbnails
     a, b = (int(i) for i in idx.ids()[:2])
     outside = tmp_path / "outside.jpg"
     shutil.copy(idx.path(a), outside)
@@ -866,13 +905,15 @@ class InlineClient:
         return [future.value for future in futures]
 
 
-def test_the_dask_compact_shards_check_the_quantizer_like_the_local_build(tmp_path: Path) -> None:
+def test_the_dask_compact_shards_check_the_quantizer_like_the_local_build(
+    tmp_path: Path, drifted: Drifted
+) -> None:
     """The same drifted index as above, its shards built on (inline) Dask workers: without the
     check the stale quantizer reached every shard silently."""
     pytest.importorskip("distributed")
     from imrec_widgets.distributed import CompactShards, shard_candidates
 
-    folder, data = drifted_index(tmp_path, diverse=4000)
+    folder, data = drifted(tmp_path, diverse=4000)
     idx, exact = int8_and_exact(folder)
     stale = Quantizer.load(idx.store, "embedding", CONFIG, 48)
     assert stale is not None and stale.clipped(data) > 0
@@ -891,12 +932,12 @@ def test_the_dask_compact_shards_check_the_quantizer_like_the_local_build(tmp_pa
 
 
 def test_tampered_ann_rows_seen_by_a_search_are_rebuilt_by_the_next_update(
-    photos: Path, monkeypatch: pytest.MonkeyPatch
+    photos: Path, monkeypatch: pytest.MonkeyPatch, index_of: IndexOf
 ) -> None:
     # At scale the load-time check (256 rows of one chunk) misses a tampered row; here every
     # row is in that chunk, so it is switched off to reach the per-row checksums.
     monkeypatch.setattr(ann, "_check_rows", lambda *args: None)
-    idx = update_photos(photos)
+    idx = index_of(photos, features=["rgb", "thumb"])
     idx.build_ann("rgb")
     stamp = idx.ann_info()["rgb"]
     target, other = (int(i) for i in idx.ids()[:2])
