@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ExportError, ImageIndex, TagError
@@ -17,10 +18,8 @@ FEATURES = ["rgb", "dhash", "thumb"]
 
 
 @pytest.fixture
-def index(photos: Path) -> ImageIndex:
-    index = ImageIndex.open(photos, features=FEATURES)
-    index.update(progress=False, workers=0)
-    return index
+def index(photos: Path, index_of: IndexOf) -> ImageIndex:
+    return index_of(photos, features=FEATURES)
 
 
 def _by_folder(index: ImageIndex) -> dict[str, list[int]]:
@@ -41,6 +40,8 @@ def _no_partial_files(dest: Path) -> None:
     assert not [p for p in dest.rglob("*") if ".imrec-part" in p.name]
 
 
+# slow: the only test that imports torchvision (5-10 s on the 2-core machine); CI runs it
+@pytest.mark.slow
 def test_by_tag_is_what_torchvision_image_folder_reads(index: ImageIndex, tmp_path: Path) -> None:
     from torchvision.datasets import ImageFolder
 
