@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex
@@ -31,13 +32,23 @@ def write_copies(sample_folder: Path, root: Path) -> dict[str, list[str]]:
     return groups
 
 
+@pytest.fixture(scope="module")
+def copies(
+    sample_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, list[str]]]:
+    """``write_copies`` once per module, into a folder that is only copied (file times kept)."""
+    folder = tmp_path_factory.mktemp("copies") / "photos"
+    return folder, write_copies(sample_folder, folder)
+
+
 @pytest.fixture
-def dup_index(sample_folder: Path, tmp_path: Path) -> tuple[ImageIndex, dict[str, list[str]]]:
+def dup_index(
+    copies: tuple[Path, dict[str, list[str]]], tmp_path: Path, index_of: IndexOf
+) -> tuple[ImageIndex, dict[str, list[str]]]:
+    written, groups = copies
     root = tmp_path / "photos"
-    groups = write_copies(sample_folder, root)
-    index = ImageIndex.open(root, features=["dhash"])
-    index.update(progress=False)
-    return index, groups
+    shutil.copytree(written, root)
+    return index_of(root, features=["dhash"]), groups
 
 
 def files_under(folder: Path) -> set[str]:
@@ -160,6 +171,8 @@ def run_killed(root: Path, after: int, action: str) -> None:
     assert child.returncode == -9
 
 
+# slow: two Python processes started and killed with SIGKILL (1-2 s); CI runs it
+@pytest.mark.slow
 def test_kill_9_mid_move_and_mid_undo_loses_nothing(dup_index) -> None:
     index, _ = dup_index
     root = index.root
