@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from index_cache import IndexOf
 from test_moves import files_under, in_collection, write_copies
 
 from imrec_widgets import DuplicatesWidget, ImageIndex
 from imrec_widgets.moves import MOVED_FOLDER
 
 
+@pytest.fixture(scope="module")
+def copies(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``write_copies`` once per module, into a folder that is only copied (file times kept)."""
+    folder = tmp_path_factory.mktemp("copies") / "photos"
+    write_copies(sample_folder, folder)
+    return folder
+
+
 @pytest.fixture
-def index(sample_folder: Path, tmp_path: Path) -> ImageIndex:
+def index(copies: Path, tmp_path: Path, index_of: IndexOf) -> ImageIndex:
     root = tmp_path / "photos"
-    write_copies(sample_folder, root)
-    index = ImageIndex.open(root, features=["dhash", "thumb"])
-    index.update(progress=False)
-    return index
+    shutil.copytree(copies, root)
+    return index_of(root, features=["dhash", "thumb"])
 
 
 def from_front_end(widget: DuplicatesWidget, content) -> None:
