@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from index_cache import IndexOf
 from test_moves import write_copies
 
 from imrec_widgets import ImageIndex, duplicates
@@ -28,11 +29,12 @@ def set_path(root: Path, id_: int, path: str, **columns: object) -> None:
 
 
 @pytest.fixture
-def secret_and_index(photos: Path, tmp_path: Path) -> tuple[Path, ImageIndex, list[int]]:
+def secret_and_index(
+    photos: Path, tmp_path: Path, index_of: IndexOf
+) -> tuple[Path, ImageIndex, list[int]]:
     """An index of ``photos`` (no stored thumbnails) whose catalog row of image 1 was crafted
     to name ``secret.jpg`` outside the collection, a copy of image 0 (same size, same bytes)."""
-    idx = ImageIndex.open(photos, features=["rgb", "dhash"])
-    idx.update(progress=False)
+    idx = index_of(photos, features=["rgb", "dhash"])
     a, b = (int(i) for i in idx.ids()[:2])
     secret = tmp_path / "home" / "secret.jpg"
     secret.parent.mkdir()
@@ -120,10 +122,8 @@ def log_row(root: Path, state: str, source: str, destination: str, image_id: int
 
 
 @pytest.fixture
-def indexed(photos: Path) -> Path:
-    idx = ImageIndex.open(photos, features=["dhash"])
-    idx.update(progress=False)
-    idx.close()
+def indexed(photos: Path, index_of: IndexOf) -> Path:
+    index_of(photos, features=["dhash"]).close()
     return photos
 
 
@@ -166,11 +166,10 @@ def test_a_crafted_planned_row_never_deletes_a_file(
 
 
 def test_an_undo_trusts_only_folders_marked_by_this_index(
-    sample_folder: Path, tmp_path: Path
+    sample_folder: Path, tmp_path: Path, index_of: IndexOf
 ) -> None:
     write_copies(sample_folder, tmp_path / "dups")
-    idx = ImageIndex.open(tmp_path / "dups", features=["dhash"])
-    idx.update(progress=False)
+    idx = index_of(tmp_path / "dups", features=["dhash"])
     attic = tmp_path / "attic"
     report = idx.move_duplicates(idx.duplicates(), attic)
     assert report.moved
