@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex, indexer, projection
@@ -29,14 +30,10 @@ from imrec_widgets.widgets.uploads import DEFAULT_MAX_UPLOAD_BYTES, MAX_QUERY_IM
 
 
 @pytest.fixture(scope="module")
-def cheap_index(sample_folder, tmp_path_factory):
-    index = ImageIndex.open(
-        sample_folder,
-        index_dir=tmp_path_factory.mktemp("idx") / "cheap",
-        features=MODEL_FREE_FEATURES,
-    )
-    index.update(progress=False, workers=0)
-    return index
+def cheap_index(sample_folder, tmp_path_factory, index_of: IndexOf):
+    root = tmp_path_factory.mktemp("cheap") / "photos"
+    shutil.copytree(sample_folder, root)  # file times kept: indexed once per session
+    return index_of(root, features=MODEL_FREE_FEATURES)
 
 
 @pytest.fixture
@@ -468,12 +465,10 @@ def test_a_reader_during_a_killed_refit_sees_old_or_new(mapped_index, monkeypatc
 
 
 @pytest.fixture
-def two_folders(sample_folder, tmp_path):
+def two_folders(sample_folder, tmp_path, index_of: IndexOf):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
-    index = ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash"])
-    index.update(progress=False, workers=0)
-    return index
+    return index_of(root, features=["ahash"])
 
 
 def test_an_error_is_retried_on_the_next_update(two_folders, monkeypatch):
@@ -543,16 +538,12 @@ def test_an_unreadable_root_removes_nothing(two_folders, monkeypatch):
 
 
 def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(
-    sample_folder, tmp_path, monkeypatch
+    sample_folder, tmp_path, monkeypatch, index_of: IndexOf
 ):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
-    ImageIndex.open(root, index_dir=tmp_path / "idx", features=["ahash", "rgb"]).update(
-        progress=False, workers=0
-    )
-    index = ImageIndex.open(
-        root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], rebuild=["rgb"]
-    )
+    index_of(root, features=["ahash", "rgb"]).close()
+    index = ImageIndex.open(root, features=["ahash", "rgb"], rebuild=["rgb"])
 
     def killed(*args, **kwargs):
         raise Killed("update")
@@ -561,7 +552,7 @@ def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(
     with pytest.raises(Killed):
         index.update(progress=False, workers=0)
     monkeypatch.undo()
-    reader = ImageIndex.open(root, index_dir=tmp_path / "idx")
+    reader = ImageIndex.open(root)
     with pytest.raises(ValueError, match=r"feature 'rgb' is being rebuilt .* run idx.update\(\)"):
         reader.search(0, mode="rgb")
     with pytest.raises(ValueError, match="'rgb' is being rebuilt"):
@@ -572,17 +563,15 @@ def test_searching_a_feature_whose_rebuild_was_stopped_is_a_clear_error(
 
 
 def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(
-    sample_folder, tmp_path, monkeypatch, capsys
+    sample_folder, tmp_path, monkeypatch, capsys, index_of: IndexOf
 ):
     root = tmp_path / "photos"
     shutil.copytree(sample_folder, root)
 
     def open_index(**settings):
-        return ImageIndex.open(
-            root, index_dir=tmp_path / "idx", features=["ahash", "rgb"], **settings
-        )
+        return ImageIndex.open(root, features=["ahash", "rgb"], **settings)
 
-    open_index().update(progress=False, workers=0)
+    index_of(root, features=["ahash", "rgb"]).close()
     real_write = indexer.write_batch
     calls = []
 
@@ -598,7 +587,7 @@ def test_a_stopped_rebuild_shows_its_progress_and_a_rerun_resumes_it(
     monkeypatch.undo()
 
     assert open_index(bins=4).info()["rebuild"] == {"features": ["rgb"], "done": 8, "total": 18}
-    assert main(["info", str(root), "--index-dir", str(tmp_path / "idx")]) == 0
+    assert main(["info", str(root)]) == 0
     assert "rebuilding  : rgb, 8 of 18 images done" in capsys.readouterr().out
     resumed = open_index(bins=4)
     report = resumed.update(progress=False, workers=0)
