@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex
@@ -76,16 +77,12 @@ def _as_written_before_jpeg_rows(index_dir: Path) -> None:
 
 
 @pytest.fixture
-def old_index(photos: Path, tmp_path: Path) -> ImageIndex:
-    index_dir = tmp_path / "old"
-    old = ImageIndex.open(
-        photos, index_dir, features=["dhash", "thumb"], thumb_size=64, thumb_format="pixels"
-    )
-    old.update(progress=False, workers=0)
+def old_index(photos: Path, index_of: IndexOf) -> ImageIndex:
+    old = index_of(photos, features=["dhash", "thumb"], thumb_size=64, thumb_format="pixels")
     assert old.features("thumb").shape[1:] == (64, 64, 3)
     old.close()
-    _as_written_before_jpeg_rows(index_dir)
-    return ImageIndex.open(photos, index_dir)
+    _as_written_before_jpeg_rows(old.index_dir)
+    return ImageIndex.open(photos)
 
 
 def test_an_old_index_shows_its_thumbnails_without_white_margins(old_index: ImageIndex) -> None:
