@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 from scipy.spatial.distance import cdist
@@ -68,13 +69,12 @@ def test_threshold_controls_the_links(labeled_index: ImageIndex, groups: Duplica
 
 
 def test_identical_files_are_found_by_content_hash(
-    photos: Path, monkeypatch: pytest.MonkeyPatch
+    photos: Path, monkeypatch: pytest.MonkeyPatch, index_of: IndexOf
 ) -> None:
     coffee = photos / "objects" / "coffee.jpg"
     shutil.copy(coffee, photos / "copy_one.jpg")
     shutil.copy(coffee, photos / "copy_two.jpg")
-    index = ImageIndex.open(photos, features=["dhash", "thumb"])
-    index.update(progress=False)
+    index = index_of(photos, features=["dhash", "thumb"])
     hashed: list[Path] = []
     real_sha256 = duplicates._sha256
 
