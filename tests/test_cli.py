@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import IndexOf
+from index_cache import IndexOf
 
 from imrec_widgets import __version__
 from imrec_widgets.cli import lab_command, main, plural, start_umap_warm_up, terminal_hint

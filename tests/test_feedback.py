@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IndexOf
+from index_cache import IndexOf
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.feedback import DEFAULT_METHOD, METHODS, background_ids, query_vector

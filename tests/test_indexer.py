@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IndexOf
+from index_cache import IndexOf
 from PIL import Image
 from skimage import data
 
