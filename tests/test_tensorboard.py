@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex
@@ -37,15 +38,14 @@ ODD_NAMES = ("tab\there.jpg", "line\nbreak.jpg", "plain.jpg")
 
 
 @pytest.fixture(scope="module")
-def index(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
-    """The 90 variant photos with every feature, embeddings included (about 10 s)."""
-    idx = ImageIndex.open(
-        variant_folder,
-        index_dir=tmp_path_factory.mktemp("idx"),
-        features=["rgb", "dhash", "thumb", "embedding"],
-    )
-    idx.update(progress=False, workers=0)
-    return idx
+def index(
+    variant_folder: Path, tmp_path_factory: pytest.TempPathFactory, index_of: IndexOf
+) -> ImageIndex:
+    """The 90 variant photos with every feature, embeddings included: the CNN runs over them
+    once a session (test_search indexes a copy in the same state with the same settings)."""
+    root = tmp_path_factory.mktemp("variants") / "photos"
+    shutil.copytree(variant_folder, root)
+    return index_of(root)
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,9 @@ def test_export_again_replaces_the_run(index: ImageIndex, tmp_path: Path) -> Non
 
 
 def test_export_errors(index: ImageIndex, sample_folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"cannot export feature 'thumb'.*embedding, rgb, dhash"):
+    with pytest.raises(
+        ValueError, match=r"cannot export feature 'thumb'.*embedding, rgb, ahash, dhash"
+    ):
         index.export_tensorboard(tmp_path, "thumb")
     with pytest.raises(ValueError, match="not a searchable image"):
         index.export_tensorboard(tmp_path, ids=[10_000])
@@ -356,6 +358,6 @@ def test_cli_export_unknown_feature_is_one_line(
     assert captured.out == ""
     assert captured.err.splitlines() == [
         "imrec export: error: cannot export feature 'colour'; this index has embedding, rgb, "
-        "dhash (thumbnails go into the sprite)"
+        "ahash, dhash (thumbnails go into the sprite)"
     ]
     assert not (tmp_path / "logs").exists()
