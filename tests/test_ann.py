@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex, ann
@@ -313,6 +314,8 @@ ann.refresh(folder + "/index", catalog, store, "embedding", config)
 """
 
 
+# a child process killed with SIGKILL: ~1 s of interpreter start and imports
+@pytest.mark.slow
 def test_killed_while_extending_keeps_results_right(copy: Path) -> None:
     stamp = opened(copy).ann_info()["embedding"]
     child = subprocess.run(
@@ -332,9 +335,8 @@ def test_killed_while_extending_keeps_results_right(copy: Path) -> None:
     assert sorted(found.ids) == list(range(3000, 3010)) and max(found.distances) < 1e-6
 
 
-def test_hashes_are_searched_exactly(photos: Path) -> None:
-    idx = ImageIndex.open(photos, features=["dhash", "thumb"])
-    idx.update(progress=False)
+def test_hashes_are_searched_exactly(photos: Path, index_of: IndexOf) -> None:
+    idx = index_of(photos, features=["dhash", "thumb"])
     with pytest.raises(ValueError, match="hashes are searched exactly"):
         idx.build_ann("dhash")
     with pytest.raises(ValueError, match="not searchable"):
@@ -348,9 +350,8 @@ def _add_photo(folder: Path, name: str, seed: int) -> None:
 
 
 @pytest.mark.slow
-def test_update_extends_the_ann_index(photos: Path) -> None:
-    idx = ImageIndex.open(photos, features=["rgb", "thumb"])
-    idx.update(progress=False)
+def test_update_extends_the_ann_index(photos: Path, index_of: IndexOf) -> None:
+    idx = index_of(photos, features=["rgb", "thumb"])
     stamp = idx.build_ann("rgb", candidates=4)
     assert stamp["count"] == len(idx)
     files = sorted(p for p in photos.rglob("*.jpg"))
@@ -384,9 +385,10 @@ def test_update_extends_the_ann_index(photos: Path) -> None:
         assert_exact(idx.search(q, mode="rgb", exact=False), idx.search(q, mode="rgb", exact=True))
 
 
-def test_update_without_faiss_keeps_results_right(photos: Path, monkeypatch) -> None:
-    idx = ImageIndex.open(photos, features=["rgb", "thumb"])
-    idx.update(progress=False)
+def test_update_without_faiss_keeps_results_right(
+    photos: Path, index_of: IndexOf, monkeypatch
+) -> None:
+    idx = index_of(photos, features=["rgb", "thumb"])
     idx.build_ann("rgb")
     _add_photo(photos, "late.jpg", 9)
     monkeypatch.setitem(sys.modules, "faiss", None)
@@ -426,9 +428,8 @@ def test_ann_is_in_the_cli_help() -> None:
     assert re.search(r"^\s+ann\s+\S", build_parser().format_help(), re.M)
 
 
-def test_update_rebuilds_a_damaged_ann_index(photos: Path) -> None:
-    idx = ImageIndex.open(photos, features=["rgb", "thumb"])
-    idx.update(progress=False)
+def test_update_rebuilds_a_damaged_ann_index(photos: Path, index_of: IndexOf) -> None:
+    idx = index_of(photos, features=["rgb", "thumb"])
     stamp = idx.build_ann("rgb")
     (idx.index_dir / "ann" / stamp["file"]).write_bytes(b"garbage")
     _add_photo(photos, "late.jpg", 3)

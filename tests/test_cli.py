@@ -13,18 +13,43 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from index_cache import IndexOf
 
 from imrec_widgets import __version__
 from imrec_widgets.cli import lab_command, main, plural, start_umap_warm_up, terminal_hint
 
 
-def imrec(*args: str) -> subprocess.CompletedProcess[str]:
+def imrec_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``imrec ARGS`` run as its own process (``python -m imrec_widgets.cli``)."""
     return subprocess.run(
         [sys.executable, "-m", "imrec_widgets.cli", *args], capture_output=True, text=True
     )
+
+
+@pytest.fixture
+def imrec(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``imrec(*args)``: what ``imrec ARGS`` prints and returns, run in this process by the
+    console script's own ``main`` (what a process of its own adds is tested where it is the
+    point: the exit status in test_version_and_help, names a terminal would mangle in
+    test_scan_and_shares). ``--help``/``--version`` end in ``SystemExit``, as in the script."""
+    monkeypatch.setenv("COLUMNS", "80")  # argparse's width for a pipe, as in a subprocess
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["imrec", *args], code, out, err)
+
+    return run
 
 
 @pytest.fixture
@@ -175,8 +200,10 @@ def test_index_vector_dtype_option(photos: Path, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out)["settings"]["vector_dtype"] == "int8"
 
 
-def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
-    result = imrec("index", str(tmp_path / "missing"))
+def test_user_errors_are_one_line_and_non_zero(
+    tmp_path: Path, imrec: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    result = imrec_process("index", str(tmp_path / "missing"))  # the process's exit status
     assert result.returncode == 1
     assert (
         result.stderr.strip()
@@ -189,8 +216,8 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     assert "unknown feature 'colour'" in result.stderr
 
 
-def test_version_and_help() -> None:
-    assert imrec("--version").stdout.strip() == f"imrec {__version__}"
+def test_version_and_help(imrec: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    assert imrec_process("--version").stdout.strip() == f"imrec {__version__}"  # entry point
     help_text = imrec("--help").stdout
     # every subcommand listed with its one-line help (not just words that appear anyway)
     for command in ("index", "search", "umap", "demo", "info", "export", "evaluate", "duplicates"):
@@ -201,7 +228,7 @@ def test_version_and_help() -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A folder made by ``imrec demo --no-lab`` (photos indexed with every feature) and its output."""
     folder = tmp_path_factory.mktemp("demo") / "imrec-demo"
-    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
+    result = imrec_process("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert result.returncode == 0, result.stderr
     return folder, result.stdout
 
@@ -231,7 +258,7 @@ def test_demo_rerun_changes_nothing_that_exists(demo: tuple[Path, str]) -> None:
     missing.unlink()
     before = {path: path.stat().st_mtime_ns for path in photos.rglob("*.jpg")}
 
-    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
+    result = imrec_process("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert result.returncode == 0, result.stderr
     assert "wrote 1 sample photo (" in result.stdout  # not "1 sample photos"
     assert f"0 new, 1 changed, 0 removed, 0 errors, {len(before)} unchanged" in result.stdout
@@ -240,12 +267,14 @@ def test_demo_rerun_changes_nothing_that_exists(demo: tuple[Path, str]) -> None:
     assert notebook.read_text() == edited
     assert "kept your 01_quickstart.ipynb" in result.stdout
 
-    result = imrec("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
+    result = imrec_process("demo", str(folder), "--no-lab", "--no-warm-up", "-q")
     assert "sample photos already in" in result.stdout
     assert f"0 new, 0 changed, 0 removed, 0 errors, {len(before) + 1} unchanged" in result.stdout
 
 
-def test_demo_folder_default_is_the_one_the_readme_names() -> None:
+def test_demo_folder_default_is_the_one_the_readme_names(
+    imrec: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
     help_text = " ".join(imrec("demo", "--help").stdout.split())
     assert "(default ~/imrec-demo)" in help_text
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -330,10 +359,9 @@ def test_demo_starts_jupyterlab_and_prints_its_url(demo: tuple[Path, str], tmp_p
 
 
 def test_info_on_a_folder_above_an_index_lists_the_indexes_below(
-    photos: Path, capsys: pytest.CaptureFixture[str]
+    photos: Path, capsys: pytest.CaptureFixture[str], index_of: IndexOf
 ) -> None:
-    assert main(["index", str(photos), "--features", "dhash", "-q", "--workers", "0"]) == 0
-    capsys.readouterr()
+    index_of(photos, features=["dhash"]).close()
     above = photos.parent
     assert main(["info", str(above)]) == 0
     out = capsys.readouterr().out
@@ -360,7 +388,12 @@ def test_info_errors_lists_the_unreadable_files(
     assert errors == [{"path": str(photos / "notes.jpg"), "error": "not a recognised image format"}]
 
 
-def test_cli_errors_say_what_to_type(photos: Path, tmp_path: Path) -> None:
+def test_cli_errors_say_what_to_type(
+    photos: Path,
+    tmp_path: Path,
+    imrec: Callable[..., subprocess.CompletedProcess[str]],
+    index_of: IndexOf,
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     result = imrec(
@@ -369,7 +402,7 @@ def test_cli_errors_say_what_to_type(photos: Path, tmp_path: Path) -> None:
     assert result.returncode == 1 and "update()" not in result.stderr
     assert result.stderr.strip().endswith(f"run `imrec index {empty}`")
 
-    assert main(["index", str(photos), "--features", "rgb,dhash", "-q", "--workers", "0"]) == 0
+    index_of(photos, features=["rgb", "dhash"]).close()
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture\n")
     result = imrec("search", str(notes), "--root", str(photos), "--mode", "rgb")
@@ -416,10 +449,9 @@ def test_make_says_what_it_installs_before_the_long_quiet_install() -> None:
 
 
 def test_search_output_has_headers_whole_bits_and_no_rounding_noise(
-    photos: Path, capsys: pytest.CaptureFixture[str]
+    photos: Path, capsys: pytest.CaptureFixture[str], index_of: IndexOf
 ) -> None:
-    assert main(["index", str(photos), "--features", "rgb,dhash", "-q", "--workers", "0"]) == 0
-    capsys.readouterr()
+    index_of(photos, features=["rgb", "dhash"]).close()
     chelsea = str(photos / "animals" / "chelsea.jpg")
     assert main(["search", chelsea, "--root", str(photos), "--mode", "dhash", "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -451,8 +483,10 @@ def test_search_output_has_headers_whole_bits_and_no_rounding_noise(
         assert json.loads(capsys.readouterr().out)["hits"][0]["distance"] == 0.0
 
 
-def test_search_mistakes_are_answered_in_cli_words(photos: Path) -> None:
-    assert main(["index", str(photos), "--features", "rgb,dhash", "-q", "--workers", "0"]) == 0
+def test_search_mistakes_are_answered_in_cli_words(
+    photos: Path, imrec: Callable[..., subprocess.CompletedProcess[str]], index_of: IndexOf
+) -> None:
+    index_of(photos, features=["rgb", "dhash"]).close()
     folder = photos / "animals"
     result = imrec("search", str(folder), "--root", str(photos), "--mode", "rgb")
     assert result.returncode == 1
@@ -475,10 +509,9 @@ def test_search_mistakes_are_answered_in_cli_words(photos: Path) -> None:
 
 
 def test_duplicates_without_groups_and_with_a_header(
-    photos: Path, capsys: pytest.CaptureFixture[str]
+    photos: Path, capsys: pytest.CaptureFixture[str], index_of: IndexOf
 ) -> None:
-    assert main(["index", str(photos), "--features", "dhash", "-q", "--workers", "0"]) == 0
-    capsys.readouterr()
+    index_of(photos, features=["dhash"]).close()
     assert main(["duplicates", str(photos), "--max-distance", "0"]) == 0  # raised IndexError
     assert "group 1" not in capsys.readouterr().out
     shutil.copyfile(photos / "animals" / "chelsea.jpg", photos / "animals" / "chelsea_copy.jpg")

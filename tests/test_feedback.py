@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 
 from imrec_widgets import ImageIndex
 from imrec_widgets.feedback import DEFAULT_METHOD, METHODS, background_ids, query_vector
@@ -115,9 +116,8 @@ def test_background_rows_are_a_fixed_sample() -> None:
     assert np.array_equal(background_ids(ok[:10], 64), ok[:10])
 
 
-def test_refine_on_real_photos_by_colour(photos: Path) -> None:
-    index = ImageIndex.open(photos, features=["rgb", "thumb"])
-    index.update(progress=False, workers=0)
+def test_refine_on_real_photos_by_colour(photos: Path, index_of: IndexOf) -> None:
+    index = index_of(photos, features=["rgb", "thumb"])
     paths = sorted(photos.rglob("*.jpg"))
     plain = index.search(paths[0], mode="rgb", k=5)
     negatives = plain.ids[:2]

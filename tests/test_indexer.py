@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 from skimage import data
 
@@ -92,10 +93,9 @@ def test_full_index_of_real_photos(photos: Path) -> None:
 
 
 def test_rerun_with_nothing_changed_decodes_nothing(
-    photos: Path, monkeypatch: pytest.MonkeyPatch
+    photos: Path, monkeypatch: pytest.MonkeyPatch, index_of: IndexOf
 ) -> None:
-    index = cheap_index(photos)
-    index.update(progress=False, workers=0)
+    index = index_of(photos, features=MODEL_FREE_FEATURES)
     before = snapshot(index)
 
     def fail(*args: object, **kwargs: object) -> None:
@@ -115,9 +115,8 @@ def test_rerun_with_nothing_changed_decodes_nothing(
     assert rows == before[0]
 
 
-def test_add_modify_delete_is_incremental(photos: Path) -> None:
-    index = cheap_index(photos)
-    index.update(progress=False, workers=0)
+def test_add_modify_delete_is_incremental(photos: Path, index_of: IndexOf) -> None:
+    index = index_of(photos, features=MODEL_FREE_FEATURES)
     coffee = photos / "objects" / "coffee.jpg"
     coffee_id = next(r.id for r in index.records() if r.path == "objects/coffee.jpg")
     chelsea_id = next(r.id for r in index.records() if r.path == "animals/chelsea.jpg")
@@ -226,8 +225,8 @@ def test_index_kept_elsewhere(photos: Path, tmp_path: Path) -> None:
     assert len(ImageIndex.open(photos, index_dir=elsewhere)) == len(index)
 
 
-def test_conflicting_configuration_is_a_clear_error(photos: Path) -> None:
-    cheap_index(photos).update(progress=False, workers=0)
+def test_conflicting_configuration_is_a_clear_error(photos: Path, index_of: IndexOf) -> None:
+    index_of(photos, features=MODEL_FREE_FEATURES).close()
     with pytest.raises(IndexConfigError, match=r"bins=8, not 4.*rebuild"):
         cheap_index(photos, bins=4)
     rebuilt = cheap_index(photos, bins=4, rebuild=["rgb"])
@@ -237,9 +236,8 @@ def test_conflicting_configuration_is_a_clear_error(photos: Path) -> None:
     assert ImageIndex.open(photos).settings["bins"] == 4
 
 
-def test_second_writer_is_told_who_holds_the_lock(photos: Path) -> None:
-    index = cheap_index(photos)
-    index.update(progress=False, workers=0)
+def test_second_writer_is_told_who_holds_the_lock(photos: Path, index_of: IndexOf) -> None:
+    index = index_of(photos, features=MODEL_FREE_FEATURES)
     lock = photos / ".imrec" / "write.lock"
     with WriteLock(lock):
         with pytest.raises(IndexLockedError, match=f"locked by pid {os.getpid()}"):

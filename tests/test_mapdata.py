@@ -115,6 +115,8 @@ def test_degenerate_polygons_select_nothing() -> None:
     assert not MapPoints(np.empty(0), np.empty((0, 2))).in_polygon([[0, 0], [1, 0], [0, 1]]).any()
 
 
+# a scale test: a million points (about 2 s)
+@pytest.mark.slow
 def test_a_million_points_every_one_inside() -> None:
     rng = np.random.default_rng(0)
     xy = rng.normal(0, 1, (1_000_000, 2)).astype(np.float32)
@@ -142,6 +144,8 @@ def _zigzag(vertices: int, width: float = 50.0, height: float = 60.0) -> np.ndar
     )
 
 
+# a scale test: lassos over a million points, one with 2e10 exact tests refused (about 1.5 s)
+@pytest.mark.slow
 def test_a_lasso_of_any_shape_costs_bounded_work() -> None:
     rng = np.random.default_rng(0)
     points = MapPoints(np.arange(1_000_000), rng.normal(0, 5, (1_000_000, 2)).astype(np.float32))

@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from test_structure import parsed
 
 import imrec_widgets
 from imrec_widgets import derived
@@ -68,7 +69,7 @@ def test_a_finished_file_is_moved_over_the_target(tmp_path: Path) -> None:
 def _calls(path: Path) -> list[str]:
     """Dotted names of the calls in a module (``os.replace``, ``tempfile.mkstemp``, ...)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
             if isinstance(owner, ast.Name):

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image, ImageOps
 from skimage import data
 
@@ -26,12 +27,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def index(variant_folder: Path, tmp_path: Path) -> ImageIndex:
+def index(variant_folder: Path, tmp_path: Path, index_of: IndexOf) -> ImageIndex:
     root = tmp_path / "photos"
     shutil.copytree(variant_folder, root)
-    idx = ImageIndex.open(root, features=FEATURES)
-    idx.update(progress=False, workers=0)
-    return idx
+    return index_of(root, features=FEATURES)  # indexed once a session, copied after
 
 
 def test_map_is_cached_then_extended_not_refitted(index: ImageIndex) -> None:

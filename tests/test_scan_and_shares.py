@@ -15,11 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 from skimage import data
 
-from imrec_widgets import ImageIndex, IndexBusyWarning, IndexReadOnlyError, WriteLock
-from imrec_widgets.cli import shown
+from imrec_widgets import (
+    ImageIndex,
+    ImrecError,
+    IndexBusyWarning,
+    IndexReadOnlyError,
+    WriteLock,
+)
+from imrec_widgets.cli import main, shown
 from imrec_widgets.features import MODEL_FREE_FEATURES
 from imrec_widgets.indexer import scan
 
@@ -226,13 +233,12 @@ def read_only(folder: Path) -> Iterator[Path]:
         mount.rmdir()
 
 
-READER = textwrap.dedent(
-    """
-    import json, os, sys, warnings
-    from imrec_widgets import ImageIndex, ImrecError
-    root = sys.argv[1]
+def read_only_view(root: Path, *, update: bool = False, map_: bool = False) -> dict:
+    """What a reader of the index at ``root`` sees (its searches, records and thumbnails), and
+    with ``update`` what ``update()`` says; JSON-shaped, the index closed after (so a read-only
+    mount of it can be unmounted)."""
     index = ImageIndex.open(root)
-    out = {"read_only": index.read_only, "count": len(index)}
+    out: dict[str, object] = {"read_only": index.read_only, "count": len(index)}
     out["hits"] = index.search(0, mode="rgb", k=3, exclude_self=False).ids
     out["by_file"] = index.search(str(index.path(2)), mode="dhash", k=1).ids
     out["where"] = index.search(0, mode="rgb", where="width > 0", k=50).ids
@@ -240,44 +246,32 @@ READER = textwrap.dedent(
     out["folder"] = index.search(0, mode="rgb", folder=folder, k=50, exclude_self=False).ids
     out["records"] = [r.path for r in index.records()]
     out["thumbs"] = [len(t) for t in index.thumbnail_bytes(index.ids())]
-    if "--map" in sys.argv:
+    if map_:
         out["map"] = len(index.umap("dhash").ids)
         out["projection"] = len(index.projection("dhash").ids)
-    if "--update" in sys.argv:
+    if update:
         try:
             index.update(progress=False)
         except ImrecError as exc:
             out["update"] = [type(exc).__name__, str(exc)]
-    print(json.dumps(out))
-    """
-)
+    index.close()
+    return dict(json.loads(json.dumps(out)))
 
 
-def read_only_run(root: Path, *args: str) -> dict:
-    run = subprocess.run(
-        [sys.executable, "-c", READER, str(root), *args], capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
-
-
-def test_a_read_only_index_is_searched_and_refuses_updates_in_one_line(photos: Path) -> None:
-    cheap_index(photos).update(progress=False, workers=0)
-    expected = read_only_run(photos)
+def test_a_read_only_index_is_searched_and_refuses_updates_in_one_line(
+    photos: Path, index_of: IndexOf, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index_of(photos, features=MODEL_FREE_FEATURES).close()
+    expected = read_only_view(photos)
     assert not expected["read_only"] and 0 < len(expected["folder"]) < expected["count"]
     with read_only(photos) as mounted:
         assert not os.access(mounted / ".imrec", os.W_OK)
-        seen = read_only_run(mounted, "--update")
-        cli = subprocess.run(
-            [*IMREC, "search", "--root", str(mounted), "--mode", "rgb", "0"],
-            capture_output=True,
-            text=True,
-        )
-        cli_index = subprocess.run(
-            [*IMREC, "index", str(mounted), "-q"],
-            capture_output=True,
-            text=True,
-        )
+        seen = read_only_view(mounted, update=True)
+        capsys.readouterr()
+        cli_code = main(["search", "--root", str(mounted), "--mode", "rgb", "0"])
+        cli = capsys.readouterr()
+        cli_index_code = main(["index", str(mounted), "-q"])
+        cli_index = capsys.readouterr()
         assert sorted(p.name for p in (mounted / ".imrec").iterdir()) == sorted(
             p.name for p in (photos / ".imrec").iterdir()
         )
@@ -285,9 +279,9 @@ def test_a_read_only_index_is_searched_and_refuses_updates_in_one_line(photos: P
     assert seen.pop("read_only") and expected.pop("read_only") is False
     assert seen == expected and min(seen["thumbs"]) > 100
     assert name == "IndexReadOnlyError" and "read-only" in message and "\n" not in message
-    assert cli.returncode == 0 and len(cli.stdout.splitlines()) == 2 + 10, cli.stderr
-    assert cli_index.returncode == 1
-    assert cli_index.stderr.count("\n") == 1 and "is read-only" in cli_index.stderr
+    assert cli_code == 0 and len(cli.out.splitlines()) == 2 + 10, cli.err
+    assert cli_index_code == 1
+    assert cli_index.err.count("\n") == 1 and "is read-only" in cli_index.err
 
 
 @pytest.mark.slow
@@ -296,9 +290,9 @@ def test_a_stored_map_is_shown_from_a_read_only_index(photos: Path) -> None:
     index.update(progress=False, workers=0)
     index.umap("dhash", clusters=3)
     index.close()
-    expected = read_only_run(photos, "--map")
+    expected = read_only_view(photos, map_=True)
     with read_only(photos) as mounted:
-        seen = read_only_run(mounted, "--map")
+        seen = read_only_view(mounted, map_=True)
     assert seen.pop("read_only") and not expected.pop("read_only")
     assert seen == expected and seen["map"] == seen["projection"] == 18
 
@@ -342,6 +336,8 @@ def wait_for_output(process: subprocess.Popen[bytes], text: bytes) -> bytes:
     return seen
 
 
+# Slow: three Python processes start, race for the lock and one indexes while two wait (~4-6 s).
+@pytest.mark.slow
 def test_three_viewers_updating_at_once_all_get_the_index(photos: Path) -> None:
     index_dir = photos / ".imrec"
     index_dir.mkdir()
@@ -368,9 +364,10 @@ def test_three_viewers_updating_at_once_all_get_the_index(photos: Path) -> None:
     assert [r["hits"] for r in results] == [3, 3, 3]
 
 
-def test_update_without_waiting_returns_at_once_and_says_who_updates(photos: Path) -> None:
-    index = cheap_index(photos)
-    index.update(progress=False, workers=0)
+def test_update_without_waiting_returns_at_once_and_says_who_updates(
+    photos: Path, index_of: IndexOf, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index_of(photos, features=MODEL_FREE_FEATURES).close()
     save(data.coffee(), photos / "coffee.jpg")
     with WriteLock(photos / ".imrec" / "write.lock"):
         for wait in (0, 0.5):
@@ -378,14 +375,12 @@ def test_update_without_waiting_returns_at_once_and_says_who_updates(photos: Pat
                 report = cheap_index(photos).update(progress=False, wait=wait)
             assert not report.updated and report.busy == str(os.getpid())
             assert report.new == 0 and "not updated" in str(report)
-        cli = subprocess.run(
-            [*IMREC, "index", str(photos), "--wait", "0"],
-            capture_output=True,
-            text=True,
-        )
+        capsys.readouterr()
+        cli_code = main(["index", str(photos), "--wait", "0"])
+        cli = capsys.readouterr()
         assert len(cheap_index(photos)) == 18, "readers work meanwhile"
-    assert cli.returncode == 1 and cli.stdout == ""
-    assert cli.stderr.count("\n") == 1 and f"pid {os.getpid()} was still updating" in cli.stderr
+    assert cli_code == 1 and cli.out == ""
+    assert cli.err.count("\n") == 1 and f"pid {os.getpid()} was still updating" in cli.err
     assert cheap_index(photos).update(progress=False, workers=0).new == 1
 
 

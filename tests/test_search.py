@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image, ImageOps
 from scipy.spatial.distance import cdist
 from skimage import data
@@ -29,12 +30,16 @@ SCIPY_METRIC = {"cosine": "cosine", "euclidean": "euclidean", "manhattan": "city
 
 
 @pytest.fixture(scope="module")
-def index(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
+def index(
+    variant_folder: Path, tmp_path_factory: pytest.TempPathFactory, index_of: IndexOf
+) -> ImageIndex:
+    """The 90 variant photos with every feature (the CNN's index of them is shared with
+    test_tensorboard's), plus a black and a white picture."""
     root = tmp_path_factory.mktemp("search") / "photos"
     shutil.copytree(variant_folder, root)
+    idx = index_of(root)
     Image.new("RGB", (64, 48), (0, 0, 0)).save(root / "black.png")
     Image.new("RGB", (64, 48), (255, 255, 255)).save(root / "white.png")
-    idx = ImageIndex.open(root)
     idx.update(progress=False)
     return idx
 
@@ -285,11 +290,13 @@ def test_black_and_white_images_give_finite_distances(index: ImageIndex) -> None
                 assert np.isfinite(hits.distances).all(), (mode, metric)
 
 
-def test_removed_and_errored_images_never_appear(variant_folder: Path, tmp_path: Path) -> None:
+def test_removed_and_errored_images_never_appear(
+    variant_folder: Path, tmp_path: Path, index_of: IndexOf
+) -> None:
     root = tmp_path / "photos"
     shutil.copytree(variant_folder, root)
+    idx = index_of(root, features=["rgb", "dhash", "thumb"])  # as test_umap_explorer's
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    idx = ImageIndex.open(root, features=["rgb", "dhash", "thumb"])
     idx.update(progress=False, workers=0)
     before = idx.search(root / "objects" / "coffee.jpg", mode="rgb", k=1000)
     removed = before[0].path

@@ -50,11 +50,12 @@ def cheap_index(sample_folder, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full_index(sample_folder, tmp_path_factory):
-    """The sample photos with every feature, the CNN embedding included."""
-    index = ImageIndex.open(sample_folder, index_dir=tmp_path_factory.mktemp("idx") / "full")
-    index.update(progress=False, workers=0)
-    return index
+def full_index(sample_folder, tmp_path_factory, index_of):
+    """The sample photos with every feature, the CNN embedding included (a copy of the folder,
+    indexed in it: index_of makes it once a session)."""
+    photos = tmp_path_factory.mktemp("full") / "photos"
+    shutil.copytree(sample_folder, photos)
+    return index_of(photos)
 
 
 @pytest.fixture
@@ -645,9 +646,8 @@ def test_the_browser_dismisses_its_error_by_message(widget):
     assert widget.error == "" and widget.k == 10
 
 
-def test_no_hybrid_mode_without_embedding_or_colour(sample_folder, tmp_path):
-    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash", "thumb"])
-    index.update(progress=False, workers=0)
+def test_no_hybrid_mode_without_embedding_or_colour(photos, index_of):
+    index = index_of(photos, features=["ahash", "thumb"])
     w = SearchWidget(index, k=3)
     assert (w.modes, w.mode, w.weights) == (["ahash"], "ahash", {})
     w.search(0)
@@ -724,9 +724,8 @@ def test_search_from_python_with_paths_and_ids(widget, sample_folder, photo_path
     assert widget.error == "" and Path(widget.results[0]["path"]) == path
 
 
-def test_an_index_without_thumbnails_shows_ones_made_from_the_files(sample_folder, tmp_path):
-    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash"])
-    index.update(progress=False, workers=0)
+def test_an_index_without_thumbnails_shows_ones_made_from_the_files(photos, index_of):
+    index = index_of(photos, features=["ahash"])
     w = SearchWidget(index, k=3)
     custom(w, {"type": "more_like", "id": 0})
     assert w.error == "" and len(w.results) == 3
@@ -738,7 +737,8 @@ def test_thumbnails_made_from_files_are_decoded_once_until_the_file_changes(tmp_
     folder = tmp_path / "photos"
     folder.mkdir()
     pixels = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(folder / "big.png")  # a big PNG: no draft decoding
+    # a big PNG: no draft decoding (stored, not deflated: random pixels do not shrink anyway)
+    Image.fromarray(pixels).save(folder / "big.png", compress_level=0)
     Image.fromarray(pixels[:300, :400]).save(folder / "small.png")
     index = ImageIndex.open(folder, index_dir=tmp_path / "idx", features=["ahash"])
     index.update(progress=False, workers=0)
@@ -755,17 +755,17 @@ def test_thumbnails_made_from_files_are_decoded_once_until_the_file_changes(tmp_
     assert len(decoded) == 1 and jpeg_size(first[0]) == (side, side * 3 // 4)
     assert index.thumbnail_bytes([big], side=128) != first and len(decoded) == 2  # own key
     stat = (folder / "big.png").stat()
-    Image.fromarray(pixels[::-1]).save(folder / "big.png")  # edited since: decoded again
+    edited = Image.fromarray(pixels[::-1])
+    edited.save(folder / "big.png", compress_level=0)  # edited since: decoded again
     os.utime(folder / "big.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert index.thumbnail_bytes([big]) != first and len(decoded) == 3
     (folder / "big.png").unlink()
     assert index.thumbnail_bytes([big]) == [b""]
 
 
-def test_the_thumbnail_cache_is_bounded_in_bytes(tmp_path, sample_folder, monkeypatch):
+def test_the_thumbnail_cache_is_bounded_in_bytes(photos, index_of, monkeypatch):
     monkeypatch.setattr(index_module, "THUMBNAIL_CACHE_BYTES", 20_000)
-    index = ImageIndex.open(sample_folder, index_dir=tmp_path / "idx", features=["ahash"])
-    index.update(progress=False, workers=0)
+    index = index_of(photos, features=["ahash"])
     thumbnails = index.thumbnail_bytes(index.ids())
     assert sum(map(len, thumbnails)) > 40_000  # more than the cache holds
     cache = index._thumbnails

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from pathlib import Path
 
@@ -21,6 +22,13 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """``path``'s syntax tree, parsed once a session (the checks here and in test_plumbing
+    only read the trees)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
     """Module -> package modules it imports (anywhere in it, type-only imports included), and
     every ``(module, imported module, name)`` that imports another module's private name."""
@@ -29,7 +37,7 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
     private = []
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parsed(path)):
             if isinstance(node, ast.Import):
                 targets = [(alias.name, None) for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -106,7 +114,7 @@ def test_services_below_the_index_never_import_it():
 def test_every_exception_the_package_defines_lives_in_errors_and_is_exported():
     defined = {}
     for path in _modules().values():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parsed(path)):
             if isinstance(node, ast.ClassDef) and any(
                 isinstance(base, ast.Name) and base.id.endswith(("Error", "Warning", "Exception"))
                 for base in node.bases

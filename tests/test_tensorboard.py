@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 
 from imrec_widgets import ImageIndex
@@ -37,15 +38,14 @@ ODD_NAMES = ("tab\there.jpg", "line\nbreak.jpg", "plain.jpg")
 
 
 @pytest.fixture(scope="module")
-def index(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> ImageIndex:
-    """The 90 variant photos with every feature, embeddings included (about 10 s)."""
-    idx = ImageIndex.open(
-        variant_folder,
-        index_dir=tmp_path_factory.mktemp("idx"),
-        features=["rgb", "dhash", "thumb", "embedding"],
-    )
-    idx.update(progress=False, workers=0)
-    return idx
+def index(
+    variant_folder: Path, tmp_path_factory: pytest.TempPathFactory, index_of: IndexOf
+) -> ImageIndex:
+    """The 90 variant photos with every feature, embeddings included: the CNN runs over them
+    once a session (test_search indexes a copy in the same state with the same settings)."""
+    root = tmp_path_factory.mktemp("variants") / "photos"
+    shutil.copytree(variant_folder, root)
+    return index_of(root)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,7 @@ def _projector(base: str, route: str, run: str, name: str | None = None) -> byte
 
 
 # -- against the real server ----------------------------------------------------------------------
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
 @pytest.mark.slow
 def test_projector_tab_is_enabled_without_tensorflow(tensorboard: str) -> None:
     # The plugin decides `is_active` in a background thread: the first listing may still say no.
@@ -158,6 +159,7 @@ def test_projector_tab_is_enabled_without_tensorflow(tensorboard: str) -> None:
     assert importlib.util.find_spec("tensorflow") is None
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
 @pytest.mark.slow
 def test_served_embedding_equals_the_index(tensorboard: str, index: ImageIndex) -> None:
     stored = index.features("embedding")
@@ -172,6 +174,8 @@ def test_served_embedding_equals_the_index(tensorboard: str, index: ImageIndex) 
     np.testing.assert_array_equal(served.reshape(stored.shape), stored)
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
+@pytest.mark.slow
 def test_served_hash_is_unpacked_bits(tensorboard: str, index: ImageIndex) -> None:
     bits = np.unpackbits(index.features("dhash"), axis=1).astype(np.float32)
     served = np.frombuffer(_projector(tensorboard, "tensor", "dhash", "dhash"), dtype="<f4")
@@ -179,6 +183,8 @@ def test_served_hash_is_unpacked_bits(tensorboard: str, index: ImageIndex) -> No
     assert set(np.unique(served).tolist()) == {0.0, 1.0}
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
+@pytest.mark.slow
 def test_served_metadata_has_a_header_and_one_row_per_point(
     tensorboard: str, index: ImageIndex
 ) -> None:
@@ -192,6 +198,8 @@ def test_served_metadata_has_a_header_and_one_row_per_point(
         assert row == f"{record.id}\t{name}\t{folder or '.'}\t\tok"
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
+@pytest.mark.slow
 def test_served_sprite_is_the_thumbnail_grid(tensorboard: str, index: ImageIndex) -> None:
     sprite = Image.open(
         io.BytesIO(_projector(tensorboard, "sprite_image", "embedding", "embedding"))
@@ -211,6 +219,8 @@ def test_served_sprite_is_the_thumbnail_grid(tensorboard: str, index: ImageIndex
         assert np.abs(cell - np.asarray(expected, dtype=np.int16)).mean() < 8  # JPEG, quality 90
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
+@pytest.mark.slow
 def test_sampled_run_without_sprite(tensorboard: str, index: ImageIndex) -> None:
     (embedding,) = json.loads(_projector(tensorboard, "info", "sample"))["embeddings"]
     assert embedding["tensorShape"] == [25, index.features("rgb").shape[1]]
@@ -222,6 +232,8 @@ def test_sampled_run_without_sprite(tensorboard: str, index: ImageIndex) -> None
     np.testing.assert_array_equal(served.reshape(25, -1), index.features("rgb", ids))
 
 
+# a real TensorBoard server: a process that imports tensorboard (~2-3 s to serve)
+@pytest.mark.slow
 def test_tabs_and_newlines_in_names_are_escaped(tensorboard: str, odd_index: ImageIndex) -> None:
     text = _projector(tensorboard, "metadata", "odd", "rgb").decode()
     lines = text.split("\n")[:-1]
@@ -297,7 +309,9 @@ def test_export_again_replaces_the_run(index: ImageIndex, tmp_path: Path) -> Non
 
 
 def test_export_errors(index: ImageIndex, sample_folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"cannot export feature 'thumb'.*embedding, rgb, dhash"):
+    with pytest.raises(
+        ValueError, match=r"cannot export feature 'thumb'.*embedding, rgb, ahash, dhash"
+    ):
         index.export_tensorboard(tmp_path, "thumb")
     with pytest.raises(ValueError, match="not a searchable image"):
         index.export_tensorboard(tmp_path, ids=[10_000])
@@ -356,6 +370,6 @@ def test_cli_export_unknown_feature_is_one_line(
     assert captured.out == ""
     assert captured.err.splitlines() == [
         "imrec export: error: cannot export feature 'colour'; this index has embedding, rgb, "
-        "dhash (thumbnails go into the sprite)"
+        "ahash, dhash (thumbnails go into the sprite)"
     ]
     assert not (tmp_path / "logs").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cache import IndexOf
 from PIL import Image
 from skimage import data
 
@@ -34,20 +35,24 @@ PAGE_SIZE = 40
 
 
 @pytest.fixture(scope="module")
-def built(variant_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The photos with variants (90 images) and an index of them with no map yet."""
-    index_dir = tmp_path_factory.mktemp("umap-explorer") / "index"
-    index = ImageIndex.open(variant_folder, index_dir=index_dir, features=FEATURES)
-    index.update(progress=False, workers=0)
+def built(
+    variant_folder: Path, tmp_path_factory: pytest.TempPathFactory, index_of: IndexOf
+) -> tuple[Path, Path]:
+    """The photos with variants (90 images) and an index of them with no map yet (indexed
+    once a session: test_search indexes a copy in the same state with the same settings)."""
+    root = tmp_path_factory.mktemp("umap-explorer") / "photos"
+    shutil.copytree(variant_folder, root)
+    index = index_of(root, features=FEATURES)
     assert len(index) == 90
     index.close()
-    return variant_folder, index_dir
+    return root, index.index_dir
 
 
 def _copy(built: tuple[Path, Path], target: Path, *, copy_photos: bool = False) -> ImageIndex:
     root, index_dir = built
     if copy_photos:
-        root = Path(shutil.copytree(root, target / "photos"))
+        photos = shutil.copytree(root, target / "photos", ignore=shutil.ignore_patterns(".imrec"))
+        root = Path(photos)
     shutil.copytree(index_dir, target / "index")
     return ImageIndex.open(root, index_dir=target / "index")
 
