@@ -15,11 +15,18 @@ from imrec_widgets.samples import write_sample_photos
 
 
 @pytest.fixture(scope="session", autouse=True)
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Exported ONNX graphs go to a session temp folder, never the user's cache."""
+def onnx_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """Exported ONNX graphs go to the checkout's pytest cache (``.pytest_cache/d/imrec``), never
+    the user's cache: exported once per checkout, not once per test run (~5-9 s of torch and
+    export). A graph is used only if its checksum file says this version made it, and the
+    tests of the export itself each use a folder of their own. ``-p no:cacheprovider`` (and a
+    clean clone, as in CI) exports into a session temp folder."""
     from imrec_widgets.features.engines import CACHE_ENV
 
-    folder = tmp_path_factory.mktemp("cache")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("imrec") if cache is not None else tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(folder))
         yield folder / "onnx"
