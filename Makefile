@@ -39,8 +39,13 @@ test: venv browser lint
 	$(BIN)/python -m pytest
 
 # The inner loop: no browser, no notebooks, nothing marked slow (under a minute on 2 cores).
+# Whole test files are spread over up to 4 processes (pytest-xdist), so a module's fixtures are
+# made once; nbval is not loaded (no notebook runs here, and its import costs each process
+# seconds), which is why addopts is given again without --nbval-lax.
+FAST_ADDOPTS := -ra --strict-config --strict-markers
 test-fast: venv
-	$(BIN)/python -m pytest tests -m "not browser and not slow" -q
+	$(BIN)/python -m pytest tests -m "not browser and not slow" -q -n auto --maxprocesses 4 \
+	  --dist loadfile -p no:nbval -o addopts="$(FAST_ADDOPTS)"
 
 lint: venv tsc
 	$(BIN)/ruff check imrec_widgets tests benchmarks

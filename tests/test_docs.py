@@ -92,3 +92,17 @@ def test_the_docs_extra_and_strict_pytest_config(request):
     for package in ("mkdocs", "mkdocs-material", "mkdocstrings[python]"):
         assert f'"{package}>=' in docs[1]
     assert {"--strict-config", "--strict-markers"} <= set(request.config.getini("addopts"))
+
+
+def test_make_test_fast_runs_with_the_projects_pytest_options_but_nbval():
+    import tomllib
+
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "pytest"
+    ]["ini_options"]["addopts"].split()
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    fast = re.search(r"^FAST_ADDOPTS := (.*)$", makefile, flags=re.M)
+    assert fast is not None and "--nbval-lax" in addopts
+    assert fast.group(1).split() == [opt for opt in addopts if opt != "--nbval-lax"]
+    target = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    assert '-o addopts="$(FAST_ADDOPTS)"' in target and "-p no:nbval" in target

@@ -8,7 +8,7 @@ import pickle
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -263,10 +263,8 @@ def test_resnet18_offline_env_fails_fast(empty_hub: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(socket, "create_connection", no_network)
     feature = EmbeddingFeature("resnet18")
     batch = np.zeros((2, 224, 224, 3), dtype=np.uint8)
-    start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError) as error:
-        feature.embed(batch)
-    assert time.perf_counter() - start < 2.0
+        feature.embed(batch)  # no connection is even tried (no_network would raise)
     assert_helpful(error, empty_hub)
     assert embeddings.OFFLINE_ENV in str(error.value)
     assert not empty_hub.exists()
@@ -275,16 +273,20 @@ def test_resnet18_offline_env_fails_fast(empty_hub: Path, monkeypatch: pytest.Mo
 def test_resnet18_unreachable_host_fails_fast(
     empty_hub: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def hang(*args: object, **kwargs: object) -> None:
-        time.sleep(5)
+    release, gave_up = threading.Event(), threading.Event()
+
+    def hang(*args: object, **kwargs: object) -> None:  # a host that never answers
+        release.wait(60)
+        gave_up.set()
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(embeddings, "_CONNECT_TIMEOUT_S", 0.5)
     monkeypatch.setattr(socket, "create_connection", hang)
-    start = time.perf_counter()
     with pytest.raises(WeightsUnavailableError, match="unreachable") as error:
         EmbeddingFeature("resnet18").load()
-    assert time.perf_counter() - start < 2.0
+    # the error came while the connection was still hanging: load() did not wait for it
+    assert not gave_up.is_set()
+    release.set()
     assert_helpful(error, empty_hub)
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -82,17 +81,12 @@ def test_animated_gif_gives_first_frame(tmp_path: Path) -> None:
 def test_large_jpeg_is_draft_decoded(tmp_path: Path) -> None:
     big = ASTRONAUT.resize((6000, 4000))  # 24 megapixels
     path = save(big, tmp_path / "big.jpg", quality=90)
-    started = time.perf_counter()
     reduced = decode(path, min_side=256)
-    reduced_seconds = time.perf_counter() - started
     assert min(reduced.image.size) >= 256
+    # the decoder's own scaling (draft): 1/8 of the pixels were decoded, not all then resized
     assert reduced.image.size[0] <= 6000 // 8 + 1, "not decoded at 1/8 scale"
     assert (reduced.width, reduced.height) == (6000, 4000)
-    started = time.perf_counter()
-    full = decode(path)
-    full_seconds = time.perf_counter() - started
-    assert full.image.size == (6000, 4000)
-    assert reduced_seconds < full_seconds
+    assert decode(path).image.size == (6000, 4000)
 
 
 def test_decompression_bomb_is_refused(tmp_path: Path) -> None:
