@@ -399,6 +399,19 @@ def write_notebook(path: str | os.PathLike[str], cells: Sequence[str]) -> Path:
     return path
 
 
+def css_contrast(colour: str, background: str) -> float:
+    """WCAG contrast ratio of two computed CSS colours (``rgb(...)``/``rgba(...)``; alpha
+    ignored): 1 for the same colour, 21 for black on white."""
+
+    def luminance(css: str) -> float:
+        channels = [float(v) / 255 for v in re.findall(r"[\d.]+", css)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
 def wait_for_file(
     path: str | os.PathLike[str],
     predicate: Callable[[Any], bool] | None = None,

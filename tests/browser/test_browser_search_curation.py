@@ -9,7 +9,6 @@ writes the widget's state to ``curation_state.json`` whenever it changes.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from harness import (
     DUMP_JSON_HELPER,
     JupyterLabServer,
     app_errors,
+    css_contrast,
     dump_failure,
     new_page,
     open_notebook,
@@ -57,18 +57,6 @@ w.search({query_id})
 _dump()
 w
 """
-
-
-def contrast(colour: str, background: str) -> float:
-    """WCAG contrast ratio of two CSS ``rgb(...)``/``rgba(...)`` colours (alpha ignored)."""
-
-    def luminance(css: str) -> float:
-        channels = [float(v) / 255 for v in re.findall(r"[\d.]+", css)[:3]]
-        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-    lighter, darker = sorted((luminance(colour), luminance(background)), reverse=True)
-    return (lighter + 0.05) / (darker + 0.05)
 
 
 class Lab:
@@ -257,7 +245,8 @@ def check_keyboard(lab: Lab) -> dict[str, str]:
     )
     assert ring["cls"] == "imrec-pick" and ring["visible"] == "true", ring
     assert ring["outline"] == "solid 2px", ring
-    assert contrast(ring["colour"], ring["background"]) >= 3, ring  # WCAG's 3:1 for a focus ring
+    # WCAG's 3:1 for a focus ring
+    assert css_contrast(ring["colour"], ring["background"]) >= 3, ring
     was_picked = shown[0] in picked
     page.keyboard.press("Space")
     lab.state(lambda s: (shown[0] in s["picked"]) != was_picked)

@@ -29,6 +29,7 @@ from harness import (
     app_errors,
     chromium,
     collect_console,
+    css_contrast,
     dump_failure,
     new_page,
     open_notebook,
@@ -555,17 +556,6 @@ def test_hover_shows_the_thumbnail_and_name_next_to_the_point(photo_lab):
     )
 
 
-def _luminance(css: str) -> float:
-    r, g, b = (float(v) / 255 for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
-    channel = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
-    return 0.2126 * channel[0] + 0.7152 * channel[1] + 0.0722 * channel[2]
-
-
-def _contrast(a: str, b: str) -> float:
-    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (high + 0.05) / (low + 0.05)
-
-
 _JS_RING_COLOURS = """() => {
   const marks = document.querySelectorAll('.imrec-umap svg.svg-figure g[clip-path]');
   const ring = marks[1] && marks[1].querySelector('path.dot');
@@ -601,7 +591,7 @@ def test_click_searches_and_results_ring_readably_in_both_themes(photo_lab):
               return c && dark === {str(light == "false").lower()} && c; }}""",
             timeout=30_000,
         ).json_value()
-        contrasts[theme] = _contrast(colours["ring"], colours["background"])
+        contrasts[theme] = css_contrast(colours["ring"], colours["background"])
         page.locator(".imrec-umap-explorer").scroll_into_view_if_needed()
         screenshot(page, f"umap_explorer_{theme.split()[-1].lower()}")
         if theme.endswith("Light"):  # the README's picture (docs/screenshots.md)
