@@ -167,6 +167,24 @@ export function viewCenter(domain) {
 }
 
 /**
+ * The bounding box [x0, x1, y0, y1] of the first `count` points; NaN coordinates are left out,
+ * and with none left x0 > x1 (Infinity, -Infinity).
+ * @param {Float32Array} x @param {Float32Array} y @param {number} count
+ * @returns {[number, number, number, number]}
+ */
+function boundingBox(x, y, count) {
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (let i = 0; i < count; i++) {
+    const [xi, yi] = [x[i], y[i]];
+    if (xi < x0) x0 = xi;
+    if (xi > x1) x1 = xi;
+    if (yi < y0) y0 = yi;
+    if (yi > y1) y1 = yi;
+  }
+  return [x0, x1, y0, y1];
+}
+
+/**
  * An order of the points whose every prefix is spread evenly over the map: one point of each
  * occupied cell of a `grid` x `grid` grid, then a second of each, and so on; cells and points
  * taken in a fixed pseudo-random order, so a prefix favours no region and never changes.
@@ -177,14 +195,7 @@ export function lodOrder(x, y, grid = LOD_GRID) {
   const count = Math.min(x.length, y.length);
   const order = new Uint32Array(count);
   if (count === 0) return order;
-  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
-  for (let i = 0; i < count; i++) {
-    const [xi, yi] = [x[i], y[i]];
-    if (xi < x0) x0 = xi;
-    if (xi > x1) x1 = xi;
-    if (yi < y0) y0 = yi;
-    if (yi > y1) y1 = yi;
-  }
+  const [x0, x1, y0, y1] = boundingBox(x, y, count);
   const sx = x1 > x0 ? grid / (x1 - x0) : 0;
   const sy = y1 > y0 ? grid / (y1 - y0) : 0;
   // With step coprime to count, i -> (i + step) % count visits every point once, scattered.
@@ -248,14 +259,7 @@ export function movingCount(total, msPerPoint, budgetMs = FRAME_BUDGET_MS, minim
 export function gridCells(x, y, grid = CULL_GRID) {
   const count = Math.min(x.length, y.length);
   const cells = new Uint16Array(count);
-  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
-  for (let i = 0; i < count; i++) {
-    const [xi, yi] = [x[i], y[i]];
-    if (xi < x0) x0 = xi;
-    if (xi > x1) x1 = xi;
-    if (yi < y0) y0 = yi;
-    if (yi > y1) y1 = yi;
-  }
+  const [x0, x1, y0, y1] = boundingBox(x, y, count);
   if (!(x1 >= x0 && y1 >= y0)) return { cells, bounds: [0, 0, 0, 0], grid };
   const sx = x1 > x0 ? grid / (x1 - x0) : 0;
   const sy = y1 > y0 ? grid / (y1 - y0) : 0;
