@@ -136,14 +136,16 @@ def contained_path(path: str) -> str:
     return "/".join(["...", *(p.replace("\x00", "") for p in parts if p not in ("", ".", ".."))])
 
 
-_SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
-"""Never walked (``indexer.SPECIAL_FOLDERS``: the scan skips links into them)."""
+SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
+"""Folders of the system's pseudo file systems: never walked (a link into them is skipped), by
+the scan (``indexer.scan``) and by ``linked_folders`` alike."""
 
 
-def _special(real: str) -> bool:
+def special_folder(real: str) -> bool:
+    """Whether ``real`` lies under ``SPECIAL_FOLDERS`` (``/dev/shm``, a RAM disk, does not)."""
     return (
         sys.platform == "linux"
-        and any(real == top or real.startswith(top + "/") for top in _SPECIAL_FOLDERS)
+        and any(real == top or real.startswith(top + "/") for top in SPECIAL_FOLDERS)
         and not (real == "/dev/shm" or real.startswith("/dev/shm/"))
     )
 
@@ -175,7 +177,7 @@ def linked_folders(root: Path, exclude: Iterable[Path] = ()) -> dict[str, str]:
                     continue
                 if entry.is_symlink():
                     real = os.path.realpath(entry.path)
-                    if _special(real) or real in excluded:
+                    if special_folder(real) or real in excluded:
                         continue
                     found.setdefault(real, entry.path)
                 elif os.path.realpath(entry.path) in excluded:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Catalog, Entry
+from .catalog import Catalog, Entry, special_folder
 from .errors import (
     EngineFallbackWarning,
     EngineUnavailableError,
@@ -60,7 +60,7 @@ class ScanResult:
 
     skipped: list[str] = field(default_factory=list)
     """Entries passed over without being opened: not regular files (pipes, devices, sockets),
-    dangling links, loops of links, links into ``SPECIAL_FOLDERS``."""
+    dangling links, loops of links, links into ``catalog.SPECIAL_FOLDERS``."""
 
     def kept(self, path: str) -> bool:
         """Whether catalog ``path`` lies in something that could not be listed this scan."""
@@ -240,25 +240,12 @@ def catalog_path(abspath: str, root: str) -> str:
     return Path(relative).as_posix()
 
 
-SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
-"""Folders of the system's pseudo file systems: never walked (a link into them is skipped)."""
-
-
 def _real(path: str) -> str:
     """``os.path.realpath``, or the absolute path where a link on the way cannot be read."""
     try:
         return os.path.realpath(path)
     except OSError:
         return os.path.abspath(path)
-
-
-def _special(real: str) -> bool:
-    """Whether ``real`` lies under ``SPECIAL_FOLDERS`` (``/dev/shm``, a RAM disk, does not)."""
-    return (
-        sys.platform == "linux"
-        and any(real == top or real.startswith(top + "/") for top in SPECIAL_FOLDERS)
-        and not (real == "/dev/shm" or real.startswith("/dev/shm/"))
-    )
 
 
 def scan(
@@ -269,7 +256,7 @@ def scan(
     Hidden files and folders, and the folders in ``exclude`` (the index itself), are skipped;
     symlinked folders are followed once (loops are cut); unreadable folders are reported, not fatal.
     Only regular files are taken (checked after following links, before any is opened): pipes,
-    devices, sockets, dangling links, loops of links and anything under ``SPECIAL_FOLDERS``
+    devices, sockets, dangling links, loops of links and anything under ``catalog.SPECIAL_FOLDERS``
     are counted in ``skipped`` and never opened. No single entry can stop the scan.
     """
     primary = os.path.realpath(roots[0])
@@ -281,7 +268,7 @@ def scan(
     while stack:
         folder = stack.pop()
         real_folder = _real(folder)
-        if _special(real_folder):
+        if special_folder(real_folder):
             result.skipped.append(folder)
             continue
         try:
@@ -303,7 +290,7 @@ def scan(
                 continue
             name = catalog_path(os.path.join(real_folder, entry.name), primary)
             try:
-                if entry.is_symlink() and _special(_real(entry.path)):
+                if entry.is_symlink() and special_folder(_real(entry.path)):
                     result.skipped.append(entry.path)
                     continue
                 st = entry.stat()  # follows links
